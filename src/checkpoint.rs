@@ -1,0 +1,273 @@
+//! Checkpoints as safetensors files whose tensors are PyTorch's `state_dict` for the reference model
+//! (`conv1.weight` `[6,1,5,5]` ... `output.bias` `[10]`, float32), so that
+//! `model.load_state_dict(safetensors.torch.load_file(path))` works in PyTorch.
+//!
+//! Metadata (string to string) carries what a reader needs besides the weights: the format version, the head,
+//! the data set and its class names, and, in a resumable training state, the optimiser's momentum tensors
+//! (`optimizer.momentum.<name>`) and the training state as JSON.
+//!
+//! Every file is written atomically: to a temporary file in the same directory, flushed to disk, then renamed
+//! over the target, so a crash leaves either the old file or the new one, never half of either.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::data::dataset::MNIST_CLASSES;
+use crate::error::{Error, IoContext, Result};
+use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS, param_ranges};
+
+pub const FORMAT_VERSION: &str = "1";
+const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+
+/// Weights plus what is known about them.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// Flat parameter block, in `PARAM_SPECS` order.
+    pub params: Vec<f32>,
+    pub head: Head,
+    pub class_names: Vec<String>,
+    /// Present in resumable training states.
+    pub momentum: Option<Vec<f32>>,
+    /// Every metadata entry as stored.
+    pub metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Fresh weights with default metadata (digits, the given head).
+    pub fn new(params: Vec<f32>, head: Head) -> Self {
+        Checkpoint {
+            params,
+            head,
+            class_names: MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+            momentum: None,
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Serialises to safetensors bytes; `head`, `class_names` and `format_version` overwrite any metadata
+    /// entries of the same name.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        assert_eq!(self.params.len(), NUM_PARAMS);
+        let mut meta = self.metadata.clone();
+        meta.insert("format".into(), "lenet5".into());
+        meta.insert("format_version".into(), FORMAT_VERSION.into());
+        meta.insert("head".into(), self.head.name().into());
+        meta.insert(
+            "class_names".into(),
+            serde_json::to_string(&self.class_names).expect("strings serialise"),
+        );
+        let to_le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let weights = to_le(&self.params);
+        let momentum = self.momentum.as_deref().map(to_le);
+        let mut views = Vec::new();
+        for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+            let bytes = &weights[r.start * 4..r.end * 4];
+            views.push((
+                spec.name.to_string(),
+                TensorView::new(Dtype::F32, spec.shape.to_vec(), bytes).expect("sizes agree"),
+            ));
+            if let Some(m) = &momentum {
+                let bytes = &m[r.start * 4..r.end * 4];
+                views.push((
+                    format!("{MOMENTUM_PREFIX}{}", spec.name),
+                    TensorView::new(Dtype::F32, spec.shape.to_vec(), bytes).expect("sizes agree"),
+                ));
+            }
+        }
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Config(format!("cannot serialise checkpoint: {e}")))
+    }
+
+    /// Writes atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads and validates a checkpoint: every tensor present, float32, with PyTorch's shape.
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).at(path)?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses safetensors bytes; `path` names the source in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::format(path, format!("not a valid safetensors checkpoint ({e})"))
+        })?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            Error::format(path, format!("not a valid safetensors checkpoint ({e})"))
+        })?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+
+        let read = |name: &str, out: &mut [f32], shape: &[usize]| -> Result<()> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| Error::tensor(path, name, "missing"))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(Error::tensor(
+                    path,
+                    name,
+                    format!("dtype {:?}, expected F32", t.dtype()),
+                ));
+            }
+            if t.shape() != shape {
+                return Err(Error::tensor(
+                    path,
+                    name,
+                    format!("shape {:?}, expected {:?}", t.shape(), shape),
+                ));
+            }
+            for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            Ok(())
+        };
+        let mut params = vec![0.0; NUM_PARAMS];
+        for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+            read(spec.name, &mut params[r], spec.shape)?;
+        }
+        let momentum = if st.names().iter().any(|n| n.starts_with(MOMENTUM_PREFIX)) {
+            let mut m = vec![0.0; NUM_PARAMS];
+            for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+                read(
+                    &format!("{MOMENTUM_PREFIX}{}", spec.name),
+                    &mut m[r],
+                    spec.shape,
+                )?;
+            }
+            Some(m)
+        } else {
+            None
+        };
+        if let Some(v) = metadata.get("format_version") {
+            if v != FORMAT_VERSION {
+                return Err(Error::format(
+                    path,
+                    format!("checkpoint format version {v}, this program reads {FORMAT_VERSION}"),
+                ));
+            }
+        }
+        let head = match metadata.get("head") {
+            None => Head::Sigmoid,
+            Some(h) => Head::parse(h)
+                .ok_or_else(|| Error::format(path, format!("unknown head `{h}` in metadata")))?,
+        };
+        let class_names = match metadata.get("class_names") {
+            None => MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+            Some(s) => match serde_json::from_str::<Vec<String>>(s) {
+                Ok(v) if v.len() == NUM_CLASSES => v,
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "metadata class_names must be a JSON list of {NUM_CLASSES} strings"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(Checkpoint {
+            params,
+            head,
+            class_names,
+            momentum,
+            metadata,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old content or the new, never a mix: a temporary file in
+/// the same directory, `fsync`, rename, then `fsync` of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        drop(f);
+        std::fs::rename(&tmp, path).at(path)?;
+        // Make the rename itself durable. Not every platform can open a directory; that is not an error.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Whether `name` is one of [`write_atomic`]'s temporary files.
+pub fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::model::init_params;
+
+    #[test]
+    fn round_trip_keeps_every_bit_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut ck = Checkpoint::new(init_params(3), Head::Logits);
+        ck.momentum = Some(init_params(4));
+        ck.class_names[0] = "zero".into();
+        ck.metadata.insert("epoch".into(), "7".into());
+        ck.save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.params, ck.params);
+        assert_eq!(back.momentum, ck.momentum);
+        assert_eq!(back.head, Head::Logits);
+        assert_eq!(back.class_names[0], "zero");
+        assert_eq!(back.metadata["epoch"], "7");
+        // nothing but the target is left in the directory
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_or_misshapen_tensors_are_named() {
+        let p = Path::new("x.safetensors");
+        let weights = vec![0u8; 4 * 150];
+        let bytes = safetensors::serialize(
+            [(
+                "conv1.weight",
+                TensorView::new(Dtype::F32, vec![6, 25], &weights).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        let e = Checkpoint::from_bytes(&bytes, p).unwrap_err().to_string();
+        assert!(
+            e.contains("conv1.weight") && e.contains("[6, 25]") && e.contains("[6, 1, 5, 5]"),
+            "{e}"
+        );
+        let good = Checkpoint::new(init_params(1), Head::Sigmoid)
+            .to_bytes()
+            .unwrap();
+        let e = Checkpoint::from_bytes(&good[..good.len() - 10], p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x.safetensors: not a valid safetensors"),
+            "{e}"
+        );
+        let e = Checkpoint::from_bytes(b"garbage", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a valid safetensors"), "{e}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Data sets on disk: finding them, loading them, and turning a list of indices into a batch.
+
+use std::path::{Path, PathBuf};
+
+use super::idx::{read_images, read_labels};
+use crate::error::{Error, Result};
+use crate::nn::model::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};
+
+/// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
+pub const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Which data set to use: a known one, found under the data root, or a directory holding the four files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetId {
+    Mnist,
+    FashionMnist,
+    Dir(PathBuf),
+}
+
+impl DatasetId {
+    /// `mnist`, `fashion-mnist`, or a path to a directory.
+    pub fn parse(s: &str) -> DatasetId {
+        match s.to_ascii_lowercase().as_str() {
+            "mnist" => DatasetId::Mnist,
+            "fashion-mnist" | "fashion_mnist" | "fashionmnist" => DatasetId::FashionMnist,
+            _ => DatasetId::Dir(PathBuf::from(s)),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            DatasetId::Mnist => "mnist".into(),
+            DatasetId::FashionMnist => "fashion-mnist".into(),
+            DatasetId::Dir(p) => p.display().to_string(),
+        }
+    }
+
+    pub fn class_names(&self) -> Vec<String> {
+        let names: &[&str] = match self {
+            DatasetId::FashionMnist => &FASHION_CLASSES,
+            _ => &MNIST_CLASSES,
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Directories searched under `root`, in order: torchvision's layout, then a named folder, then `root` itself.
+    fn candidates(&self, root: &Path) -> Vec<PathBuf> {
+        match self {
+            DatasetId::Mnist => vec![
+                root.join("MNIST/raw"),
+                root.join("mnist"),
+                root.to_path_buf(),
+            ],
+            DatasetId::FashionMnist => vec![
+                root.join("FashionMNIST/raw"),
+                root.join("fashion-mnist"),
+                root.to_path_buf(),
+            ],
+            DatasetId::Dir(p) => vec![p.clone(), p.join("raw")],
+        }
+    }
+}
+
+/// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
+pub fn data_root(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("LENET5_DATA") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("data"),
+    }
+}
+
+/// The path of one of the four files in `dir`, raw or gzipped.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(name), dir.join(format!("{name}.gz"))]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// The first candidate directory that holds all four files.
+pub fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
+    let candidates = id.candidates(root);
+    for dir in &candidates {
+        if FILES.iter().all(|f| find_file(dir, f).is_some()) {
+            return Ok(dir.clone());
+        }
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(Error::DataNotFound(format!(
+        "data set {} not found: looked for {} (or .gz) in {}; put the four IDX files in one of these \
+         directories, or point --data / LENET5_DATA at their parent",
+        id.name(),
+        FILES.join(", "),
+        looked.join(", ")
+    )))
+}
+
+/// One split: 28x28 grey images kept as bytes, and their labels.
+#[derive(Clone, Debug, Default)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The raw bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN]
+    }
+
+    /// Keeps only the first `n` images.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.labels.truncate(n);
+            self.images.truncate(n * IMAGE_LEN);
+        }
+    }
+
+    /// Writes the images at `indices` scaled to [0, 1] (like torchvision's `ToTensor`) into `x (n, 1, 28, 28)`,
+    /// and their labels into `y (n)`.
+    pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [u8]) {
+        for (k, &i) in indices.iter().enumerate() {
+            let i = i as usize;
+            for (dst, &p) in x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN]
+                .iter_mut()
+                .zip(self.image(i))
+            {
+                *dst = p as f32 / 255.0;
+            }
+            y[k] = self.labels[i];
+        }
+    }
+
+    fn load(images: &Path, labels: &Path) -> Result<Split> {
+        let img = read_images(images)?;
+        if img.rows != IMAGE_SIZE || img.cols != IMAGE_SIZE {
+            return Err(Error::format(
+                images,
+                format!(
+                    "images are {}x{}, expected {IMAGE_SIZE}x{IMAGE_SIZE}",
+                    img.rows, img.cols
+                ),
+            ));
+        }
+        let lab = read_labels(labels)?;
+        if lab.len() != img.count {
+            return Err(Error::format(
+                labels,
+                format!(
+                    "{} labels, but {} holds {} images",
+                    lab.len(),
+                    images.display(),
+                    img.count
+                ),
+            ));
+        }
+        if let Some(bad) = lab.iter().find(|&&l| l as usize >= NUM_CLASSES) {
+            return Err(Error::format(
+                labels,
+                format!("label {bad} is out of range 0..{NUM_CLASSES}"),
+            ));
+        }
+        Ok(Split {
+            images: img.pixels,
+            labels: lab,
+        })
+    }
+}
+
+/// A loaded data set.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub dir: PathBuf,
+    pub class_names: Vec<String>,
+    pub train: Split,
+    pub test: Split,
+}
+
+impl Dataset {
+    /// Finds and loads both splits.
+    pub fn load(id: &DatasetId, root: &Path) -> Result<Dataset> {
+        let dir = locate(id, root)?;
+        let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
+        Ok(Dataset {
+            name: id.name(),
+            class_names: id.class_names(),
+            train: Split::load(&path(FILES[0]), &path(FILES[1]))?,
+            test: Split::load(&path(FILES[2]), &path(FILES[3]))?,
+            dir,
+        })
+    }
+
+    /// Loads only the test split (for evaluation and prediction).
+    pub fn load_test(id: &DatasetId, root: &Path) -> Result<Split> {
+        let dir = locate(id, root)?;
+        let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
+        Split::load(&path(FILES[2]), &path(FILES[3]))
+    }
+}

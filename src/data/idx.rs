@@ -1,0 +1,217 @@
+//! The IDX file format of MNIST: a big-endian header (`0, 0, type, ndims`, then one u32 per dimension) followed
+//! by the data. We read unsigned-byte files only: images (`magic 2051`, 3 dims) and labels (`magic 2049`, 1 dim).
+//! Files may be gzip-compressed; that is detected from the content, not the name.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+pub const IMAGES_MAGIC: u32 = 2051;
+pub const LABELS_MAGIC: u32 = 2049;
+
+/// No IDX file we read decompresses to more than this (MNIST's largest is 47 MB); a larger stream is refused
+/// rather than allowed to fill memory.
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// Images as stored: `count` images of `rows x cols` bytes, row-major.
+#[derive(Clone, Debug)]
+pub struct IdxImages {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Reads a file whole, decompressing it if it is gzip.
+pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).at(path)?;
+    decompress_if_gzip(raw).map_err(|e| Error::format(path, e))
+}
+
+/// Decompresses `raw` if it starts with the gzip magic, else returns it as is.
+pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt gzip stream ({e})"))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(format!(
+            "decompresses to more than {MAX_DECOMPRESSED} bytes"
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses the header; returns the dimensions and the byte offset of the data.
+fn parse_header(
+    bytes: &[u8],
+    magic: u32,
+    what: &str,
+) -> std::result::Result<(Vec<usize>, usize), String> {
+    if bytes.len() < 4 {
+        return Err(format!(
+            "not an IDX {what} file: {} bytes is shorter than the 4-byte magic",
+            bytes.len()
+        ));
+    }
+    let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if found != magic {
+        return Err(format!(
+            "not an IDX {what} file: magic number {found}, expected {magic}"
+        ));
+    }
+    let ndims = (magic & 0xff) as usize;
+    let header_len = 4 + 4 * ndims;
+    if bytes.len() < header_len {
+        return Err(format!(
+            "truncated IDX header: {} bytes, expected at least {header_len}",
+            bytes.len()
+        ));
+    }
+    let dims = (0..ndims)
+        .map(|i| {
+            let o = 4 + 4 * i;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect();
+    Ok((dims, header_len))
+}
+
+/// Checks that the data after the header is exactly `expected` bytes.
+fn check_len(
+    bytes: &[u8],
+    header_len: usize,
+    expected: Option<usize>,
+    dims: &[usize],
+) -> std::result::Result<(), String> {
+    let have = bytes.len() - header_len;
+    match expected {
+        Some(e) if e == have => Ok(()),
+        Some(e) if have < e => Err(format!(
+            "truncated: header says {dims:?} ({e} data bytes), file holds {have}"
+        )),
+        Some(e) => Err(format!(
+            "{} trailing bytes after the {e} data bytes of {dims:?}",
+            have - e
+        )),
+        None => Err(format!("dimensions {dims:?} overflow")),
+    }
+}
+
+/// Parses an images file held in memory.
+pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
+    let (dims, header_len) = parse_header(bytes, IMAGES_MAGIC, "images")?;
+    let (count, rows, cols) = (dims[0], dims[1], dims[2]);
+    check_len(
+        bytes,
+        header_len,
+        count.checked_mul(rows).and_then(|n| n.checked_mul(cols)),
+        &dims,
+    )?;
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: bytes[header_len..].to_vec(),
+    })
+}
+
+/// Parses a labels file held in memory.
+pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let (dims, header_len) = parse_header(bytes, LABELS_MAGIC, "labels")?;
+    check_len(bytes, header_len, Some(dims[0]), &dims)?;
+    Ok(bytes[header_len..].to_vec())
+}
+
+/// Reads an images file (raw or gzip).
+pub fn read_images(path: &Path) -> Result<IdxImages> {
+    parse_images(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
+}
+
+/// Reads a labels file (raw or gzip).
+pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+    parse_labels(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
+}
+
+/// Encodes an images file (used by tests and tools that write small data sets).
+pub fn encode_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + pixels.len());
+    for v in [IMAGES_MAGIC, count as u32, rows as u32, cols as u32] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(pixels);
+    out
+}
+
+/// Encodes a labels file.
+pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    out.extend_from_slice(&LABELS_MAGIC.to_be_bytes());
+    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    out.extend_from_slice(labels);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let px: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
+        let img = parse_images(&encode_images(2, 3, 4, &px)).unwrap();
+        assert_eq!((img.count, img.rows, img.cols), (2, 3, 4));
+        assert_eq!(img.pixels, px);
+        assert_eq!(
+            parse_labels(&encode_labels(&[1, 2, 3])).unwrap(),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_magic_truncation_and_trailing_bytes() {
+        let good = encode_images(2, 3, 4, &[0; 24]);
+        assert!(
+            parse_labels(&good)
+                .unwrap_err()
+                .contains("magic number 2051, expected 2049")
+        );
+        assert!(
+            parse_images(&good[..good.len() - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            parse_images(&good[..10])
+                .unwrap_err()
+                .contains("truncated IDX header")
+        );
+        let mut long = good.clone();
+        long.push(0);
+        assert!(parse_images(&long).unwrap_err().contains("trailing"));
+        assert!(parse_images(&[]).unwrap_err().contains("shorter"));
+        // a header claiming 4 billion images must not allocate for them
+        let huge = encode_images(u32::MAX as usize, 28, 28, &[]);
+        assert!(parse_images(&huge).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        use std::io::Write;
+        let plain = encode_labels(&[7; 5]);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&plain).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(decompress_if_gzip(gz.clone()).unwrap(), plain);
+        assert!(
+            decompress_if_gzip(gz[..gz.len() / 2].to_vec())
+                .unwrap_err()
+                .contains("corrupt gzip")
+        );
+    }
+}

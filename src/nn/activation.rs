@@ -1,0 +1,31 @@
+//! Element-wise activations. Backward passes read the forward *output*, as PyTorch does.
+
+/// In place: `x = max(x, 0)`.
+pub fn relu_forward(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+/// `grad *= (out > 0)`, in place.
+pub fn relu_backward(out: &[f32], grad: &mut [f32]) {
+    for (g, o) in grad.iter_mut().zip(out) {
+        if *o <= 0.0 {
+            *g = 0.0;
+        }
+    }
+}
+
+/// `out = 1 / (1 + exp(-x))`.
+pub fn sigmoid_forward(x: &[f32], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = 1.0 / (1.0 + (-v).exp());
+    }
+}
+
+/// `grad *= out * (1 - out)`, in place.
+pub fn sigmoid_backward(out: &[f32], grad: &mut [f32]) {
+    for (g, o) in grad.iter_mut().zip(out) {
+        *g *= (1.0 - o) * o;
+    }
+}

@@ -1,0 +1,67 @@
+//! Fully connected layer (`nn.Linear`): `out = in @ weight^T + bias`.
+//!
+//! # Shapes
+//! input `(N, I)`, weight `(O, I)` (PyTorch's layout), bias `(O)`, output `(N, O)`.
+
+use super::gemm::{MatRef, sgemm};
+
+/// The static description of a linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearDims {
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl LinearDims {
+    pub const fn weight_len(&self) -> usize {
+        self.in_features * self.out_features
+    }
+    pub const fn forward_flops(&self) -> usize {
+        2 * self.weight_len()
+    }
+}
+
+/// `input (n, I)` -> `out (n, O)`.
+pub fn linear_forward(
+    d: &LinearDims,
+    n: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    for row in out[..n * d.out_features].chunks_exact_mut(d.out_features) {
+        row.copy_from_slice(bias);
+    }
+    let x = MatRef::new(&input[..n * d.in_features], n, d.in_features);
+    let w = MatRef::new(weight, d.out_features, d.in_features);
+    sgemm(1.0, x, w.t(), 1.0, &mut out[..n * d.out_features]);
+}
+
+/// Adds to `weight_grad (O, I)` and `bias_grad (O)`; overwrites `input_grad (n, I)` when given.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    d: &LinearDims,
+    n: usize,
+    input: &[f32],
+    weight: &[f32],
+    out_grad: &[f32],
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+    input_grad: Option<&mut [f32]>,
+) {
+    let g = MatRef::new(&out_grad[..n * d.out_features], n, d.out_features);
+    for row in g.data.chunks_exact(d.out_features) {
+        for (b, v) in bias_grad.iter_mut().zip(row) {
+            *b += v;
+        }
+    }
+    // dW (O, I) += dOut^T (O, n) @ in (n, I)
+    let x = MatRef::new(&input[..n * d.in_features], n, d.in_features);
+    sgemm(1.0, g.t(), x, 1.0, weight_grad);
+    if let Some(input_grad) = input_grad {
+        // dIn (n, I) = dOut (n, O) @ W (O, I)
+        let w = MatRef::new(weight, d.out_features, d.in_features);
+        sgemm(1.0, g, w, 0.0, &mut input_grad[..n * d.in_features]);
+    }
+}

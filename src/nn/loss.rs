@@ -1,0 +1,53 @@
+//! Cross-entropy on scores (`nn.CrossEntropyLoss`): log-softmax then negative log-likelihood.
+//!
+//! `loss_n = logsumexp(s_n) - s_n[t_n]`; the batch loss is the mean over the batch, so the gradient is
+//! `(softmax(s_n) - onehot(t_n)) / batch`.
+//!
+//! # Shapes
+//! scores `(N, classes)`, targets `(N)`.
+
+/// One sample's loss, whether it was classified right (argmax, first index on ties), and, when `grad` is
+/// given, `(softmax - onehot) * scale` written into it.
+pub fn cross_entropy(
+    scores: &[f32],
+    target: usize,
+    grad: Option<(&mut [f32], f32)>,
+) -> (f32, bool) {
+    let mut max = f32::NEG_INFINITY;
+    let mut argmax = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > max {
+            max = s;
+            argmax = i;
+        }
+    }
+    let sum_exp: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+    let log_sum = sum_exp.ln();
+    let loss = -(scores[target] - max - log_sum);
+    if let Some((grad, scale)) = grad {
+        for (i, (g, s)) in grad.iter_mut().zip(scores).enumerate() {
+            let p = (s - max - log_sum).exp();
+            *g = (p - if i == target { 1.0 } else { 0.0 }) * scale;
+        }
+    }
+    (loss, argmax == target)
+}
+
+/// The index of the largest score (the first one on ties, like `torch.argmax`).
+pub fn argmax(scores: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > scores[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Probabilities that sum to one: softmax of the scores.
+pub fn softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}

@@ -1,0 +1,11 @@
+//! The numeric core: each layer's forward and backward side by side, and the LeNet-5 model built from them.
+
+pub mod activation;
+pub mod conv;
+pub mod gemm;
+pub mod linear;
+pub mod loss;
+pub mod model;
+pub mod pool;
+
+pub use model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace};

@@ -1,0 +1,581 @@
+//! LeNet-5 as in the reference recipe, with its parameters in one flat block.
+//!
+//! ```text
+//! input               (N, 1, 28, 28)
+//! conv1 5x5 pad 2     (N, 6, 28, 28)  + ReLU
+//! avgpool 2/2         (N, 6, 14, 14)
+//! conv2 5x5           (N, 16, 10, 10) + ReLU
+//! avgpool 2/2         (N, 16, 5, 5)   -> flatten (N, 400)
+//! linear1             (N, 120)        + ReLU
+//! linear2             (N, 84)         + ReLU
+//! output              (N, 10)         + Sigmoid (the recipe's head) or nothing (logits head)
+//! ```
+//! Cross-entropy is taken on the head's output, as the recipe does.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
+use super::conv::{Conv2dDims, conv2d_backward, conv2d_forward};
+use super::linear::{LinearDims, linear_backward, linear_forward};
+use super::loss::cross_entropy;
+use super::pool::{Pool2Dims, avgpool2_backward, avgpool2_forward};
+use crate::rng::Rng;
+
+pub const IMAGE_SIZE: usize = 28;
+pub const IMAGE_LEN: usize = IMAGE_SIZE * IMAGE_SIZE;
+pub const NUM_CLASSES: usize = 10;
+
+pub const CONV1: Conv2dDims = Conv2dDims {
+    in_channels: 1,
+    out_channels: 6,
+    in_size: 28,
+    kernel: 5,
+    padding: 2,
+};
+pub const POOL1: Pool2Dims = Pool2Dims {
+    channels: 6,
+    in_size: CONV1.out_size(),
+};
+pub const CONV2: Conv2dDims = Conv2dDims {
+    in_channels: 6,
+    out_channels: 16,
+    in_size: POOL1.out_size(),
+    kernel: 5,
+    padding: 0,
+};
+pub const POOL2: Pool2Dims = Pool2Dims {
+    channels: 16,
+    in_size: CONV2.out_size(),
+};
+pub const LINEAR1: LinearDims = LinearDims {
+    in_features: POOL2.out_len(),
+    out_features: 120,
+};
+pub const LINEAR2: LinearDims = LinearDims {
+    in_features: 120,
+    out_features: 84,
+};
+pub const OUTPUT: LinearDims = LinearDims {
+    in_features: 84,
+    out_features: NUM_CLASSES,
+};
+
+/// What follows the last linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Head {
+    /// `Sigmoid` on the output, then cross-entropy on that: the reference recipe.
+    #[default]
+    Sigmoid,
+    /// Cross-entropy directly on the last layer's output.
+    Logits,
+}
+
+impl Head {
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Sigmoid => "sigmoid",
+            Head::Logits => "logits",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Head> {
+        match s {
+            "sigmoid" => Some(Head::Sigmoid),
+            "logits" => Some(Head::Logits),
+            _ => None,
+        }
+    }
+}
+
+/// A named parameter tensor, named and shaped as in PyTorch's `state_dict`.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub shape: &'static [usize],
+}
+
+impl ParamSpec {
+    pub const fn len(&self) -> usize {
+        let mut n = 1;
+        let mut i = 0;
+        while i < self.shape.len() {
+            n *= self.shape[i];
+            i += 1;
+        }
+        n
+    }
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Inputs feeding one output unit; PyTorch's default init draws from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    pub const fn fan_in(&self) -> usize {
+        self.len() / self.shape[0]
+    }
+}
+
+/// Every parameter, in `state_dict` order, which is also their order in the flat block.
+pub const PARAM_SPECS: [ParamSpec; 10] = [
+    ParamSpec {
+        name: "conv1.weight",
+        shape: &[6, 1, 5, 5],
+    },
+    ParamSpec {
+        name: "conv1.bias",
+        shape: &[6],
+    },
+    ParamSpec {
+        name: "conv2.weight",
+        shape: &[16, 6, 5, 5],
+    },
+    ParamSpec {
+        name: "conv2.bias",
+        shape: &[16],
+    },
+    ParamSpec {
+        name: "linear1.weight",
+        shape: &[120, 400],
+    },
+    ParamSpec {
+        name: "linear1.bias",
+        shape: &[120],
+    },
+    ParamSpec {
+        name: "linear2.weight",
+        shape: &[84, 120],
+    },
+    ParamSpec {
+        name: "linear2.bias",
+        shape: &[84],
+    },
+    ParamSpec {
+        name: "output.weight",
+        shape: &[10, 84],
+    },
+    ParamSpec {
+        name: "output.bias",
+        shape: &[10],
+    },
+];
+
+/// 61,706.
+pub const NUM_PARAMS: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < PARAM_SPECS.len() {
+        n += PARAM_SPECS[i].len();
+        i += 1;
+    }
+    n
+};
+
+/// Where each parameter lives in the flat block.
+pub fn param_ranges() -> [Range<usize>; 10] {
+    let mut start = 0;
+    PARAM_SPECS.map(|spec| {
+        let r = start..start + spec.len();
+        start = r.end;
+        r
+    })
+}
+
+/// Splits a flat block into the ten parameter tensors, in `PARAM_SPECS` order.
+pub fn split_params(flat: &[f32]) -> [&[f32]; 10] {
+    assert_eq!(flat.len(), NUM_PARAMS);
+    let mut rest = flat;
+    PARAM_SPECS.map(|spec| {
+        let (head, tail) = rest.split_at(spec.len());
+        rest = tail;
+        head
+    })
+}
+
+/// Mutable twin of [`split_params`].
+pub fn split_params_mut(flat: &mut [f32]) -> [&mut [f32]; 10] {
+    assert_eq!(flat.len(), NUM_PARAMS);
+    let mut rest = flat;
+    PARAM_SPECS.map(|spec| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(spec.len());
+        rest = tail;
+        head
+    })
+}
+
+/// PyTorch's default initialisation for `Conv2d` and `Linear` (weights and biases alike
+/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), drawn from `seed`.
+pub fn init_params(seed: u64) -> Vec<f32> {
+    let mut rng = Rng::derived(seed, 1, 0);
+    let mut flat = vec![0.0; NUM_PARAMS];
+    for (i, tensor) in split_params_mut(&mut flat).into_iter().enumerate() {
+        // A bias uses the fan-in of the weight before it.
+        let weight = &PARAM_SPECS[i - i % 2];
+        let bound = 1.0 / (weight.fan_in() as f32).sqrt();
+        for v in tensor {
+            *v = rng.uniform(-bound, bound);
+        }
+    }
+    flat
+}
+
+/// The forward and backward stages, for per-layer timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Conv1,
+    Pool1,
+    Conv2,
+    Pool2,
+    Linear1,
+    Linear2,
+    Output,
+    Loss,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::Conv1,
+        Stage::Pool1,
+        Stage::Conv2,
+        Stage::Pool2,
+        Stage::Linear1,
+        Stage::Linear2,
+        Stage::Output,
+        Stage::Loss,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Conv1 => "conv1+relu",
+            Stage::Pool1 => "pool1",
+            Stage::Conv2 => "conv2+relu",
+            Stage::Pool2 => "pool2",
+            Stage::Linear1 => "linear1+relu",
+            Stage::Linear2 => "linear2+relu",
+            Stage::Output => "output+head",
+            Stage::Loss => "loss",
+        }
+    }
+}
+
+/// Receives the end of each stage. `()` ignores them and costs nothing.
+pub trait StageClock {
+    fn lap(&mut self, _stage: Stage, _backward: bool) {}
+}
+
+impl StageClock for () {}
+
+/// Accumulates wall time per stage, forward and backward apart.
+#[derive(Clone, Debug)]
+pub struct StageTimes {
+    last: Instant,
+    pub forward_ns: [u64; 8],
+    pub backward_ns: [u64; 8],
+}
+
+impl Default for StageTimes {
+    fn default() -> Self {
+        StageTimes {
+            last: Instant::now(),
+            forward_ns: [0; 8],
+            backward_ns: [0; 8],
+        }
+    }
+}
+
+impl StageTimes {
+    /// Starts the clock for the next stage.
+    pub fn start(&mut self) {
+        self.last = Instant::now();
+    }
+}
+
+impl StageClock for StageTimes {
+    fn lap(&mut self, stage: Stage, backward: bool) {
+        let now = Instant::now();
+        let ns = (now - self.last).as_nanos() as u64;
+        self.last = now;
+        let i = stage as usize;
+        if backward {
+            self.backward_ns[i] += ns;
+        } else {
+            self.forward_ns[i] += ns;
+        }
+    }
+}
+
+/// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
+/// All image-shaped buffers are NCHW.
+pub struct Workspace {
+    capacity: usize,
+    /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
+    pub input: Vec<f32>,
+    col1: Vec<f32>,
+    /// After conv1 and ReLU `(n, 6, 28, 28)`.
+    pub conv1: Vec<f32>,
+    /// After the first pooling `(n, 6, 14, 14)`.
+    pub pool1: Vec<f32>,
+    col2: Vec<f32>,
+    /// After conv2 and ReLU `(n, 16, 10, 10)`.
+    pub conv2: Vec<f32>,
+    /// After the second pooling, flattened `(n, 400)`.
+    pub pool2: Vec<f32>,
+    /// `(n, 120)` after ReLU.
+    pub linear1: Vec<f32>,
+    /// `(n, 84)` after ReLU.
+    pub linear2: Vec<f32>,
+    /// The last linear layer's output `(n, 10)`.
+    pub logits: Vec<f32>,
+    /// The head's output `(n, 10)`: sigmoid of the logits, or the logits themselves. Loss and argmax use it.
+    pub scores: Vec<f32>,
+    d_scores: Vec<f32>,
+    d_linear2: Vec<f32>,
+    d_linear1: Vec<f32>,
+    d_pool2: Vec<f32>,
+    d_conv2: Vec<f32>,
+    d_pool1: Vec<f32>,
+    d_conv1: Vec<f32>,
+    d_col2: Vec<f32>,
+}
+
+impl Workspace {
+    pub fn new(capacity: usize) -> Self {
+        let z = |per_image: usize| vec![0.0f32; capacity * per_image];
+        Workspace {
+            capacity,
+            input: z(IMAGE_LEN),
+            col1: z(CONV1.col_len()),
+            conv1: z(CONV1.out_len()),
+            pool1: z(POOL1.out_len()),
+            col2: z(CONV2.col_len()),
+            conv2: z(CONV2.out_len()),
+            pool2: z(POOL2.out_len()),
+            linear1: z(LINEAR1.out_features),
+            linear2: z(LINEAR2.out_features),
+            logits: z(NUM_CLASSES),
+            scores: z(NUM_CLASSES),
+            d_scores: z(NUM_CLASSES),
+            d_linear2: z(LINEAR2.out_features),
+            d_linear1: z(LINEAR1.out_features),
+            d_pool2: z(POOL2.out_len()),
+            d_conv2: z(CONV2.out_len()),
+            d_pool1: z(POOL1.out_len()),
+            d_conv1: z(CONV1.out_len()),
+            d_col2: vec![0.0; CONV2.col_len()],
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
+pub fn forward(
+    params: &[f32],
+    head: Head,
+    ws: &mut Workspace,
+    n: usize,
+    clock: &mut impl StageClock,
+) {
+    assert!(n <= ws.capacity);
+    let [c1w, c1b, c2w, c2b, l1w, l1b, l2w, l2b, ow, ob] = split_params(params);
+    conv2d_forward(&CONV1, n, &ws.input, c1w, c1b, &mut ws.col1, &mut ws.conv1);
+    relu_forward(&mut ws.conv1[..n * CONV1.out_len()]);
+    clock.lap(Stage::Conv1, false);
+    avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
+    clock.lap(Stage::Pool1, false);
+    conv2d_forward(&CONV2, n, &ws.pool1, c2w, c2b, &mut ws.col2, &mut ws.conv2);
+    relu_forward(&mut ws.conv2[..n * CONV2.out_len()]);
+    clock.lap(Stage::Conv2, false);
+    avgpool2_forward(&POOL2, n, &ws.conv2, &mut ws.pool2);
+    clock.lap(Stage::Pool2, false);
+    linear_forward(&LINEAR1, n, &ws.pool2, l1w, l1b, &mut ws.linear1);
+    relu_forward(&mut ws.linear1[..n * LINEAR1.out_features]);
+    clock.lap(Stage::Linear1, false);
+    linear_forward(&LINEAR2, n, &ws.linear1, l2w, l2b, &mut ws.linear2);
+    relu_forward(&mut ws.linear2[..n * LINEAR2.out_features]);
+    clock.lap(Stage::Linear2, false);
+    linear_forward(&OUTPUT, n, &ws.linear2, ow, ob, &mut ws.logits);
+    let k = n * NUM_CLASSES;
+    match head {
+        Head::Sigmoid => sigmoid_forward(&ws.logits[..k], &mut ws.scores[..k]),
+        Head::Logits => ws.scores[..k].copy_from_slice(&ws.logits[..k]),
+    }
+    clock.lap(Stage::Output, false);
+}
+
+/// Cross-entropy of `ws.scores` against `targets` (one per image). Returns the *sum* of the per-image losses
+/// and the number classified right; stores `d loss / d scores` for a batch mean over `batch_size` images.
+pub fn loss_and_grad(ws: &mut Workspace, targets: &[u8], batch_size: usize) -> (f32, usize) {
+    let scale = 1.0 / batch_size as f32;
+    let mut loss = 0.0;
+    let mut correct = 0;
+    for (i, &t) in targets.iter().enumerate() {
+        let s = &ws.scores[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let g = &mut ws.d_scores[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let (l, ok) = cross_entropy(s, t as usize, Some((g, scale)));
+        loss += l;
+        correct += ok as usize;
+    }
+    (loss, correct)
+}
+
+/// Back-propagates the gradient left by [`loss_and_grad`] through the first `n` images, *adding* every
+/// parameter's gradient into `grads` (flat, same layout as `params`).
+pub fn backward(
+    params: &[f32],
+    head: Head,
+    ws: &mut Workspace,
+    n: usize,
+    grads: &mut [f32],
+    clock: &mut impl StageClock,
+) {
+    assert!(n <= ws.capacity);
+    let [c1w, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
+    let [
+        g_c1w,
+        g_c1b,
+        g_c2w,
+        g_c2b,
+        g_l1w,
+        g_l1b,
+        g_l2w,
+        g_l2b,
+        g_ow,
+        g_ob,
+    ] = split_params_mut(grads);
+    clock.lap(Stage::Loss, true);
+    let k = n * NUM_CLASSES;
+    if head == Head::Sigmoid {
+        sigmoid_backward(&ws.scores[..k], &mut ws.d_scores[..k]);
+    }
+    linear_backward(
+        &OUTPUT,
+        n,
+        &ws.linear2,
+        ow,
+        &ws.d_scores,
+        g_ow,
+        g_ob,
+        Some(&mut ws.d_linear2),
+    );
+    relu_backward(
+        &ws.linear2[..n * LINEAR2.out_features],
+        &mut ws.d_linear2[..n * LINEAR2.out_features],
+    );
+    clock.lap(Stage::Output, true);
+    linear_backward(
+        &LINEAR2,
+        n,
+        &ws.linear1,
+        l2w,
+        &ws.d_linear2,
+        g_l2w,
+        g_l2b,
+        Some(&mut ws.d_linear1),
+    );
+    relu_backward(
+        &ws.linear1[..n * LINEAR1.out_features],
+        &mut ws.d_linear1[..n * LINEAR1.out_features],
+    );
+    clock.lap(Stage::Linear2, true);
+    linear_backward(
+        &LINEAR1,
+        n,
+        &ws.pool2,
+        l1w,
+        &ws.d_linear1,
+        g_l1w,
+        g_l1b,
+        Some(&mut ws.d_pool2),
+    );
+    clock.lap(Stage::Linear1, true);
+    avgpool2_backward(&POOL2, n, &ws.d_pool2, &mut ws.d_conv2);
+    relu_backward(
+        &ws.conv2[..n * CONV2.out_len()],
+        &mut ws.d_conv2[..n * CONV2.out_len()],
+    );
+    clock.lap(Stage::Pool2, true);
+    conv2d_backward(
+        &CONV2,
+        n,
+        &ws.col2,
+        c2w,
+        &ws.d_conv2,
+        g_c2w,
+        g_c2b,
+        Some((&mut ws.d_pool1, &mut ws.d_col2)),
+    );
+    clock.lap(Stage::Conv2, true);
+    avgpool2_backward(&POOL1, n, &ws.d_pool1, &mut ws.d_conv1);
+    relu_backward(
+        &ws.conv1[..n * CONV1.out_len()],
+        &mut ws.d_conv1[..n * CONV1.out_len()],
+    );
+    clock.lap(Stage::Pool1, true);
+    conv2d_backward(&CONV1, n, &ws.col1, c1w, &ws.d_conv1, g_c1w, g_c1b, None);
+    clock.lap(Stage::Conv1, true);
+}
+
+/// Forward multiply-adds (x2) of one image: about 0.83 MFLOP.
+pub const fn forward_flops_per_image() -> usize {
+    CONV1.forward_flops()
+        + CONV2.forward_flops()
+        + LINEAR1.forward_flops()
+        + LINEAR2.forward_flops()
+        + OUTPUT.forward_flops()
+}
+
+/// Forward plus backward FLOPs of one training image (conv1 needs no input gradient): about 2.26 MFLOP.
+pub const fn train_flops_per_image() -> usize {
+    3 * forward_flops_per_image() - CONV1.forward_flops()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_and_layout_match_pytorch() {
+        assert_eq!(NUM_PARAMS, 61_706);
+        let r = param_ranges();
+        assert_eq!(r[0], 0..150);
+        assert_eq!(r[9].end, NUM_PARAMS);
+        assert_eq!(LINEAR1.in_features, 400);
+    }
+
+    #[test]
+    fn default_init_respects_pytorch_bounds_and_fills_them() {
+        let p = init_params(42);
+        for (spec, t) in PARAM_SPECS.iter().zip(split_params(&p)) {
+            let fan_in = if spec.shape.len() == 1 {
+                // bias: the fan-in of its weight
+                PARAM_SPECS
+                    .iter()
+                    .find(|w| w.name == spec.name.replace("bias", "weight"))
+                    .unwrap()
+                    .fan_in()
+            } else {
+                spec.fan_in()
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let max = t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max <= bound, "{}: {max} > {bound}", spec.name);
+            if t.len() >= 100 {
+                // a uniform sample this large reaches close to its bound
+                assert!(max > 0.9 * bound, "{}: {max} far below {bound}", spec.name);
+                let mean = t.iter().sum::<f32>() / t.len() as f32;
+                assert!(mean.abs() < 0.2 * bound, "{}: mean {mean}", spec.name);
+            }
+        }
+        assert_ne!(init_params(1), init_params(2));
+        assert_eq!(init_params(1), init_params(1));
+    }
+
+    #[test]
+    fn flop_counts_match_the_known_figures() {
+        assert_eq!(
+            forward_flops_per_image(),
+            2 * (117_600 + 240_000 + 48_000 + 10_080 + 840)
+        );
+        let train = train_flops_per_image() as f64 / 1e6;
+        assert!((2.2..2.3).contains(&train), "{train}");
+    }
+}

@@ -1,0 +1,414 @@
+//! Training and evaluation: the recipe's loop, parallel over fixed slices of each batch.
+//!
+//! Determinism: a batch is cut into slices of [`SLICE`] images whatever the thread count; each slice writes its
+//! own gradient buffer, and the optimiser adds the buffers in slice order. So `--threads` changes the speed and
+//! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
+//! boundary continues exactly as if it had never stopped.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::nn::loss::{argmax, cross_entropy};
+use crate::nn::model::{
+    Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward, forward, loss_and_grad,
+};
+use crate::optim::Sgd;
+use crate::rng::Rng;
+
+/// Images per slice of a batch: the unit of parallel work and of gradient reduction.
+pub const SLICE: usize = 8;
+/// Images per forward call during evaluation.
+const EVAL_CHUNK: usize = 64;
+
+/// Everything that decides the numbers of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub sgd: Sgd,
+    pub seed: u64,
+    pub head: Head,
+    /// Use only the first N training images (all when `None`).
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images (all when `None`).
+    pub test_limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 50,
+            batch_size: 16,
+            sgd: Sgd::default(),
+            seed: 0,
+            head: Head::Sigmoid,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.batch_size > 65_536 {
+            return bad(format!(
+                "--batch-size must be in 1..=65536, got {}",
+                self.batch_size
+            ));
+        }
+        let Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } = self.sgd;
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {lr}"));
+        }
+        if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
+            return bad(format!("--momentum must be in [0, 1), got {momentum}"));
+        }
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return bad(format!("--weight-decay must be >= 0, got {weight_decay}"));
+        }
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            return bad("--train-limit and --test-limit must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Head {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Head::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown head `{s}`")))
+    }
+}
+
+/// The four figures of the recipe for one epoch, plus timings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub train_seconds: f64,
+    pub val_seconds: f64,
+}
+
+/// Loss and accuracy over a split, as the recipe reports them: means of per-batch values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+}
+
+/// A thread pool of the given size (0: one per core).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Forward-only passes over a whole split, in parallel, with buffers kept between calls.
+pub struct Evaluator {
+    workspaces: Vec<Workspace>,
+    /// Per image: loss, and predicted class.
+    pub losses: Vec<f32>,
+    pub predictions: Vec<u8>,
+    indices: Vec<u32>,
+}
+
+impl Evaluator {
+    pub fn new(threads: usize) -> Self {
+        Evaluator {
+            workspaces: (0..threads.max(1))
+                .map(|_| Workspace::new(EVAL_CHUNK))
+                .collect(),
+            losses: Vec::new(),
+            predictions: Vec::new(),
+            indices: Vec::new(),
+        }
+    }
+
+    /// Runs every image of `split`; per-batch means use `batch_size` like a `DataLoader` without `drop_last`.
+    pub fn evaluate(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        params: &[f32],
+        head: Head,
+        split: &Split,
+        batch_size: usize,
+    ) -> EvalResult {
+        let n = split.len();
+        self.losses.resize(n, 0.0);
+        self.predictions.resize(n, 0);
+        if self.indices.len() != n {
+            self.indices = (0..n as u32).collect();
+        }
+        let per_worker = n.div_ceil(self.workspaces.len()).max(1);
+        let indices = &self.indices;
+        pool.install(|| {
+            self.workspaces
+                .par_iter_mut()
+                .zip(self.losses.par_chunks_mut(per_worker))
+                .zip(self.predictions.par_chunks_mut(per_worker))
+                .enumerate()
+                .for_each(|(w, ((ws, losses), preds))| {
+                    let start = w * per_worker;
+                    let mut labels = [0u8; EVAL_CHUNK];
+                    for (c, (losses, preds)) in losses
+                        .chunks_mut(EVAL_CHUNK)
+                        .zip(preds.chunks_mut(EVAL_CHUNK))
+                        .enumerate()
+                    {
+                        let idx =
+                            &indices[start + c * EVAL_CHUNK..start + c * EVAL_CHUNK + losses.len()];
+                        let m = idx.len();
+                        split.gather(idx, &mut ws.input, &mut labels[..m]);
+                        forward(params, head, ws, m, &mut ());
+                        for k in 0..m {
+                            let s = &ws.scores[k * NUM_CLASSES..(k + 1) * NUM_CLASSES];
+                            losses[k] = cross_entropy(s, labels[k] as usize, None).0;
+                            preds[k] = argmax(s) as u8;
+                        }
+                    }
+                });
+        });
+        let mut loss_sum = 0.0f64;
+        let mut acc_sum = 0.0f64;
+        let mut correct = 0;
+        let mut batches = 0;
+        for (losses, (preds, labels)) in self.losses.chunks(batch_size).zip(
+            self.predictions
+                .chunks(batch_size)
+                .zip(split.labels.chunks(batch_size)),
+        ) {
+            let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
+            loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
+            acc_sum += ok as f64 / losses.len() as f64;
+            correct += ok;
+            batches += 1;
+        }
+        let batches = batches.max(1) as f64;
+        EvalResult {
+            loss: loss_sum / batches,
+            accuracy: acc_sum / batches,
+            correct,
+            total: n,
+        }
+    }
+}
+
+/// One slice of a batch: its activations and its share of the gradient.
+struct SliceState {
+    ws: Workspace,
+    grads: Vec<f32>,
+    targets: [u8; SLICE],
+    loss: f32,
+    correct: usize,
+}
+
+/// Parameters, momentum and every buffer a training step needs, allocated once.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub params: Vec<f32>,
+    pub velocity: Vec<f32>,
+    slices: Vec<SliceState>,
+    order: Vec<u32>,
+}
+
+/// The mean loss and accuracy of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StepResult {
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+impl Trainer {
+    pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>) -> Result<Self> {
+        config.validate()?;
+        assert_eq!(params.len(), NUM_PARAMS);
+        let slices = (0..config.batch_size.div_ceil(SLICE))
+            .map(|_| SliceState {
+                ws: Workspace::new(SLICE),
+                grads: vec![0.0; NUM_PARAMS],
+                targets: [0; SLICE],
+                loss: 0.0,
+                correct: 0,
+            })
+            .collect();
+        Ok(Trainer {
+            velocity: velocity.unwrap_or_else(|| vec![0.0; NUM_PARAMS]),
+            config,
+            params,
+            slices,
+            order: Vec::new(),
+        })
+    }
+
+    /// One SGD step on the images of `split` at `indices` (at most `batch_size` of them).
+    pub fn step(&mut self, pool: &rayon::ThreadPool, split: &Split, indices: &[u32]) -> StepResult {
+        self.step_with_clock(pool, split, indices, &mut ())
+    }
+
+    /// [`Trainer::step`], reporting the time of each layer of the first slice to `clock`.
+    pub fn step_with_clock(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        split: &Split,
+        indices: &[u32],
+        clock: &mut (impl StageClock + Send),
+    ) -> StepResult {
+        let b = indices.len();
+        assert!(b > 0 && b <= self.config.batch_size);
+        let used = b.div_ceil(SLICE);
+        let (params, head) = (&self.params[..], self.config.head);
+        let work = |s: usize, st: &mut SliceState, clock: &mut dyn StageClockDyn| {
+            let idx = &indices[s * SLICE..((s + 1) * SLICE).min(b)];
+            let n = idx.len();
+            split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+            forward(params, head, &mut st.ws, n, &mut DynClock(clock));
+            let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
+            st.loss = loss;
+            st.correct = correct;
+            st.grads.fill(0.0);
+            backward(
+                params,
+                head,
+                &mut st.ws,
+                n,
+                &mut st.grads,
+                &mut DynClock(clock),
+            );
+        };
+        let (first, rest) = self.slices[..used]
+            .split_first_mut()
+            .expect("at least one slice");
+        pool.install(|| {
+            rayon::join(
+                || work(0, first, clock),
+                || {
+                    rest.par_iter_mut()
+                        .enumerate()
+                        .for_each(|(s, st)| work(s + 1, st, &mut ()))
+                },
+            )
+        });
+        let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;
+        let correct: usize = self.slices[..used].iter().map(|s| s.correct).sum();
+        // Sum the slices' gradients into the first, always in slice order.
+        let (first, rest) = self.slices[..used]
+            .split_first_mut()
+            .expect("at least one slice");
+        for other in rest.iter() {
+            for (g, o) in first.grads.iter_mut().zip(&other.grads) {
+                *g += o;
+            }
+        }
+        self.config
+            .sgd
+            .step(&mut self.params, &mut self.velocity, &first.grads);
+        StepResult {
+            loss,
+            accuracy: correct as f32 / b as f32,
+        }
+    }
+
+    /// The order in which epoch `epoch` (1-based) visits the `n` training images.
+    pub fn epoch_order(seed: u64, epoch: usize, n: usize, order: &mut Vec<u32>) {
+        order.clear();
+        order.extend(0..n as u32);
+        Rng::derived(seed, 2, epoch as u64).shuffle(order);
+    }
+
+    /// Trains one epoch (1-based number); returns the mean per-batch loss and accuracy, or `None` when
+    /// `observer` asked to stop part-way.
+    pub fn train_epoch(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        split: &Split,
+        epoch: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Option<(f64, f64)> {
+        let mut order = std::mem::take(&mut self.order);
+        Self::epoch_order(self.config.seed, epoch, split.len(), &mut order);
+        let batches = split.len().div_ceil(self.config.batch_size);
+        let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
+        let mut stopped = false;
+        for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
+            if observer.should_stop() {
+                stopped = true;
+                break;
+            }
+            let r = self.step(pool, split, indices);
+            loss_sum += r.loss as f64;
+            acc_sum += r.accuracy as f64;
+            observer.on_batch(i + 1, batches, indices.len(), r);
+        }
+        self.order = order;
+        if stopped {
+            return None;
+        }
+        Some((loss_sum / batches as f64, acc_sum / batches as f64))
+    }
+}
+
+/// Object-safe view of a [`StageClock`], so one closure serves the timed and untimed slices.
+trait StageClockDyn {
+    fn lap_dyn(&mut self, stage: crate::nn::model::Stage, backward: bool);
+}
+
+impl<T: StageClock> StageClockDyn for T {
+    fn lap_dyn(&mut self, stage: crate::nn::model::Stage, backward: bool) {
+        self.lap(stage, backward)
+    }
+}
+
+struct DynClock<'a>(&'a mut dyn StageClockDyn);
+
+impl StageClock for DynClock<'_> {
+    fn lap(&mut self, stage: crate::nn::model::Stage, backward: bool) {
+        self.0.lap_dyn(stage, backward)
+    }
+}
+
+/// Receives progress from the training loop; the library itself never prints.
+pub trait TrainObserver {
+    /// An epoch (1-based) is about to start.
+    fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A batch (1-based) of `images` images finished.
+    fn on_batch(&mut self, _batch: usize, _batches: usize, _images: usize, _result: StepResult) {}
+    /// The epoch was trained, evaluated and saved.
+    fn on_epoch_end(&mut self, _metrics: &EpochMetrics, _new_best: bool) {}
+    /// Polled before each batch: `true` stops training at the next boundary.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that ignores everything.
+impl TrainObserver for () {}
+
+/// Time an operation.
+pub fn seconds_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
