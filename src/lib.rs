@@ -11,6 +11,7 @@ pub mod error;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,62 @@
+//! `lenet5 eval`: forward-only loss and accuracy of saved weights on the test set.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use lenet5::checkpoint::Checkpoint;
+use lenet5::data::Dataset;
+use lenet5::train::{thread_pool, Evaluator};
+
+use super::{threads, CliResult, DataArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Weights to evaluate (a .safetensors checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub weights: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Batch size for the per-batch means (the loss and accuracy are means of per-batch values).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs) -> CliResult {
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let ck = Checkpoint::load(&a.weights)?;
+    let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
+    let test = Dataset::load_test(&id, &a.data.root())?;
+    let threads = threads(a.threads)?;
+    let pool = thread_pool(threads)?;
+    let mut evaluator = Evaluator::new(threads);
+    let t0 = Instant::now();
+    let r = evaluator.evaluate(&pool, &ck.params, ck.head, &test, a.batch_size);
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"loss": r.loss, "accuracy": r.accuracy, "correct": r.correct, "total": r.total,
+                               "dataset": id.name(), "seconds": secs})
+        );
+    } else {
+        println!(
+            "{}: loss {:.4}  accuracy {:.4}  ({}/{} correct) on {} test images in {:.0} ms",
+            a.weights.display(),
+            r.loss,
+            r.accuracy,
+            r.correct,
+            r.total,
+            id.name(),
+            secs * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Command-line parsing and the subcommands. Every flag's default reproduces the reference recipe.
+
+mod bench;
+mod eval;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use lenet5::data::{data_root, DatasetId};
+use lenet5::nn::Head;
+
+/// Errors from the library or from this front end, printed once by `main`.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+#[derive(Parser, Debug)]
+#[command(name = "lenet5", version, about = "Train, evaluate and use LeNet-5 on MNIST-style digit images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train with the reference recipe (50 epochs, batch 16, SGD lr 1e-3 momentum 0.9).
+    Train(train::TrainArgs),
+    /// Loss and accuracy of saved weights on the test set.
+    Eval(eval::EvalArgs),
+    /// Measure training and evaluation speed, per layer.
+    Bench(bench::BenchArgs),
+}
+
+/// The network's head, as a flag value.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HeadArg {
+    /// Sigmoid on the output, cross-entropy on that (the recipe).
+    Sigmoid,
+    /// Cross-entropy on the raw outputs.
+    Logits,
+}
+
+impl From<HeadArg> for Head {
+    fn from(h: HeadArg) -> Head {
+        match h {
+            HeadArg::Sigmoid => Head::Sigmoid,
+            HeadArg::Logits => Head::Logits,
+        }
+    }
+}
+
+/// Where the data is: shared by every command that reads a data set.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data root holding the data sets (default: $LENET5_DATA, else ./data). Both a flat directory and
+    /// torchvision's layout (ROOT/MNIST/raw) work.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// `mnist`, `fashion-mnist`, or a directory holding the four IDX files.
+    #[arg(long, value_name = "NAME|DIR")]
+    pub dataset: Option<String>,
+}
+
+impl DataArgs {
+    pub fn root(&self) -> PathBuf {
+        data_root(self.data.as_deref())
+    }
+    /// The data set named by the flag, else `fallback`, else MNIST.
+    pub fn id(&self, fallback: Option<&str>) -> DatasetId {
+        DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
+    }
+}
+
+/// Threads to use: the flag, else every core.
+pub fn threads(flag: Option<usize>) -> CliResult<usize> {
+    match flag {
+        Some(0) => Err("--threads must be at least 1".into()),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    }
+}
+
+pub fn run() -> CliResult {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

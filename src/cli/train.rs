@@ -1,0 +1,259 @@
+//! `lenet5 train`: the recipe end to end, with a progress bar on a terminal and plain lines elsewhere.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lenet5::checkpoint::Checkpoint;
+use lenet5::data::Dataset;
+use lenet5::nn::model::init_params;
+use lenet5::optim::Sgd;
+use lenet5::run::{train_run, RunDir, Start};
+use lenet5::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
+
+use super::{threads, CliResult, DataArgs, HeadArg};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Passes over the training set [default: 50; with --resume, the run's own, or more to extend it].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per SGD step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// SGD momentum (PyTorch semantics).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// L2 weight decay, added to the gradient as in PyTorch's SGD.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Seed for the initial weights and the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The network's head: `sigmoid` (the recipe) or `logits`.
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub head: HeadArg,
+    /// Worker threads (default: every core). Never changes the results.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run directory for the best weights, the resumable state and the metrics log.
+    #[arg(long, default_value = "save_model", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite a previous run in the output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Continue the run in DIR where it stopped (its settings are kept; --epochs may extend it).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["force", "init_weights"])]
+    pub resume: Option<PathBuf>,
+    /// Start from these weights instead of a fresh initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
+    /// Train on only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// Evaluate on only the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+    /// Progress display: `auto` (a bar on a terminal), `bar`, or `plain` lines.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "plain"])]
+    pub progress: String,
+}
+
+/// Counts SIGINT/SIGTERM; the first stops training at the next step, the second exits at once.
+fn install_interrupt_handler(run_dir: PathBuf) -> CliResult<Arc<AtomicUsize>> {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    ctrlc::set_handler(move || {
+        if h.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // Every file is written to a temporary name and renamed, so no real file can be half written;
+            // remove the temporary ones an interrupted write may have left.
+            if let Ok(entries) = std::fs::read_dir(&run_dir) {
+                for e in entries.flatten() {
+                    if lenet5::checkpoint::is_temp_file(&e.file_name().to_string_lossy()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+            eprintln!("\ninterrupted twice: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step (press Ctrl-C again to exit at once)");
+    })
+    .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    Ok(hits)
+}
+
+struct Reporter {
+    bar: Option<ProgressBar>,
+    stop: Arc<AtomicUsize>,
+    epoch_start: Instant,
+    images: usize,
+    loss_sum: f64,
+    acc_sum: f64,
+    epochs: usize,
+}
+
+impl TrainObserver for Reporter {
+    fn on_epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        self.epoch_start = Instant::now();
+        self.images = 0;
+        self.loss_sum = 0.0;
+        self.acc_sum = 0.0;
+        self.epochs = epochs;
+        if let Some(bar) = &self.bar {
+            bar.reset();
+            bar.set_length(batches as u64);
+            bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+        }
+    }
+
+    fn on_batch(&mut self, batch: usize, _batches: usize, images: usize, r: StepResult) {
+        self.images += images;
+        self.loss_sum += r.loss as f64;
+        self.acc_sum += r.accuracy as f64;
+        if let Some(bar) = &self.bar {
+            bar.set_position(batch as u64);
+            if batch % 64 == 0 {
+                let rate = self.images as f64 / self.epoch_start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4} {:.0} img/s",
+                    self.loss_sum / batch as f64,
+                    self.acc_sum / batch as f64,
+                    rate
+                ));
+            }
+        }
+    }
+
+    fn on_epoch_end(&mut self, m: &EpochMetrics, new_best: bool) {
+        let line = format!(
+            "epoch {:>3}/{}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {:.2}s ({:.0} img/s){}",
+            m.epoch,
+            self.epochs,
+            m.train_loss,
+            m.train_acc,
+            m.val_loss,
+            m.val_acc,
+            m.train_seconds + m.val_seconds,
+            self.images as f64 / m.train_seconds,
+            if new_best { "  saved best" } else { "" }
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) > 0
+    }
+}
+
+pub fn run(a: TrainArgs) -> CliResult {
+    let threads = threads(a.threads)?;
+    let (run_dir, config, start) = match &a.resume {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let (state, params, momentum) = run.load_state()?;
+            let mut config = state.config.clone();
+            // Only the length of the run may change on resume; everything else is the run's own.
+            if let Some(epochs) = a.epochs {
+                config.epochs = epochs;
+            }
+            (run, config, Start::Resume { state, params, momentum })
+        }
+        None => {
+            let config = TrainConfig {
+                epochs: a.epochs.unwrap_or(50),
+                batch_size: a.batch_size,
+                sgd: Sgd { lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay },
+                seed: a.seed,
+                head: a.head.into(),
+                train_limit: a.train_limit,
+                test_limit: a.test_limit,
+            };
+            config.validate()?;
+            let params = match &a.init_weights {
+                Some(path) => Checkpoint::load(path)?.params,
+                None => init_params(a.seed),
+            };
+            (RunDir::new(&a.out), config, Start::Fresh { params })
+        }
+    };
+    let dataset_name = match &start {
+        Start::Resume { state, .. } => Some(state.dataset.clone()),
+        Start::Fresh { .. } => None,
+    };
+    let id = a.data.id(dataset_name.as_deref());
+    let data = Dataset::load(&id, &a.data.root())?;
+    if matches!(start, Start::Fresh { .. }) {
+        run_dir.create(a.force)?;
+    }
+    let stop = install_interrupt_handler(run_dir.dir.clone())?;
+    let use_bar = match a.progress.as_str() {
+        "bar" => true,
+        "plain" => false,
+        _ => std::io::stderr().is_terminal(),
+    };
+    let bar = use_bar.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let resuming = matches!(start, Start::Resume { .. });
+    println!(
+        "{} {} on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
+         seed {}, {} threads -> {}",
+        if resuming { "resuming" } else { "training" },
+        "LeNet-5",
+        data.name,
+        config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
+        config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
+        data.dir.display(),
+        config.epochs,
+        config.batch_size,
+        config.sgd.lr,
+        config.sgd.momentum,
+        config.head.name(),
+        config.seed,
+        threads,
+        run_dir.dir.display()
+    );
+    let mut reporter = Reporter {
+        bar,
+        stop,
+        epoch_start: Instant::now(),
+        images: 0,
+        loss_sum: 0.0,
+        acc_sum: 0.0,
+        epochs: config.epochs,
+    };
+    let result = train_run(&run_dir, config, &data, start, threads, &mut reporter);
+    if let Some(bar) = &reporter.bar {
+        bar.finish_and_clear();
+    }
+    let summary = result?;
+    let s = &summary.state;
+    if let (Some(acc), Some(epoch)) = (s.best_val_acc, s.best_epoch) {
+        println!(
+            "best val_acc {:.4} at epoch {}: weights in {}",
+            acc,
+            epoch,
+            run_dir.best().display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The numbers of the recipe against PyTorch: forward, loss, every gradient, and SGD steps, for both heads.
+//! Fixtures come from `tests/fixtures/generate.py`.
+
+use lenet5::data::Split;
+use lenet5::nn::model::{backward, forward, loss_and_grad, param_ranges, Head, Workspace, NUM_PARAMS, PARAM_SPECS};
+use lenet5::optim::Sgd;
+use lenet5::train::{thread_pool, TrainConfig, Trainer};
+use safetensors::SafeTensors;
+
+struct Fixture {
+    bytes: Vec<u8>,
+}
+
+impl Fixture {
+    fn load() -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference.safetensors");
+        Fixture { bytes: std::fs::read(path).expect("reference fixture") }
+    }
+
+    fn f32(&self, name: &str) -> Vec<f32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture lacks {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    fn labels(&self) -> Vec<u8> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor("y").unwrap();
+        t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u8).collect()
+    }
+
+    /// A flat parameter block from tensors named `{prefix}{state_dict name}`.
+    fn params(&self, prefix: &str) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(NUM_PARAMS);
+        for spec in PARAM_SPECS {
+            flat.extend(self.f32(&format!("{prefix}{}", spec.name)));
+        }
+        assert_eq!(flat.len(), NUM_PARAMS);
+        flat
+    }
+
+    /// The batch as a data-set split (the fixture's pixels are bytes / 255, so this is exact).
+    fn split(&self) -> Split {
+        let x = self.f32("x");
+        let images: Vec<u8> = x.iter().map(|v| (v * 255.0).round() as u8).collect();
+        for (a, b) in images.iter().zip(&x) {
+            assert_eq!(*a as f32 / 255.0, *b);
+        }
+        Split { images, labels: self.labels() }
+    }
+}
+
+/// Passes when every element is within 1e-5, absolutely or relative to the reference.
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / w.abs().max(1.0);
+        if !(err <= worst.0) {
+            worst = (err, i);
+        }
+    }
+    assert!(
+        worst.0 <= 1e-5,
+        "{what}: element {} is {} but PyTorch has {} (error {:e})",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.0
+    );
+}
+
+fn head_prefix(head: Head) -> &'static str {
+    head.name()
+}
+
+fn check_forward_and_gradients(head: Head) {
+    let fx = Fixture::load();
+    let params = fx.params("init.");
+    let labels = fx.labels();
+    let mut ws = Workspace::new(16);
+    ws.input.copy_from_slice(&fx.f32("x"));
+    forward(&params, head, &mut ws, 16, &mut ());
+    let p = head_prefix(head);
+    assert_close(&format!("{p} scores"), &ws.scores, &fx.f32(&format!("{p}.scores")));
+    let (loss_sum, _) = loss_and_grad(&mut ws, &labels, 16);
+    assert_close(&format!("{p} loss"), &[loss_sum / 16.0], &fx.f32(&format!("{p}.loss")));
+    let mut grads = vec![0.0; NUM_PARAMS];
+    backward(&params, head, &mut ws, 16, &mut grads, &mut ());
+    for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+        let want = fx.f32(&format!("{p}.grad.{}", spec.name));
+        // Gradients are small; compare them relative to the tensor's own scale.
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let g: Vec<f32> = grads[r].iter().map(|v| v / scale).collect();
+        let w: Vec<f32> = want.iter().map(|v| v / scale).collect();
+        assert_close(&format!("{p} grad {}", spec.name), &g, &w);
+    }
+}
+
+#[test]
+fn sigmoid_head_forward_loss_and_gradients_match_pytorch() {
+    check_forward_and_gradients(Head::Sigmoid);
+}
+
+#[test]
+fn logits_head_forward_loss_and_gradients_match_pytorch() {
+    check_forward_and_gradients(Head::Logits);
+}
+
+fn check_three_steps(head: Head, threads: usize) {
+    let fx = Fixture::load();
+    let split = fx.split();
+    let config = TrainConfig { head, ..TrainConfig::default() };
+    let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
+    let pool = thread_pool(threads).unwrap();
+    let indices: Vec<u32> = (0..16).collect();
+    for _ in 0..3 {
+        trainer.step(&pool, &split, &indices);
+    }
+    let p = head_prefix(head);
+    assert_close(&format!("{p} params after 3 steps"), &trainer.params, &fx.params(&format!("{p}.after3.")));
+}
+
+#[test]
+fn three_sgd_momentum_steps_match_pytorch_for_both_heads() {
+    check_three_steps(Head::Sigmoid, 1);
+    check_three_steps(Head::Logits, 2);
+}
+
+#[test]
+fn weight_decay_steps_match_pytorch() {
+    let fx = Fixture::load();
+    let split = fx.split();
+    let config = TrainConfig { sgd: Sgd { lr: 1e-2, momentum: 0.9, weight_decay: 5e-2 }, ..TrainConfig::default() };
+    let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
+    let pool = thread_pool(2).unwrap();
+    let indices: Vec<u32> = (0..16).collect();
+    trainer.step(&pool, &split, &indices);
+    trainer.step(&pool, &split, &indices);
+    assert_close("params after 2 steps with weight decay", &trainer.params, &fx.params("wd.after2."));
+}
+
+#[test]
+fn thread_count_never_changes_the_numbers() {
+    let fx = Fixture::load();
+    let split = fx.split();
+    let run = |threads: usize, batch: usize| {
+        let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
+        let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
+        let pool = thread_pool(threads).unwrap();
+        for step in 0..4u32 {
+            let idx: Vec<u32> = (0..batch as u32).map(|i| (i * 7 + step) % 16).collect();
+            trainer.step(&pool, &split, &idx);
+        }
+        trainer.params
+    };
+    for batch in [16, 13, 5] {
+        let one = run(1, batch);
+        assert_eq!(one, run(2, batch), "batch {batch}");
+        assert_eq!(one, run(3, batch), "batch {batch}");
+    }
+}
