@@ -55,10 +55,7 @@ impl Checkpoint {
         meta.insert("format".into(), "lenet5".into());
         meta.insert("format_version".into(), FORMAT_VERSION.into());
         meta.insert("head".into(), self.head.name().into());
-        meta.insert(
-            "class_names".into(),
-            serde_json::to_string(&self.class_names).expect("strings serialise"),
-        );
+        meta.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("strings serialise"));
         let to_le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let weights = to_le(&self.params);
         let momentum = self.momentum.as_deref().map(to_le);
@@ -94,31 +91,19 @@ impl Checkpoint {
 
     /// Parses safetensors bytes; `path` names the source in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            Error::format(path, format!("not a valid safetensors checkpoint ({e})"))
-        })?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
-            Error::format(path, format!("not a valid safetensors checkpoint ({e})"))
-        })?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::format(path, format!("not a valid safetensors checkpoint ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::format(path, format!("not a valid safetensors checkpoint ({e})")))?;
         let metadata = header.metadata().clone().unwrap_or_default();
 
         let read = |name: &str, out: &mut [f32], shape: &[usize]| -> Result<()> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| Error::tensor(path, name, "missing"))?;
+            let t = st.tensor(name).map_err(|_| Error::tensor(path, name, "missing"))?;
             if t.dtype() != Dtype::F32 {
-                return Err(Error::tensor(
-                    path,
-                    name,
-                    format!("dtype {:?}, expected F32", t.dtype()),
-                ));
+                return Err(Error::tensor(path, name, format!("dtype {:?}, expected F32", t.dtype())));
             }
             if t.shape() != shape {
-                return Err(Error::tensor(
-                    path,
-                    name,
-                    format!("shape {:?}, expected {:?}", t.shape(), shape),
-                ));
+                return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", t.shape(), shape)));
             }
             for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -132,11 +117,7 @@ impl Checkpoint {
         let momentum = if st.names().iter().any(|n| n.starts_with(MOMENTUM_PREFIX)) {
             let mut m = vec![0.0; NUM_PARAMS];
             for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
-                read(
-                    &format!("{MOMENTUM_PREFIX}{}", spec.name),
-                    &mut m[r],
-                    spec.shape,
-                )?;
+                read(&format!("{MOMENTUM_PREFIX}{}", spec.name), &mut m[r], spec.shape)?;
             }
             Some(m)
         } else {
@@ -152,8 +133,7 @@ impl Checkpoint {
         }
         let head = match metadata.get("head") {
             None => Head::Sigmoid,
-            Some(h) => Head::parse(h)
-                .ok_or_else(|| Error::format(path, format!("unknown head `{h}` in metadata")))?,
+            Some(h) => Head::parse(h).ok_or_else(|| Error::format(path, format!("unknown head `{h}` in metadata")))?,
         };
         let class_names = match metadata.get("class_names") {
             None => MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -162,20 +142,12 @@ impl Checkpoint {
                 _ => {
                     return Err(Error::format(
                         path,
-                        format!(
-                            "metadata class_names must be a JSON list of {NUM_CLASSES} strings"
-                        ),
+                        format!("metadata class_names must be a JSON list of {NUM_CLASSES} strings"),
                     ));
                 }
             },
         };
-        Ok(Checkpoint {
-            params,
-            head,
-            class_names,
-            momentum,
-            metadata,
-        })
+        Ok(Checkpoint { params, head, class_names, momentum, metadata })
     }
 }
 
@@ -186,10 +158,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
@@ -243,31 +212,16 @@ mod tests {
         let p = Path::new("x.safetensors");
         let weights = vec![0u8; 4 * 150];
         let bytes = safetensors::serialize(
-            [(
-                "conv1.weight",
-                TensorView::new(Dtype::F32, vec![6, 25], &weights).unwrap(),
-            )],
+            [("conv1.weight", TensorView::new(Dtype::F32, vec![6, 25], &weights).unwrap())],
             None,
         )
         .unwrap();
         let e = Checkpoint::from_bytes(&bytes, p).unwrap_err().to_string();
-        assert!(
-            e.contains("conv1.weight") && e.contains("[6, 25]") && e.contains("[6, 1, 5, 5]"),
-            "{e}"
-        );
-        let good = Checkpoint::new(init_params(1), Head::Sigmoid)
-            .to_bytes()
-            .unwrap();
-        let e = Checkpoint::from_bytes(&good[..good.len() - 10], p)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("x.safetensors: not a valid safetensors"),
-            "{e}"
-        );
-        let e = Checkpoint::from_bytes(b"garbage", p)
-            .unwrap_err()
-            .to_string();
+        assert!(e.contains("conv1.weight") && e.contains("[6, 25]") && e.contains("[6, 1, 5, 5]"), "{e}");
+        let good = Checkpoint::new(init_params(1), Head::Sigmoid).to_bytes().unwrap();
+        let e = Checkpoint::from_bytes(&good[..good.len() - 10], p).unwrap_err().to_string();
+        assert!(e.starts_with("x.safetensors: not a valid safetensors"), "{e}");
+        let e = Checkpoint::from_bytes(b"garbage", p).unwrap_err().to_string();
         assert!(e.contains("not a valid safetensors"), "{e}");
     }
 }

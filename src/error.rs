@@ -22,11 +22,7 @@ pub enum Error {
 
     /// A checkpoint misses a tensor or holds one of the wrong shape or type.
     #[error("{path}: tensor `{name}`: {reason}")]
-    Tensor {
-        path: PathBuf,
-        name: String,
-        reason: String,
-    },
+    Tensor { path: PathBuf, name: String, reason: String },
 
     /// A data set cannot be found.
     #[error("{0}")]
@@ -47,25 +43,15 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
     pub fn format(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.as_ref().to_path_buf(),
-            reason: reason.into(),
-        }
+        Error::Format { path: path.as_ref().to_path_buf(), reason: reason.into() }
     }
 
     pub fn tensor(path: impl AsRef<Path>, name: &str, reason: impl Into<String>) -> Self {
-        Error::Tensor {
-            path: path.as_ref().to_path_buf(),
-            name: name.to_string(),
-            reason: reason.into(),
-        }
+        Error::Tensor { path: path.as_ref().to_path_buf(), name: name.to_string(), reason: reason.into() }
     }
 }
 

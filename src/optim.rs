@@ -13,11 +13,7 @@ pub struct Sgd {
 
 impl Default for Sgd {
     fn default() -> Self {
-        Sgd {
-            lr: 1e-3,
-            momentum: 0.9,
-            weight_decay: 0.0,
-        }
+        Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 0.0 }
     }
 }
 
@@ -42,11 +38,7 @@ mod tests {
 
     #[test]
     fn matches_hand_computed_pytorch_steps() {
-        let sgd = Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-        };
+        let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
         let mut p = vec![1.0f32];
         let mut v = vec![0.0f32];
         sgd.step(&mut p, &mut v, &[0.5]);
@@ -55,11 +47,7 @@ mod tests {
         sgd.step(&mut p, &mut v, &[0.5]);
         assert!((v[0] - 0.95).abs() < 1e-7);
         assert!((p[0] - 0.855).abs() < 1e-6);
-        let wd = Sgd {
-            lr: 0.1,
-            momentum: 0.0,
-            weight_decay: 0.5,
-        };
+        let wd = Sgd { lr: 0.1, momentum: 0.0, weight_decay: 0.5 };
         let mut p = vec![2.0f32];
         let mut v = vec![0.0f32];
         wd.step(&mut p, &mut v, &[0.0]);

@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{write_atomic, Checkpoint};
+use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
-use crate::train::{thread_pool, EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer};
+use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer, thread_pool};
 
 pub const BEST_FILE: &str = "best.safetensors";
 pub const STATE_FILE: &str = "last.safetensors";
@@ -145,7 +145,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::format(path, format!("line {}: not an epoch record ({e})", i + 1)))
+            serde_json::from_str(l)
+                .map_err(|e| Error::format(path, format!("line {}: not an epoch record ({e})", i + 1)))
         })
         .collect()
 }

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::nn::loss::{argmax, cross_entropy};
-use crate::nn::model::{
-    Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward, forward, loss_and_grad,
-};
+use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward, forward, loss_and_grad};
 use crate::optim::Sgd;
 use crate::rng::Rng;
 
@@ -59,16 +57,9 @@ impl TrainConfig {
             return bad("--epochs must be at least 1".into());
         }
         if self.batch_size == 0 || self.batch_size > 65_536 {
-            return bad(format!(
-                "--batch-size must be in 1..=65536, got {}",
-                self.batch_size
-            ));
+            return bad(format!("--batch-size must be in 1..=65536, got {}", self.batch_size));
         }
-        let Sgd {
-            lr,
-            momentum,
-            weight_decay,
-        } = self.sgd;
+        let Sgd { lr, momentum, weight_decay } = self.sgd;
         if !(lr.is_finite() && lr > 0.0) {
             return bad(format!("--lr must be a positive number, got {lr}"));
         }
@@ -140,9 +131,7 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(threads: usize) -> Self {
         Evaluator {
-            workspaces: (0..threads.max(1))
-                .map(|_| Workspace::new(EVAL_CHUNK))
-                .collect(),
+            workspaces: (0..threads.max(1)).map(|_| Workspace::new(EVAL_CHUNK)).collect(),
             losses: Vec::new(),
             predictions: Vec::new(),
             indices: Vec::new(),
@@ -175,13 +164,10 @@ impl Evaluator {
                 .for_each(|(w, ((ws, losses), preds))| {
                     let start = w * per_worker;
                     let mut labels = [0u8; EVAL_CHUNK];
-                    for (c, (losses, preds)) in losses
-                        .chunks_mut(EVAL_CHUNK)
-                        .zip(preds.chunks_mut(EVAL_CHUNK))
-                        .enumerate()
+                    for (c, (losses, preds)) in
+                        losses.chunks_mut(EVAL_CHUNK).zip(preds.chunks_mut(EVAL_CHUNK)).enumerate()
                     {
-                        let idx =
-                            &indices[start + c * EVAL_CHUNK..start + c * EVAL_CHUNK + losses.len()];
+                        let idx = &indices[start + c * EVAL_CHUNK..start + c * EVAL_CHUNK + losses.len()];
                         let m = idx.len();
                         split.gather(idx, &mut ws.input, &mut labels[..m]);
                         forward(params, head, ws, m, &mut ());
@@ -197,11 +183,9 @@ impl Evaluator {
         let mut acc_sum = 0.0f64;
         let mut correct = 0;
         let mut batches = 0;
-        for (losses, (preds, labels)) in self.losses.chunks(batch_size).zip(
-            self.predictions
-                .chunks(batch_size)
-                .zip(split.labels.chunks(batch_size)),
-        ) {
+        for (losses, (preds, labels)) in
+            self.losses.chunks(batch_size).zip(self.predictions.chunks(batch_size).zip(split.labels.chunks(batch_size)))
+        {
             let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
             loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
             acc_sum += ok as f64 / losses.len() as f64;
@@ -209,12 +193,7 @@ impl Evaluator {
             batches += 1;
         }
         let batches = batches.max(1) as f64;
-        EvalResult {
-            loss: loss_sum / batches,
-            accuracy: acc_sum / batches,
-            correct,
-            total: n,
-        }
+        EvalResult { loss: loss_sum / batches, accuracy: acc_sum / batches, correct, total: n }
     }
 }
 
@@ -291,46 +270,26 @@ impl Trainer {
             st.loss = loss;
             st.correct = correct;
             st.grads.fill(0.0);
-            backward(
-                params,
-                head,
-                &mut st.ws,
-                n,
-                &mut st.grads,
-                &mut DynClock(clock),
-            );
+            backward(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
         };
-        let (first, rest) = self.slices[..used]
-            .split_first_mut()
-            .expect("at least one slice");
+        let (first, rest) = self.slices[..used].split_first_mut().expect("at least one slice");
         pool.install(|| {
             rayon::join(
                 || work(0, first, clock),
-                || {
-                    rest.par_iter_mut()
-                        .enumerate()
-                        .for_each(|(s, st)| work(s + 1, st, &mut ()))
-                },
+                || rest.par_iter_mut().enumerate().for_each(|(s, st)| work(s + 1, st, &mut ())),
             )
         });
         let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;
         let correct: usize = self.slices[..used].iter().map(|s| s.correct).sum();
         // Sum the slices' gradients into the first, always in slice order.
-        let (first, rest) = self.slices[..used]
-            .split_first_mut()
-            .expect("at least one slice");
+        let (first, rest) = self.slices[..used].split_first_mut().expect("at least one slice");
         for other in rest.iter() {
             for (g, o) in first.grads.iter_mut().zip(&other.grads) {
                 *g += o;
             }
         }
-        self.config
-            .sgd
-            .step(&mut self.params, &mut self.velocity, &first.grads);
-        StepResult {
-            loss,
-            accuracy: correct as f32 / b as f32,
-        }
+        self.config.sgd.step(&mut self.params, &mut self.velocity, &first.grads);
+        StepResult { loss, accuracy: correct as f32 / b as f32 }
     }
 
     /// The order in which epoch `epoch` (1-based) visits the `n` training images.

@@ -2,10 +2,10 @@
 //! analytic gradient from backward must match central differences of the forward pass.
 
 use lenet5::nn::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
-use lenet5::nn::conv::{conv2d_backward, conv2d_forward, Conv2dDims};
-use lenet5::nn::linear::{linear_backward, linear_forward, LinearDims};
+use lenet5::nn::conv::{Conv2dDims, conv2d_backward, conv2d_forward};
+use lenet5::nn::linear::{LinearDims, linear_backward, linear_forward};
 use lenet5::nn::loss::cross_entropy;
-use lenet5::nn::pool::{avgpool2_backward, avgpool2_forward, Pool2Dims};
+use lenet5::nn::pool::{Pool2Dims, avgpool2_backward, avgpool2_forward};
 use lenet5::rng::Rng;
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -29,10 +29,7 @@ fn check(what: &str, x: &mut [f32], analytic: &[f32], rng: &mut Rng, loss: &mut 
         x[i] = orig;
         let numeric = (up - down) / (2.0 * eps as f64);
         let a = analytic[i] as f64;
-        assert!(
-            (numeric - a).abs() <= 2e-3 * (1.0 + a.abs()),
-            "{what}[{i}]: analytic {a}, numeric {numeric}"
-        );
+        assert!((numeric - a).abs() <= 2e-3 * (1.0 + a.abs()), "{what}[{i}]: analytic {a}, numeric {numeric}");
     }
 }
 
@@ -49,7 +46,7 @@ fn conv2d_gradients_match_finite_differences() {
     let mut out = vec![0.0; n * d.out_len()];
     conv2d_forward(&d, n, &input, &weight, &bias, &mut col, &mut out);
     let (mut gw, mut gb, mut gi) = (vec![0.0; weight.len()], vec![0.0; bias.len()], vec![0.0; input.len()]);
-    let mut gcol = vec![0.0; d.col_len()];
+    let mut gcol = vec![0.0; n * d.col_len()];
     conv2d_backward(&d, n, &col, &weight, &r, &mut gw, &mut gb, Some((&mut gi, &mut gcol)));
     let mut run = |i: &[f32], w: &[f32], b: &[f32]| {
         let mut col = vec![0.0; n * d.col_len()];

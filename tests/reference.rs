@@ -2,9 +2,9 @@
 //! Fixtures come from `tests/fixtures/generate.py`.
 
 use lenet5::data::Split;
-use lenet5::nn::model::{backward, forward, loss_and_grad, param_ranges, Head, Workspace, NUM_PARAMS, PARAM_SPECS};
+use lenet5::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace, backward, forward, loss_and_grad, param_ranges};
 use lenet5::optim::Sgd;
-use lenet5::train::{thread_pool, TrainConfig, Trainer};
+use lenet5::train::{TrainConfig, Trainer, thread_pool};
 use safetensors::SafeTensors;
 
 struct Fixture {

@@ -1,10 +1,169 @@
-//! `lenet5 bench`: where the time goes.
+//! `lenet5 bench`: training step and evaluation speed, achieved GFLOP/s, and the time per layer.
 
-use super::CliResult;
+use std::time::Instant;
+
+use lenet5::data::{Dataset, Split};
+use lenet5::nn::model::{IMAGE_LEN, Stage, StageTimes, forward_flops_per_image, init_params, train_flops_per_image};
+use lenet5::rng::Rng;
+use lenet5::train::{Evaluator, TrainConfig, Trainer, thread_pool};
+
+use super::{CliResult, DataArgs, threads};
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub batch_size: Vec<usize>,
+    /// Worker threads (default: every core); 1 is always measured too, for the scaling figure.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds to spend measuring each configuration.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
 
-pub fn run(_a: BenchArgs) -> CliResult {
+/// MNIST when it can be found, else random images of the same size (speed does not depend on the pixels).
+fn bench_data(a: &BenchArgs) -> (Split, Split, String) {
+    match Dataset::load(&a.data.id(None), &a.data.root()) {
+        Ok(d) => (d.train, d.test, d.name),
+        Err(_) => {
+            let mut rng = Rng::new(1);
+            let mut make = |n: usize| Split {
+                images: (0..n * IMAGE_LEN).map(|_| rng.below(256) as u8).collect(),
+                labels: (0..n).map(|_| rng.below(10) as u8).collect(),
+            };
+            (make(60_000), make(10_000), "random images".into())
+        }
+    }
+}
+
+struct StepFigures {
+    ms_per_step: f64,
+    images_per_second: f64,
+}
+
+fn measure_steps(train: &Split, batch: usize, threads: usize, seconds: f64, order: &[u32]) -> CliResult<StepFigures> {
+    let pool = thread_pool(threads)?;
+    let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
+    let mut trainer = Trainer::new(config, init_params(0), None)?;
+    let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
+    // warm up
+    for b in batches.iter().take(20) {
+        trainer.step(&pool, train, b);
+    }
+    let t0 = Instant::now();
+    let mut steps = 0;
+    while t0.elapsed().as_secs_f64() < seconds {
+        for _ in 0..10 {
+            trainer.step(&pool, train, batches[steps % batches.len()]);
+            steps += 1;
+        }
+    }
+    let s = t0.elapsed().as_secs_f64();
+    Ok(StepFigures { ms_per_step: s * 1e3 / steps as f64, images_per_second: (steps * batch) as f64 / s })
+}
+
+pub fn run(a: BenchArgs) -> CliResult {
+    let threads = threads(a.threads)?;
+    if a.batch_size.contains(&0) {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let (train, test, name) = bench_data(&a);
+    let mut order: Vec<u32> = (0..train.len() as u32).collect();
+    Rng::new(0).shuffle(&mut order);
+    let simd = if cfg!(target_arch = "x86_64") {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                "avx2+fma"
+            } else {
+                "sse2"
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        ""
+    } else {
+        std::env::consts::ARCH
+    };
+    println!("lenet5 bench: {name}, {threads} threads, SIMD {simd}");
+    println!();
+    println!("training step (forward + backward + SGD)");
+    println!(
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>9} {:>8}",
+        "batch", "threads", "ms/step", "images/s", "epoch s", "GFLOP/s", "scaling"
+    );
+    let train_flops = train_flops_per_image() as f64;
+    for &batch in &a.batch_size {
+        let one = measure_steps(&train, batch, 1, a.seconds, &order)?;
+        let mut rows = vec![(1, one.ms_per_step, one.images_per_second)];
+        if threads > 1 {
+            let many = measure_steps(&train, batch, threads, a.seconds, &order)?;
+            rows.push((threads, many.ms_per_step, many.images_per_second));
+        }
+        for (t, ms, ips) in rows {
+            println!(
+                "{:>6} {:>8} {:>10.3} {:>12.0} {:>10.2} {:>9.1} {:>7.2}x",
+                batch,
+                t,
+                ms,
+                ips,
+                train.len() as f64 / ips,
+                ips * train_flops / 1e9,
+                ips / one.images_per_second
+            );
+        }
+    }
+
+    // Evaluation of the whole test set, forward only.
+    let pool = thread_pool(threads)?;
+    let params = init_params(0);
+    let mut evaluator = Evaluator::new(threads);
+    evaluator.evaluate(&pool, &params, Default::default(), &test, 16);
+    let t0 = Instant::now();
+    let mut runs = 0;
+    while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) || runs < 3 {
+        evaluator.evaluate(&pool, &params, Default::default(), &test, 16);
+        runs += 1;
+    }
+    let eval_s = t0.elapsed().as_secs_f64() / runs as f64;
+    println!();
+    println!(
+        "evaluation: {} test images in {:.1} ms ({:.0} images/s, {:.1} GFLOP/s)",
+        test.len(),
+        eval_s * 1e3,
+        test.len() as f64 / eval_s,
+        test.len() as f64 * forward_flops_per_image() as f64 / eval_s / 1e9
+    );
+
+    // Per-layer split of one thread's slice, batch of the first size given.
+    let batch = a.batch_size[0];
+    let pool1 = thread_pool(1)?;
+    let mut trainer = Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, params, None)?;
+    let mut times = StageTimes::default();
+    let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
+    let t0 = Instant::now();
+    let mut steps = 0;
+    while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) {
+        times.start();
+        trainer.step_with_clock(&pool1, &train, batches[steps % batches.len()], &mut times);
+        steps += 1;
+    }
+    let total: u64 = times.forward_ns.iter().chain(&times.backward_ns).sum();
+    println!();
+    println!("time per layer, one thread, first slice of each batch-{batch} step (share of the layer time)");
+    println!("{:<14} {:>12} {:>8} {:>12} {:>8}", "layer", "forward us", "share", "backward us", "share");
+    for stage in Stage::ALL {
+        let (f, b) = (times.forward_ns[stage as usize], times.backward_ns[stage as usize]);
+        println!(
+            "{:<14} {:>12.2} {:>7.1}% {:>12.2} {:>7.1}%",
+            stage.name(),
+            f as f64 / steps as f64 / 1e3,
+            100.0 * f as f64 / total as f64,
+            b as f64 / steps as f64 / 1e3,
+            100.0 * b as f64 / total as f64
+        );
+    }
     Ok(())
 }

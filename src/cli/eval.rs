@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use lenet5::checkpoint::Checkpoint;
 use lenet5::data::Dataset;
-use lenet5::train::{thread_pool, Evaluator};
+use lenet5::train::{Evaluator, thread_pool};
 
-use super::{threads, CliResult, DataArgs};
+use super::{CliResult, DataArgs, threads};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use lenet5::data::{data_root, DatasetId};
+use lenet5::data::{DatasetId, data_root};
 use lenet5::nn::Head;
 
 /// Errors from the library or from this front end, printed once by `main`.

@@ -2,8 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,10 +12,10 @@ use lenet5::checkpoint::Checkpoint;
 use lenet5::data::Dataset;
 use lenet5::nn::model::init_params;
 use lenet5::optim::Sgd;
-use lenet5::run::{train_run, RunDir, Start};
+use lenet5::run::{RunDir, Start, train_run};
 use lenet5::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
-use super::{threads, CliResult, DataArgs, HeadArg};
+use super::{CliResult, DataArgs, HeadArg, threads};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -248,12 +248,7 @@ pub fn run(a: TrainArgs) -> CliResult {
     let summary = result?;
     let s = &summary.state;
     if let (Some(acc), Some(epoch)) = (s.best_val_acc, s.best_epoch) {
-        println!(
-            "best val_acc {:.4} at epoch {}: weights in {}",
-            acc,
-            epoch,
-            run_dir.best().display()
-        );
+        println!("best val_acc {:.4} at epoch {}: weights in {}", acc, epoch, run_dir.best().display());
     }
     Ok(())
 }

@@ -7,26 +7,12 @@ use crate::error::{Error, Result};
 use crate::nn::model::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};
 
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
-pub const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub const FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-pub const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// Which data set to use: a known one, found under the data root, or a directory holding the four files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,16 +51,10 @@ impl DatasetId {
     /// Directories searched under `root`, in order: torchvision's layout, then a named folder, then `root` itself.
     fn candidates(&self, root: &Path) -> Vec<PathBuf> {
         match self {
-            DatasetId::Mnist => vec![
-                root.join("MNIST/raw"),
-                root.join("mnist"),
-                root.to_path_buf(),
-            ],
-            DatasetId::FashionMnist => vec![
-                root.join("FashionMNIST/raw"),
-                root.join("fashion-mnist"),
-                root.to_path_buf(),
-            ],
+            DatasetId::Mnist => vec![root.join("MNIST/raw"), root.join("mnist"), root.to_path_buf()],
+            DatasetId::FashionMnist => {
+                vec![root.join("FashionMNIST/raw"), root.join("fashion-mnist"), root.to_path_buf()]
+            }
             DatasetId::Dir(p) => vec![p.clone(), p.join("raw")],
         }
     }
@@ -93,9 +73,7 @@ pub fn data_root(flag: Option<&Path>) -> PathBuf {
 
 /// The path of one of the four files in `dir`, raw or gzipped.
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))]
-        .into_iter()
-        .find(|p| p.is_file())
+    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
 }
 
 /// The first candidate directory that holds all four files.
@@ -150,10 +128,7 @@ impl Split {
     pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [u8]) {
         for (k, &i) in indices.iter().enumerate() {
             let i = i as usize;
-            for (dst, &p) in x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN]
-                .iter_mut()
-                .zip(self.image(i))
-            {
+            for (dst, &p) in x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN].iter_mut().zip(self.image(i)) {
                 *dst = p as f32 / 255.0;
             }
             y[k] = self.labels[i];
@@ -165,34 +140,20 @@ impl Split {
         if img.rows != IMAGE_SIZE || img.cols != IMAGE_SIZE {
             return Err(Error::format(
                 images,
-                format!(
-                    "images are {}x{}, expected {IMAGE_SIZE}x{IMAGE_SIZE}",
-                    img.rows, img.cols
-                ),
+                format!("images are {}x{}, expected {IMAGE_SIZE}x{IMAGE_SIZE}", img.rows, img.cols),
             ));
         }
         let lab = read_labels(labels)?;
         if lab.len() != img.count {
             return Err(Error::format(
                 labels,
-                format!(
-                    "{} labels, but {} holds {} images",
-                    lab.len(),
-                    images.display(),
-                    img.count
-                ),
+                format!("{} labels, but {} holds {} images", lab.len(), images.display(), img.count),
             ));
         }
         if let Some(bad) = lab.iter().find(|&&l| l as usize >= NUM_CLASSES) {
-            return Err(Error::format(
-                labels,
-                format!("label {bad} is out of range 0..{NUM_CLASSES}"),
-            ));
+            return Err(Error::format(labels, format!("label {bad} is out of range 0..{NUM_CLASSES}")));
         }
-        Ok(Split {
-            images: img.pixels,
-            labels: lab,
-        })
+        Ok(Split { images: img.pixels, labels: lab })
     }
 }
 

@@ -40,38 +40,24 @@ pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> 
         .read_to_end(&mut out)
         .map_err(|e| format!("corrupt gzip stream ({e})"))?;
     if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(format!(
-            "decompresses to more than {MAX_DECOMPRESSED} bytes"
-        ));
+        return Err(format!("decompresses to more than {MAX_DECOMPRESSED} bytes"));
     }
     Ok(out)
 }
 
 /// Parses the header; returns the dimensions and the byte offset of the data.
-fn parse_header(
-    bytes: &[u8],
-    magic: u32,
-    what: &str,
-) -> std::result::Result<(Vec<usize>, usize), String> {
+fn parse_header(bytes: &[u8], magic: u32, what: &str) -> std::result::Result<(Vec<usize>, usize), String> {
     if bytes.len() < 4 {
-        return Err(format!(
-            "not an IDX {what} file: {} bytes is shorter than the 4-byte magic",
-            bytes.len()
-        ));
+        return Err(format!("not an IDX {what} file: {} bytes is shorter than the 4-byte magic", bytes.len()));
     }
     let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if found != magic {
-        return Err(format!(
-            "not an IDX {what} file: magic number {found}, expected {magic}"
-        ));
+        return Err(format!("not an IDX {what} file: magic number {found}, expected {magic}"));
     }
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndims;
     if bytes.len() < header_len {
-        return Err(format!(
-            "truncated IDX header: {} bytes, expected at least {header_len}",
-            bytes.len()
-        ));
+        return Err(format!("truncated IDX header: {} bytes, expected at least {header_len}", bytes.len()));
     }
     let dims = (0..ndims)
         .map(|i| {
@@ -92,13 +78,8 @@ fn check_len(
     let have = bytes.len() - header_len;
     match expected {
         Some(e) if e == have => Ok(()),
-        Some(e) if have < e => Err(format!(
-            "truncated: header says {dims:?} ({e} data bytes), file holds {have}"
-        )),
-        Some(e) => Err(format!(
-            "{} trailing bytes after the {e} data bytes of {dims:?}",
-            have - e
-        )),
+        Some(e) if have < e => Err(format!("truncated: header says {dims:?} ({e} data bytes), file holds {have}")),
+        Some(e) => Err(format!("{} trailing bytes after the {e} data bytes of {dims:?}", have - e)),
         None => Err(format!("dimensions {dims:?} overflow")),
     }
 }
@@ -107,18 +88,8 @@ fn check_len(
 pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
     let (dims, header_len) = parse_header(bytes, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
-    check_len(
-        bytes,
-        header_len,
-        count.checked_mul(rows).and_then(|n| n.checked_mul(cols)),
-        &dims,
-    )?;
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: bytes[header_len..].to_vec(),
-    })
+    check_len(bytes, header_len, count.checked_mul(rows).and_then(|n| n.checked_mul(cols)), &dims)?;
+    Ok(IdxImages { count, rows, cols, pixels: bytes[header_len..].to_vec() })
 }
 
 /// Parses a labels file held in memory.
@@ -167,30 +138,15 @@ mod tests {
         let img = parse_images(&encode_images(2, 3, 4, &px)).unwrap();
         assert_eq!((img.count, img.rows, img.cols), (2, 3, 4));
         assert_eq!(img.pixels, px);
-        assert_eq!(
-            parse_labels(&encode_labels(&[1, 2, 3])).unwrap(),
-            vec![1, 2, 3]
-        );
+        assert_eq!(parse_labels(&encode_labels(&[1, 2, 3])).unwrap(), vec![1, 2, 3]);
     }
 
     #[test]
     fn rejects_wrong_magic_truncation_and_trailing_bytes() {
         let good = encode_images(2, 3, 4, &[0; 24]);
-        assert!(
-            parse_labels(&good)
-                .unwrap_err()
-                .contains("magic number 2051, expected 2049")
-        );
-        assert!(
-            parse_images(&good[..good.len() - 1])
-                .unwrap_err()
-                .contains("truncated")
-        );
-        assert!(
-            parse_images(&good[..10])
-                .unwrap_err()
-                .contains("truncated IDX header")
-        );
+        assert!(parse_labels(&good).unwrap_err().contains("magic number 2051, expected 2049"));
+        assert!(parse_images(&good[..good.len() - 1]).unwrap_err().contains("truncated"));
+        assert!(parse_images(&good[..10]).unwrap_err().contains("truncated IDX header"));
         let mut long = good.clone();
         long.push(0);
         assert!(parse_images(&long).unwrap_err().contains("trailing"));
@@ -208,10 +164,6 @@ mod tests {
         enc.write_all(&plain).unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(decompress_if_gzip(gz.clone()).unwrap(), plain);
-        assert!(
-            decompress_if_gzip(gz[..gz.len() / 2].to_vec())
-                .unwrap_err()
-                .contains("corrupt gzip")
-        );
+        assert!(decompress_if_gzip(gz[..gz.len() / 2].to_vec()).unwrap_err().contains("corrupt gzip"));
     }
 }

@@ -1,11 +1,15 @@
-//! 2-D convolution, stride 1, square kernel, zero padding: im2col followed by one GEMM per image.
+//! 2-D convolution, stride 1, square kernel, zero padding: im2col, then one GEMM for all the images of a slice.
 //!
-//! `out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * in[n, c, y + i - pad, x + j - pad]`
+//! `out[o, n, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * in[c, n, y + i - pad, x + j - pad]`
+//!
+//! Images are stored channel-major, `(C, N, H, W)`, so that the `N` images of a slice form one wide matrix and
+//! each layer is a single large GEMM instead of `N` small ones. The model converts to and from NCHW at its
+//! edges.
 //!
 //! # Shapes
-//! - input  `(N, C, H, W)`, weight `(OC, C, K, K)`, bias `(OC)`, output `(N, OC, OH, OW)` with
-//!   `OH = H + 2 pad - K + 1`.
-//! - column buffer `(N, C*K*K, OH*OW)`: kept from forward for the weight gradient.
+//! - input `(C, N, H, W)`, weight `(OC, C, K, K)` (PyTorch's layout), bias `(OC)`, output `(OC, N, OH, OW)`
+//!   with `OH = H + 2 pad - K + 1`.
+//! - column matrix `(C*K*K, N*OH*OW)`: kept from forward for the weight gradient.
 
 use super::gemm::{MatRef, sgemm};
 
@@ -27,12 +31,15 @@ impl Conv2dDims {
     pub const fn patch_len(&self) -> usize {
         self.in_channels * self.kernel * self.kernel
     }
+    /// Values of one image's input.
     pub const fn in_len(&self) -> usize {
         self.in_channels * self.in_size * self.in_size
     }
+    /// Values of one image's output.
     pub const fn out_len(&self) -> usize {
         self.out_channels * self.out_size() * self.out_size()
     }
+    /// Values of one image's share of the column matrix.
     pub const fn col_len(&self) -> usize {
         self.patch_len() * self.out_size() * self.out_size()
     }
@@ -45,56 +52,34 @@ impl Conv2dDims {
     }
 }
 
-/// Unfolds one image `(C, H, W)` into `col (C*K*K, OH*OW)`; padding reads as zero.
-pub fn im2col(d: &Conv2dDims, input: &[f32], col: &mut [f32]) {
-    let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
-    debug_assert_eq!(input.len(), d.in_len());
-    debug_assert_eq!(col.len(), d.col_len());
-    let mut rows = col.chunks_exact_mut(oh * oh);
-    for c in 0..d.in_channels {
-        let plane = &input[c * h * h..(c + 1) * h * h];
-        for i in 0..k {
-            for j in 0..k {
-                let row = rows.next().expect("col has C*K*K rows");
-                for y in 0..oh {
-                    let dst = &mut row[y * oh..(y + 1) * oh];
-                    let sy = y + i;
-                    if sy < p || sy - p >= h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[(sy - p) * h..(sy - p + 1) * h];
-                    // Output columns x read input column x + j - p; those outside [0, h) are padding.
-                    let x_lo = p.saturating_sub(j);
-                    let x_hi = (h + p - j).min(oh);
-                    dst[..x_lo].fill(0.0);
-                    dst[x_lo..x_hi].copy_from_slice(&src[x_lo + j - p..x_hi + j - p]);
-                    dst[x_hi..].fill(0.0);
-                }
-            }
-        }
-    }
+/// For kernel column `j`: the output columns `x_lo..x_hi` that read inside the image (the rest read padding).
+fn valid_columns(d: &Conv2dDims, j: usize) -> (usize, usize) {
+    let (h, p, oh) = (d.in_size, d.padding, d.out_size());
+    (p.saturating_sub(j), (h + p - j).min(oh))
 }
 
-/// The adjoint of [`im2col`]: adds `col (C*K*K, OH*OW)` back into `input_grad (C, H, W)`.
-pub fn col2im_add(d: &Conv2dDims, col: &[f32], input_grad: &mut [f32]) {
+/// Unfolds `n` images `(C, n, H, W)` into `col (C*K*K, n*OH*OW)`; padding reads as zero.
+pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
-    let mut rows = col.chunks_exact(oh * oh);
+    let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact_mut(n * oh * oh);
     for c in 0..d.in_channels {
-        let plane = &mut input_grad[c * h * h..(c + 1) * h * h];
         for i in 0..k {
             for j in 0..k {
                 let row = rows.next().expect("col has C*K*K rows");
-                for y in 0..oh {
-                    let sy = y + i;
-                    if sy < p || sy - p >= h {
-                        continue;
-                    }
-                    let x_lo = p.saturating_sub(j);
-                    let x_hi = (h + p - j).min(oh);
-                    let dst = &mut plane[(sy - p) * h + x_lo + j - p..(sy - p) * h + x_hi + j - p];
-                    for (g, s) in dst.iter_mut().zip(&row[y * oh + x_lo..y * oh + x_hi]) {
-                        *g += s;
+                let (x_lo, x_hi) = valid_columns(d, j);
+                for b in 0..n {
+                    let plane = &input[(c * n + b) * h * h..(c * n + b + 1) * h * h];
+                    for y in 0..oh {
+                        let dst = &mut row[(b * oh + y) * oh..(b * oh + y + 1) * oh];
+                        let sy = y + i;
+                        if sy < p || sy - p >= h {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[(sy - p) * h..(sy - p + 1) * h];
+                        dst[..x_lo].fill(0.0);
+                        dst[x_lo..x_hi].copy_from_slice(&src[x_lo + j - p..x_hi + j - p]);
+                        dst[x_hi..].fill(0.0);
                     }
                 }
             }
@@ -102,7 +87,35 @@ pub fn col2im_add(d: &Conv2dDims, col: &[f32], input_grad: &mut [f32]) {
     }
 }
 
-/// Forward over `n` images. `input (n, C, H, W)`, `col (n, C*K*K, OH*OW)`, `out (n, OC, OH, OW)`.
+/// The adjoint of [`im2col`]: adds `col (C*K*K, n*OH*OW)` back into `input_grad (C, n, H, W)`.
+pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
+    let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
+    let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact(n * oh * oh);
+    for c in 0..d.in_channels {
+        for i in 0..k {
+            for j in 0..k {
+                let row = rows.next().expect("col has C*K*K rows");
+                let (x_lo, x_hi) = valid_columns(d, j);
+                for b in 0..n {
+                    let plane = &mut input_grad[(c * n + b) * h * h..(c * n + b + 1) * h * h];
+                    for y in 0..oh {
+                        let sy = y + i;
+                        if sy < p || sy - p >= h {
+                            continue;
+                        }
+                        let src = &row[(b * oh + y) * oh + x_lo..(b * oh + y) * oh + x_hi];
+                        let dst = &mut plane[(sy - p) * h + x_lo + j - p..(sy - p) * h + x_hi + j - p];
+                        for (g, s) in dst.iter_mut().zip(src) {
+                            *g += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward over `n` images. `input (C, n, H, W)`, `col (C*K*K, n*OH*OW)`, `out (OC, n, OH, OW)`.
 pub fn conv2d_forward(
     d: &Conv2dDims,
     n: usize,
@@ -112,22 +125,19 @@ pub fn conv2d_forward(
     col: &mut [f32],
     out: &mut [f32],
 ) {
-    let ohw = d.out_size() * d.out_size();
-    let w = MatRef::new(weight, d.out_channels, d.patch_len());
-    for b in 0..n {
-        let col_b = &mut col[b * d.col_len()..(b + 1) * d.col_len()];
-        im2col(d, &input[b * d.in_len()..(b + 1) * d.in_len()], col_b);
-        let out_b = &mut out[b * d.out_len()..(b + 1) * d.out_len()];
-        for (o, plane) in out_b.chunks_exact_mut(ohw).enumerate() {
-            plane.fill(bias[o]);
-        }
-        sgemm(1.0, w, MatRef::new(col_b, d.patch_len(), ohw), 1.0, out_b);
+    let cols = n * d.out_size() * d.out_size();
+    im2col(d, n, input, col);
+    let out = &mut out[..d.out_channels * cols];
+    for (o, plane) in out.chunks_exact_mut(cols).enumerate() {
+        plane.fill(bias[o]);
     }
+    let w = MatRef::new(weight, d.out_channels, d.patch_len());
+    sgemm(1.0, w, MatRef::new(&col[..d.patch_len() * cols], d.patch_len(), cols), 1.0, out);
 }
 
 /// Backward over `n` images; gradients are *added* to `weight_grad (OC, C, K, K)` and `bias_grad (OC)`.
-/// `input_grad (n, C, H, W)` is overwritten when given; the first layer passes `None` and skips that work.
-/// `col_grad (C*K*K, OH*OW)` is scratch for one image.
+/// `input_grad (C, n, H, W)` is overwritten when given, using `col_grad (C*K*K, n*OH*OW)` as scratch; the
+/// first layer passes `None` and skips that work.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     d: &Conv2dDims,
@@ -137,30 +147,25 @@ pub fn conv2d_backward(
     out_grad: &[f32],
     weight_grad: &mut [f32],
     bias_grad: &mut [f32],
-    mut input_grad: Option<(&mut [f32], &mut [f32])>,
+    input_grad: Option<(&mut [f32], &mut [f32])>,
 ) {
-    let ohw = d.out_size() * d.out_size();
-    for b in 0..n {
-        let g = &out_grad[b * d.out_len()..(b + 1) * d.out_len()];
-        for (o, plane) in g.chunks_exact(ohw).enumerate() {
-            bias_grad[o] += plane.iter().sum::<f32>();
-        }
-        let g_mat = MatRef::new(g, d.out_channels, ohw);
-        let col_b = MatRef::new(
-            &col[b * d.col_len()..(b + 1) * d.col_len()],
-            d.patch_len(),
-            ohw,
-        );
-        // dW (OC, CKK) += dOut (OC, OHW) @ col^T (OHW, CKK)
-        sgemm(1.0, g_mat, col_b.t(), 1.0, weight_grad);
-        if let Some((input_grad, col_grad)) = input_grad.as_mut() {
-            // dcol (CKK, OHW) = W^T (CKK, OC) @ dOut (OC, OHW), then fold back into the image.
-            let w = MatRef::new(weight, d.out_channels, d.patch_len());
-            sgemm(1.0, w.t(), g_mat, 0.0, col_grad);
-            let ig = &mut input_grad[b * d.in_len()..(b + 1) * d.in_len()];
-            ig.fill(0.0);
-            col2im_add(d, col_grad, ig);
-        }
+    let cols = n * d.out_size() * d.out_size();
+    let g = &out_grad[..d.out_channels * cols];
+    for (o, plane) in g.chunks_exact(cols).enumerate() {
+        bias_grad[o] += plane.iter().sum::<f32>();
+    }
+    let g = MatRef::new(g, d.out_channels, cols);
+    let col = MatRef::new(&col[..d.patch_len() * cols], d.patch_len(), cols);
+    // dW (OC, CKK) += dOut (OC, n*OHW) @ col^T (n*OHW, CKK)
+    sgemm(1.0, g, col.t(), 1.0, weight_grad);
+    if let Some((input_grad, col_grad)) = input_grad {
+        // dcol (CKK, n*OHW) = W^T (CKK, OC) @ dOut (OC, n*OHW), then fold back into the images.
+        let w = MatRef::new(weight, d.out_channels, d.patch_len());
+        let col_grad = &mut col_grad[..d.patch_len() * cols];
+        sgemm(1.0, w.t(), g, 0.0, col_grad);
+        let ig = &mut input_grad[..n * d.in_len()];
+        ig.fill(0.0);
+        col2im_add(d, n, col_grad, ig);
     }
 }
 
@@ -171,12 +176,7 @@ mod tests {
 
     /// The definition, one output at a time.
     fn conv_reference(d: &Conv2dDims, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
-        let (h, k, p, oh) = (
-            d.in_size as isize,
-            d.kernel,
-            d.padding as isize,
-            d.out_size(),
-        );
+        let (h, k, p, oh) = (d.in_size as isize, d.kernel, d.padding as isize, d.out_size());
         let mut out = vec![0.0; d.out_len()];
         for o in 0..d.out_channels {
             for y in 0..oh {
@@ -189,14 +189,25 @@ mod tests {
                                 let sx = x as isize + j as isize - p;
                                 if sy >= 0 && sy < h && sx >= 0 && sx < h {
                                     acc += weight[((o * d.in_channels + c) * k + i) * k + j]
-                                        * input[(c * h as usize + sy as usize) * h as usize
-                                            + sx as usize];
+                                        * input[(c * h as usize + sy as usize) * h as usize + sx as usize];
                                 }
                             }
                         }
                     }
                     out[(o * oh + y) * oh + x] = acc;
                 }
+            }
+        }
+        out
+    }
+
+    /// NCHW images to `(C, N, H, W)`.
+    fn to_channel_major(images: &[Vec<f32>], channels: usize) -> Vec<f32> {
+        let plane = images[0].len() / channels;
+        let mut out = Vec::new();
+        for c in 0..channels {
+            for image in images {
+                out.extend_from_slice(&image[c * plane..(c + 1) * plane]);
             }
         }
         out
@@ -210,46 +221,26 @@ mod tests {
     fn forward_matches_direct_convolution_with_and_without_padding() {
         let mut rng = Rng::new(11);
         for d in [
-            Conv2dDims {
-                in_channels: 1,
-                out_channels: 6,
-                in_size: 28,
-                kernel: 5,
-                padding: 2,
-            },
-            Conv2dDims {
-                in_channels: 6,
-                out_channels: 16,
-                in_size: 14,
-                kernel: 5,
-                padding: 0,
-            },
-            Conv2dDims {
-                in_channels: 2,
-                out_channels: 3,
-                in_size: 4,
-                kernel: 3,
-                padding: 1,
-            },
+            Conv2dDims { in_channels: 1, out_channels: 6, in_size: 28, kernel: 5, padding: 2 },
+            Conv2dDims { in_channels: 6, out_channels: 16, in_size: 14, kernel: 5, padding: 0 },
+            Conv2dDims { in_channels: 2, out_channels: 3, in_size: 4, kernel: 3, padding: 1 },
         ] {
-            let input = random(&mut rng, 2 * d.in_len());
+            let n = 3;
+            let images: Vec<Vec<f32>> = (0..n).map(|_| random(&mut rng, d.in_len())).collect();
             let weight = random(&mut rng, d.weight_len());
             let bias = random(&mut rng, d.out_channels);
-            let mut col = vec![f32::NAN; 2 * d.col_len()];
-            let mut out = vec![f32::NAN; 2 * d.out_len()];
-            conv2d_forward(&d, 2, &input, &weight, &bias, &mut col, &mut out);
-            for b in 0..2 {
-                let want = conv_reference(
-                    &d,
-                    &input[b * d.in_len()..(b + 1) * d.in_len()],
-                    &weight,
-                    &bias,
-                );
-                for (x, y) in out[b * d.out_len()..(b + 1) * d.out_len()]
-                    .iter()
-                    .zip(&want)
-                {
-                    assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            let input = to_channel_major(&images, d.in_channels);
+            let mut col = vec![f32::NAN; n * d.col_len()];
+            let mut out = vec![f32::NAN; n * d.out_len()];
+            conv2d_forward(&d, n, &input, &weight, &bias, &mut col, &mut out);
+            let ohw = d.out_size() * d.out_size();
+            for (b, image) in images.iter().enumerate() {
+                let want = conv_reference(&d, image, &weight, &bias);
+                for o in 0..d.out_channels {
+                    let got = &out[(o * n + b) * ohw..(o * n + b + 1) * ohw];
+                    for (x, y) in got.iter().zip(&want[o * ohw..(o + 1) * ohw]) {
+                        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+                    }
                 }
             }
         }
@@ -258,30 +249,17 @@ mod tests {
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> == <x, col2im(c)> for random x and c.
-        let d = Conv2dDims {
-            in_channels: 2,
-            out_channels: 1,
-            in_size: 7,
-            kernel: 3,
-            padding: 2,
-        };
+        let d = Conv2dDims { in_channels: 2, out_channels: 1, in_size: 7, kernel: 3, padding: 2 };
         let mut rng = Rng::new(5);
-        let x = random(&mut rng, d.in_len());
-        let c = random(&mut rng, d.col_len());
-        let mut col = vec![0.0; d.col_len()];
-        im2col(&d, &x, &mut col);
-        let mut back = vec![0.0; d.in_len()];
-        col2im_add(&d, &c, &mut back);
-        let lhs: f64 = col
-            .iter()
-            .zip(&c)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
-        let rhs: f64 = x
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| (*a as f64) * (*b as f64))
-            .sum();
+        let n = 2;
+        let x = random(&mut rng, n * d.in_len());
+        let c = random(&mut rng, n * d.col_len());
+        let mut col = vec![0.0; n * d.col_len()];
+        im2col(&d, n, &x, &mut col);
+        let mut back = vec![0.0; n * d.in_len()];
+        col2im_add(&d, n, &c, &mut back);
+        let lhs: f64 = col.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
     }
 }

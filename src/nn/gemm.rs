@@ -18,13 +18,7 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `rows x cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     /// The transpose, without moving any data.
@@ -92,14 +86,9 @@ pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32
         for j in 0..n {
             let mut acc = 0.0f32;
             for p in 0..k {
-                acc += a.data[i * a.row_stride + p * a.col_stride]
-                    * b.data[p * b.row_stride + j * b.col_stride];
+                acc += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride];
             }
-            let old = if beta == 0.0 {
-                0.0
-            } else {
-                beta * c[i * n + j]
-            };
+            let old = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
             c[i * n + j] = alpha * acc + old;
         }
     }
@@ -113,36 +102,19 @@ mod tests {
     #[test]
     fn fast_gemm_matches_reference_for_every_transpose() {
         let mut rng = Rng::new(7);
-        for &(m, k, n) in &[
-            (6, 25, 784),
-            (16, 150, 100),
-            (8, 400, 120),
-            (3, 1, 5),
-            (10, 84, 8),
-        ] {
+        for &(m, k, n) in &[(6, 25, 784), (16, 150, 100), (8, 400, 120), (3, 1, 5), (10, 84, 8)] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let am = if ta {
-                    MatRef::new(&a, k, m).t()
-                } else {
-                    MatRef::new(&a, m, k)
-                };
-                let bm = if tb {
-                    MatRef::new(&b, n, k).t()
-                } else {
-                    MatRef::new(&b, k, n)
-                };
+                let am = if ta { MatRef::new(&a, k, m).t() } else { MatRef::new(&a, m, k) };
+                let bm = if tb { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
                 let mut fast = c0.clone();
                 let mut slow = c0.clone();
                 sgemm(0.5, am, bm, 1.0, &mut fast);
                 sgemm_reference(0.5, am, bm, 1.0, &mut slow);
                 for (x, y) in fast.iter().zip(&slow) {
-                    assert!(
-                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
-                        "{x} vs {y} ({m},{k},{n})"
-                    );
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y} ({m},{k},{n})");
                 }
             }
         }

@@ -22,14 +22,7 @@ impl LinearDims {
 }
 
 /// `input (n, I)` -> `out (n, O)`.
-pub fn linear_forward(
-    d: &LinearDims,
-    n: usize,
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
-) {
+pub fn linear_forward(d: &LinearDims, n: usize, input: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
     for row in out[..n * d.out_features].chunks_exact_mut(d.out_features) {
         row.copy_from_slice(bias);
     }

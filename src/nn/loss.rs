@@ -8,11 +8,7 @@
 
 /// One sample's loss, whether it was classified right (argmax, first index on ties), and, when `grad` is
 /// given, `(softmax - onehot) * scale` written into it.
-pub fn cross_entropy(
-    scores: &[f32],
-    target: usize,
-    grad: Option<(&mut [f32], f32)>,
-) -> (f32, bool) {
+pub fn cross_entropy(scores: &[f32], target: usize, grad: Option<(&mut [f32], f32)>) -> (f32, bool) {
     let mut max = f32::NEG_INFINITY;
     let mut argmax = 0;
     for (i, &s) in scores.iter().enumerate() {

@@ -26,40 +26,14 @@ pub const IMAGE_SIZE: usize = 28;
 pub const IMAGE_LEN: usize = IMAGE_SIZE * IMAGE_SIZE;
 pub const NUM_CLASSES: usize = 10;
 
-pub const CONV1: Conv2dDims = Conv2dDims {
-    in_channels: 1,
-    out_channels: 6,
-    in_size: 28,
-    kernel: 5,
-    padding: 2,
-};
-pub const POOL1: Pool2Dims = Pool2Dims {
-    channels: 6,
-    in_size: CONV1.out_size(),
-};
-pub const CONV2: Conv2dDims = Conv2dDims {
-    in_channels: 6,
-    out_channels: 16,
-    in_size: POOL1.out_size(),
-    kernel: 5,
-    padding: 0,
-};
-pub const POOL2: Pool2Dims = Pool2Dims {
-    channels: 16,
-    in_size: CONV2.out_size(),
-};
-pub const LINEAR1: LinearDims = LinearDims {
-    in_features: POOL2.out_len(),
-    out_features: 120,
-};
-pub const LINEAR2: LinearDims = LinearDims {
-    in_features: 120,
-    out_features: 84,
-};
-pub const OUTPUT: LinearDims = LinearDims {
-    in_features: 84,
-    out_features: NUM_CLASSES,
-};
+pub const CONV1: Conv2dDims = Conv2dDims { in_channels: 1, out_channels: 6, in_size: 28, kernel: 5, padding: 2 };
+pub const POOL1: Pool2Dims = Pool2Dims { channels: 6, in_size: CONV1.out_size() };
+pub const CONV2: Conv2dDims =
+    Conv2dDims { in_channels: 6, out_channels: 16, in_size: POOL1.out_size(), kernel: 5, padding: 0 };
+pub const POOL2: Pool2Dims = Pool2Dims { channels: 16, in_size: CONV2.out_size() };
+pub const LINEAR1: LinearDims = LinearDims { in_features: POOL2.out_len(), out_features: 120 };
+pub const LINEAR2: LinearDims = LinearDims { in_features: 120, out_features: 84 };
+pub const OUTPUT: LinearDims = LinearDims { in_features: 84, out_features: NUM_CLASSES };
 
 /// What follows the last linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -115,46 +89,16 @@ impl ParamSpec {
 
 /// Every parameter, in `state_dict` order, which is also their order in the flat block.
 pub const PARAM_SPECS: [ParamSpec; 10] = [
-    ParamSpec {
-        name: "conv1.weight",
-        shape: &[6, 1, 5, 5],
-    },
-    ParamSpec {
-        name: "conv1.bias",
-        shape: &[6],
-    },
-    ParamSpec {
-        name: "conv2.weight",
-        shape: &[16, 6, 5, 5],
-    },
-    ParamSpec {
-        name: "conv2.bias",
-        shape: &[16],
-    },
-    ParamSpec {
-        name: "linear1.weight",
-        shape: &[120, 400],
-    },
-    ParamSpec {
-        name: "linear1.bias",
-        shape: &[120],
-    },
-    ParamSpec {
-        name: "linear2.weight",
-        shape: &[84, 120],
-    },
-    ParamSpec {
-        name: "linear2.bias",
-        shape: &[84],
-    },
-    ParamSpec {
-        name: "output.weight",
-        shape: &[10, 84],
-    },
-    ParamSpec {
-        name: "output.bias",
-        shape: &[10],
-    },
+    ParamSpec { name: "conv1.weight", shape: &[6, 1, 5, 5] },
+    ParamSpec { name: "conv1.bias", shape: &[6] },
+    ParamSpec { name: "conv2.weight", shape: &[16, 6, 5, 5] },
+    ParamSpec { name: "conv2.bias", shape: &[16] },
+    ParamSpec { name: "linear1.weight", shape: &[120, 400] },
+    ParamSpec { name: "linear1.bias", shape: &[120] },
+    ParamSpec { name: "linear2.weight", shape: &[84, 120] },
+    ParamSpec { name: "linear2.bias", shape: &[84] },
+    ParamSpec { name: "output.weight", shape: &[10, 84] },
+    ParamSpec { name: "output.bias", shape: &[10] },
 ];
 
 /// 61,706.
@@ -271,11 +215,7 @@ pub struct StageTimes {
 
 impl Default for StageTimes {
     fn default() -> Self {
-        StageTimes {
-            last: Instant::now(),
-            forward_ns: [0; 8],
-            backward_ns: [0; 8],
-        }
+        StageTimes { last: Instant::now(), forward_ns: [0; 8], backward_ns: [0; 8] }
     }
 }
 
@@ -301,21 +241,24 @@ impl StageClock for StageTimes {
 }
 
 /// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
-/// All image-shaped buffers are NCHW.
+/// The input is NCHW; the convolution and pooling activations are channel-major `(C, n, H, W)` (see
+/// [`super::conv`]); [`feature_map`] reads one image's plane.
 pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
     pub input: Vec<f32>,
     col1: Vec<f32>,
-    /// After conv1 and ReLU `(n, 6, 28, 28)`.
+    /// After conv1 and ReLU `(6, n, 28, 28)`.
     pub conv1: Vec<f32>,
-    /// After the first pooling `(n, 6, 14, 14)`.
+    /// After the first pooling `(6, n, 14, 14)`.
     pub pool1: Vec<f32>,
     col2: Vec<f32>,
-    /// After conv2 and ReLU `(n, 16, 10, 10)`.
+    /// After conv2 and ReLU `(16, n, 10, 10)`.
     pub conv2: Vec<f32>,
-    /// After the second pooling, flattened `(n, 400)`.
+    /// After the second pooling `(16, n, 5, 5)`.
     pub pool2: Vec<f32>,
+    /// The same, flattened per image as `nn.Flatten` does: `(n, 400)`.
+    pub flat: Vec<f32>,
     /// `(n, 120)` after ReLU.
     pub linear1: Vec<f32>,
     /// `(n, 84)` after ReLU.
@@ -327,6 +270,7 @@ pub struct Workspace {
     d_scores: Vec<f32>,
     d_linear2: Vec<f32>,
     d_linear1: Vec<f32>,
+    d_flat: Vec<f32>,
     d_pool2: Vec<f32>,
     d_conv2: Vec<f32>,
     d_pool1: Vec<f32>,
@@ -346,6 +290,7 @@ impl Workspace {
             col2: z(CONV2.col_len()),
             conv2: z(CONV2.out_len()),
             pool2: z(POOL2.out_len()),
+            flat: z(POOL2.out_len()),
             linear1: z(LINEAR1.out_features),
             linear2: z(LINEAR2.out_features),
             logits: z(NUM_CLASSES),
@@ -353,11 +298,12 @@ impl Workspace {
             d_scores: z(NUM_CLASSES),
             d_linear2: z(LINEAR2.out_features),
             d_linear1: z(LINEAR1.out_features),
+            d_flat: z(POOL2.out_len()),
             d_pool2: z(POOL2.out_len()),
             d_conv2: z(CONV2.out_len()),
             d_pool1: z(POOL1.out_len()),
             d_conv1: z(CONV1.out_len()),
-            d_col2: vec![0.0; CONV2.col_len()],
+            d_col2: z(CONV2.col_len()),
         }
     }
 
@@ -366,14 +312,35 @@ impl Workspace {
     }
 }
 
+/// One `size x size` plane (channel `channel` of image `image`) of a channel-major activation `(C, n, S, S)`
+/// holding `n` images, e.g. `feature_map(&ws.conv1, n, 28, 0, 3)`.
+pub fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, channel: usize) -> &[f32] {
+    let hw = size * size;
+    &activation[(channel * n + image) * hw..(channel * n + image + 1) * hw]
+}
+
+/// `(C, n, S)` to `(n, C*S)`.
+fn channel_major_to_flat(src: &[f32], channels: usize, n: usize, plane: usize, dst: &mut [f32]) {
+    for c in 0..channels {
+        for b in 0..n {
+            let s = &src[(c * n + b) * plane..(c * n + b + 1) * plane];
+            dst[b * channels * plane + c * plane..b * channels * plane + (c + 1) * plane].copy_from_slice(s);
+        }
+    }
+}
+
+/// `(n, C*S)` to `(C, n, S)`.
+fn flat_to_channel_major(src: &[f32], channels: usize, n: usize, plane: usize, dst: &mut [f32]) {
+    for c in 0..channels {
+        for b in 0..n {
+            let s = &src[b * channels * plane + c * plane..b * channels * plane + (c + 1) * plane];
+            dst[(c * n + b) * plane..(c * n + b + 1) * plane].copy_from_slice(s);
+        }
+    }
+}
+
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
-pub fn forward(
-    params: &[f32],
-    head: Head,
-    ws: &mut Workspace,
-    n: usize,
-    clock: &mut impl StageClock,
-) {
+pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
     let [c1w, c1b, c2w, c2b, l1w, l1b, l2w, l2b, ow, ob] = split_params(params);
     conv2d_forward(&CONV1, n, &ws.input, c1w, c1b, &mut ws.col1, &mut ws.conv1);
@@ -385,8 +352,9 @@ pub fn forward(
     relu_forward(&mut ws.conv2[..n * CONV2.out_len()]);
     clock.lap(Stage::Conv2, false);
     avgpool2_forward(&POOL2, n, &ws.conv2, &mut ws.pool2);
+    channel_major_to_flat(&ws.pool2, POOL2.channels, n, POOL2.out_size() * POOL2.out_size(), &mut ws.flat);
     clock.lap(Stage::Pool2, false);
-    linear_forward(&LINEAR1, n, &ws.pool2, l1w, l1b, &mut ws.linear1);
+    linear_forward(&LINEAR1, n, &ws.flat, l1w, l1b, &mut ws.linear1);
     relu_forward(&mut ws.linear1[..n * LINEAR1.out_features]);
     clock.lap(Stage::Linear1, false);
     linear_forward(&LINEAR2, n, &ws.linear1, l2w, l2b, &mut ws.linear2);
@@ -429,86 +397,28 @@ pub fn backward(
 ) {
     assert!(n <= ws.capacity);
     let [c1w, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
-    let [
-        g_c1w,
-        g_c1b,
-        g_c2w,
-        g_c2b,
-        g_l1w,
-        g_l1b,
-        g_l2w,
-        g_l2b,
-        g_ow,
-        g_ob,
-    ] = split_params_mut(grads);
+    let [g_c1w, g_c1b, g_c2w, g_c2b, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
     clock.lap(Stage::Loss, true);
     let k = n * NUM_CLASSES;
     if head == Head::Sigmoid {
         sigmoid_backward(&ws.scores[..k], &mut ws.d_scores[..k]);
     }
-    linear_backward(
-        &OUTPUT,
-        n,
-        &ws.linear2,
-        ow,
-        &ws.d_scores,
-        g_ow,
-        g_ob,
-        Some(&mut ws.d_linear2),
-    );
-    relu_backward(
-        &ws.linear2[..n * LINEAR2.out_features],
-        &mut ws.d_linear2[..n * LINEAR2.out_features],
-    );
+    linear_backward(&OUTPUT, n, &ws.linear2, ow, &ws.d_scores, g_ow, g_ob, Some(&mut ws.d_linear2));
+    relu_backward(&ws.linear2[..n * LINEAR2.out_features], &mut ws.d_linear2[..n * LINEAR2.out_features]);
     clock.lap(Stage::Output, true);
-    linear_backward(
-        &LINEAR2,
-        n,
-        &ws.linear1,
-        l2w,
-        &ws.d_linear2,
-        g_l2w,
-        g_l2b,
-        Some(&mut ws.d_linear1),
-    );
-    relu_backward(
-        &ws.linear1[..n * LINEAR1.out_features],
-        &mut ws.d_linear1[..n * LINEAR1.out_features],
-    );
+    linear_backward(&LINEAR2, n, &ws.linear1, l2w, &ws.d_linear2, g_l2w, g_l2b, Some(&mut ws.d_linear1));
+    relu_backward(&ws.linear1[..n * LINEAR1.out_features], &mut ws.d_linear1[..n * LINEAR1.out_features]);
     clock.lap(Stage::Linear2, true);
-    linear_backward(
-        &LINEAR1,
-        n,
-        &ws.pool2,
-        l1w,
-        &ws.d_linear1,
-        g_l1w,
-        g_l1b,
-        Some(&mut ws.d_pool2),
-    );
+    linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
+    flat_to_channel_major(&ws.d_flat, POOL2.channels, n, POOL2.out_size() * POOL2.out_size(), &mut ws.d_pool2);
     avgpool2_backward(&POOL2, n, &ws.d_pool2, &mut ws.d_conv2);
-    relu_backward(
-        &ws.conv2[..n * CONV2.out_len()],
-        &mut ws.d_conv2[..n * CONV2.out_len()],
-    );
+    relu_backward(&ws.conv2[..n * CONV2.out_len()], &mut ws.d_conv2[..n * CONV2.out_len()]);
     clock.lap(Stage::Pool2, true);
-    conv2d_backward(
-        &CONV2,
-        n,
-        &ws.col2,
-        c2w,
-        &ws.d_conv2,
-        g_c2w,
-        g_c2b,
-        Some((&mut ws.d_pool1, &mut ws.d_col2)),
-    );
+    conv2d_backward(&CONV2, n, &ws.col2, c2w, &ws.d_conv2, g_c2w, g_c2b, Some((&mut ws.d_pool1, &mut ws.d_col2)));
     clock.lap(Stage::Conv2, true);
     avgpool2_backward(&POOL1, n, &ws.d_pool1, &mut ws.d_conv1);
-    relu_backward(
-        &ws.conv1[..n * CONV1.out_len()],
-        &mut ws.d_conv1[..n * CONV1.out_len()],
-    );
+    relu_backward(&ws.conv1[..n * CONV1.out_len()], &mut ws.d_conv1[..n * CONV1.out_len()]);
     clock.lap(Stage::Pool1, true);
     conv2d_backward(&CONV1, n, &ws.col1, c1w, &ws.d_conv1, g_c1w, g_c1b, None);
     clock.lap(Stage::Conv1, true);
@@ -547,11 +457,7 @@ mod tests {
         for (spec, t) in PARAM_SPECS.iter().zip(split_params(&p)) {
             let fan_in = if spec.shape.len() == 1 {
                 // bias: the fan-in of its weight
-                PARAM_SPECS
-                    .iter()
-                    .find(|w| w.name == spec.name.replace("bias", "weight"))
-                    .unwrap()
-                    .fan_in()
+                PARAM_SPECS.iter().find(|w| w.name == spec.name.replace("bias", "weight")).unwrap().fan_in()
             } else {
                 spec.fan_in()
             };
@@ -571,10 +477,7 @@ mod tests {
 
     #[test]
     fn flop_counts_match_the_known_figures() {
-        assert_eq!(
-            forward_flops_per_image(),
-            2 * (117_600 + 240_000 + 48_000 + 10_080 + 840)
-        );
+        assert_eq!(forward_flops_per_image(), 2 * (117_600 + 240_000 + 48_000 + 10_080 + 840));
         let train = train_flops_per_image() as f64 / 1e6;
         assert!((2.2..2.3).contains(&train), "{train}");
     }

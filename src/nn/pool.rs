@@ -27,17 +27,12 @@ impl Pool2Dims {
 /// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
 pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
-    for (plane, out_plane) in input
-        .chunks_exact(h * h)
-        .zip(out.chunks_exact_mut(oh * oh))
-        .take(n * d.channels)
-    {
+    for (plane, out_plane) in input.chunks_exact(h * h).zip(out.chunks_exact_mut(oh * oh)).take(n * d.channels) {
         for y in 0..oh {
             let top = &plane[2 * y * h..(2 * y + 1) * h];
             let bottom = &plane[(2 * y + 1) * h..(2 * y + 2) * h];
             for x in 0..oh {
-                out_plane[y * oh + x] =
-                    (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) / 4.0;
+                out_plane[y * oh + x] = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) / 4.0;
             }
         }
     }
@@ -46,10 +41,7 @@ pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32])
 /// `out_grad (n, C, H/2, H/2)` -> `input_grad (n, C, H, H)` (overwritten): each input gets a quarter.
 pub fn avgpool2_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], input_grad: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
-    for (plane, g_plane) in input_grad
-        .chunks_exact_mut(h * h)
-        .zip(out_grad.chunks_exact(oh * oh))
-        .take(n * d.channels)
+    for (plane, g_plane) in input_grad.chunks_exact_mut(h * h).zip(out_grad.chunks_exact(oh * oh)).take(n * d.channels)
     {
         for y in 0..h {
             let g_row = &g_plane[(y / 2) * oh..(y / 2 + 1) * oh];
