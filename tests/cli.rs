@@ -1,0 +1,128 @@
+//! The real binary: a short training run that must learn, evaluation, and clean errors for bad input.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn trains_a_subset_to_over_90_percent_then_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 4000, 1000);
+    let out = tmp.path().join("run");
+    let o = lenet5(&[
+        "train", "--dataset", data.to_str().unwrap(), "--epochs", "3", "--head", "logits", "--lr", "0.01",
+        "--out", out.to_str().unwrap(), "--progress", "plain",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch")).count(), 3, "{text}");
+    assert!(text.contains("saved best"), "{text}");
+    let history = lenet5::run::read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert_eq!(history.len(), 3);
+    let best = history.iter().map(|m| m.val_acc).fold(0.0, f64::max);
+    assert!(best > 0.90, "val_acc only {best}: {text}");
+
+    let weights = out.join("best.safetensors");
+    let o = lenet5(&["eval", "--weights", weights.to_str().unwrap(), "--dataset", data.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["total"], 1000);
+    assert!((v["accuracy"].as_f64().unwrap() - best).abs() < 1e-9, "eval agrees with training's best val_acc");
+
+    // A second run into the same directory is refused unless forced.
+    let args = ["train", "--dataset", data.to_str().unwrap(), "--epochs", "1", "--out", out.to_str().unwrap()];
+    let o = lenet5(&args);
+    assert_clean_error(&o, &["already holds a training run", "--force"]);
+    assert!(weights.exists(), "the refused run left the old weights alone");
+}
+
+#[test]
+fn missing_data_set_says_where_to_put_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = lenet5(&["train", "--data", tmp.path().to_str().unwrap(), "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_clean_error(&o, &["not found", "train-images-idx3-ubyte", "MNIST/raw"]);
+}
+
+#[test]
+fn broken_idx_files_are_named_in_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let cases: [(&str, fn(&std::path::Path), &[&str]); 4] = [
+        (
+            "truncated",
+            |d| {
+                let p = d.join("train-images-idx3-ubyte");
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+            },
+            &["train-images-idx3-ubyte", "truncated"],
+        ),
+        (
+            "wrong magic",
+            |d| {
+                let p = d.join("t10k-labels-idx1-ubyte");
+                let mut b = std::fs::read(&p).unwrap();
+                b[3] = 3;
+                std::fs::write(&p, b).unwrap();
+            },
+            &["t10k-labels-idx1-ubyte", "magic number 2051, expected 2049"],
+        ),
+        (
+            "count mismatch",
+            |d| {
+                let lab = lenet5::data::idx::encode_labels(&[1; 99]);
+                std::fs::write(d.join("train-labels-idx1-ubyte"), lab).unwrap();
+            },
+            &["train-labels-idx1-ubyte", "99 labels", "200 images"],
+        ),
+        (
+            "bad gzip",
+            |d| {
+                std::fs::remove_file(d.join("t10k-images-idx3-ubyte")).unwrap();
+                std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+            },
+            &["t10k-images-idx3-ubyte.gz", "corrupt gzip"],
+        ),
+    ];
+    for (name, damage, needles) in cases {
+        let data = tmp.path().join(name.replace(' ', "_"));
+        write_subset(&data, 200, 100);
+        damage(&data);
+        let o = lenet5(&["train", "--dataset", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--force"]);
+        assert_clean_error(&o, needles);
+    }
+}
+
+#[test]
+fn bad_checkpoints_and_flags_give_clean_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.safetensors");
+    let o = lenet5(&["eval", "--weights", missing.to_str().unwrap()]);
+    assert_clean_error(&o, &["nope.safetensors", "No such file"]);
+
+    let garbage = tmp.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a checkpoint").unwrap();
+    let o = lenet5(&["eval", "--weights", garbage.to_str().unwrap()]);
+    assert_clean_error(&o, &["garbage.safetensors", "not a valid safetensors"]);
+
+    // A checkpoint with one tensor of the wrong shape.
+    use safetensors::tensor::{Dtype, TensorView};
+    let mut tensors = Vec::new();
+    let bufs: Vec<Vec<u8>> = lenet5::nn::PARAM_SPECS.iter().map(|s| vec![0u8; 4 * s.len()]).collect();
+    for (spec, buf) in lenet5::nn::PARAM_SPECS.iter().zip(&bufs) {
+        let shape = if spec.name == "linear2.weight" { vec![120, 84] } else { spec.shape.to_vec() };
+        tensors.push((spec.name, TensorView::new(Dtype::F32, shape, buf).unwrap()));
+    }
+    let bad = tmp.path().join("misshapen.safetensors");
+    std::fs::write(&bad, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    let o = lenet5(&["eval", "--weights", bad.to_str().unwrap()]);
+    assert_clean_error(&o, &["misshapen.safetensors", "linear2.weight", "[120, 84]", "[84, 120]"]);
+
+    let o = lenet5(&["train", "--batch-size", "0", "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_clean_error(&o, &["--batch-size"]);
+    let o = lenet5(&["train", "--lr=-1", "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_clean_error(&o, &["--lr"]);
+    let o = lenet5(&["train", "--head", "softmax"]);
+    assert!(!o.status.success() && stderr(&o).contains("softmax") && !stderr(&o).contains("panicked"));
+}
