@@ -11,8 +11,19 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
     write_subset(&data, 4000, 1000);
     let out = tmp.path().join("run");
     let o = lenet5(&[
-        "train", "--dataset", data.to_str().unwrap(), "--epochs", "3", "--head", "logits", "--lr", "0.01",
-        "--out", out.to_str().unwrap(), "--progress", "plain",
+        "train",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--head",
+        "logits",
+        "--lr",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "--progress",
+        "plain",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);

@@ -60,7 +60,19 @@ fn valid_columns(d: &Conv2dDims, j: usize) -> (usize, usize) {
 
 /// Unfolds `n` images `(C, n, H, W)` into `col (C*K*K, n*OH*OW)`; padding reads as zero.
 pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
+    // Rows are short (10 or 28 values); a copy of known length compiles to a few vector moves instead of a
+    // call to memmove.
+    match d.out_size() {
+        10 => im2col_rows::<10>(d, n, input, col),
+        28 => im2col_rows::<28>(d, n, input, col),
+        _ => im2col_rows::<0>(d, n, input, col),
+    }
+}
+
+/// [`im2col`] for output rows of `OW` values (`OW == 0`: any width).
+fn im2col_rows<const OW: usize>(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
+    debug_assert!(OW == 0 || OW == oh);
     let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact_mut(n * oh * oh);
     for c in 0..d.in_channels {
         for i in 0..k {
@@ -74,12 +86,16 @@ pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
                         let sy = y + i;
                         if sy < p || sy - p >= h {
                             dst.fill(0.0);
-                            continue;
+                        } else if OW != 0 && x_lo == 0 && x_hi == OW {
+                            let src = &plane[(sy - p) * h + j - p..(sy - p) * h + j - p + OW];
+                            let dst: &mut [f32; OW] = dst.try_into().expect("OW wide");
+                            dst.copy_from_slice(src);
+                        } else {
+                            let src = &plane[(sy - p) * h..(sy - p + 1) * h];
+                            dst[..x_lo].fill(0.0);
+                            dst[x_lo..x_hi].copy_from_slice(&src[x_lo + j - p..x_hi + j - p]);
+                            dst[x_hi..].fill(0.0);
                         }
-                        let src = &plane[(sy - p) * h..(sy - p + 1) * h];
-                        dst[..x_lo].fill(0.0);
-                        dst[x_lo..x_hi].copy_from_slice(&src[x_lo + j - p..x_hi + j - p]);
-                        dst[x_hi..].fill(0.0);
                     }
                 }
             }
@@ -89,6 +105,13 @@ pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
 
 /// The adjoint of [`im2col`]: adds `col (C*K*K, n*OH*OW)` back into `input_grad (C, n, H, W)`.
 pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
+    match d.out_size() {
+        10 => col2im_rows::<10>(d, n, col, input_grad),
+        _ => col2im_rows::<0>(d, n, col, input_grad),
+    }
+}
+
+fn col2im_rows<const OW: usize>(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
     let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact(n * oh * oh);
     for c in 0..d.in_channels {
@@ -101,6 +124,16 @@ pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32])
                     for y in 0..oh {
                         let sy = y + i;
                         if sy < p || sy - p >= h {
+                            continue;
+                        }
+                        if OW != 0 && x_lo == 0 && x_hi == OW {
+                            let src: &[f32; OW] =
+                                row[(b * oh + y) * oh..(b * oh + y) * oh + OW].try_into().expect("OW");
+                            let start = (sy - p) * h + j - p;
+                            let dst: &mut [f32; OW] = (&mut plane[start..start + OW]).try_into().expect("OW");
+                            for x in 0..OW {
+                                dst[x] += src[x];
+                            }
                             continue;
                         }
                         let src = &row[(b * oh + y) * oh + x_lo..(b * oh + y) * oh + x_hi];

@@ -2,10 +2,12 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_direct;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod model;
 pub mod pool;
+pub mod simd;
 
 pub use model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace};

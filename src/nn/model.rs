@@ -17,9 +17,10 @@ use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
 use super::conv::{Conv2dDims, conv2d_backward, conv2d_forward};
+use super::conv_direct;
 use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
-use super::pool::{Pool2Dims, avgpool2_backward, avgpool2_forward};
+use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_relu_backward};
 use crate::rng::Rng;
 
 pub const IMAGE_SIZE: usize = 28;
@@ -247,7 +248,9 @@ pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
     pub input: Vec<f32>,
-    col1: Vec<f32>,
+    /// The input zero-padded for conv1 `(n, 32, 36)`.
+    padded: Vec<f32>,
+    conv1_scratch: Vec<f32>,
     /// After conv1 and ReLU `(6, n, 28, 28)`.
     pub conv1: Vec<f32>,
     /// After the first pooling `(6, n, 14, 14)`.
@@ -284,7 +287,8 @@ impl Workspace {
         Workspace {
             capacity,
             input: z(IMAGE_LEN),
-            col1: z(CONV1.col_len()),
+            padded: z(conv_direct::PADDED_LEN),
+            conv1_scratch: z(conv_direct::SCRATCH_LEN),
             conv1: z(CONV1.out_len()),
             pool1: z(POOL1.out_len()),
             col2: z(CONV2.col_len()),
@@ -343,8 +347,8 @@ fn flat_to_channel_major(src: &[f32], channels: usize, n: usize, plane: usize, d
 pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
     let [c1w, c1b, c2w, c2b, l1w, l1b, l2w, l2b, ow, ob] = split_params(params);
-    conv2d_forward(&CONV1, n, &ws.input, c1w, c1b, &mut ws.col1, &mut ws.conv1);
-    relu_forward(&mut ws.conv1[..n * CONV1.out_len()]);
+    conv_direct::pad_images(n, &ws.input, &mut ws.padded);
+    conv_direct::conv_relu_forward(n, &ws.padded, c1w, c1b, &mut ws.conv1);
     clock.lap(Stage::Conv1, false);
     avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
     clock.lap(Stage::Pool1, false);
@@ -396,7 +400,7 @@ pub fn backward(
     clock: &mut impl StageClock,
 ) {
     assert!(n <= ws.capacity);
-    let [c1w, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
+    let [_, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
     let [g_c1w, g_c1b, g_c2w, g_c2b, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
     clock.lap(Stage::Loss, true);
     let k = n * NUM_CLASSES;
@@ -412,15 +416,13 @@ pub fn backward(
     linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
     flat_to_channel_major(&ws.d_flat, POOL2.channels, n, POOL2.out_size() * POOL2.out_size(), &mut ws.d_pool2);
-    avgpool2_backward(&POOL2, n, &ws.d_pool2, &mut ws.d_conv2);
-    relu_backward(&ws.conv2[..n * CONV2.out_len()], &mut ws.d_conv2[..n * CONV2.out_len()]);
+    avgpool2_relu_backward(&POOL2, n, &ws.d_pool2, &ws.conv2, &mut ws.d_conv2);
     clock.lap(Stage::Pool2, true);
     conv2d_backward(&CONV2, n, &ws.col2, c2w, &ws.d_conv2, g_c2w, g_c2b, Some((&mut ws.d_pool1, &mut ws.d_col2)));
     clock.lap(Stage::Conv2, true);
-    avgpool2_backward(&POOL1, n, &ws.d_pool1, &mut ws.d_conv1);
-    relu_backward(&ws.conv1[..n * CONV1.out_len()], &mut ws.d_conv1[..n * CONV1.out_len()]);
+    avgpool2_relu_backward(&POOL1, n, &ws.d_pool1, &ws.conv1, &mut ws.d_conv1);
     clock.lap(Stage::Pool1, true);
-    conv2d_backward(&CONV1, n, &ws.col1, c1w, &ws.d_conv1, g_c1w, g_c1b, None);
+    conv_direct::conv_backward(n, &ws.padded, &ws.d_conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
     clock.lap(Stage::Conv1, true);
 }
 

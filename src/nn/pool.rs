@@ -27,12 +27,33 @@ impl Pool2Dims {
 /// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
 pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
-    for (plane, out_plane) in input.chunks_exact(h * h).zip(out.chunks_exact_mut(oh * oh)).take(n * d.channels) {
-        for y in 0..oh {
-            let top = &plane[2 * y * h..(2 * y + 1) * h];
-            let bottom = &plane[(2 * y + 1) * h..(2 * y + 2) * h];
-            for x in 0..oh {
-                out_plane[y * oh + x] = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) / 4.0;
+    let planes = n * d.channels;
+    for (plane, out_plane) in input[..planes * h * h].chunks_exact(h * h).zip(out.chunks_exact_mut(oh * oh)) {
+        for (rows, out_row) in plane.chunks_exact(2 * h).zip(out_plane.chunks_exact_mut(oh)) {
+            let (top, bottom) = rows.split_at(h);
+            for ((o, t), b) in out_row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                *o = (t[0] + t[1] + b[0] + b[1]) / 4.0;
+            }
+        }
+    }
+}
+
+/// Backward of ReLU then pooling in one pass: `input_grad = (activation > 0) * out_grad / 4` spread over each
+/// 2x2 window. `activation` is the ReLU output that was pooled, same shape as `input_grad`.
+pub fn avgpool2_relu_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], activation: &[f32], input_grad: &mut [f32]) {
+    let (h, oh) = (d.in_size, d.out_size());
+    let planes = n * d.channels;
+    for ((plane, act), g_plane) in input_grad[..planes * h * h]
+        .chunks_exact_mut(h * h)
+        .zip(activation.chunks_exact(h * h))
+        .zip(out_grad.chunks_exact(oh * oh))
+    {
+        for ((row, act_row), y) in plane.chunks_exact_mut(h).zip(act.chunks_exact(h)).zip(0..) {
+            let g_row = &g_plane[(y / 2) * oh..(y / 2 + 1) * oh];
+            for ((pair, act_pair), g) in row.chunks_exact_mut(2).zip(act_row.chunks_exact(2)).zip(g_row) {
+                let q = g / 4.0;
+                pair[0] = if act_pair[0] > 0.0 { q } else { 0.0 };
+                pair[1] = if act_pair[1] > 0.0 { q } else { 0.0 };
             }
         }
     }

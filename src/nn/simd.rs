@@ -1,0 +1,65 @@
+//! Run-time choice of instruction set. Kernels are written once as plain Rust over fixed-size arrays, generic
+//! over whether fused multiply-add is available; the compiler vectorises them, once for AVX2+FMA (chosen when
+//! the CPU has it) and once for the baseline target, so the binary runs on any x86-64 and on aarch64.
+
+use std::sync::OnceLock;
+
+/// Whether this CPU has AVX2 and FMA (x86-64). Detected once.
+pub fn avx2_fma() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// The instruction set the kernels run with on this CPU, for reports.
+pub fn describe() -> &'static str {
+    if avx2_fma() {
+        "avx2+fma"
+    } else if cfg!(target_arch = "aarch64") {
+        "neon"
+    } else {
+        "baseline (no avx2/fma)"
+    }
+}
+
+/// Whether the baseline target already fuses multiply-add (aarch64 always does).
+pub const BASELINE_FMA: bool = cfg!(target_arch = "aarch64");
+
+/// `a * b + c`, fused when `FMA` (one rounding), plain otherwise. With `FMA` false this never calls the slow
+/// software `fmaf`.
+#[inline(always)]
+pub fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Defines `pub fn $name(args) -> ret` that calls `$body::<true>` compiled for AVX2+FMA when the CPU has it,
+/// and `$body::<BASELINE_FMA>` compiled for the baseline target otherwise.
+macro_rules! dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn fast($($arg: $ty),*) {
+                    $body::<true>($($arg),*)
+                }
+                if $crate::nn::simd::avx2_fma() {
+                    // SAFETY: the CPU was just checked to support AVX2 and FMA.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $body::<{ $crate::nn::simd::BASELINE_FMA }>($($arg),*)
+        }
+    };
+}
+
+pub(crate) use dispatch;
