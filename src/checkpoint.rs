@@ -123,13 +123,11 @@ impl Checkpoint {
         } else {
             None
         };
-        if let Some(v) = metadata.get("format_version") {
-            if v != FORMAT_VERSION {
-                return Err(Error::format(
-                    path,
-                    format!("checkpoint format version {v}, this program reads {FORMAT_VERSION}"),
-                ));
-            }
+        if let Some(v) = metadata.get("format_version").filter(|v| *v != FORMAT_VERSION) {
+            return Err(Error::format(
+                path,
+                format!("checkpoint format version {v}, this program reads {FORMAT_VERSION}"),
+            ));
         }
         let head = match metadata.get("head") {
             None => Head::Sigmoid,

@@ -5,15 +5,16 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A closed pipe (`lenet5 eval ... | head`) ends the program quietly, as it does for other Unix tools,
+    // instead of making `println!` panic.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // A closed pipe (`lenet5 ... | head`) is not an error worth reporting.
-            if let Some(lenet5::Error::Io { source, .. }) = err.downcast_ref::<lenet5::Error>() {
-                if source.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
-            }
             eprintln!("error: {err}");
             match err.downcast_ref::<lenet5::Error>() {
                 Some(lenet5::Error::Interrupted { .. }) => ExitCode::from(130),

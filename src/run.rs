@@ -167,7 +167,7 @@ pub enum Start {
     /// A new run with these weights.
     Fresh { params: Vec<f32> },
     /// A run resumed from its state.
-    Resume { state: TrainState, params: Vec<f32>, momentum: Vec<f32> },
+    Resume { state: Box<TrainState>, params: Vec<f32>, momentum: Vec<f32> },
 }
 
 /// Trains to the end of `config.epochs`, writing the run's files after every epoch. Returns
@@ -206,7 +206,7 @@ pub fn train_run(
         Start::Resume { state, params, momentum } => {
             let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum))?;
             trainer.config.epochs = config.epochs;
-            (state, trainer)
+            (*state, trainer)
         }
     };
     state.config.epochs = trainer.config.epochs;

@@ -59,7 +59,8 @@ fn missing_data_set_says_where_to_put_it() {
 fn broken_idx_files_are_named_in_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let cases: [(&str, fn(&std::path::Path), &[&str]); 4] = [
+    type Damage = fn(&std::path::Path);
+    let cases: [(&str, Damage, &[&str]); 4] = [
         (
             "truncated",
             |d| {

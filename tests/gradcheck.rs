@@ -48,7 +48,7 @@ fn conv2d_gradients_match_finite_differences() {
     let (mut gw, mut gb, mut gi) = (vec![0.0; weight.len()], vec![0.0; bias.len()], vec![0.0; input.len()]);
     let mut gcol = vec![0.0; n * d.col_len()];
     conv2d_backward(&d, n, &col, &weight, &r, &mut gw, &mut gb, Some((&mut gi, &mut gcol)));
-    let mut run = |i: &[f32], w: &[f32], b: &[f32]| {
+    let run = |i: &[f32], w: &[f32], b: &[f32]| {
         let mut col = vec![0.0; n * d.col_len()];
         let mut out = vec![0.0; n * d.out_len()];
         conv2d_forward(&d, n, i, w, b, &mut col, &mut out);

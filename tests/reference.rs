@@ -57,7 +57,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     let mut worst = (0.0f32, 0usize);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs() / w.abs().max(1.0);
-        if !(err <= worst.0) {
+        if err > worst.0 || err.is_nan() {
             worst = (err, i);
         }
     }

@@ -122,7 +122,7 @@ impl TrainObserver for Reporter {
         self.acc_sum += r.accuracy as f64;
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
-            if batch % 64 == 0 {
+            if batch.is_multiple_of(64) {
                 let rate = self.images as f64 / self.epoch_start.elapsed().as_secs_f64();
                 bar.set_message(format!(
                     "loss {:.4} acc {:.4} {:.0} img/s",
@@ -169,7 +169,7 @@ pub fn run(a: TrainArgs) -> CliResult {
             if let Some(epochs) = a.epochs {
                 config.epochs = epochs;
             }
-            (run, config, Start::Resume { state, params, momentum })
+            (run, config, Start::Resume { state: Box::new(state), params, momentum })
         }
         None => {
             let config = TrainConfig {
@@ -215,10 +215,9 @@ pub fn run(a: TrainArgs) -> CliResult {
     });
     let resuming = matches!(start, Start::Resume { .. });
     println!(
-        "{} {} on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
+        "{} LeNet-5 on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
          seed {}, {} threads -> {}",
         if resuming { "resuming" } else { "training" },
-        "LeNet-5",
         data.name,
         config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
         config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),

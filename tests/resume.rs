@@ -1,0 +1,145 @@
+//! Long runs: resuming gives bit-identical results, signals stop cleanly, and a killed run never leaves an
+//! unreadable checkpoint.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lenet5::checkpoint::Checkpoint;
+use lenet5::run::read_metrics;
+
+fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec!["train", "--dataset", data, "--out", out, "--epochs", epochs, "--progress", "plain", "--head", "logits"]
+}
+
+/// The figures of a run, without its timings.
+fn figures(dir: &Path) -> Vec<(usize, f64, f64, f64, f64)> {
+    read_metrics(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|m| (m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc))
+        .collect()
+}
+
+fn assert_same_run(a: &Path, b: &Path) {
+    for file in ["best.safetensors", "last.safetensors"] {
+        let x = Checkpoint::load(&a.join(file)).unwrap();
+        let y = Checkpoint::load(&b.join(file)).unwrap();
+        assert!(x.params == y.params, "{file}: weights differ");
+        assert!(x.momentum == y.momentum, "{file}: momentum differs");
+    }
+    assert_eq!(figures(a), figures(b));
+}
+
+#[test]
+fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let (d, full, part) = (data.to_str().unwrap(), tmp.path().join("full"), tmp.path().join("part"));
+    assert!(lenet5(&train_args(d, full.to_str().unwrap(), "3")).status.success());
+    assert!(lenet5(&train_args(d, part.to_str().unwrap(), "1")).status.success());
+    let o = lenet5(&["train", "--resume", part.to_str().unwrap(), "--epochs", "3", "--progress", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("resuming"), "{}", stdout(&o));
+    assert_same_run(&full, &part);
+    // Nothing left to do: resuming a finished run changes nothing.
+    let o = lenet5(&["train", "--resume", part.to_str().unwrap(), "--progress", "plain"]);
+    assert!(o.status.success());
+    assert_same_run(&full, &part);
+}
+
+fn spawn_training(data: &str, out: &str, epochs: &str, resume: bool) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet5"));
+    if resume {
+        cmd.args(["train", "--resume", out, "--epochs", epochs, "--progress", "plain"]);
+    } else {
+        cmd.args(train_args(data, out, epochs));
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn wait_for_epochs(dir: &Path, epochs: usize, limit: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if read_metrics(&dir.join("metrics.jsonl")).map(|m| m.len() >= epochs).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no {epochs} epochs in {dir:?} after {limit:?}");
+}
+
+#[test]
+fn sigint_stops_with_a_resumable_state_and_exit_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 3000, 200);
+    let (d, run, full) = (data.to_str().unwrap(), tmp.path().join("run"), tmp.path().join("full"));
+    let child = spawn_training(d, run.to_str().unwrap(), "200", false);
+    wait_for_epochs(&run, 1, Duration::from_secs(60));
+    signal(child.id(), "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("lenet5 train --resume") && !err.contains("panicked"), "{err}");
+    let state = Checkpoint::load(&run.join("last.safetensors")).unwrap();
+    assert!(state.momentum.is_some());
+    let done = figures(&run).len();
+    assert!(done >= 1 && done < 200);
+    // No temporary files are left behind.
+    for e in std::fs::read_dir(&run).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp."), "left {name}");
+    }
+    // Resuming to a short end matches an uninterrupted run of that length.
+    let end = (done + 1).to_string();
+    let o = lenet5(&["train", "--resume", run.to_str().unwrap(), "--epochs", &end, "--progress", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lenet5(&train_args(d, full.to_str().unwrap(), &end)).status.success());
+    assert_same_run(&full, &run);
+}
+
+#[test]
+fn sigkill_at_random_points_never_corrupts_and_resume_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 1000, 200);
+    let (d, run, full) = (data.to_str().unwrap(), tmp.path().join("run"), tmp.path().join("full"));
+    let epochs = "6";
+    assert!(lenet5(&train_args(d, full.to_str().unwrap(), epochs)).status.success());
+    let mut rng = lenet5::rng::Rng::new(42);
+    let mut started = false;
+    for _ in 0..40 {
+        let mut child = spawn_training(d, run.to_str().unwrap(), epochs, started);
+        std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            signal(child.id(), "-KILL");
+        }
+        let status = child.wait().unwrap();
+        // Whatever the moment of death, every checkpoint on disk reads back.
+        for file in ["best.safetensors", "last.safetensors"] {
+            let p = run.join(file);
+            if p.exists() {
+                Checkpoint::load(&p).unwrap_or_else(|e| panic!("{file} unreadable after SIGKILL: {e}"));
+            }
+        }
+        started = run.join("last.safetensors").exists();
+        if finished && status.success() && figures(&run).len() == 6 {
+            break;
+        }
+    }
+    // Finish whatever is left, then compare.
+    let o = lenet5(&["train", "--resume", run.to_str().unwrap(), "--epochs", epochs, "--progress", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_run(&full, &run);
+}
