@@ -281,14 +281,26 @@ impl Trainer {
         });
         let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;
         let correct: usize = self.slices[..used].iter().map(|s| s.correct).sum();
-        // Sum the slices' gradients into the first, always in slice order.
-        let (first, rest) = self.slices[..used].split_first_mut().expect("at least one slice");
-        for other in rest.iter() {
-            for (g, o) in first.grads.iter_mut().zip(&other.grads) {
-                *g += o;
-            }
-        }
-        self.config.sgd.step(&mut self.params, &mut self.velocity, &first.grads);
+        // Sum the slices' gradients in slice order and update, in parallel over fixed ranges of parameters
+        // (element-wise, so the split cannot change the numbers).
+        const CHUNK: usize = 4096;
+        let (parts, sgd) = (&self.slices[..used], self.config.sgd);
+        pool.install(|| {
+            self.params.par_chunks_mut(CHUNK).zip(self.velocity.par_chunks_mut(CHUNK)).enumerate().for_each(
+                |(c, (p, v))| {
+                    let range = c * CHUNK..c * CHUNK + p.len();
+                    let mut g = [0.0f32; CHUNK];
+                    let g = &mut g[..p.len()];
+                    g.copy_from_slice(&parts[0].grads[range.clone()]);
+                    for part in &parts[1..] {
+                        for (a, b) in g.iter_mut().zip(&part.grads[range.clone()]) {
+                            *a += b;
+                        }
+                    }
+                    sgd.step(p, v, g);
+                },
+            )
+        });
         StepResult { loss, accuracy: correct as f32 / b as f32 }
     }
 
@@ -313,16 +325,19 @@ impl Trainer {
         let batches = split.len().div_ceil(self.config.batch_size);
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
         let mut stopped = false;
-        for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
-            if observer.should_stop() {
-                stopped = true;
-                break;
+        // The whole loop runs on a pool thread, so each step's fork-join costs no cross-thread wake-up.
+        pool.install(|| {
+            for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
+                if observer.should_stop() {
+                    stopped = true;
+                    break;
+                }
+                let r = self.step(pool, split, indices);
+                loss_sum += r.loss as f64;
+                acc_sum += r.accuracy as f64;
+                observer.on_batch(i + 1, batches, indices.len(), r);
             }
-            let r = self.step(pool, split, indices);
-            loss_sum += r.loss as f64;
-            acc_sum += r.accuracy as f64;
-            observer.on_batch(i + 1, batches, indices.len(), r);
-        }
+        });
         self.order = order;
         if stopped {
             return None;
@@ -351,7 +366,7 @@ impl StageClock for DynClock<'_> {
 }
 
 /// Receives progress from the training loop; the library itself never prints.
-pub trait TrainObserver {
+pub trait TrainObserver: Send {
     /// An epoch (1-based) is about to start.
     fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     /// A batch (1-based) of `images` images finished.

@@ -41,25 +41,33 @@ pub fn pad_images(n: usize, input: &[f32], padded: &mut [f32]) {
 #[inline(always)]
 fn forward_relu_body<const FMA: bool>(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let out_channels = bias.len();
+    debug_assert!(out_channels.is_multiple_of(2));
     for b in 0..n {
         let img: &[f32; PADDED_LEN] = padded[b * PADDED_LEN..(b + 1) * PADDED_LEN].try_into().unwrap();
-        for o in 0..out_channels {
-            let w: &[f32; K * K] = weight[o * K * K..(o + 1) * K * K].try_into().unwrap();
-            let plane = &mut out[(o * n + b) * S * S..(o * n + b + 1) * S * S];
-            for (y, out_row) in plane.chunks_exact_mut(S).enumerate() {
-                let mut acc = [bias[o]; W];
+        // Two output channels at a time: eight independent accumulator vectors hide the FMA latency, and each
+        // input row loaded serves both.
+        for o in (0..out_channels).step_by(2) {
+            let w0: &[f32; K * K] = weight[o * K * K..(o + 1) * K * K].try_into().unwrap();
+            let w1: &[f32; K * K] = weight[(o + 1) * K * K..(o + 2) * K * K].try_into().unwrap();
+            for y in 0..S {
+                let mut acc0 = [bias[o]; W];
+                let mut acc1 = [bias[o + 1]; W];
                 for i in 0..K {
                     let row: &[f32; PW] = img[(y + i) * PW..(y + i + 1) * PW].try_into().unwrap();
                     for j in 0..K {
-                        let wv = w[i * K + j];
+                        let (a, c) = (w0[i * K + j], w1[i * K + j]);
                         let src: &[f32; W] = row[j..j + W].try_into().unwrap();
                         for x in 0..W {
-                            acc[x] = mul_add::<FMA>(wv, src[x], acc[x]);
+                            acc0[x] = mul_add::<FMA>(a, src[x], acc0[x]);
+                            acc1[x] = mul_add::<FMA>(c, src[x], acc1[x]);
                         }
                     }
                 }
-                for (o, a) in out_row.iter_mut().zip(&acc) {
-                    *o = a.max(0.0);
+                let row0 = (o * n + b) * S * S + y * S;
+                let row1 = ((o + 1) * n + b) * S * S + y * S;
+                for x in 0..S {
+                    out[row0 + x] = acc0[x].max(0.0);
+                    out[row1 + x] = acc1[x].max(0.0);
                 }
             }
         }
@@ -92,20 +100,33 @@ fn backward_body<const FMA: bool>(
             bias_sum += src.iter().sum::<f32>();
         }
         bias_grad[o] += bias_sum;
+        // For each kernel row, all five kernel columns at once, over half a padded row (16 lanes) at a time:
+        // ten independent accumulators, and each gradient vector loaded once serves five taps.
+        const HALF: usize = W / 2;
         for i in 0..K {
-            for j in 0..K {
-                let mut acc = [0.0f32; W];
+            let mut taps = [0.0f32; K];
+            for half in 0..2 {
+                let mut acc = [[0.0f32; HALF]; K];
                 for b in 0..n {
                     let img: &[f32; PADDED_LEN] = padded[b * PADDED_LEN..(b + 1) * PADDED_LEN].try_into().unwrap();
                     for y in 0..S {
-                        let src: &[f32; W] = img[(y + i) * PW + j..(y + i) * PW + j + W].try_into().unwrap();
-                        let gr: &[f32; W] = rows[(b * S + y) * W..(b * S + y + 1) * W].try_into().unwrap();
-                        for x in 0..W {
-                            acc[x] = mul_add::<FMA>(gr[x], src[x], acc[x]);
+                        let start = (b * S + y) * W + half * HALF;
+                        let gr: &[f32; HALF] = rows[start..start + HALF].try_into().unwrap();
+                        let base = (y + i) * PW + half * HALF;
+                        let src: &[f32; HALF + K - 1] = img[base..base + HALF + K - 1].try_into().unwrap();
+                        for j in 0..K {
+                            for x in 0..HALF {
+                                acc[j][x] = mul_add::<FMA>(gr[x], src[j + x], acc[j][x]);
+                            }
                         }
                     }
                 }
-                weight_grad[o * K * K + i * K + j] += acc.iter().sum::<f32>();
+                for j in 0..K {
+                    taps[j] += acc[j].iter().sum::<f32>();
+                }
+            }
+            for j in 0..K {
+                weight_grad[o * K * K + i * K + j] += taps[j];
             }
         }
     }
