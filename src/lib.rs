@@ -8,10 +8,14 @@
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod infer;
 pub mod nn;
 pub mod optim;
+pub mod preprocess;
 pub mod rng;
 pub mod run;
+pub mod summary;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -2,6 +2,9 @@
 
 mod bench;
 mod eval;
+mod pictures;
+mod predict;
+mod summary;
 mod train;
 
 use std::path::PathBuf;
@@ -28,8 +31,37 @@ enum Command {
     Train(train::TrainArgs),
     /// Loss and accuracy of saved weights on the test set.
     Eval(eval::EvalArgs),
+    /// Classify image files, or test-set images by index.
+    Predict(predict::PredictArgs),
+    /// The architecture: output shapes, parameter counts and FLOPs of every layer.
+    Summary(summary::SummaryArgs),
+    /// Loss and accuracy curves of a run, as PNG and SVG.
+    Plot(pictures::PlotArgs),
+    /// The confusion matrix and per-class accuracy on the test set, with pictures.
+    Confusion(pictures::ConfusionArgs),
+    /// Pictures of the kernels and of the feature maps an image produces.
+    Inspect(pictures::InspectArgs),
     /// Measure training and evaluation speed, per layer.
     Bench(bench::BenchArgs),
+}
+
+/// The weights a command uses.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WeightsArg {
+    /// Trained weights (.safetensors written by `train`).
+    #[arg(long, value_name = "FILE", default_value = "save_model/best.safetensors")]
+    pub weights: PathBuf,
+}
+
+impl WeightsArg {
+    pub fn path(&self) -> PathBuf {
+        self.weights.clone()
+    }
+}
+
+/// Loads the weights named by `--weights`.
+pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5::checkpoint::Checkpoint> {
+    Ok(lenet5::checkpoint::Checkpoint::load(&w.weights)?)
 }
 
 /// The network's head, as a flag value.
@@ -86,6 +118,11 @@ pub fn run() -> CliResult {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Plot(a) => pictures::plot(a),
+        Command::Confusion(a) => pictures::confusion(a),
+        Command::Inspect(a) => pictures::inspect(a),
         Command::Bench(a) => bench::run(a),
     }
 }

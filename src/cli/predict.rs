@@ -1,0 +1,118 @@
+//! `lenet5 predict`: classify image files, or test-set images by index.
+
+use std::path::PathBuf;
+
+use lenet5::checkpoint::Checkpoint;
+use lenet5::data::Dataset;
+use lenet5::infer::{Prediction, Predictor};
+use lenet5::nn::model::IMAGE_LEN;
+use lenet5::preprocess::{Digit, digit_to_image, load_digit};
+
+use super::{CliResult, DataArgs, WeightsArg, load_weights};
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub weights: WeightsArg,
+    /// Image files (PNG, JPEG, BMP, GIF, PGM; any size, colour or grey, dark-on-light or light-on-dark).
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Test-set images to predict, by index (prints predicted and actual class).
+    #[arg(long, value_name = "N", num_args = 1.., value_delimiter = ',')]
+    pub test_index: Vec<usize>,
+    /// How many of the most probable classes to show.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the 28x28 image the network saw for each file into this directory (as PNG).
+    #[arg(long, value_name = "DIR")]
+    pub save_preprocessed: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+fn report(json: bool, name: &str, p: &Prediction, predictor: &Predictor, k: usize, actual: Option<usize>) {
+    let top = p.top_k(k.clamp(1, 10));
+    if json {
+        let top: Vec<_> = top
+            .iter()
+            .map(|&(c, prob)| serde_json::json!({"class": predictor.class_name(c), "index": c, "probability": prob}))
+            .collect();
+        let mut v = serde_json::json!({"input": name, "predicted": predictor.class_name(p.class), "top": top});
+        if let Some(a) = actual {
+            v["actual"] = predictor.class_name(a).into();
+        }
+        println!("{v}");
+    } else {
+        let list: Vec<String> =
+            top.iter().map(|&(c, prob)| format!("{} ({:.3})", predictor.class_name(c), prob)).collect();
+        match actual {
+            Some(a) => println!(
+                "{name}: predict: {}, actual: {}{}   top: {}",
+                predictor.class_name(p.class),
+                predictor.class_name(a),
+                if a == p.class { "" } else { "  (wrong)" },
+                list.join("  ")
+            ),
+            None => println!("{name}: {}", list.join("  ")),
+        }
+    }
+}
+
+pub fn run(a: PredictArgs) -> CliResult {
+    if a.images.is_empty() && a.test_index.is_empty() {
+        return Err("give image files to predict, or --test-index N".into());
+    }
+    let ck: Checkpoint = load_weights(&a.weights)?;
+    let dataset = ck.metadata.get("dataset").cloned();
+    let mut predictor = Predictor::new(ck);
+    if let Some(dir) = &a.save_preprocessed {
+        std::fs::create_dir_all(dir).map_err(|e| lenet5::Error::io(dir, e))?;
+    }
+    let mut failures = 0;
+    for path in &a.images {
+        let digit = match load_digit(path) {
+            Ok(d) => d,
+            Err(e) => {
+                // One bad file does not stop the others.
+                if a.json {
+                    println!("{}", serde_json::json!({"input": path.display().to_string(), "error": e.to_string()}));
+                }
+                eprintln!("error: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        if let Some(dir) = &a.save_preprocessed {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+            let out = dir.join(format!("{stem}.28x28.png"));
+            let mut bytes = Vec::new();
+            digit_to_image(&digit)
+                .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            lenet5::checkpoint::write_atomic(&out, &bytes)?;
+        }
+        let p = predictor.predict(&[digit]).remove(0);
+        report(a.json, &path.display().to_string(), &p, &predictor, a.top_k, None);
+    }
+    if !a.test_index.is_empty() {
+        let id = a.data.id(dataset.as_deref());
+        let test = Dataset::load_test(&id, &a.data.root())?;
+        for &i in &a.test_index {
+            if i >= test.len() {
+                return Err(format!("--test-index {i} is out of range: the test set has {} images", test.len()).into());
+            }
+            let mut digit: Digit = [0.0; IMAGE_LEN];
+            let mut label = [0u8];
+            test.gather(&[i as u32], &mut digit, &mut label);
+            let p = predictor.predict(&[digit]).remove(0);
+            report(a.json, &format!("test[{i}]"), &p, &predictor, a.top_k, Some(label[0] as usize));
+        }
+    }
+    if failures > 0 {
+        return Err(format!("{failures} of {} images could not be read", a.images.len()).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `lenet5 summary`: the architecture, shapes, parameters and FLOPs.
+
+use lenet5::summary::layers;
+
+use super::{CliResult, HeadArg};
+
+#[derive(clap::Args, Debug)]
+pub struct SummaryArgs {
+    /// Batch size N for the shapes and FLOPs.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// The head to show.
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub head: HeadArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn run(a: SummaryArgs) -> CliResult {
+    if a.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let rows = layers(a.batch, a.head.into());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<13} {:<36} {:<18} {:>8}  {:<18} {:>12}",
+        "layer", "type", "output shape", "params", "formula", "FLOPs"
+    );
+    println!("{}", "-".repeat(110));
+    for r in &rows {
+        let shape = format!("{:?}", r.output_shape);
+        let params = if r.params > 0 { group(r.params) } else { "-".into() };
+        let flops = if r.flops > 0 { group(r.flops) } else { "-".into() };
+        println!("{:<13} {:<36} {:<18} {:>8}  {:<18} {:>12}", r.name, r.layer, shape, params, r.formula, flops);
+    }
+    println!("{}", "-".repeat(110));
+    let total: usize = rows.iter().map(|r| r.params).sum();
+    let flops: usize = rows.iter().map(|r| r.flops).sum();
+    println!(
+        "total: {} parameters ({} KiB as f32), {} forward FLOPs for a batch of {}",
+        group(total),
+        total * 4 / 1024,
+        group(flops),
+        a.batch
+    );
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Using trained weights: predictions with probabilities, and the activations behind them.
+
+use crate::checkpoint::Checkpoint;
+use crate::nn::model::{CONV1, CONV2, Head, IMAGE_LEN, NUM_CLASSES, POOL1, POOL2, Workspace, feature_map, forward};
+use crate::preprocess::Digit;
+
+/// One image's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The head's outputs, as the loss saw them.
+    pub scores: [f32; NUM_CLASSES],
+    /// Sums to one: softmax of the logits for the logits head; the sigmoid outputs normalised for the
+    /// sigmoid head (a softmax of values in [0, 1] would never exceed e/(e+9) = 0.23).
+    pub probabilities: [f32; NUM_CLASSES],
+    /// Argmax of the scores.
+    pub class: usize,
+}
+
+impl Prediction {
+    fn from_scores(head: Head, scores: &[f32]) -> Self {
+        let mut s = [0.0; NUM_CLASSES];
+        s.copy_from_slice(scores);
+        let probabilities = match head {
+            Head::Logits => {
+                let p = crate::nn::loss::softmax(&s);
+                std::array::from_fn(|i| p[i])
+            }
+            Head::Sigmoid => {
+                let sum: f32 = s.iter().sum();
+                std::array::from_fn(|i| if sum > 0.0 { s[i] / sum } else { 1.0 / NUM_CLASSES as f32 })
+            }
+        };
+        Prediction { scores: s, probabilities, class: crate::nn::loss::argmax(&s) }
+    }
+
+    /// The `k` most probable classes, most probable first.
+    pub fn top_k(&self, k: usize) -> Vec<(usize, f32)> {
+        let mut v: Vec<(usize, f32)> = self.probabilities.iter().copied().enumerate().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(k);
+        v
+    }
+}
+
+/// What each layer made of one image, NCHW per image: `conv1 (6, 28, 28)`, `pool1 (6, 14, 14)`,
+/// `conv2 (16, 10, 10)`, `pool2 (16, 5, 5)`.
+#[derive(Clone, Debug)]
+pub struct Activations {
+    pub conv1: Vec<f32>,
+    pub pool1: Vec<f32>,
+    pub conv2: Vec<f32>,
+    pub pool2: Vec<f32>,
+}
+
+/// Trained weights ready to run.
+pub struct Predictor {
+    pub checkpoint: Checkpoint,
+    ws: Workspace,
+}
+
+const CHUNK: usize = 64;
+
+impl Predictor {
+    pub fn new(checkpoint: Checkpoint) -> Self {
+        Predictor { checkpoint, ws: Workspace::new(CHUNK) }
+    }
+
+    pub fn class_name(&self, class: usize) -> &str {
+        &self.checkpoint.class_names[class]
+    }
+
+    /// Predicts every image.
+    pub fn predict(&mut self, images: &[Digit]) -> Vec<Prediction> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(CHUNK) {
+            for (dst, img) in self.ws.input.chunks_exact_mut(IMAGE_LEN).zip(chunk) {
+                dst.copy_from_slice(img);
+            }
+            forward(&self.checkpoint.params, self.checkpoint.head, &mut self.ws, chunk.len(), &mut ());
+            for scores in self.ws.scores[..chunk.len() * NUM_CLASSES].chunks_exact(NUM_CLASSES) {
+                out.push(Prediction::from_scores(self.checkpoint.head, scores));
+            }
+        }
+        out
+    }
+
+    /// Predicts one image and returns what every convolution and pooling layer produced.
+    pub fn predict_with_activations(&mut self, image: &Digit) -> (Prediction, Activations) {
+        let prediction = self.predict(std::slice::from_ref(image)).remove(0);
+        let ws = &self.ws;
+        let gather = |act: &[f32], channels: usize, size: usize| -> Vec<f32> {
+            (0..channels).flat_map(|c| feature_map(act, 1, size, 0, c).to_vec()).collect()
+        };
+        let acts = Activations {
+            conv1: gather(&ws.conv1, CONV1.out_channels, CONV1.out_size()),
+            pool1: gather(&ws.pool1, POOL1.channels, POOL1.out_size()),
+            conv2: gather(&ws.conv2, CONV2.out_channels, CONV2.out_size()),
+            pool2: gather(&ws.pool2, POOL2.channels, POOL2.out_size()),
+        };
+        (prediction, acts)
+    }
+}
