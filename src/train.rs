@@ -1,6 +1,7 @@
 //! Training and evaluation: the recipe's loop, parallel over fixed slices of each batch.
 //!
-//! Determinism: a batch is cut into slices of [`SLICE`] images whatever the thread count; each slice writes its
+//! Determinism: a batch is cut into slices (see [`slice_len`]) that depend on the batch size only, never on the
+//! thread count; each slice writes its
 //! own gradient buffer, and the optimiser adds the buffers in slice order. So `--threads` changes the speed and
 //! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
@@ -17,8 +18,16 @@ use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, bac
 use crate::optim::Sgd;
 use crate::rng::Rng;
 
-/// Images per slice of a batch: the unit of parallel work and of gradient reduction.
-pub const SLICE: usize = 8;
+/// Images per slice for small batches: the unit of parallel work and of gradient reduction.
+pub const MIN_SLICE: usize = 8;
+/// At most this many slices (and gradient buffers) per batch; larger batches get larger slices.
+pub const MAX_SLICES: usize = 8;
+
+/// Images per slice for a batch of `batch`: 8 up to batches of 64, then `batch / 8` rounded up.
+pub fn slice_len(batch: usize) -> usize {
+    let slices = batch.div_ceil(MIN_SLICE).clamp(1, MAX_SLICES);
+    batch.div_ceil(slices)
+}
 /// Images per forward call during evaluation.
 const EVAL_CHUNK: usize = 64;
 
@@ -201,7 +210,7 @@ impl Evaluator {
 struct SliceState {
     ws: Workspace,
     grads: Vec<f32>,
-    targets: [u8; SLICE],
+    targets: Vec<u8>,
     loss: f32,
     correct: usize,
 }
@@ -226,11 +235,12 @@ impl Trainer {
     pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>) -> Result<Self> {
         config.validate()?;
         assert_eq!(params.len(), NUM_PARAMS);
-        let slices = (0..config.batch_size.div_ceil(SLICE))
+        let len = slice_len(config.batch_size);
+        let slices = (0..config.batch_size.div_ceil(len))
             .map(|_| SliceState {
-                ws: Workspace::new(SLICE),
+                ws: Workspace::new(len),
                 grads: vec![0.0; NUM_PARAMS],
-                targets: [0; SLICE],
+                targets: vec![0; len],
                 loss: 0.0,
                 correct: 0,
             })
@@ -259,10 +269,11 @@ impl Trainer {
     ) -> StepResult {
         let b = indices.len();
         assert!(b > 0 && b <= self.config.batch_size);
-        let used = b.div_ceil(SLICE);
+        let len = slice_len(self.config.batch_size);
+        let used = b.div_ceil(len);
         let (params, head) = (&self.params[..], self.config.head);
         let work = |s: usize, st: &mut SliceState, clock: &mut dyn StageClockDyn| {
-            let idx = &indices[s * SLICE..((s + 1) * SLICE).min(b)];
+            let idx = &indices[s * len..((s + 1) * len).min(b)];
             let n = idx.len();
             split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
             forward(params, head, &mut st.ws, n, &mut DynClock(clock));

@@ -155,7 +155,7 @@ fn thread_count_never_changes_the_numbers() {
         }
         trainer.params
     };
-    for batch in [16, 13, 5] {
+    for batch in [16, 13, 5, 100] {
         let one = run(1, batch);
         assert_eq!(one, run(2, batch), "batch {batch}");
         assert_eq!(one, run(3, batch), "batch {batch}");

@@ -34,7 +34,11 @@ pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> 
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
         return Ok(raw);
     }
-    let mut out = Vec::new();
+    // The gzip trailer states the decompressed size (mod 2^32). It is untrusted, so it only sizes the buffer
+    // up to what the stream could possibly hold (deflate expands at most ~1032:1) and the global cap.
+    let stated = u32::from_le_bytes(raw[raw.len().saturating_sub(4)..].try_into().unwrap_or([0; 4])) as u64;
+    let bound = (raw.len() as u64).saturating_mul(1032).min(MAX_DECOMPRESSED);
+    let mut out = Vec::with_capacity(stated.min(bound) as usize);
     flate2::read::MultiGzDecoder::new(raw.as_slice())
         .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
@@ -86,10 +90,16 @@ fn check_len(
 
 /// Parses an images file held in memory.
 pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
-    let (dims, header_len) = parse_header(bytes, IMAGES_MAGIC, "images")?;
+    parse_images_owned(bytes.to_vec())
+}
+
+/// [`parse_images`] reusing the buffer for the pixels (no second copy of a 47 MB file).
+pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, String> {
+    let (dims, header_len) = parse_header(&bytes, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
-    check_len(bytes, header_len, count.checked_mul(rows).and_then(|n| n.checked_mul(cols)), &dims)?;
-    Ok(IdxImages { count, rows, cols, pixels: bytes[header_len..].to_vec() })
+    check_len(&bytes, header_len, count.checked_mul(rows).and_then(|n| n.checked_mul(cols)), &dims)?;
+    bytes.drain(..header_len);
+    Ok(IdxImages { count, rows, cols, pixels: bytes })
 }
 
 /// Parses a labels file held in memory.
@@ -101,7 +111,7 @@ pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
 
 /// Reads an images file (raw or gzip).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    parse_images(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
+    parse_images_owned(read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
 }
 
 /// Reads a labels file (raw or gzip).

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Side-by-side: one epoch of the recipe (train 60k + evaluate 10k, batch 16) with lenet5 and with PyTorch
+# (the tutorial's DataLoader pipeline and a preloaded-tensor loop), on the same data and thread count, in one
+# run, and the ratios. PyTorch is installed into a virtual environment outside the repository
+# ($LENET5_BENCH_VENV, default ~/.cache/lenet5-bench-venv) on first use; CI never runs this.
+#
+#   bench/compare.sh [THREADS] [EPOCHS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-2}
+epochs=${2:-1}
+venv=${LENET5_BENCH_VENV:-$HOME/.cache/lenet5-bench-venv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch torchvision
+fi
+cargo build --release -q
+data=data/MNIST/raw
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$threads, epochs=$epochs"
+echo
+echo "== lenet5 (train + eval, $epochs epoch(s))"
+/usr/bin/time -f "peak RSS %M KiB" -o "$out/lenet5.time" \
+  ./target/release/lenet5 train --epochs "$epochs" --threads "$threads" --out "$out/run" --progress plain
+cat "$out/lenet5.time"
+ours=$(python3 -c "import json;h=[json.loads(l) for l in open('$out/run/metrics.jsonl')];print(sum(m['train_seconds']+m['val_seconds'] for m in h)/len(h))")
+
+run_torch() {
+  "$venv/bin/python" bench/pytorch_recipe.py --data "$data" --pipeline "$1" --epochs "$epochs" --threads "$threads" --json \
+    | tee "$out/$1.log" | grep -v '^{'
+  "$venv/bin/python" -c "import json,sys;h=json.loads(open('$out/$1.log').read().splitlines()[-1])['history'];print(sum(m['train_seconds']+m['val_seconds'] for m in h)/len(h))"
+}
+echo
+echo "== PyTorch, preloaded tensors"
+pre=$(run_torch preloaded | tee /dev/stderr | tail -1)
+echo
+echo "== PyTorch, tutorial pipeline (torchvision DataLoader)"
+tut=$(run_torch tutorial | tee /dev/stderr | tail -1)
+echo
+python3 - "$ours" "$pre" "$tut" <<'PY'
+import sys
+ours, pre, tut = map(float, sys.argv[1:])
+limit = 0.9  # seconds: ~144 GFLOP per epoch at the two cores' ~157 GFLOP/s fp32 FMA peak
+print(f"seconds per epoch (train + eval): lenet5 {ours:.2f}, PyTorch preloaded {pre:.2f}, PyTorch tutorial {tut:.2f}")
+print(f"lenet5 is {pre / ours:.1f}x faster than preloaded PyTorch and {tut / ours:.1f}x faster than the tutorial pipeline;")
+print(f"lenet5 takes {ours / limit:.1f}x the {limit} s compute limit of this machine")
+PY
