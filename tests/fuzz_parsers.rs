@@ -91,3 +91,40 @@ proptest! {
         let _ = Checkpoint::from_bytes(&bytes, Path::new("fuzz.safetensors"));
     }
 }
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+}
+
+fn small_png() -> Vec<u8> {
+    let img = image::GrayImage::from_fn(12, 9, |x, y| image::Luma([((x * 20 + y * 7) % 256) as u8]));
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..config() })]
+
+    #[test]
+    fn pickle_reader_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = lenet5::interop::pickle::load(&bytes, 0);
+    }
+
+    #[test]
+    fn pth_reader_never_panics_on_mutated_zip_files(bytes in mutated(fixture("tutorial.pth"))) {
+        let _ = lenet5::interop::pth::from_pth_bytes(&bytes, Path::new("fuzz.pth"), Head::Sigmoid);
+    }
+
+    #[test]
+    fn pth_reader_never_panics_on_mutated_legacy_files(bytes in mutated(fixture("tutorial_legacy.pth"))) {
+        let _ = lenet5::interop::pth::from_pth_bytes(&bytes, Path::new("fuzz.pth"), Head::Sigmoid);
+    }
+
+    #[test]
+    fn image_decoding_never_panics(bytes in mutated(small_png())) {
+        if let Ok(img) = lenet5::preprocess::decode(&bytes) {
+            let _ = lenet5::preprocess::preprocess(&img);
+        }
+    }
+}

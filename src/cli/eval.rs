@@ -1,19 +1,16 @@
 //! `lenet5 eval`: forward-only loss and accuracy of saved weights on the test set.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use lenet5::checkpoint::Checkpoint;
 use lenet5::data::Dataset;
 use lenet5::train::{Evaluator, thread_pool};
 
-use super::{CliResult, DataArgs, threads};
+use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Weights to evaluate (a .safetensors checkpoint).
-    #[arg(long, value_name = "FILE")]
-    pub weights: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArg,
     #[command(flatten)]
     pub data: DataArgs,
     /// Batch size for the per-batch means (the loss and accuracy are means of per-batch values).
@@ -31,7 +28,7 @@ pub fn run(a: EvalArgs) -> CliResult {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let ck = Checkpoint::load(&a.weights)?;
+    let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     let test = Dataset::load_test(&id, &a.data.root())?;
     let threads = threads(a.threads)?;
@@ -49,7 +46,7 @@ pub fn run(a: EvalArgs) -> CliResult {
     } else {
         println!(
             "{}: loss {:.4}  accuracy {:.4}  ({}/{} correct) on {} test images in {:.0} ms",
-            a.weights.display(),
+            a.weights.weights.display(),
             r.loss,
             r.accuracy,
             r.correct,

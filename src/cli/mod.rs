@@ -2,8 +2,10 @@
 
 mod bench;
 mod eval;
+mod interop;
 mod pictures;
 mod predict;
+mod serve;
 mod summary;
 mod train;
 
@@ -41,6 +43,12 @@ enum Command {
     Confusion(pictures::ConfusionArgs),
     /// Pictures of the kernels and of the feature maps an image produces.
     Inspect(pictures::InspectArgs),
+    /// Convert a PyTorch state_dict (.pth) to a safetensors checkpoint, safely.
+    Import(interop::ImportArgs),
+    /// Export weights as an ONNX model.
+    Export(interop::ExportArgs),
+    /// Serve a page to draw digits on and watch the network read them, with a JSON API.
+    Serve(serve::ServeArgs),
     /// Measure training and evaluation speed, per layer.
     Bench(bench::BenchArgs),
 }
@@ -48,7 +56,7 @@ enum Command {
 /// The weights a command uses.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WeightsArg {
-    /// Trained weights (.safetensors written by `train`).
+    /// Trained weights: a .safetensors checkpoint, or a PyTorch .pth state_dict (read with the sigmoid head).
     #[arg(long, value_name = "FILE", default_value = "save_model/best.safetensors")]
     pub weights: PathBuf,
 }
@@ -61,7 +69,7 @@ impl WeightsArg {
 
 /// Loads the weights named by `--weights`.
 pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5::checkpoint::Checkpoint> {
-    Ok(lenet5::checkpoint::Checkpoint::load(&w.weights)?)
+    Ok(lenet5::interop::pth::load_weights(&w.weights, Head::Sigmoid)?)
 }
 
 /// The network's head, as a flag value.
@@ -123,6 +131,9 @@ pub fn run() -> CliResult {
         Command::Plot(a) => pictures::plot(a),
         Command::Confusion(a) => pictures::confusion(a),
         Command::Inspect(a) => pictures::inspect(a),
+        Command::Import(a) => interop::import(a),
+        Command::Export(a) => interop::export(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::checkpoint::Checkpoint;
 use lenet5::data::Dataset;
 use lenet5::nn::model::init_params;
 use lenet5::optim::Sgd;
@@ -54,7 +53,7 @@ pub struct TrainArgs {
     /// Continue the run in DIR where it stopped (its settings are kept; --epochs may extend it).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["force", "init_weights"])]
     pub resume: Option<PathBuf>,
-    /// Start from these weights instead of a fresh initialisation.
+    /// Start from these weights (.safetensors or a PyTorch .pth) instead of a fresh initialisation.
     #[arg(long, value_name = "FILE")]
     pub init_weights: Option<PathBuf>,
     /// Train on only the first N training images.
@@ -183,7 +182,7 @@ pub fn run(a: TrainArgs) -> CliResult {
             };
             config.validate()?;
             let params = match &a.init_weights {
-                Some(path) => Checkpoint::load(path)?.params,
+                Some(path) => lenet5::interop::pth::load_weights(path, a.head.into())?.params,
                 None => init_params(a.seed),
             };
             (RunDir::new(&a.out), config, Start::Fresh { params })

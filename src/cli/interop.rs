@@ -1,0 +1,50 @@
+//! `lenet5 import` and `lenet5 export`: PyTorch `.pth` in, ONNX out.
+
+use std::path::PathBuf;
+
+use lenet5::checkpoint::write_atomic;
+use lenet5::interop::{onnx, pth};
+
+use super::{CliResult, HeadArg, WeightsArg, load_weights};
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// A PyTorch state_dict saved with `torch.save(model.state_dict(), PATH)` (zip or legacy format).
+    #[arg(value_name = "MODEL.pth")]
+    pub input: PathBuf,
+    /// Where to write the safetensors checkpoint.
+    #[arg(value_name = "OUT.safetensors")]
+    pub output: PathBuf,
+    /// The head the PyTorch model was trained with (the tutorial's is sigmoid).
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub head: HeadArg,
+}
+
+pub fn import(a: ImportArgs) -> CliResult {
+    let ck = pth::read_pth(&a.input, a.head.into())?;
+    ck.save(&a.output)?;
+    println!("{} -> {} ({} tensors, head {})", a.input.display(), a.output.display(), 10, ck.head.name());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub weights: WeightsArg,
+    /// Where to write the ONNX model (opset 13, dynamic batch axis).
+    #[arg(long, value_name = "FILE")]
+    pub onnx: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> CliResult {
+    let ck = load_weights(&a.weights)?;
+    write_atomic(&a.onnx, &onnx::export(&ck))?;
+    println!(
+        "{} -> {} (ONNX opset {}, input [N,1,28,28], output [N,10], head {})",
+        a.weights.weights.display(),
+        a.onnx.display(),
+        onnx::OPSET,
+        ck.head.name()
+    );
+    Ok(())
+}

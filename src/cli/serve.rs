@@ -1,0 +1,67 @@
+//! `lenet5 serve`: the drawing page and the JSON API on the user's own machine.
+
+use std::sync::Arc;
+
+use lenet5::data::Dataset;
+use lenet5::infer::Predictor;
+use lenet5::serve::{AppState, serve};
+
+use super::{CliResult, DataArgs, WeightsArg, load_weights};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub weights: WeightsArg,
+    /// Address to listen on (loopback by default; use 0.0.0.0:PORT to accept other machines).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub fn run(a: ServeArgs) -> CliResult {
+    let ck = load_weights(&a.weights)?;
+    let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
+    // The test set feeds the "random test image" button; the page works without it.
+    let test = match Dataset::load_test(&id, &a.data.root()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("note: no test images for the random-image button ({e})");
+            None
+        }
+    };
+    let state = Arc::new(AppState::new(Predictor::new(ck), test, a.weights.weights.display().to_string()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the server runtime: {e}"))?;
+    rt.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&a.addr).await.map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+        let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+        println!("serving {} on http://{addr}/ (Ctrl-C to stop)", a.weights.weights.display());
+        serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))?;
+        println!("stopped");
+        Ok::<(), super::CliError>(())
+    })
+}

@@ -1,0 +1,200 @@
+//! PyTorch checkpoint files (`torch.save(model.state_dict(), "x.pth")`): the zip format (`data.pkl` plus one
+//! file per storage) and the older single-stream format, read through the restricted [`super::pickle`] reader.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use super::pickle::{self, Value};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, IoContext, Result};
+use crate::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, param_ranges};
+
+/// Whether `bytes` look like a PyTorch file (zip, or a legacy pickle) rather than safetensors.
+pub fn is_pth(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a])
+}
+
+/// Bytes per element of a storage type, for the ones a float32 state_dict could mention.
+fn element_size(dtype: &str) -> usize {
+    match dtype {
+        "DoubleStorage" | "LongStorage" => 8,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        "CharStorage" | "ByteStorage" | "BoolStorage" => 1,
+        _ => 4,
+    }
+}
+
+/// Reads a `.pth` file into a checkpoint with the given head.
+pub fn read_pth(path: &Path, head: Head) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).at(path)?;
+    from_pth_bytes(&bytes, path, head)
+}
+
+/// [`read_pth`] from memory; `path` names the source in errors.
+pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoint> {
+    let fail = |m: String| Error::format(path, m);
+    let (root, storages) =
+        if bytes.starts_with(b"PK\x03\x04") { read_zip(bytes) } else { read_legacy(bytes) }.map_err(&fail)?;
+    let Value::Dict(entries) = root else {
+        return Err(fail("not a state_dict: the file holds something other than a dict of tensors".into()));
+    };
+    let mut tensors: HashMap<String, Value> = HashMap::new();
+    for (k, v) in entries {
+        if let Value::Str(name) = k {
+            tensors.insert(name, v);
+        }
+    }
+    let expected: Vec<&str> = PARAM_SPECS.iter().map(|s| s.name).collect();
+    let missing: Vec<&str> = expected.iter().copied().filter(|n| !tensors.contains_key(*n)).collect();
+    let extra: Vec<&String> = tensors.keys().filter(|k| !expected.contains(&k.as_str())).collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let mut extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+        extra.sort();
+        return Err(fail(format!("not a LeNet-5 state_dict: missing {:?}, unexpected {:?}", missing, extra)));
+    }
+    let mut params = vec![0.0f32; NUM_PARAMS];
+    for (spec, range) in PARAM_SPECS.iter().zip(param_ranges()) {
+        let Some(Value::Tensor { storage, offset, size, stride }) = tensors.get(spec.name) else {
+            return Err(Error::tensor(path, spec.name, "is not a tensor"));
+        };
+        if size.as_slice() != spec.shape {
+            return Err(Error::tensor(path, spec.name, format!("shape {size:?}, expected {:?}", spec.shape)));
+        }
+        let Value::Storage { key, dtype, numel } = storage.as_ref() else { unreachable!("checked by the reader") };
+        if dtype != "FloatStorage" {
+            return Err(Error::tensor(path, spec.name, format!("{dtype}, expected float32 (FloatStorage)")));
+        }
+        let data = storages.get(key).ok_or_else(|| Error::tensor(path, spec.name, format!("storage {key} missing")))?;
+        if data.len() < numel * 4 {
+            return Err(Error::tensor(
+                path,
+                spec.name,
+                format!("storage {key} holds {} bytes, needs {}", data.len(), numel * 4),
+            ));
+        }
+        // The last element any index reaches must lie inside the storage.
+        let last = offset + size.iter().zip(stride).map(|(d, s)| (d - 1) * s).sum::<usize>();
+        if last >= *numel {
+            return Err(Error::tensor(
+                path,
+                spec.name,
+                format!("view reaches element {last} of a {numel}-element storage"),
+            ));
+        }
+        let out = &mut params[range];
+        let mut index = vec![0usize; size.len()];
+        for o in out.iter_mut() {
+            let e = offset + index.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>();
+            *o = f32::from_le_bytes(data[e * 4..e * 4 + 4].try_into().unwrap());
+            // Row-major increment of the multi-index.
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                if index[d] < size[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+    }
+    let mut ck = Checkpoint::new(params, head);
+    ck.metadata.insert("source".into(), path.display().to_string());
+    Ok(ck)
+}
+
+type Storages = HashMap<String, Vec<u8>>;
+
+fn read_zip(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a readable zip ({e})"))?;
+    let pkl = (0..zip.len())
+        .filter_map(|i| zip.name_for_index(i).and_then(|n| n.ok()).map(|n| n.to_string()))
+        .find(|n| n.ends_with("data.pkl"))
+        .ok_or("zip without data.pkl: not a PyTorch checkpoint")?;
+    let prefix = pkl.trim_end_matches("data.pkl").to_string();
+    let mut read = |name: &str| -> std::result::Result<Option<Vec<u8>>, String> {
+        let Ok(mut f) = zip.by_name(name) else { return Ok(None) };
+        if f.size() > 1 << 30 {
+            return Err(format!("{name} is larger than 1 GiB"));
+        }
+        let mut v = Vec::with_capacity(f.size() as usize);
+        f.read_to_end(&mut v).map_err(|e| format!("{name}: {e}"))?;
+        Ok(Some(v))
+    };
+    if let Some(order) = read(&format!("{prefix}byteorder"))?.filter(|o| o != b"little") {
+        return Err(format!("byte order {:?} is not supported", String::from_utf8_lossy(&order)));
+    }
+    let data = read(&pkl)?.ok_or("data.pkl unreadable")?;
+    let (root, _) = pickle::load(&data, 0)?;
+    let mut storages = HashMap::new();
+    for key in storage_keys(&root) {
+        if let Some(d) = read(&format!("{prefix}data/{key}"))? {
+            storages.insert(key, d);
+        }
+    }
+    Ok((root, storages))
+}
+
+/// Storage keys referenced by the tensors of a state_dict.
+fn storage_keys(root: &Value) -> Vec<String> {
+    let Value::Dict(entries) = root else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Value::Tensor { storage, .. } => match storage.as_ref() {
+                Value::Storage { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The format before PyTorch 1.6: magic, protocol, system info and the object as consecutive pickles, then the
+/// list of storage keys, then each storage as a little-endian u64 element count followed by its bytes.
+fn read_legacy(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
+    let (magic, pos) = pickle::load(bytes, 0)?;
+    if magic != Value::Int(i64::MAX) {
+        return Err("not a PyTorch checkpoint (neither zip nor the legacy magic number)".into());
+    }
+    let (_protocol, pos) = pickle::load(bytes, pos)?;
+    let (_sys_info, pos) = pickle::load(bytes, pos)?;
+    let (root, pos) = pickle::load(bytes, pos)?;
+    let (keys, mut pos) = pickle::load(bytes, pos)?;
+    let Value::List(keys) = keys else { return Err("legacy checkpoint without a storage list".into()) };
+    let sizes: HashMap<String, usize> = storage_sizes(&root);
+    let mut storages = HashMap::new();
+    for key in keys {
+        let Value::Str(key) = key else { return Err("storage key is not a string".into()) };
+        if bytes.len() - pos < 8 {
+            return Err(format!("truncated before storage {key}"));
+        }
+        let numel = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap()) as usize;
+        pos += 8;
+        let elem = sizes.get(&key).copied().unwrap_or(4);
+        let len =
+            numel.checked_mul(elem).filter(|&l| l <= bytes.len() - pos).ok_or(format!("storage {key} is truncated"))?;
+        storages.insert(key, bytes[pos..pos + len].to_vec());
+        pos += len;
+    }
+    Ok((root, storages))
+}
+
+fn storage_sizes(root: &Value) -> HashMap<String, usize> {
+    let Value::Dict(entries) = root else { return HashMap::new() };
+    entries
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Value::Tensor { storage, .. } => match storage.as_ref() {
+                Value::Storage { key, dtype, .. } => Some((key.clone(), element_size(dtype))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Loads weights from either format: a `.pth` PyTorch file or one of our safetensors checkpoints.
+pub fn load_weights(path: &Path, head_for_pth: Head) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).at(path)?;
+    if is_pth(&bytes) { from_pth_bytes(&bytes, path, head_for_pth) } else { Checkpoint::from_bytes(&bytes, path) }
+}

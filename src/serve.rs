@@ -1,0 +1,207 @@
+//! The web page and its JSON API, served by axum: draw a digit and watch the network read it.
+//!
+//! ```text
+//! GET  /              the page (everything inline: no external assets)
+//! GET  /healthz       "ok"
+//! GET  /api/model     architecture summary, class names, checkpoint metadata
+//! GET  /api/sample    a random test-set image (or ?index=N) with its label
+//! POST /api/predict   a PNG/JPEG/BMP/GIF body (preprocessed like MNIST), or JSON {"pixels": [784 floats]}
+//!                     (or a bare array); ?features=1 adds the 28x28 input and the conv1/conv2 feature maps
+//! ```
+//! Bad requests get a 4xx status and `{"error": "..."}`; no input can make a handler panic.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::data::Split;
+use crate::infer::Predictor;
+use crate::nn::model::{CONV1, CONV2, IMAGE_LEN, NUM_PARAMS};
+use crate::preprocess::{Digit, decode, preprocess};
+use crate::rng::Rng;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY: usize = 2 << 20;
+
+const PAGE: &str = include_str!("../assets/web/index.html");
+
+/// What the handlers share.
+pub struct AppState {
+    predictor: Mutex<Predictor>,
+    test: Option<Split>,
+    weights: String,
+    samples: AtomicU64,
+}
+
+impl AppState {
+    /// `test` feeds `/api/sample`; without it that endpoint answers 404.
+    pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
+        AppState { predictor: Mutex::new(predictor), test, weights: weights.into(), samples: AtomicU64::new(0) }
+    }
+}
+
+/// An error response: a status and `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The application's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/model", get(model_info))
+        .route("/api/sample", get(sample))
+        .route("/api/predict", post(predict))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
+    let ck = &p.checkpoint;
+    Json(json!({
+        "architecture": crate::summary::layers(1, ck.head),
+        "parameters": NUM_PARAMS,
+        "head": ck.head.name(),
+        "class_names": ck.class_names,
+        "metadata": ck.metadata,
+        "weights": s.weights,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SampleQuery {
+    index: Option<usize>,
+}
+
+async fn sample(State(s): State<Arc<AppState>>, Query(q): Query<SampleQuery>) -> ApiResult {
+    let test = s.test.as_ref().ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, "no test set was found when the server started (see --data)".into())
+    })?;
+    let index = match q.index {
+        Some(i) if i < test.len() => i,
+        Some(i) => {
+            return Err(ApiError(StatusCode::BAD_REQUEST, format!("index {i} is out of range 0..{}", test.len())));
+        }
+        None => {
+            let n = s.samples.fetch_add(1, Ordering::Relaxed);
+            Rng::derived(n, 3, 0).below(test.len() as u64) as usize
+        }
+    };
+    let pixels: Vec<f32> = test.image(index).iter().map(|&p| p as f32 / 255.0).collect();
+    let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Json(json!({ "index": index, "label": p.class_name(test.labels[index] as usize), "pixels": pixels })))
+}
+
+#[derive(Deserialize)]
+struct PredictQuery {
+    features: Option<u8>,
+}
+
+/// Reads 784 finite numbers from `{"pixels": [...]}` or a bare array.
+fn pixels_from_json(body: &[u8]) -> Result<Digit, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let arr = match &v {
+        Value::Array(a) => a,
+        Value::Object(o) => match o.get("pixels") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(bad("expected {\"pixels\": [784 numbers]}".into())),
+        },
+        _ => return Err(bad("expected {\"pixels\": [784 numbers]}".into())),
+    };
+    let unprocessable = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m);
+    if arr.len() != IMAGE_LEN {
+        return Err(unprocessable(format!("expected {IMAGE_LEN} pixels (28x28), got {}", arr.len())));
+    }
+    let mut digit = [0.0f32; IMAGE_LEN];
+    for (i, (d, v)) in digit.iter_mut().zip(arr).enumerate() {
+        let x = v.as_f64().ok_or_else(|| unprocessable(format!("pixel {i} is not a number")))? as f32;
+        if !x.is_finite() {
+            return Err(unprocessable(format!("pixel {i} is not a finite f32")));
+        }
+        *d = x;
+    }
+    Ok(digit)
+}
+
+async fn predict(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<PredictQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than {MAX_BODY} bytes")
+        } else {
+            format!("cannot read request body: {e}")
+        };
+        ApiError(status, msg)
+    })?;
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let digit = match mime.as_str() {
+        "application/json" => pixels_from_json(&body)?,
+        "image/png"
+        | "image/jpeg"
+        | "image/bmp"
+        | "image/gif"
+        | "image/x-portable-graymap"
+        | "application/octet-stream" => {
+            let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+            preprocess(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?
+        }
+        _ => {
+            return Err(ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type `{ctype}` is not accepted: send image/png, image/jpeg or application/json"),
+            ));
+        }
+    };
+    let mut p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
+    let (pred, acts) = p.predict_with_activations(&digit);
+    let mut out = json!({
+        "class": p.class_name(pred.class),
+        "index": pred.class,
+        "probabilities": pred.probabilities,
+        "classes": p.checkpoint.class_names,
+    });
+    if q.features.unwrap_or(0) != 0 {
+        let maps = |v: &[f32], plane: usize| v.chunks(plane).map(|c| c.to_vec()).collect::<Vec<_>>();
+        out["input"] = json!(digit.to_vec());
+        out["features"] = json!({
+            "conv1": maps(&acts.conv1, CONV1.out_size() * CONV1.out_size()),
+            "conv2": maps(&acts.conv2, CONV2.out_size() * CONV2.out_size()),
+        });
+    }
+    Ok(Json(out))
+}

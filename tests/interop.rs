@@ -1,0 +1,147 @@
+//! PyTorch `.pth` import (zip, strided views, legacy format), refusal of malicious pickles, and ONNX export
+//! checked by an independent runtime (tract).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use lenet5::checkpoint::Checkpoint;
+use lenet5::infer::Predictor;
+use lenet5::interop::{onnx, pth};
+use lenet5::nn::model::{Head, NUM_PARAMS, PARAM_SPECS};
+use safetensors::SafeTensors;
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+fn reference(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixture("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn init_params() -> Vec<f32> {
+    let mut flat = Vec::with_capacity(NUM_PARAMS);
+    for spec in PARAM_SPECS {
+        flat.extend(reference(&format!("init.{}", spec.name)));
+    }
+    flat
+}
+
+fn batch() -> Vec<[f32; 784]> {
+    reference("x").chunks_exact(784).map(|c| c.try_into().unwrap()).collect()
+}
+
+#[test]
+fn every_pth_format_imports_bit_identically_and_matches_pytorch_outputs() {
+    let want = init_params();
+    let torch_scores = reference("tutorial.scores");
+    for name in ["tutorial.pth", "tutorial_strided.pth", "tutorial_legacy.pth"] {
+        let ck = pth::read_pth(&fixture(name), Head::Sigmoid).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(ck.params == want, "{name}: weights differ from the state_dict");
+        let scores: Vec<f32> = Predictor::new(ck).predict(&batch()).iter().flat_map(|p| p.scores).collect();
+        for (a, b) in scores.iter().zip(&torch_scores) {
+            assert!((a - b).abs() <= 1e-5, "{name}: {a} vs PyTorch {b}");
+        }
+    }
+}
+
+#[test]
+fn malicious_pickle_is_refused_and_nothing_runs() {
+    let marker = Path::new("/tmp/lenet5_pickle_was_executed_marker");
+    let _ = std::fs::remove_file("/tmp/lenet5_pwned");
+    let _ = std::fs::remove_file(marker);
+    let e = pth::read_pth(&fixture("malicious.pth"), Head::Sigmoid).unwrap_err().to_string();
+    assert!(e.contains("malicious.pth") && e.contains("refusing to load") && e.contains("system"), "{e}");
+    assert!(!Path::new("/tmp/lenet5_pwned").exists(), "the pickle's command ran");
+    // Through the binary too: a clean one-line error.
+    let o = lenet5(&["import", fixture("malicious.pth").to_str().unwrap(), "/tmp/never-written.safetensors"]);
+    assert_clean_error(&o, &["malicious.pth", "refusing to load"]);
+    assert!(!Path::new("/tmp/never-written.safetensors").exists());
+}
+
+#[test]
+fn wrong_keys_shapes_and_garbage_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A .pth that is not LeNet-5: rename one key in the pickle (same length, so offsets stay valid; the legacy
+    // format has no checksum to break).
+    let mut bytes = std::fs::read(fixture("tutorial_legacy.pth")).unwrap();
+    let at = bytes.windows(12).position(|w| w == b"conv1.weight").unwrap();
+    bytes[at..at + 12].copy_from_slice(b"convX.weight");
+    let e = pth::from_pth_bytes(&bytes, Path::new("renamed.pth"), Head::Sigmoid).unwrap_err().to_string();
+    assert!(e.contains("missing [\"conv1.weight\"]") && e.contains("convX.weight"), "{e}");
+    // In the zip format the same edit breaks the entry's checksum, which is reported.
+    let mut zipped = std::fs::read(fixture("tutorial.pth")).unwrap();
+    let at = zipped.windows(12).position(|w| w == b"conv1.weight").unwrap();
+    zipped[at] = b'k';
+    let e = pth::from_pth_bytes(&zipped, Path::new("z.pth"), Head::Sigmoid).unwrap_err().to_string();
+    assert!(e.starts_with("z.pth: ") && e.contains("checksum"), "{e}");
+    let e = pth::from_pth_bytes(b"PK\x03\x04 nonsense", Path::new("bad.pth"), Head::Sigmoid).unwrap_err().to_string();
+    assert!(e.starts_with("bad.pth: not a readable zip"), "{e}");
+    let legacy = std::fs::read(fixture("tutorial_legacy.pth")).unwrap();
+    let e = pth::from_pth_bytes(&legacy[..legacy.len() - 100], Path::new("cut.pth"), Head::Sigmoid).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let out = tmp.path().join("x.safetensors");
+    let o = lenet5(&["import", fixture("reference.safetensors").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!o.status.success() && !stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn pth_round_trips_through_safetensors_and_onnx_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("imported.safetensors");
+    let o = lenet5(&["import", fixture("tutorial.pth").to_str().unwrap(), st.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ck = Checkpoint::load(&st).unwrap();
+    assert!(ck.params == init_params());
+    // eval, predict and export take the .pth directly as well
+    let model = tmp.path().join("m.onnx");
+    let o =
+        lenet5(&["export", "--weights", fixture("tutorial.pth").to_str().unwrap(), "--onnx", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The ONNX initializers hold the very same bits.
+    let bytes = std::fs::read(&model).unwrap();
+    for spec in PARAM_SPECS {
+        let raw: Vec<u8> = reference(&format!("init.{}", spec.name)).iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "{} not found bit-identical", spec.name);
+    }
+}
+
+/// Runs an ONNX model with tract on a batch of images; returns the flat outputs.
+fn run_tract(model: &[u8], images: &[[f32; 784]]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let n = images.len();
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(model))
+        .unwrap()
+        .with_input_fact(0, f32::fact([n, 1, 28, 28]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let flat: Vec<f32> = images.iter().flatten().copied().collect();
+    let input = tract_ndarray::Array4::from_shape_vec((n, 1, 28, 28), flat).unwrap();
+    let out = plan.run(tvec!(Tensor::from(input).into())).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+#[test]
+fn exported_onnx_runs_in_an_independent_runtime_and_matches_for_both_heads() {
+    let images = batch();
+    for head in [Head::Sigmoid, Head::Logits] {
+        let mut ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+        ck.head = head;
+        let model = onnx::export(&ck);
+        let ours: Vec<f32> = Predictor::new(ck).predict(&images).iter().flat_map(|p| p.scores).collect();
+        let theirs = run_tract(&model, &images);
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{head:?}: ours {a}, tract {b}");
+        }
+        // the batch axis is dynamic: one image works as well
+        assert_eq!(run_tract(&model, &images[..1]).len(), 10);
+    }
+}

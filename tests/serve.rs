@@ -1,0 +1,187 @@
+//! The HTTP API against a server on an ephemeral loopback port: good requests, every kind of bad request, and
+//! that the server keeps serving after them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::*;
+use lenet5::checkpoint::Checkpoint;
+use lenet5::data::Dataset;
+use lenet5::data::DatasetId;
+use lenet5::infer::Predictor;
+use lenet5::serve::{AppState, MAX_BODY, serve};
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+        let test = Dataset::load_test(&DatasetId::Mnist, &repo().join("data")).ok();
+        let state = Arc::new(AppState::new(Predictor::new(ck), test, "test model"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                serve(listener, state, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Server { addr: addr_rx.recv().unwrap(), stop: Some(tx), thread: Some(thread) }
+    }
+
+    /// One HTTP/1.1 request; returns the status code and the body.
+    fn request(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        if let Some(t) = ctype {
+            head.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        s.write_all(head.as_bytes()).unwrap();
+        // A server may answer (413) before reading a large body; a failed write is then expected.
+        let _ = s.write_all(body);
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp);
+        let status: u16 =
+            text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text}"));
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let (headers, mut content) = (String::from_utf8_lossy(&resp[..split]).to_lowercase(), resp[split..].to_vec());
+        if headers.contains("transfer-encoding: chunked") {
+            content = dechunk(&content);
+        }
+        (status, content)
+    }
+
+    fn json(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+        let (status, body) = self.request(method, path, ctype, body);
+        let v = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (status, v)
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..line_end]).trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
+        b = &b[line_end + 2 + n + 2..];
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn page_health_model_and_predictions() {
+    let srv = Server::start();
+    let (status, page) = srv.request("GET", "/", None, b"");
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("<canvas id=\"pad\"") && !page.contains("http://") && !page.contains("https://"),
+        "self-contained"
+    );
+    assert_eq!(srv.request("GET", "/healthz", None, b""), (200, b"ok".to_vec()));
+    let (status, m) = srv.json("GET", "/api/model", None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(m["parameters"], 61706);
+    assert_eq!(m["class_names"][7], "7");
+
+    // A PNG drawing, preprocessed like MNIST.
+    let png = std::fs::read(repo().join("tests/fixtures/digits/dark_on_light_4.png")).unwrap();
+    let (status, r) = srv.json("POST", "/api/predict?features=1", Some("image/png"), &png);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["class"], "4");
+    let total: f64 = r["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    assert_eq!(r["input"].as_array().unwrap().len(), 784);
+    assert_eq!(r["features"]["conv1"].as_array().unwrap().len(), 6);
+    assert_eq!(r["features"]["conv2"][15].as_array().unwrap().len(), 100);
+
+    // A test-set sample, sent back as 784 floats.
+    let (status, s) = srv.json("GET", "/api/sample?index=0", None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(s["label"], "7");
+    let body = serde_json::to_vec(&serde_json::json!({ "pixels": s["pixels"] })).unwrap();
+    let (status, r) = srv.json("POST", "/api/predict", Some("application/json"), &body);
+    assert_eq!((status, r["class"].as_str()), (200, Some("7")));
+    assert!(r.get("features").is_none());
+    let (status, _) = srv.json("GET", "/api/sample", None, b"");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
+    let srv = Server::start();
+    let ones = serde_json::to_vec(&vec![1.0f32; 784]).unwrap();
+    /// path, content type, body, expected status, a phrase of the error
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("/api/predict", Some("text/plain"), b"hello".to_vec(), 415, "content type"),
+        ("/api/predict", None, ones.clone(), 415, "content type"),
+        ("/api/predict", Some("image/png"), b"not a png".to_vec(), 400, "not a PNG"),
+        ("/api/predict", Some("image/png"), Vec::new(), 400, ""),
+        ("/api/predict", Some("application/json"), b"{\"pixels\": [1, 2".to_vec(), 400, "invalid JSON"),
+        ("/api/predict", Some("application/json"), b"{\"pixels\": [0.5, 0.5]}".to_vec(), 422, "784"),
+        ("/api/predict", Some("application/json"), b"{\"other\": 1}".to_vec(), 400, "pixels"),
+        ("/api/predict", Some("application/json"), format!("[{}1e39]", "0,".repeat(783)).into_bytes(), 422, "finite"),
+        (
+            "/api/predict",
+            Some("application/json"),
+            format!("[{}\"x\"]", "0,".repeat(783)).into_bytes(),
+            422,
+            "not a number",
+        ),
+        ("/api/predict", Some("image/png"), vec![0u8; MAX_BODY + 1], 413, "larger than"),
+        ("/api/sample?index=99999", None, Vec::new(), 400, "out of range"),
+        ("/api/nothing-here", None, Vec::new(), 404, "no such page"),
+    ];
+    for (path, ctype, body, want, needle) in cases {
+        let method = if path.starts_with("/api/predict") { "POST" } else { "GET" };
+        let (status, v) = srv.json(method, path, ctype, &body);
+        assert_eq!(status, want, "{path} {ctype:?}: {v}");
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("no error message: {v}"));
+        assert!(msg.contains(needle), "{path} {ctype:?}: {msg}");
+    }
+    // A blank drawing is understood but has no digit in it.
+    let blank = {
+        let img = image::GrayImage::new(50, 50);
+        let mut b = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png).unwrap();
+        b
+    };
+    let (status, v) = srv.json("POST", "/api/predict", Some("image/png"), &blank);
+    assert_eq!(status, 422, "{v}");
+    // Still serving.
+    let (status, r) = srv.json("POST", "/api/predict", Some("application/json"), &ones);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(srv.request("GET", "/healthz", None, b"").0, 200);
+}
