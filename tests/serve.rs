@@ -3,105 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-
 use common::*;
-use lenet5::checkpoint::Checkpoint;
-use lenet5::data::Dataset;
-use lenet5::data::DatasetId;
-use lenet5::infer::Predictor;
-use lenet5::serve::{AppState, MAX_BODY, serve};
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
-        let test = Dataset::load_test(&DatasetId::Mnist, &repo().join("data")).ok();
-        let state = Arc::new(AppState::new(Predictor::new(ck), test, "test model"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                serve(listener, state, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Server { addr: addr_rx.recv().unwrap(), stop: Some(tx), thread: Some(thread) }
-    }
-
-    /// One HTTP/1.1 request; returns the status code and the body.
-    fn request(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-        if let Some(t) = ctype {
-            head.push_str(&format!("Content-Type: {t}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        s.write_all(head.as_bytes()).unwrap();
-        // A server may answer (413) before reading a large body; a failed write is then expected.
-        let _ = s.write_all(body);
-        let mut resp = Vec::new();
-        let _ = s.read_to_end(&mut resp);
-        let text = String::from_utf8_lossy(&resp);
-        let status: u16 =
-            text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text}"));
-        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let (headers, mut content) = (String::from_utf8_lossy(&resp[..split]).to_lowercase(), resp[split..].to_vec());
-        if headers.contains("transfer-encoding: chunked") {
-            content = dechunk(&content);
-        }
-        (status, content)
-    }
-
-    fn json(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
-        let (status, body) = self.request(method, path, ctype, body);
-        let v = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
-        (status, v)
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..line_end]).trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
-        b = &b[line_end + 2 + n + 2..];
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use lenet5::serve::MAX_BODY;
 
 #[test]
 fn page_health_model_and_predictions() {
-    let srv = Server::start();
+    let srv = TestServer::start();
     let (status, page) = srv.request("GET", "/", None, b"");
     assert_eq!(status, 200);
     let page = String::from_utf8_lossy(&page);
@@ -140,7 +47,7 @@ fn page_health_model_and_predictions() {
 
 #[test]
 fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
-    let srv = Server::start();
+    let srv = TestServer::start();
     let ones = serde_json::to_vec(&vec![1.0f32; 784]).unwrap();
     /// path, content type, body, expected status, a phrase of the error
     type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);

@@ -1,8 +1,16 @@
 //! Helpers shared by the tests that run the real binary.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use lenet5::checkpoint::Checkpoint;
+use lenet5::data::{Dataset, DatasetId};
+use lenet5::infer::Predictor;
+use lenet5::serve::{serve, AppState};
 
 use lenet5::data::idx::{encode_images, encode_labels, read_images, read_labels};
 
@@ -54,3 +62,90 @@ pub fn assert_clean_error(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "error does not mention `{n}`: {err}");
     }
 }
+
+/// The web server on an ephemeral loopback port, in its own thread; stopped (gracefully) when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+        let test = Dataset::load_test(&DatasetId::Mnist, &repo().join("data")).ok();
+        let state = Arc::new(AppState::new(Predictor::new(ck), test, "test model"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                serve(listener, state, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        TestServer { addr: addr_rx.recv().unwrap(), stop: Some(tx), thread: Some(thread) }
+    }
+
+    /// One HTTP/1.1 request; returns the status code and the body.
+    pub fn request(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        if let Some(t) = ctype {
+            head.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        s.write_all(head.as_bytes()).unwrap();
+        // A server may answer (413) before reading a large body; a failed write is then expected.
+        let _ = s.write_all(body);
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let text = String::from_utf8_lossy(&resp);
+        let status: u16 =
+            text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text}"));
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let (headers, mut content) = (String::from_utf8_lossy(&resp[..split]).to_lowercase(), resp[split..].to_vec());
+        if headers.contains("transfer-encoding: chunked") {
+            content = dechunk(&content);
+        }
+        (status, content)
+    }
+
+    pub fn json(&self, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+        let (status, body) = self.request(method, path, ctype, body);
+        let v = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (status, v)
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..line_end]).trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
+        b = &b[line_end + 2 + n + 2..];
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
