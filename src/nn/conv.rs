@@ -73,6 +73,27 @@ pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
 fn im2col_rows<const OW: usize>(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
     debug_assert!(OW == 0 || OW == oh);
+    if OW != 0 && p == 0 {
+        // No padding and a known width: each (row of col, image) is an OW x OW window of the plane, copied
+        // with no per-row branching.
+        let mut rows = col[..d.patch_len() * n * OW * OW].chunks_exact_mut(n * OW * OW);
+        for c in 0..d.in_channels {
+            for i in 0..k {
+                for j in 0..k {
+                    let row = rows.next().expect("col has C*K*K rows");
+                    for (b, dst) in row.chunks_exact_mut(OW * OW).enumerate() {
+                        let plane = &input[(c * n + b) * h * h..(c * n + b + 1) * h * h];
+                        for (y, d) in dst.chunks_exact_mut(OW).enumerate() {
+                            let start = (y + i) * h + j;
+                            let d: &mut [f32; OW] = d.try_into().expect("OW wide");
+                            d.copy_from_slice(&plane[start..start + OW]);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact_mut(n * oh * oh);
     for c in 0..d.in_channels {
         for i in 0..k {
@@ -113,6 +134,27 @@ pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32])
 
 fn col2im_rows<const OW: usize>(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
+    if OW != 0 && p == 0 {
+        let mut rows = col[..d.patch_len() * n * OW * OW].chunks_exact(n * OW * OW);
+        for c in 0..d.in_channels {
+            for i in 0..k {
+                for j in 0..k {
+                    let row = rows.next().expect("col has C*K*K rows");
+                    for (b, src) in row.chunks_exact(OW * OW).enumerate() {
+                        let plane = &mut input_grad[(c * n + b) * h * h..(c * n + b + 1) * h * h];
+                        for (y, s) in src.chunks_exact(OW).enumerate() {
+                            let start = (y + i) * h + j;
+                            let dst: &mut [f32; OW] = (&mut plane[start..start + OW]).try_into().expect("OW");
+                            for x in 0..OW {
+                                dst[x] += s[x];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     let mut rows = col[..d.patch_len() * n * oh * oh].chunks_exact(n * oh * oh);
     for c in 0..d.in_channels {
         for i in 0..k {

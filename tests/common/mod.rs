@@ -10,7 +10,7 @@ use std::sync::Arc;
 use lenet5::checkpoint::Checkpoint;
 use lenet5::data::{Dataset, DatasetId};
 use lenet5::infer::Predictor;
-use lenet5::serve::{serve, AppState};
+use lenet5::serve::{AppState, serve};
 
 use lenet5::data::idx::{encode_images, encode_labels, read_images, read_labels};
 
@@ -148,4 +148,3 @@ impl Drop for TestServer {
         }
     }
 }
-
