@@ -51,8 +51,18 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
 #[test]
 fn missing_data_set_says_where_to_put_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = lenet5(&["train", "--data", tmp.path().to_str().unwrap(), "--out", tmp.path().join("r").to_str().unwrap()]);
+    let out = tmp.path().join("r");
+    let o = lenet5(&["train", "--data", tmp.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-download"]);
     assert_clean_error(&o, &["not found", "train-images-idx3-ubyte", "MNIST/raw"]);
+    // A directory data set is never downloaded.
+    let o = lenet5(&[
+        "eval",
+        "--weights",
+        "models/lenet5-mnist.safetensors",
+        "--dataset",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["not found"]);
 }
 
 #[test]

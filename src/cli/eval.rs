@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use lenet5::data::Dataset;
 use lenet5::train::{Evaluator, thread_pool};
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
@@ -30,7 +29,7 @@ pub fn run(a: EvalArgs) -> CliResult {
     }
     let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
-    let test = Dataset::load_test(&id, &a.data.root())?;
+    let test = a.data.load_test(Some(&id.name()))?;
     let threads = threads(a.threads)?;
     let pool = thread_pool(threads)?;
     let mut evaluator = Evaluator::new(threads);

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use lenet5::data::{DatasetId, data_root};
+use lenet5::data::{Dataset, DatasetId, Split, data_root};
 use lenet5::nn::Head;
 
 /// Errors from the library or from this front end, printed once by `main`.
@@ -100,6 +100,10 @@ pub struct DataArgs {
     /// `mnist`, `fashion-mnist`, or a directory holding the four IDX files.
     #[arg(long, value_name = "NAME|DIR")]
     pub dataset: Option<String>,
+    /// Never download a missing data set (by default mnist and fashion-mnist are fetched from the mirrors
+    /// torchvision uses, and verified).
+    #[arg(long)]
+    pub no_download: bool,
 }
 
 impl DataArgs {
@@ -109,6 +113,33 @@ impl DataArgs {
     /// The data set named by the flag, else `fallback`, else MNIST.
     pub fn id(&self, fallback: Option<&str>) -> DatasetId {
         DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
+    }
+
+    /// Makes sure a known data set is on disk, downloading it if it is missing and allowed.
+    fn ensure(&self, id: &DatasetId) -> CliResult {
+        let root = self.root();
+        if let Err(e) = lenet5::data::dataset::locate(id, &root) {
+            if self.no_download || lenet5::data::download::remote(id).is_none() {
+                return Err(e.into());
+            }
+            eprintln!("{} not found under {}; downloading it", id.name(), root.display());
+            lenet5::data::download::download(id, &root, &mut |url| eprintln!("  fetching {url}"))?;
+        }
+        Ok(())
+    }
+
+    /// Both splits of the data set (downloaded first if needed).
+    pub fn load(&self, fallback: Option<&str>) -> CliResult<Dataset> {
+        let id = self.id(fallback);
+        self.ensure(&id)?;
+        Ok(Dataset::load(&id, &self.root())?)
+    }
+
+    /// The test split only.
+    pub fn load_test(&self, fallback: Option<&str>) -> CliResult<Split> {
+        let id = self.id(fallback);
+        self.ensure(&id)?;
+        Ok(Dataset::load_test(&id, &self.root())?)
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use lenet5::data::Dataset;
 use lenet5::infer::Predictor;
 use lenet5::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2, split_params};
 use lenet5::preprocess::load_digit;
@@ -65,7 +64,7 @@ pub struct ConfusionArgs {
 pub fn confusion(a: ConfusionArgs) -> CliResult {
     let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
-    let test = Dataset::load_test(&id, &a.data.root())?;
+    let test = a.data.load_test(Some(&id.name()))?;
     let threads = threads(a.threads)?;
     let pool = thread_pool(threads)?;
     let mut ev = Evaluator::new(threads);

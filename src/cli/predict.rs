@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use lenet5::checkpoint::Checkpoint;
-use lenet5::data::Dataset;
 use lenet5::infer::{Prediction, Predictor};
 use lenet5::nn::model::IMAGE_LEN;
 use lenet5::preprocess::{Digit, digit_to_image, load_digit};
@@ -99,7 +98,7 @@ pub fn run(a: PredictArgs) -> CliResult {
     }
     if !a.test_index.is_empty() {
         let id = a.data.id(dataset.as_deref());
-        let test = Dataset::load_test(&id, &a.data.root())?;
+        let test = a.data.load_test(Some(&id.name()))?;
         for &i in &a.test_index {
             if i >= test.len() {
                 return Err(format!("--test-index {i} is out of range: the test set has {} images", test.len()).into());

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use lenet5::data::Dataset;
 use lenet5::infer::Predictor;
 use lenet5::serve::{AppState, serve};
 
@@ -42,7 +41,7 @@ pub fn run(a: ServeArgs) -> CliResult {
     let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     // The test set feeds the "random test image" button; the page works without it.
-    let test = match Dataset::load_test(&id, &a.data.root()) {
+    let test = match a.data.load_test(Some(&id.name())) {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("note: no test images for the random-image button ({e})");

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::data::Dataset;
 use lenet5::nn::model::init_params;
 use lenet5::optim::Sgd;
 use lenet5::run::{RunDir, Start, train_run};
@@ -193,7 +192,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         Start::Fresh { .. } => None,
     };
     let id = a.data.id(dataset_name.as_deref());
-    let data = Dataset::load(&id, &a.data.root())?;
+    let data = a.data.load(Some(&id.name()))?;
     if matches!(start, Start::Fresh { .. }) {
         run_dir.create(a.force)?;
     }
