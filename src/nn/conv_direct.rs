@@ -190,5 +190,14 @@ mod tests {
         conv_backward(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);
         assert_close(&gw, &gw_want);
         assert_close(&gb, &gb_want);
+
+        // The baseline (no AVX2/FMA) build of the same kernels.
+        let mut got = vec![f32::NAN; n * d.out_len()];
+        forward_relu_body::<false>(n, &padded, &weight, &bias, &mut got);
+        assert_close(&got, &want);
+        let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
+        backward_body::<false>(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);
+        assert_close(&gw, &gw_want);
+        assert_close(&gb, &gb_want);
     }
 }

@@ -1,9 +1,17 @@
 //! Single-precision matrix multiply: the one primitive every layer is built on.
 //!
 //! `C (m,n) = alpha * A (m,k) @ B (k,n) + beta * C`, with every matrix given as a slice plus a row stride and a
-//! column stride, so a transposed operand is just a different pair of strides. The fast path is
-//! `matrixmultiply`, which picks AVX2/FMA, AVX, SSE2 or NEON kernels at run time; [`sgemm_reference`] is the
-//! plain triple loop it is tested against.
+//! column stride, so a transposed operand is just a different pair of strides.
+//!
+//! The model only needs two shapes of product, and both have their own register-blocked kernel that needs no
+//! packing and allocates nothing (a training step must not allocate):
+//! - rows of B contiguous (`B (k,n)` row-major, any A): each 4x16 block of C accumulates `A[i,p] * B[p,..]`;
+//! - B given transposed (`B^T (n,k)` row-major) and A row-major: each 2x4 block of C is eight dot products.
+//!
+//! Any other layout goes to `matrixmultiply`. [`sgemm_reference`] is the plain triple loop all are tested
+//! against.
+
+use super::simd::{dispatch, mul_add};
 
 /// A matrix view: `data[row * row_stride + col * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -56,25 +64,316 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: `check` proved that every index the kernel touches lies inside the three slices, and `c` does
-    // not alias `a` or `b` because it is borrowed mutably.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+    let c = &mut c[..m * n];
+    if beta == 0.0 {
+        c.fill(0.0);
+    } else if beta != 1.0 {
+        c.iter_mut().for_each(|v| *v *= beta);
+    }
+    if k == 0 {
+        return;
+    }
+    if b.col_stride == 1 {
+        gemm_rows(alpha, a, b, c);
+    } else if b.row_stride == 1 && a.col_stride == 1 {
+        gemm_dots(alpha, a, b, c);
+    } else {
+        // SAFETY: `check` proved that every index the kernel touches lies inside the three slices, and `c`
+        // does not alias `a` or `b` because it is borrowed mutably.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                alpha,
+                a.data.as_ptr(),
+                a.row_stride as isize,
+                a.col_stride as isize,
+                b.data.as_ptr(),
+                b.row_stride as isize,
+                b.col_stride as isize,
+                1.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+}
+
+const RM: usize = 4;
+const RN: usize = 16;
+
+/// `c += alpha * a @ b` where the rows of `b` are contiguous.
+#[inline(always)]
+fn rows_body<const FMA: bool>(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let a_at = |i: usize, p: usize| a.data[i * a.row_stride + p * a.col_stride];
+    for j0 in (0..n).step_by(RN) {
+        let nj = RN.min(n - j0);
+        for i0 in (0..m).step_by(RM) {
+            let mi = RM.min(m - i0);
+            if mi == RM && nj == RN {
+                let mut acc = [[0.0f32; RN]; RM];
+                for p in 0..k {
+                    let start = p * b.row_stride + j0;
+                    let row: &[f32; RN] = b.data[start..start + RN].try_into().unwrap();
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let av = a_at(i0 + r, p);
+                        for x in 0..RN {
+                            acc_r[x] = mul_add::<FMA>(av, row[x], acc_r[x]);
+                        }
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    let out: &mut [f32; RN] = (&mut c[(i0 + r) * n + j0..(i0 + r) * n + j0 + RN]).try_into().unwrap();
+                    for x in 0..RN {
+                        out[x] = mul_add::<FMA>(alpha, acc_r[x], out[x]);
+                    }
+                }
+            } else {
+                for r in 0..mi {
+                    for x in 0..nj {
+                        let mut s = 0.0f32;
+                        for p in 0..k {
+                            s = mul_add::<FMA>(a_at(i0 + r, p), b.data[p * b.row_stride + j0 + x], s);
+                        }
+                        let o = &mut c[(i0 + r) * n + j0 + x];
+                        *o = mul_add::<FMA>(alpha, s, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn gemm_rows_portable(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) => rows_body
+}
+
+fn gemm_rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA, and `sgemm` checked every bound the kernel relies on.
+        return unsafe { avx2::rows(alpha, a, b, c) };
+    }
+    gemm_rows_portable(alpha, a, b, c)
+}
+
+const DN: usize = 4;
+const LANES: usize = 8;
+
+/// `c += alpha * a @ b` where `a` is row-major and `b` is the transpose of a row-major `(n, k)` matrix: each
+/// element of `c` is a dot product of two contiguous rows, four at a time.
+#[inline(always)]
+fn dots_body<const FMA: bool>(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let a_row = |i: usize| &a.data[i * a.row_stride..i * a.row_stride + k];
+    let b_row = |j: usize| &b.data[j * b.col_stride..j * b.col_stride + k];
+    let whole = k - k % LANES;
+    for i in 0..m {
+        let x = a_row(i);
+        let c_row = &mut c[i * n..(i + 1) * n];
+        let mut j = 0;
+        while j + DN <= n {
+            let (y0, y1, y2, y3) = (b_row(j), b_row(j + 1), b_row(j + 2), b_row(j + 3));
+            let mut acc = [[0.0f32; LANES]; DN];
+            for ((((xa, b0), b1), b2), b3) in x[..whole]
+                .chunks_exact(LANES)
+                .zip(y0[..whole].chunks_exact(LANES))
+                .zip(y1[..whole].chunks_exact(LANES))
+                .zip(y2[..whole].chunks_exact(LANES))
+                .zip(y3[..whole].chunks_exact(LANES))
+            {
+                for l in 0..LANES {
+                    acc[0][l] = mul_add::<FMA>(xa[l], b0[l], acc[0][l]);
+                    acc[1][l] = mul_add::<FMA>(xa[l], b1[l], acc[1][l]);
+                    acc[2][l] = mul_add::<FMA>(xa[l], b2[l], acc[2][l]);
+                    acc[3][l] = mul_add::<FMA>(xa[l], b3[l], acc[3][l]);
+                }
+            }
+            for (q, y) in [y0, y1, y2, y3].into_iter().enumerate() {
+                let mut s: f32 = acc[q].iter().sum();
+                for p in whole..k {
+                    s = mul_add::<FMA>(x[p], y[p], s);
+                }
+                c_row[j + q] = mul_add::<FMA>(alpha, s, c_row[j + q]);
+            }
+            j += DN;
+        }
+        for (jj, o) in c_row.iter_mut().enumerate().skip(j) {
+            let y = b_row(jj);
+            let mut s = 0.0f32;
+            for p in 0..k {
+                s = mul_add::<FMA>(x[p], y[p], s);
+            }
+            *o = mul_add::<FMA>(alpha, s, *o);
+        }
+    }
+}
+
+dispatch! {
+    fn gemm_dots_portable(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) => dots_body
+}
+
+fn gemm_dots(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA, and `sgemm` checked every bound the kernel relies on.
+        return unsafe { avx2::dots(alpha, a, b, c) };
+    }
+    gemm_dots_portable(alpha, a, b, c)
+}
+
+/// The two kernels written with AVX2/FMA intrinsics: the same blocking as the portable bodies, with the
+/// accumulators pinned in registers. Edges (rows or columns that do not fill a block) use the portable code.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::MatRef;
+
+    /// The rows `rows` and columns `cols` of `c += alpha * a @ b`, one dot product at a time.
+    fn edge(
+        alpha: f32,
+        a: &MatRef,
+        b: &MatRef,
+        c: &mut [f32],
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) {
+        let n = b.cols;
+        for i in rows {
+            for j in cols.clone() {
+                let mut s = 0.0f32;
+                for p in 0..a.cols {
+                    s += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride];
+                }
+                c[i * n + j] += alpha * s;
+            }
+        }
+    }
+
+    /// `c += alpha * a @ b`, rows of `b` contiguous: 4x16 blocks of `c` in eight registers.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available, and the shapes must have passed `sgemm`'s bounds check.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let (fm, fn_) = (m - m % 4, n - n % 16);
+        let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
+        let (ars, acs, brs) = (a.row_stride, a.col_stride, b.row_stride);
+        let al = _mm256_set1_ps(alpha);
+        // Columns outer: the 16-column panel of b stays in L1 while every block of rows uses it.
+        for j0 in (0..fn_).step_by(16) {
+            for i0 in (0..fm).step_by(4) {
+                // SAFETY (whole block): i0 + 3 < m, j0 + 15 < n and p < k, all inside the checked slices.
+                unsafe {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for p in 0..k {
+                        let row = bp.add(p * brs + j0);
+                        let (b0, b1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                        for r in 0..4 {
+                            let av = _mm256_set1_ps(*ap.add((i0 + r) * ars + p * acs));
+                            acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+                            acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+                        }
+                    }
+                    for r in 0..4 {
+                        let out = cp.add((i0 + r) * n + j0);
+                        _mm256_storeu_ps(out, _mm256_fmadd_ps(al, acc[2 * r], _mm256_loadu_ps(out)));
+                        _mm256_storeu_ps(out.add(8), _mm256_fmadd_ps(al, acc[2 * r + 1], _mm256_loadu_ps(out.add(8))));
+                    }
+                }
+            }
+        }
+        edge(alpha, &a, &b, c, 0..fm, fn_..n);
+        edge(alpha, &a, &b, c, fm..m, 0..n);
+    }
+
+    /// One dot product of `k` values, vectorised.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `x` and `y` must point to `k` readable values.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot(x: *const f32, y: *const f32, k: usize) -> f32 {
+        let fk = k - k % 8;
+        // SAFETY: every offset is below k.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for p in (0..fk).step_by(8) {
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(p)), _mm256_loadu_ps(y.add(p)), acc);
+            }
+            let mut s = hsum(acc);
+            for p in fk..k {
+                s += *x.add(p) * *y.add(p);
+            }
+            s
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `c += alpha * a @ b` with `a` row-major and `b` the transpose of a row-major matrix: 2x4 blocks of dot
+    /// products, eight vector accumulators.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available, and the shapes must have passed `sgemm`'s bounds check.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let (fm, fn_, fk) = (m - m % 2, n - n % 4, k - k % 8);
+        let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
+        let (ars, bcs) = (a.row_stride, b.col_stride);
+        for i0 in (0..fm).step_by(2) {
+            for j0 in (0..fn_).step_by(4) {
+                // SAFETY: rows i0, i0+1 of a and j0..j0+4 of b^T hold k values each, inside the checked slices.
+                let (x, y) = unsafe {
+                    let x = [ap.add(i0 * ars), ap.add((i0 + 1) * ars)];
+                    let y = [bp.add(j0 * bcs), bp.add((j0 + 1) * bcs), bp.add((j0 + 2) * bcs), bp.add((j0 + 3) * bcs)];
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for p in (0..fk).step_by(8) {
+                        let (x0, x1) = (_mm256_loadu_ps(x[0].add(p)), _mm256_loadu_ps(x[1].add(p)));
+                        for q in 0..4 {
+                            let yv = _mm256_loadu_ps(y[q].add(p));
+                            acc[q] = _mm256_fmadd_ps(x0, yv, acc[q]);
+                            acc[4 + q] = _mm256_fmadd_ps(x1, yv, acc[4 + q]);
+                        }
+                    }
+                    let mut sums = [0.0f32; 8];
+                    for (s, v) in sums.iter_mut().zip(acc) {
+                        *s = hsum(v);
+                    }
+                    (sums, (x, y))
+                };
+                let (sums, (xr, yr)) = (x, y);
+                for r in 0..2 {
+                    for q in 0..4 {
+                        let mut s = sums[r * 4 + q];
+                        for p in fk..k {
+                            // SAFETY: p < k, inside the rows above.
+                            s += unsafe { *xr[r].add(p) * *yr[q].add(p) };
+                        }
+                        c[(i0 + r) * n + j0 + q] += alpha * s;
+                    }
+                }
+            }
+        }
+        // Leftover columns and rows, one vectorised dot product each.
+        for i in 0..m {
+            let cols = if i < fm { fn_..n } else { 0..n };
+            for j in cols {
+                // SAFETY: row i of a and row j of b^T hold k values inside the checked slices.
+                c[i * n + j] += alpha * unsafe { dot(ap.add(i * ars), bp.add(j * bcs), k) };
+            }
+        }
     }
 }
 
@@ -102,7 +401,9 @@ mod tests {
     #[test]
     fn fast_gemm_matches_reference_for_every_transpose() {
         let mut rng = Rng::new(7);
-        for &(m, k, n) in &[(6, 25, 784), (16, 150, 100), (8, 400, 120), (3, 1, 5), (10, 84, 8)] {
+        for &(m, k, n) in
+            &[(6, 25, 784), (16, 150, 800), (8, 400, 120), (3, 1, 5), (10, 84, 8), (150, 16, 800), (7, 13, 19)]
+        {
             let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
@@ -111,8 +412,24 @@ mod tests {
                 let bm = if tb { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
                 let mut fast = c0.clone();
                 let mut slow = c0.clone();
-                sgemm(0.5, am, bm, 1.0, &mut fast);
-                sgemm_reference(0.5, am, bm, 1.0, &mut slow);
+                for beta in [1.0, 0.0, 0.5] {
+                    sgemm(0.5, am, bm, beta, &mut fast);
+                    sgemm_reference(0.5, am, bm, beta, &mut slow);
+                }
+                // The portable kernels, which this CPU may never pick, against the reference too.
+                let mut portable = c0.clone();
+                let mut want = c0.clone();
+                sgemm_reference(0.5, am, bm, 1.0, &mut want);
+                if bm.col_stride == 1 {
+                    rows_body::<false>(0.5, am, bm, &mut portable);
+                } else if bm.row_stride == 1 && am.col_stride == 1 {
+                    dots_body::<false>(0.5, am, bm, &mut portable);
+                } else {
+                    portable = want.clone();
+                }
+                for (x, y) in portable.iter().zip(&want) {
+                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "portable {x} vs {y} ({m},{k},{n})");
+                }
                 for (x, y) in fast.iter().zip(&slow) {
                     assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y} ({m},{k},{n})");
                 }

@@ -1,0 +1,64 @@
+//! The training step allocates nothing once the trainer is built: a counting allocator watches 50 steps.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn training_steps_do_not_allocate() {
+    use lenet5::data::Split;
+    use lenet5::nn::model::init_params;
+    use lenet5::train::{TrainConfig, Trainer, thread_pool};
+
+    let split = Split {
+        images: (0..64 * 784).map(|i| (i % 251) as u8).collect(),
+        labels: (0..64).map(|i| (i % 10) as u8).collect(),
+    };
+    for (batch, threads) in [(16, 2), (16, 1), (64, 2)] {
+        let pool = thread_pool(threads).unwrap();
+        let mut trainer =
+            Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None).unwrap();
+        let indices: Vec<u32> = (0..batch as u32).collect();
+        pool.install(|| {
+            for _ in 0..5 {
+                trainer.step(&pool, &split, &indices); // warm-up: thread-local state, lazy detection
+            }
+            ALLOCATIONS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            for _ in 0..50 {
+                trainer.step(&pool, &split, &indices);
+            }
+            COUNTING.store(false, Ordering::SeqCst);
+        });
+        let n = ALLOCATIONS.load(Ordering::SeqCst);
+        assert_eq!(n, 0, "batch {batch}, {threads} threads: {n} allocations in 50 steps");
+    }
+}
