@@ -92,3 +92,35 @@ fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(srv.request("GET", "/healthz", None, b"").0, 200);
 }
+
+#[test]
+fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["serve", "--weights", repo().join("models/lenet5-mnist.safetensors").to_str().unwrap()])
+        .args(["--addr", "127.0.0.1:0", "--data", repo().join("data").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|s| s.split('/').next()).unwrap_or_else(|| panic!("{line}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "exit {status:?}");
+    assert!(rest.contains("stopped"), "{rest}");
+    // A port that cannot be had is a clean error.
+    let o = lenet5(&["serve", "--weights", "models/lenet5-mnist.safetensors", "--addr", "not-an-address"]);
+    assert_clean_error(&o, &["cannot listen on not-an-address"]);
+}
