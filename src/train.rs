@@ -18,16 +18,17 @@ use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, bac
 use crate::optim::Sgd;
 use crate::rng::Rng;
 
-/// Images per slice for small batches: the unit of parallel work and of gradient reduction.
+/// Images per slice for batches up to 64: the unit of parallel work and of gradient reduction.
 pub const MIN_SLICE: usize = 8;
-/// At most this many slices (and gradient buffers) per batch; larger batches get larger slices.
-pub const MAX_SLICES: usize = 8;
+/// Images per slice for larger batches: big enough to amortise the per-slice gradient buffer, small enough
+/// that a slice's activations stay in the core's L2 cache.
+pub const MAX_SLICE: usize = 16;
 
-/// Images per slice for a batch of `batch`: 8 up to batches of 64, then `batch / 8` rounded up.
+/// Images per slice for a batch of `batch` (a function of the batch size alone, never of the thread count).
 pub fn slice_len(batch: usize) -> usize {
-    let slices = batch.div_ceil(MIN_SLICE).clamp(1, MAX_SLICES);
-    batch.div_ceil(slices)
+    if batch <= 64 { MIN_SLICE } else { MAX_SLICE }
 }
+
 /// Images per forward call during evaluation.
 const EVAL_CHUNK: usize = 64;
 
