@@ -143,3 +143,30 @@ fn sigkill_at_random_points_never_corrupts_and_resume_matches() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same_run(&full, &run);
 }
+
+#[test]
+fn a_second_sigint_exits_at_once_without_leaving_files_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 3000, 200);
+    let run = tmp.path().join("run");
+    let child = spawn_training(data.to_str().unwrap(), run.to_str().unwrap(), "200", false);
+    wait_for_epochs(&run, 1, Duration::from_secs(60));
+    signal(child.id(), "-INT");
+    signal(child.id(), "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    // Normally the second signal arrives while the first is still being honoured; if the run had already
+    // stopped, the ordinary interrupted message is printed instead.
+    assert!(err.contains("interrupted twice: exiting now") || err.contains("lenet5 train --resume"), "{err}");
+    // Whatever was on disk is whole: the state reads back, and no temporary file is left.
+    Checkpoint::load(&run.join("last.safetensors")).unwrap();
+    Checkpoint::load(&run.join("best.safetensors")).unwrap();
+    read_metrics(&run.join("metrics.jsonl")).unwrap();
+    for e in std::fs::read_dir(&run).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp."), "left {name}");
+    }
+}
