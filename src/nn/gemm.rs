@@ -288,8 +288,25 @@ mod avx2 {
                 }
             }
         }
-        edge(alpha, &a, &b, c, 0..fm, fn_..n);
-        edge(alpha, &a, &b, c, fm..m, 0..n);
+        // Leftover rows (fewer than 4): one row at a time, still 16 columns per step.
+        for i in fm..m {
+            for j0 in (0..fn_).step_by(16) {
+                // SAFETY: i < m, j0 + 15 < n and p < k, inside the checked slices.
+                unsafe {
+                    let (mut c0, mut c1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    for p in 0..k {
+                        let row = bp.add(p * brs + j0);
+                        let av = _mm256_set1_ps(*ap.add(i * ars + p * acs));
+                        c0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(row), c0);
+                        c1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8)), c1);
+                    }
+                    let out = cp.add(i * n + j0);
+                    _mm256_storeu_ps(out, _mm256_fmadd_ps(al, c0, _mm256_loadu_ps(out)));
+                    _mm256_storeu_ps(out.add(8), _mm256_fmadd_ps(al, c1, _mm256_loadu_ps(out.add(8))));
+                }
+            }
+        }
+        edge(alpha, &a, &b, c, 0..m, fn_..n);
     }
 
     /// One dot product of `k` values, vectorised.
