@@ -76,20 +76,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     let (train, test, name) = bench_data(&a);
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
-    let simd = if cfg!(target_arch = "x86_64") {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                "avx2+fma"
-            } else {
-                "sse2"
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        ""
-    } else {
-        std::env::consts::ARCH
-    };
+    let simd = lenet5::nn::simd::describe();
     println!("lenet5 bench: {name}, {threads} threads, SIMD {simd}");
     println!();
     println!("training step (forward + backward + SGD)");
