@@ -6,7 +6,6 @@
 //! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
 
-use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -393,8 +392,3 @@ pub trait TrainObserver: Send {
 
 /// An observer that ignores everything.
 impl TrainObserver for () {}
-
-/// Time an operation.
-pub fn seconds_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64()
-}
