@@ -6,7 +6,6 @@
 //! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
 
-
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
