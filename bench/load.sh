@@ -15,22 +15,19 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$tmp"/*; rmdir 
 tmp=$(mktemp -d)
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/api/sample?index=0" | python3 -c 'import json,sys; print(json.dumps({"pixels": json.load(sys.stdin)["pixels"]}))' > "$tmp/body.json"
-cat > "$tmp/json.lua" <<LUA
+# A wrk script that POSTs the file $2 with content type $3.
+write_lua() {
+  cat > "$1" <<LUA
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$tmp/body.json", "rb"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = "$3"
+local f = io.open("$2", "rb"); wrk.body = f:read("*a"); f:close()
 done = function(summary, latency, requests)
   io.write(string.format("non-2xx or socket errors: %d\n", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 LUA
-cat > "$tmp/png.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "image/png"
-local f = io.open("tests/fixtures/digits/dark_on_light_4.png", "rb"); wrk.body = f:read("*a"); f:close()
-done = function(summary, latency, requests)
-  io.write(string.format("non-2xx or socket errors: %d\n", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-LUA
+}
+write_lua "$tmp/json.lua" "$tmp/body.json" application/json
+write_lua "$tmp/png.lua" tests/fixtures/digits/dark_on_light_4.png image/png
 echo "== POST /api/predict, JSON 784 floats, $conns connections, ${secs}s"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$tmp/json.lua" "http://127.0.0.1:$port/api/predict"
 echo

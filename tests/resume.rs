@@ -52,6 +52,14 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert_same_run(&full, &part);
 }
 
+/// No temporary file of an atomic write is left in `dir`.
+fn assert_no_temp_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp."), "left {name}");
+    }
+}
+
 fn spawn_training(data: &str, out: &str, epochs: &str, resume: bool) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet5"));
     if resume {
@@ -96,10 +104,7 @@ fn sigint_stops_with_a_resumable_state_and_exit_130() {
     let done = figures(&run).len();
     assert!((1..200).contains(&done));
     // No temporary files are left behind.
-    for e in std::fs::read_dir(&run).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.contains(".tmp."), "left {name}");
-    }
+    assert_no_temp_files(&run);
     // Resuming to a short end matches an uninterrupted run of that length.
     let end = (done + 1).to_string();
     let o = lenet5(&["train", "--resume", run.to_str().unwrap(), "--epochs", &end, "--progress", "plain"]);
@@ -165,8 +170,5 @@ fn a_second_sigint_exits_at_once_without_leaving_files_half_written() {
     Checkpoint::load(&run.join("last.safetensors")).unwrap();
     Checkpoint::load(&run.join("best.safetensors")).unwrap();
     read_metrics(&run.join("metrics.jsonl")).unwrap();
-    for e in std::fs::read_dir(&run).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.contains(".tmp."), "left {name}");
-    }
+    assert_no_temp_files(&run);
 }
