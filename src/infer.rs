@@ -1,7 +1,7 @@
 //! Using trained weights: predictions with probabilities, and the activations behind them.
 
 use crate::checkpoint::Checkpoint;
-use crate::nn::model::{CONV1, CONV2, Head, IMAGE_LEN, NUM_CLASSES, POOL1, POOL2, Workspace, feature_map, forward};
+use crate::nn::model::{Head, IMAGE_LEN, NUM_CLASSES, Stage, Workspace, forward};
 use crate::preprocess::Digit;
 
 /// One image's result.
@@ -87,15 +87,12 @@ impl Predictor {
     /// Predicts one image and returns what every convolution and pooling layer produced.
     pub fn predict_with_activations(&mut self, image: &Digit) -> (Prediction, Activations) {
         let prediction = self.predict(std::slice::from_ref(image)).remove(0);
-        let ws = &self.ws;
-        let gather = |act: &[f32], channels: usize, size: usize| -> Vec<f32> {
-            (0..channels).flat_map(|c| feature_map(act, 1, size, 0, c).to_vec()).collect()
-        };
+        let maps = |stage: Stage| self.ws.feature_maps(stage, 1, 0).expect("a conv or pool stage");
         let acts = Activations {
-            conv1: gather(&ws.conv1, CONV1.out_channels, CONV1.out_size()),
-            pool1: gather(&ws.pool1, POOL1.channels, POOL1.out_size()),
-            conv2: gather(&ws.conv2, CONV2.out_channels, CONV2.out_size()),
-            pool2: gather(&ws.pool2, POOL2.channels, POOL2.out_size()),
+            conv1: maps(Stage::Conv1),
+            pool1: maps(Stage::Pool1),
+            conv2: maps(Stage::Conv2),
+            pool2: maps(Stage::Pool2),
         };
         (prediction, acts)
     }

@@ -53,19 +53,26 @@ fn measure_steps(train: &Split, batch: usize, threads: usize, seconds: f64, orde
     for b in batches.iter().take(20) {
         trainer.step(&pool, train, b);
     }
-    // Timed inside the pool, as the training loop runs.
-    let (steps, s) = pool.install(|| {
-        let t0 = Instant::now();
-        let mut steps = 0;
-        while t0.elapsed().as_secs_f64() < seconds {
-            for _ in 0..10 {
-                trainer.step(&pool, train, batches[steps % batches.len()]);
-                steps += 1;
+    // Timed inside the pool, as the training loop runs: five rounds, and the best one counts, which shrugs off
+    // other work on a shared machine.
+    let mut best = f64::INFINITY;
+    let mut steps = 0;
+    for _ in 0..5 {
+        let s = pool.install(|| {
+            let t0 = Instant::now();
+            let mut round = 0;
+            while t0.elapsed().as_secs_f64() < seconds / 5.0 {
+                for _ in 0..10 {
+                    trainer.step(&pool, train, batches[steps % batches.len()]);
+                    steps += 1;
+                    round += 1;
+                }
             }
-        }
-        (steps, t0.elapsed().as_secs_f64())
-    });
-    Ok(StepFigures { ms_per_step: s * 1e3 / steps as f64, images_per_second: (steps * batch) as f64 / s })
+            t0.elapsed().as_secs_f64() / round as f64
+        });
+        best = best.min(s);
+    }
+    Ok(StepFigures { ms_per_step: best * 1e3, images_per_second: batch as f64 / best })
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
@@ -131,32 +138,44 @@ pub fn run(a: BenchArgs) -> CliResult {
     let batch = a.batch_size[0];
     let pool1 = thread_pool(1)?;
     let mut trainer = Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, params, None)?;
-    let mut times = StageTimes::default();
     let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
-    let steps = pool1.install(|| {
-        let t0 = Instant::now();
-        let mut steps = 0;
-        while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) {
-            times.start();
-            trainer.step_with_clock(&pool1, &train, batches[steps % batches.len()], &mut times);
-            steps += 1;
+    // Ten rounds; each layer's figure is its best round, which shrugs off other work on a shared machine.
+    let mut best_fwd = [f64::INFINITY; Stage::ALL.len()];
+    let mut best_bwd = [f64::INFINITY; Stage::ALL.len()];
+    let mut steps = 0;
+    for _ in 0..10 {
+        let mut times = StageTimes::default();
+        let round_steps = pool1.install(|| {
+            let t0 = Instant::now();
+            let mut round_steps = 0;
+            while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) / 10.0 {
+                times.start();
+                trainer.step_with_clock(&pool1, &train, batches[steps % batches.len()], &mut times);
+                steps += 1;
+                round_steps += 1;
+            }
+            round_steps
+        });
+        for i in 0..Stage::ALL.len() {
+            best_fwd[i] = best_fwd[i].min(times.forward_ns[i] as f64 / round_steps as f64 / 1e3);
+            best_bwd[i] = best_bwd[i].min(times.backward_ns[i] as f64 / round_steps as f64 / 1e3);
         }
-        steps
-    });
-    let total: u64 = times.forward_ns.iter().chain(&times.backward_ns).sum();
+    }
+    let total: f64 = best_fwd.iter().chain(&best_bwd).sum();
     println!();
-    println!("time per layer, one thread, first slice of each batch-{batch} step (share of the layer time)");
+    println!("time per layer, one thread, first slice of each batch-{batch} step, best of 10 rounds (share of the sum)");
     println!("{:<14} {:>12} {:>8} {:>12} {:>8}", "layer", "forward us", "share", "backward us", "share");
     for stage in Stage::ALL {
-        let (f, b) = (times.forward_ns[stage as usize], times.backward_ns[stage as usize]);
+        let (f, b) = (best_fwd[stage as usize], best_bwd[stage as usize]);
         println!(
             "{:<14} {:>12.2} {:>7.1}% {:>12.2} {:>7.1}%",
             stage.name(),
-            f as f64 / steps as f64 / 1e3,
-            100.0 * f as f64 / total as f64,
-            b as f64 / steps as f64 / 1e3,
-            100.0 * b as f64 / total as f64
+            f,
+            100.0 * f / total,
+            b,
+            100.0 * b / total
         );
     }
+    println!("{:<14} {:>12.2} {:>8} {:>12.2}", "sum", best_fwd.iter().sum::<f64>(), "", best_bwd.iter().sum::<f64>());
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 pub mod activation;
 pub mod conv;
-pub mod conv_direct;
+pub mod conv1_direct;
+pub mod conv2_direct;
 pub mod gemm;
 pub mod linear;
 pub mod loss;

@@ -16,11 +16,14 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
-use super::conv::{Conv2dDims, conv2d_backward, conv2d_forward};
-use super::conv_direct;
+use super::conv::Conv2dDims;
+use super::{conv1_direct, conv2_direct};
 use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
-use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_relu_backward};
+use super::pool::{
+    Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_pixel_major_relu_backward,
+    avgpool2_relu_backward,
+};
 use crate::rng::Rng;
 
 pub const IMAGE_SIZE: usize = 28;
@@ -242,8 +245,9 @@ impl StageClock for StageTimes {
 }
 
 /// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
-/// The input is NCHW; the convolution and pooling activations are channel-major `(C, n, H, W)` (see
-/// [`super::conv`]); [`feature_map`] reads one image's plane.
+/// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (see [`super::conv`]), conv2 is
+/// pixel-major `(n, H, W, C)` (see [`super::conv2_direct`]); [`Workspace::feature_maps`] reads one image's
+/// planes whatever the layout.
 pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
@@ -255,12 +259,11 @@ pub struct Workspace {
     pub conv1: Vec<f32>,
     /// After the first pooling `(6, n, 14, 14)`.
     pub pool1: Vec<f32>,
-    col2: Vec<f32>,
-    /// After conv2 and ReLU `(16, n, 10, 10)`.
+    /// conv2's weight with each tap's 16 output channels side by side `(150, 16)`.
+    conv2_packed: Vec<f32>,
+    /// After conv2 and ReLU, pixel-major `(n, 10, 10, 16)`.
     pub conv2: Vec<f32>,
-    /// After the second pooling `(16, n, 5, 5)`.
-    pub pool2: Vec<f32>,
-    /// The same, flattened per image as `nn.Flatten` does: `(n, 400)`.
+    /// After the second pooling, flattened per image as `nn.Flatten` does: `(n, 400)`, i.e. `(n, 16, 5, 5)`.
     pub flat: Vec<f32>,
     /// `(n, 120)` after ReLU.
     pub linear1: Vec<f32>,
@@ -274,11 +277,11 @@ pub struct Workspace {
     d_linear2: Vec<f32>,
     d_linear1: Vec<f32>,
     d_flat: Vec<f32>,
-    d_pool2: Vec<f32>,
+    /// Pixel-major `(n, 10, 10, 16)`, and the same as padded rows for the input gradient.
     d_conv2: Vec<f32>,
+    d_conv2_rows: Vec<f32>,
     d_pool1: Vec<f32>,
     d_conv1: Vec<f32>,
-    d_col2: Vec<f32>,
 }
 
 impl Workspace {
@@ -287,13 +290,12 @@ impl Workspace {
         Workspace {
             capacity,
             input: z(IMAGE_LEN),
-            padded: z(conv_direct::PADDED_LEN),
-            conv1_scratch: z(conv_direct::SCRATCH_LEN),
+            padded: z(conv1_direct::PADDED_LEN),
+            conv1_scratch: z(conv1_direct::SCRATCH_LEN),
             conv1: z(CONV1.out_len()),
             pool1: z(POOL1.out_len()),
-            col2: z(CONV2.col_len()),
-            conv2: z(CONV2.out_len()),
-            pool2: z(POOL2.out_len()),
+            conv2_packed: vec![0.0; conv2_direct::PACKED_WEIGHT_LEN],
+            conv2: z(conv2_direct::OUT_LEN),
             flat: z(POOL2.out_len()),
             linear1: z(LINEAR1.out_features),
             linear2: z(LINEAR2.out_features),
@@ -303,16 +305,36 @@ impl Workspace {
             d_linear2: z(LINEAR2.out_features),
             d_linear1: z(LINEAR1.out_features),
             d_flat: z(POOL2.out_len()),
-            d_pool2: z(POOL2.out_len()),
-            d_conv2: z(CONV2.out_len()),
+            d_conv2: z(conv2_direct::OUT_LEN),
+            // Zero once: only the values inside the padding are ever written.
+            d_conv2_rows: z(conv2_direct::GRAD_ROWS_LEN),
             d_pool1: z(POOL1.out_len()),
             d_conv1: z(CONV1.out_len()),
-            d_col2: z(CONV2.col_len()),
         }
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// What one layer produced for image `image` of the `n` last run through [`forward`], as `C` planes of
+    /// `S x S` values `(C, S, S)`: `Conv1`, `Pool1`, `Conv2` or `Pool2`; `None` for the other stages.
+    pub fn feature_maps(&self, stage: Stage, n: usize, image: usize) -> Option<Vec<f32>> {
+        assert!(image < n && n <= self.capacity);
+        let planes = |act: &[f32], channels: usize, size: usize| {
+            (0..channels).flat_map(|c| feature_map(act, n, size, image, c).iter().copied()).collect()
+        };
+        Some(match stage {
+            Stage::Conv1 => planes(&self.conv1, CONV1.out_channels, CONV1.out_size()),
+            Stage::Pool1 => planes(&self.pool1, POOL1.channels, POOL1.out_size()),
+            Stage::Conv2 => {
+                let (channels, pixels) = (CONV2.out_channels, CONV2.out_size() * CONV2.out_size());
+                let img = &self.conv2[image * conv2_direct::OUT_LEN..(image + 1) * conv2_direct::OUT_LEN];
+                (0..channels).flat_map(|c| (0..pixels).map(move |p| img[p * channels + c])).collect()
+            }
+            Stage::Pool2 => self.flat[image * POOL2.out_len()..(image + 1) * POOL2.out_len()].to_vec(),
+            _ => return None,
+        })
     }
 }
 
@@ -323,40 +345,19 @@ pub fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, chan
     &activation[(channel * n + image) * hw..(channel * n + image + 1) * hw]
 }
 
-/// `(C, n, S)` to `(n, C*S)`.
-fn channel_major_to_flat(src: &[f32], channels: usize, n: usize, plane: usize, dst: &mut [f32]) {
-    for c in 0..channels {
-        for b in 0..n {
-            let s = &src[(c * n + b) * plane..(c * n + b + 1) * plane];
-            dst[b * channels * plane + c * plane..b * channels * plane + (c + 1) * plane].copy_from_slice(s);
-        }
-    }
-}
-
-/// `(n, C*S)` to `(C, n, S)`.
-fn flat_to_channel_major(src: &[f32], channels: usize, n: usize, plane: usize, dst: &mut [f32]) {
-    for c in 0..channels {
-        for b in 0..n {
-            let s = &src[b * channels * plane + c * plane..b * channels * plane + (c + 1) * plane];
-            dst[(c * n + b) * plane..(c * n + b + 1) * plane].copy_from_slice(s);
-        }
-    }
-}
-
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
 pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
     let [c1w, c1b, c2w, c2b, l1w, l1b, l2w, l2b, ow, ob] = split_params(params);
-    conv_direct::pad_images(n, &ws.input, &mut ws.padded);
-    conv_direct::conv_relu_forward(n, &ws.padded, c1w, c1b, &mut ws.conv1);
+    conv1_direct::pad_images(n, &ws.input, &mut ws.padded);
+    conv1_direct::conv_relu_forward(n, &ws.padded, c1w, c1b, &mut ws.conv1);
     clock.lap(Stage::Conv1, false);
     avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
     clock.lap(Stage::Pool1, false);
-    conv2d_forward(&CONV2, n, &ws.pool1, c2w, c2b, &mut ws.col2, &mut ws.conv2);
-    relu_forward(&mut ws.conv2[..n * CONV2.out_len()]);
+    conv2_direct::pack_weight(c2w, &mut ws.conv2_packed);
+    conv2_direct::conv_relu_forward(n, &ws.pool1, &ws.conv2_packed, c2b, &mut ws.conv2);
     clock.lap(Stage::Conv2, false);
-    avgpool2_forward(&POOL2, n, &ws.conv2, &mut ws.pool2);
-    channel_major_to_flat(&ws.pool2, POOL2.channels, n, POOL2.out_size() * POOL2.out_size(), &mut ws.flat);
+    avgpool2_pixel_major_flatten(&POOL2, n, &ws.conv2, &mut ws.flat);
     clock.lap(Stage::Pool2, false);
     linear_forward(&LINEAR1, n, &ws.flat, l1w, l1b, &mut ws.linear1);
     relu_forward(&mut ws.linear1[..n * LINEAR1.out_features]);
@@ -415,14 +416,15 @@ pub fn backward(
     clock.lap(Stage::Linear2, true);
     linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
-    flat_to_channel_major(&ws.d_flat, POOL2.channels, n, POOL2.out_size() * POOL2.out_size(), &mut ws.d_pool2);
-    avgpool2_relu_backward(&POOL2, n, &ws.d_pool2, &ws.conv2, &mut ws.d_conv2);
+    avgpool2_pixel_major_relu_backward(&POOL2, n, &ws.d_flat, &ws.conv2, &mut ws.d_conv2);
+    conv2_direct::pad_grad_rows(n, &ws.d_conv2, &mut ws.d_conv2_rows);
     clock.lap(Stage::Pool2, true);
-    conv2d_backward(&CONV2, n, &ws.col2, c2w, &ws.d_conv2, g_c2w, g_c2b, Some((&mut ws.d_pool1, &mut ws.d_col2)));
+    conv2_direct::weight_grad(n, &ws.pool1, &ws.d_conv2, g_c2w, g_c2b);
+    conv2_direct::input_grad(n, &ws.d_conv2_rows, c2w, &mut ws.d_pool1);
     clock.lap(Stage::Conv2, true);
     avgpool2_relu_backward(&POOL1, n, &ws.d_pool1, &ws.conv1, &mut ws.d_conv1);
     clock.lap(Stage::Pool1, true);
-    conv_direct::conv_backward(n, &ws.padded, &ws.d_conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
+    conv1_direct::conv_backward(n, &ws.padded, &ws.d_conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
     clock.lap(Stage::Conv1, true);
 }
 

@@ -59,6 +59,50 @@ pub fn avgpool2_relu_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], activat
     }
 }
 
+/// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
+/// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
+pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
+    let (h, oh, ch) = (d.in_size, d.out_size(), d.channels);
+    for (img, out) in input[..n * d.in_len()].chunks_exact(d.in_len()).zip(flat.chunks_exact_mut(d.out_len())) {
+        let px = |y: usize, x: usize| &img[(y * h + x) * ch..(y * h + x + 1) * ch];
+        for y in 0..oh {
+            for x in 0..oh {
+                let (t0, t1, b0, b1) = (px(2 * y, 2 * x), px(2 * y, 2 * x + 1), px(2 * y + 1, 2 * x), px(2 * y + 1, 2 * x + 1));
+                for c in 0..ch {
+                    out[(c * oh + y) * oh + x] = (t0[c] + t1[c] + b0[c] + b1[c]) / 4.0;
+                }
+            }
+        }
+    }
+}
+
+/// Backward of [`avgpool2_pixel_major_flatten`] after a ReLU: `flat_grad (n, C * H/2 * H/2)` and the ReLU output
+/// `activation (n, H, H, C)` -> `input_grad (n, H, H, C)` (overwritten).
+pub fn avgpool2_pixel_major_relu_backward(
+    d: &Pool2Dims,
+    n: usize,
+    flat_grad: &[f32],
+    activation: &[f32],
+    input_grad: &mut [f32],
+) {
+    let (h, oh, ch) = (d.in_size, d.out_size(), d.channels);
+    for ((g_img, act), out) in flat_grad[..n * d.out_len()]
+        .chunks_exact(d.out_len())
+        .zip(activation.chunks_exact(d.in_len()))
+        .zip(input_grad.chunks_exact_mut(d.in_len()))
+    {
+        for y in 0..h {
+            for x in 0..h {
+                let p = (y * h + x) * ch;
+                for c in 0..ch {
+                    let q = g_img[(c * oh + y / 2) * oh + x / 2] / 4.0;
+                    out[p + c] = if act[p + c] > 0.0 { q } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
 /// `out_grad (n, C, H/2, H/2)` -> `input_grad (n, C, H, H)` (overwritten): each input gets a quarter.
 pub fn avgpool2_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], input_grad: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
@@ -70,5 +114,48 @@ pub fn avgpool2_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], input_grad: 
                 *v = g_row[x / 2] / 4.0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn pixel_major_pooling_matches_channel_major() {
+        let d = Pool2Dims { channels: 16, in_size: 10 };
+        let n = 3;
+        let (h, ch) = (d.in_size, d.channels);
+        let mut rng = Rng::new(3);
+        // A ReLU output (some exact zeros) in both layouts: `(n, C, H, H)` and `(n, H, H, C)`.
+        let act: Vec<f32> = (0..n * d.in_len()).map(|_| rng.uniform(-1.0, 1.0).max(0.0)).collect();
+        let mut act_px = vec![0.0; act.len()];
+        for b in 0..n {
+            for c in 0..ch {
+                for p in 0..h * h {
+                    act_px[(b * h * h + p) * ch + c] = act[(b * ch + c) * h * h + p];
+                }
+            }
+        }
+        let mut want = vec![0.0; n * d.out_len()];
+        avgpool2_forward(&d, n, &act, &mut want);
+        let mut got = vec![f32::NAN; n * d.out_len()];
+        avgpool2_pixel_major_flatten(&d, n, &act_px, &mut got);
+        assert_eq!(got, want, "(n, C, H/2, H/2) is the flattened order");
+
+        let g: Vec<f32> = (0..n * d.out_len()).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let mut want = vec![0.0; n * d.in_len()];
+        avgpool2_relu_backward(&d, n, &g, &act, &mut want);
+        let mut got = vec![f32::NAN; n * d.in_len()];
+        avgpool2_pixel_major_relu_backward(&d, n, &g, &act_px, &mut got);
+        for b in 0..n {
+            for c in 0..ch {
+                for p in 0..h * h {
+                    assert_eq!(got[(b * h * h + p) * ch + c], want[(b * ch + c) * h * h + p]);
+                }
+            }
+        }
+        assert!(want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v != 0.0));
     }
 }

@@ -19,9 +19,30 @@ pub fn avx2_fma() -> bool {
     })
 }
 
+/// Whether this CPU also has the AVX-512 subsets the wide kernels use (F, VL, BW, DQ). Detected once.
+pub fn avx512() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            avx2_fma()
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// The instruction set the kernels run with on this CPU, for reports.
 pub fn describe() -> &'static str {
-    if avx2_fma() {
+    if avx512() {
+        "avx512+fma"
+    } else if avx2_fma() {
         "avx2+fma"
     } else if cfg!(target_arch = "aarch64") {
         "neon"
@@ -40,17 +61,25 @@ pub fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Defines `pub fn $name(args) -> ret` that calls `$body::<true>` compiled for AVX2+FMA when the CPU has it,
-/// and `$body::<BASELINE_FMA>` compiled for the baseline target otherwise.
+/// Defines `pub fn $name(args) -> ret` that calls `$body::<true>` compiled for AVX-512 or AVX2+FMA, the widest
+/// the CPU has, and `$body::<BASELINE_FMA>` compiled for the baseline target otherwise.
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    $body::<true>($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn fast($($arg: $ty),*) {
                     $body::<true>($($arg),*)
+                }
+                if $crate::nn::simd::avx512() {
+                    // SAFETY: the CPU was just checked to support these AVX-512 subsets, AVX2 and FMA.
+                    return unsafe { wide($($arg),*) };
                 }
                 if $crate::nn::simd::avx2_fma() {
                     // SAFETY: the CPU was just checked to support AVX2 and FMA.

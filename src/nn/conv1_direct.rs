@@ -12,6 +12,8 @@ use super::simd::{dispatch, mul_add};
 
 const S: usize = 28;
 const K: usize = 5;
+/// Output channels.
+const OC: usize = 6;
 const P: usize = 2;
 /// Output row as computed: 28 values rounded up to whole 8-lane vectors.
 const W: usize = 32;
@@ -25,7 +27,7 @@ pub const SCRATCH_LEN: usize = S * W;
 
 /// Whether these are the dimensions this kernel is written for.
 pub fn supports(d: &Conv2dDims) -> bool {
-    d.in_channels == 1 && d.in_size == S && d.kernel == K && d.padding == P
+    d.in_channels == 1 && d.out_channels == OC && d.in_size == S && d.kernel == K && d.padding == P
 }
 
 /// Copies `n` images `(n, 28, 28)` into the zero-padded layout `(n, 32, 36)`.
@@ -75,8 +77,29 @@ fn forward_relu_body<const FMA: bool>(n: usize, padded: &[f32], weight: &[f32], 
 }
 
 dispatch! {
-    /// Convolution then ReLU: `padded (n, 32, 36)` from [`pad_images`] -> `out (6, n, 28, 28)`.
-    pub fn conv_relu_forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) => forward_relu_body
+    fn forward_portable(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) => forward_relu_body
+}
+
+/// Internal invariant: the workspace sizes every buffer from the same constants. The AVX-512 kernels index
+/// with pointers after this one check.
+fn check(fits: bool) {
+    assert!(fits, "conv1: buffer too small");
+}
+
+/// Convolution then ReLU: `padded (n, 32, 36)` from [`pad_images`] -> `out (6, n, 28, 28)`.
+pub fn conv_relu_forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    check(
+        padded.len() >= n * PADDED_LEN
+            && weight.len() >= bias.len() * K * K
+            && out.len() >= bias.len() * n * S * S
+            && bias.len() == OC,
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe { avx512::forward(n, padded, weight, bias, out) };
+    }
+    forward_portable(n, padded, weight, bias, out)
 }
 
 #[inline(always)]
@@ -133,9 +156,7 @@ fn backward_body<const FMA: bool>(
 }
 
 dispatch! {
-    /// Adds the weight and bias gradients of `n` images: `out_grad (6, n, 28, 28)` (after the ReLU mask),
-    /// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)`.
-    pub fn conv_backward(
+    fn backward_portable(
         n: usize,
         padded: &[f32],
         out_grad: &[f32],
@@ -143,6 +164,133 @@ dispatch! {
         bias_grad: &mut [f32],
         scratch: &mut [f32],
     ) => backward_body
+}
+
+/// Adds the weight and bias gradients of `n` images: `out_grad (6, n, 28, 28)` (after the ReLU mask),
+/// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (unused on AVX-512).
+pub fn conv_backward(
+    n: usize,
+    padded: &[f32],
+    out_grad: &[f32],
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+    scratch: &mut [f32],
+) {
+    check(
+        padded.len() >= n * PADDED_LEN
+            && out_grad.len() >= OC * n * S * S
+            && weight_grad.len() >= OC * K * K
+            && bias_grad.len() == OC,
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe { avx512::backward(n, padded, out_grad, weight_grad, bias_grad) };
+    }
+    backward_portable(n, padded, out_grad, weight_grad, bias_grad, scratch)
+}
+
+/// Both kernels with AVX-512 intrinsics: a 28-value row is two 16-lane vectors, the second one masked.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{K, OC, PADDED_LEN, PW, S};
+
+    /// Lanes 16..28 of a row.
+    const TAIL: __mmask16 = (1 << (S - 16)) - 1;
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the buffers must have passed `check`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+        let (wp, op) = (weight.as_ptr(), out.as_mut_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved; a shifted 32-wide read of a
+        // padded row stays inside its 36 values.
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            for b in 0..n {
+                let img = padded.as_ptr().add(b * PADDED_LEN);
+                for y in 0..S {
+                    // All six channels of one output row: twelve accumulators, and each input vector loaded
+                    // serves six FMAs.
+                    let mut acc = [[zero; 2]; OC];
+                    for (o, acc_o) in acc.iter_mut().enumerate() {
+                        *acc_o = [_mm512_set1_ps(bias[o]); 2];
+                    }
+                    for i in 0..K {
+                        let row = img.add((y + i) * PW);
+                        for j in 0..K {
+                            let (lo, hi) = (_mm512_loadu_ps(row.add(j)), _mm512_loadu_ps(row.add(j + 16)));
+                            for (o, acc_o) in acc.iter_mut().enumerate() {
+                                let w = _mm512_set1_ps(*wp.add(o * K * K + i * K + j));
+                                acc_o[0] = _mm512_fmadd_ps(w, lo, acc_o[0]);
+                                acc_o[1] = _mm512_fmadd_ps(w, hi, acc_o[1]);
+                            }
+                        }
+                    }
+                    for (o, acc_o) in acc.iter().enumerate() {
+                        let dst = op.add((o * n + b) * S * S + y * S);
+                        _mm512_storeu_ps(dst, _mm512_max_ps(acc_o[0], zero));
+                        _mm512_mask_storeu_ps(dst.add(16), TAIL, _mm512_max_ps(acc_o[1], zero));
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the buffers must have passed `check`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn backward(n: usize, padded: &[f32], out_grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+        // Three channels and one kernel row at a time: fifteen accumulators (3 channels x 5 taps), each half-row
+        // of the image loaded serves three channels and each gradient half-row five taps. Both halves of a row
+        // add into the same accumulators; lanes are summed at the end.
+        const G: usize = 3;
+        let gp = out_grad.as_ptr();
+        // SAFETY (whole body): as in `forward`; the masked loads read only the 28 values of a gradient row, and
+        // its lanes 28..32 are zero, so the padding columns they meet add nothing.
+        unsafe {
+            for o0 in (0..OC).step_by(G) {
+                let mut bias_acc = [_mm512_setzero_ps(); G];
+                for i in 0..K {
+                    let mut acc = [[_mm512_setzero_ps(); K]; G];
+                    for b in 0..n {
+                        let img = padded.as_ptr().add(b * PADDED_LEN);
+                        for y in 0..S {
+                            let row = img.add((y + i) * PW);
+                            for half in 0..2 {
+                                let mut g = [_mm512_setzero_ps(); G];
+                                for (c, g_c) in g.iter_mut().enumerate() {
+                                    let src = gp.add(((o0 + c) * n + b) * S * S + y * S + 16 * half);
+                                    *g_c = if half == 0 { _mm512_loadu_ps(src) } else { _mm512_maskz_loadu_ps(TAIL, src) };
+                                }
+                                if i == 0 {
+                                    for c in 0..G {
+                                        bias_acc[c] = _mm512_add_ps(bias_acc[c], g[c]);
+                                    }
+                                }
+                                for j in 0..K {
+                                    let v = _mm512_loadu_ps(row.add(j + 16 * half));
+                                    for c in 0..G {
+                                        acc[c][j] = _mm512_fmadd_ps(g[c], v, acc[c][j]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (c, acc_c) in acc.iter().enumerate() {
+                        for (j, v) in acc_c.iter().enumerate() {
+                            weight_grad[(o0 + c) * K * K + i * K + j] += _mm512_reduce_add_ps(*v);
+                        }
+                    }
+                }
+                for (c, v) in bias_acc.iter().enumerate() {
+                    bias_grad[o0 + c] += _mm512_reduce_add_ps(*v);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,469 @@
+//! Direct convolution for the second layer (6 -> 16 channels, 5x5 kernel, no padding, 14x14 -> 10x10), with
+//! no column matrix. The 16 output channels of one pixel are exactly one AVX-512 vector, so the layer keeps its
+//! output pixel-major and each kernel is a chain of vector FMAs whose other operand is one broadcast value:
+//! - forward: a row of 10 output pixels in 10 accumulators; per tap, one weight vector times 10 input values;
+//! - weight gradient: per input channel, the 25 taps in 25 accumulators; per output pixel, its gradient vector
+//!   times 25 input values;
+//! - input gradient: vectorised over the 14 columns of an input row instead (only 6 input channels); each row of
+//!   the output gradient adds into the 5 input rows it touches, 6 channels each, 30 accumulators.
+//!
+//! Against im2col + GEMM ([`super::conv`], which it is tested against) this never writes or reads the 150 x 100
+//! column matrix per image, which cost as much as the products themselves.
+//!
+//! # Shapes
+//! input `(6, n, 14, 14)` (channel-major, as pooling writes it), weight `(16, 6, 5, 5)` (PyTorch's), packed
+//! weight `(150, 16)`, output `(n, 10, 10, 16)` (pixel-major), output gradient pixel-major `(n, 10, 10, 16)`
+//! and as padded rows `(n, 16, 10, 20)`, input gradient `(6, n, 14, 14)`.
+
+use super::conv::Conv2dDims;
+use super::simd::{dispatch, mul_add};
+
+const C: usize = 6;
+const OC: usize = 16;
+const H: usize = 14;
+const K: usize = 5;
+const OS: usize = H - K + 1;
+/// Weights of one filter: `(c, i, j)`.
+const TAPS: usize = C * K * K;
+/// Values of one image's input plane.
+const PLANE: usize = H * H;
+/// A padded gradient row: `K - 1` zeros, the 10 values, zeros up to 20, so that a 16-wide read starting at any
+/// of the first `K` positions stays inside the row and reads zeros wherever it is past an edge.
+const ROW: usize = 20;
+const ROW_PAD: usize = K - 1;
+
+/// Values of the packed weight.
+pub const PACKED_WEIGHT_LEN: usize = TAPS * OC;
+/// Values of one image's output (and pixel-major output gradient).
+pub const OUT_LEN: usize = OS * OS * OC;
+/// Values of one image's padded gradient rows.
+pub const GRAD_ROWS_LEN: usize = OC * OS * ROW;
+
+/// Whether these are the dimensions this kernel is written for.
+pub fn supports(d: &Conv2dDims) -> bool {
+    d.in_channels == C && d.out_channels == OC && d.in_size == H && d.kernel == K && d.padding == 0
+}
+
+/// `weight (16, 150)` -> `packed (150, 16)`: each tap's 16 output channels side by side.
+pub fn pack_weight(weight: &[f32], packed: &mut [f32]) {
+    for (o, filter) in weight[..OC * TAPS].chunks_exact(TAPS).enumerate() {
+        for (t, &w) in filter.iter().enumerate() {
+            packed[t * OC + o] = w;
+        }
+    }
+}
+
+/// Copies the pixel-major output gradient `(n, 10, 10, 16)` into padded rows `(n, 16, 10, 20)`. Only the
+/// values are written: the padding of `rows` must be zero (it stays so, as nothing else writes there).
+pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
+    for (img, dst) in grad[..n * OUT_LEN].chunks_exact(OUT_LEN).zip(rows.chunks_exact_mut(GRAD_ROWS_LEN)) {
+        for (p, px) in img.chunks_exact(OC).enumerate() {
+            let (y, x) = (p / OS, p % OS);
+            for (o, &g) in px.iter().enumerate() {
+                dst[(o * OS + y) * ROW + ROW_PAD + x] = g;
+            }
+        }
+    }
+}
+
+/// Internal invariant: the workspace sizes every buffer from the same constants. The kernels index with
+/// pointers after this one check.
+fn check(fits: bool) {
+    assert!(fits, "conv2: buffer too small");
+}
+
+#[inline(always)]
+fn forward_body<const FMA: bool>(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
+    // Five pixels at a time: ten 8-lane accumulators on AVX2.
+    const XB: usize = 5;
+    let bias: &[f32; OC] = bias[..OC].try_into().unwrap();
+    for b in 0..n {
+        for y in 0..OS {
+            for x0 in (0..OS).step_by(XB) {
+                let mut acc = [*bias; XB];
+                for c in 0..C {
+                    let plane = &input[(c * n + b) * PLANE..(c * n + b + 1) * PLANE];
+                    for i in 0..K {
+                        let row: &[f32; H] = plane[(y + i) * H..(y + i + 1) * H].try_into().unwrap();
+                        for j in 0..K {
+                            let t = (c * K + i) * K + j;
+                            let w: &[f32; OC] = packed[t * OC..(t + 1) * OC].try_into().unwrap();
+                            for (x, acc_x) in acc.iter_mut().enumerate() {
+                                let v = row[x0 + x + j];
+                                for o in 0..OC {
+                                    acc_x[o] = mul_add::<FMA>(v, w[o], acc_x[o]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (x, acc_x) in acc.iter().enumerate() {
+                    let dst = &mut out[((b * OS + y) * OS + x0 + x) * OC..][..OC];
+                    for o in 0..OC {
+                        dst[o] = acc_x[o].max(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn forward_portable(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) => forward_body
+}
+
+/// Convolution then ReLU: `input (6, n, 14, 14)`, `packed` from [`pack_weight`] -> `out (n, 10, 10, 16)`.
+pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
+    check(
+        input.len() >= C * n * PLANE
+            && out.len() >= n * OUT_LEN
+            && packed.len() >= PACKED_WEIGHT_LEN
+            && bias.len() >= OC,
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe { avx512::forward(n, input, packed, bias, out) };
+    }
+    forward_portable(n, input, packed, bias, out)
+}
+
+#[inline(always)]
+fn weight_grad_body<const FMA: bool>(
+    n: usize,
+    input: &[f32],
+    grad: &[f32],
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+) {
+    let mut bias_sum = [0.0f32; OC];
+    for px in grad[..n * OUT_LEN].chunks_exact(OC) {
+        for o in 0..OC {
+            bias_sum[o] += px[o];
+        }
+    }
+    for o in 0..OC {
+        bias_grad[o] += bias_sum[o];
+    }
+    // One kernel row (five taps) of one input channel at a time.
+    for c in 0..C {
+        for i in 0..K {
+            let mut acc = [[0.0f32; OC]; K];
+            for b in 0..n {
+                let plane = &input[(c * n + b) * PLANE..(c * n + b + 1) * PLANE];
+                for y in 0..OS {
+                    let row: &[f32; H] = plane[(y + i) * H..(y + i + 1) * H].try_into().unwrap();
+                    for x in 0..OS {
+                        let g: &[f32; OC] = grad[((b * OS + y) * OS + x) * OC..][..OC].try_into().unwrap();
+                        for (j, acc_j) in acc.iter_mut().enumerate() {
+                            let v = row[x + j];
+                            for o in 0..OC {
+                                acc_j[o] = mul_add::<FMA>(v, g[o], acc_j[o]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (j, acc_j) in acc.iter().enumerate() {
+                for o in 0..OC {
+                    weight_grad[o * TAPS + (c * K + i) * K + j] += acc_j[o];
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn weight_grad_portable(
+        n: usize,
+        input: &[f32],
+        grad: &[f32],
+        weight_grad: &mut [f32],
+        bias_grad: &mut [f32],
+    ) => weight_grad_body
+}
+
+/// Adds the weight and bias gradients of `n` images: `input (6, n, 14, 14)` as in forward, `grad (n, 10, 10, 16)`
+/// the output gradient after the ReLU mask, `weight_grad (16, 6, 5, 5)`.
+pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    check(
+        input.len() >= C * n * PLANE
+            && grad.len() >= n * OUT_LEN
+            && weight_grad.len() >= OC * TAPS
+            && bias_grad.len() >= OC,
+    );
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe { avx512::weight_grad(n, input, grad, weight_grad, bias_grad) };
+    }
+    weight_grad_portable(n, input, grad, weight_grad, bias_grad)
+}
+
+#[inline(always)]
+fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
+    input_grad[..C * n * PLANE].fill(0.0);
+    const L: usize = 16;
+    for b in 0..n {
+        for y in 0..OS {
+            // Gradient row y reaches input rows y..y+5; one input row at a time on the portable path.
+            for i in 0..K {
+                let mut acc = [[0.0f32; L]; C];
+                for o in 0..OC {
+                    let row: &[f32; ROW] = rows[((b * OC + o) * OS + y) * ROW..][..ROW].try_into().unwrap();
+                    for j in 0..K {
+                        let src: &[f32; L] = row[ROW_PAD - j..ROW_PAD - j + L].try_into().unwrap();
+                        for (c, acc_c) in acc.iter_mut().enumerate() {
+                            let w = weight[((o * C + c) * K + i) * K + j];
+                            for l in 0..L {
+                                acc_c[l] = mul_add::<FMA>(w, src[l], acc_c[l]);
+                            }
+                        }
+                    }
+                }
+                for (c, acc_c) in acc.iter().enumerate() {
+                    let dst = &mut input_grad[((c * n + b) * H + y + i) * H..][..H];
+                    for x in 0..H {
+                        dst[x] += acc_c[x];
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    fn input_grad_portable(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) => input_grad_body
+}
+
+/// Overwrites `input_grad (6, n, 14, 14)` with the gradient of the input, from the output gradient as padded
+/// rows `(n, 16, 10, 20)` (see [`pad_grad_rows`]) and `weight (16, 6, 5, 5)`.
+pub fn input_grad(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
+    check(rows.len() >= n * GRAD_ROWS_LEN && weight.len() >= OC * TAPS && input_grad.len() >= C * n * PLANE);
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe { avx512::input_grad(n, rows, weight, input_grad) };
+    }
+    input_grad_portable(n, rows, weight, input_grad)
+}
+
+/// The three kernels with AVX-512 intrinsics: one 16-lane vector per pixel's channels (or per input row).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{C, H, K, OC, OS, OUT_LEN, PLANE, ROW, ROW_PAD, TAPS};
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the buffers must have passed `check`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
+        let (ip, wp, op) = (input.as_ptr(), packed.as_ptr(), out.as_mut_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved.
+        unsafe {
+            let bias = _mm512_loadu_ps(bias.as_ptr());
+            let zero = _mm512_setzero_ps();
+            for b in 0..n {
+                for y in 0..OS {
+                    let mut acc = [bias; OS];
+                    for c in 0..C {
+                        let plane = ip.add((c * n + b) * PLANE);
+                        for i in 0..K {
+                            let row = plane.add((y + i) * H);
+                            for j in 0..K {
+                                let w = _mm512_loadu_ps(wp.add(((c * K + i) * K + j) * OC));
+                                for (x, acc_x) in acc.iter_mut().enumerate() {
+                                    *acc_x = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(x + j)), w, *acc_x);
+                                }
+                            }
+                        }
+                    }
+                    let dst = op.add((b * OS + y) * OS * OC);
+                    for (x, acc_x) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(dst.add(x * OC), _mm512_max_ps(*acc_x, zero));
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the buffers must have passed `check`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+        let (ip, gp) = (input.as_ptr(), grad.as_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved.
+        unsafe {
+            let mut bias_sum = _mm512_setzero_ps();
+            for p in 0..n * OS * OS {
+                bias_sum = _mm512_add_ps(bias_sum, _mm512_loadu_ps(gp.add(p * OC)));
+            }
+            let mut lanes = [0.0f32; OC];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), bias_sum);
+            for (g, s) in bias_grad.iter_mut().zip(lanes) {
+                *g += s;
+            }
+            for c in 0..C {
+                // All 25 taps of this input channel: each gradient vector loaded once serves 25 FMAs.
+                let mut acc = [_mm512_setzero_ps(); K * K];
+                for b in 0..n {
+                    let plane = ip.add((c * n + b) * PLANE);
+                    let g_img = gp.add(b * OUT_LEN);
+                    for y in 0..OS {
+                        for x in 0..OS {
+                            let g = _mm512_loadu_ps(g_img.add((y * OS + x) * OC));
+                            for i in 0..K {
+                                let row = plane.add((y + i) * H + x);
+                                for j in 0..K {
+                                    acc[i * K + j] = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(j)), g, acc[i * K + j]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (t, v) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), *v);
+                    for (o, s) in lanes.iter().enumerate() {
+                        weight_grad[o * TAPS + c * K * K + t] += s;
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the buffers must have passed `check`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn input_grad(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
+        input_grad[..C * n * PLANE].fill(0.0);
+        let (rp, wp, dp) = (rows.as_ptr(), weight.as_ptr(), input_grad.as_mut_ptr());
+        // The 14 columns of an input row.
+        let mask: __mmask16 = (1 << H) - 1;
+        // SAFETY (whole body): every offset is below the lengths `check` proved; reads of a padded row stay
+        // inside its 20 values, and the masked stores touch only the 14 values of an input row.
+        unsafe {
+            for b in 0..n {
+                for y in 0..OS {
+                    // Gradient row y adds into input rows y + i (i < 5) of all 6 channels.
+                    let mut acc = [[_mm512_setzero_ps(); C]; K];
+                    for o in 0..OC {
+                        let row = rp.add(((b * OC + o) * OS + y) * ROW + ROW_PAD);
+                        for j in 0..K {
+                            // Lane x holds the gradient at column x - j (zero past either edge).
+                            let src = _mm512_loadu_ps(row.sub(j));
+                            for (i, acc_i) in acc.iter_mut().enumerate() {
+                                for (c, acc_ic) in acc_i.iter_mut().enumerate() {
+                                    let w = _mm512_set1_ps(*wp.add(((o * C + c) * K + i) * K + j));
+                                    *acc_ic = _mm512_fmadd_ps(w, src, *acc_ic);
+                                }
+                            }
+                        }
+                    }
+                    for (i, acc_i) in acc.iter().enumerate() {
+                        for (c, acc_ic) in acc_i.iter().enumerate() {
+                            let dst = dp.add(((c * n + b) * H + y + i) * H);
+                            let old = _mm512_maskz_loadu_ps(mask, dst);
+                            _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(old, *acc_ic));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::conv::{conv2d_backward, conv2d_forward};
+    use crate::nn::model::CONV2;
+    use crate::rng::Rng;
+
+    fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// `(C, n, S, S)` -> `(n, S, S, C)`.
+    fn to_pixel_major(x: &[f32], channels: usize, n: usize, plane: usize) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        for c in 0..channels {
+            for b in 0..n {
+                for p in 0..plane {
+                    out[(b * plane + p) * channels + c] = x[(c * n + b) * plane + p];
+                }
+            }
+        }
+        out
+    }
+
+    type Kernels = (
+        fn(usize, &[f32], &[f32], &[f32], &mut [f32]),
+        fn(usize, &[f32], &[f32], &mut [f32], &mut [f32]),
+        fn(usize, &[f32], &[f32], &mut [f32]),
+    );
+
+    #[test]
+    fn matches_im2col_gemm_forward_and_backward() {
+        assert!(supports(&CONV2));
+        let d = CONV2;
+        // The dispatched kernels (AVX-512 here when the CPU has it), then the portable ones as compiled for the
+        // baseline target, which a CPU with AVX2 never picks on its own.
+        let kernels: [(&str, Kernels); 2] = [
+            ("dispatched", (conv_relu_forward, weight_grad, input_grad)),
+            ("baseline", (forward_body::<false>, weight_grad_body::<false>, input_grad_body::<false>)),
+        ];
+        for n in [1, 3, 8] {
+            let mut rng = Rng::new(5 + n as u64);
+            let input = random(&mut rng, n * d.in_len());
+            let weight = random(&mut rng, d.weight_len());
+            let bias = random(&mut rng, d.out_channels);
+            let mut out_grad = random(&mut rng, n * d.out_len());
+
+            let mut col = vec![0.0; n * d.col_len()];
+            let mut want = vec![0.0; n * d.out_len()];
+            conv2d_forward(&d, n, &input, &weight, &bias, &mut col, &mut want);
+            crate::nn::activation::relu_forward(&mut want);
+            // The gradient as the ReLU mask leaves it.
+            crate::nn::activation::relu_backward(&want, &mut out_grad);
+            let (mut gw_want, mut gb_want) = (vec![0.5; d.weight_len()], vec![0.5; OC]);
+            let mut gi_want = vec![0.0; n * d.in_len()];
+            let mut col_grad = vec![0.0; n * d.col_len()];
+            conv2d_backward(
+                &d,
+                n,
+                &col,
+                &weight,
+                &out_grad,
+                &mut gw_want,
+                &mut gb_want,
+                Some((&mut gi_want, &mut col_grad)),
+            );
+
+            let mut packed = vec![0.0; PACKED_WEIGHT_LEN];
+            pack_weight(&weight, &mut packed);
+            let grad_px = to_pixel_major(&out_grad, OC, n, OS * OS);
+            let mut rows = vec![0.0; n * GRAD_ROWS_LEN];
+            pad_grad_rows(n, &grad_px, &mut rows);
+            for (name, (forward, weight_grad, input_grad)) in kernels {
+                let mut got = vec![f32::NAN; n * OUT_LEN];
+                forward(n, &input, &packed, &bias, &mut got);
+                assert_close(&format!("{name} forward n={n}"), &got, &to_pixel_major(&want, OC, n, OS * OS));
+                let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; OC]);
+                weight_grad(n, &input, &grad_px, &mut gw, &mut gb);
+                assert_close(&format!("{name} weight grad n={n}"), &gw, &gw_want);
+                assert_close(&format!("{name} bias grad n={n}"), &gb, &gb_want);
+                let mut gi = vec![f32::NAN; n * d.in_len()];
+                input_grad(n, &rows, &weight, &mut gi);
+                assert_close(&format!("{name} input grad n={n}"), &gi, &gi_want);
+            }
+        }
+    }
+}
