@@ -12,6 +12,7 @@ pub mod infer;
 pub mod interop;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod preprocess;
 pub mod rng;
 pub mod run;

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::nn::simd::dispatch;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {
     pub lr: f32,
@@ -21,15 +23,38 @@ impl Sgd {
     /// One update of `params` and `velocity` from `grads` (all the same length).
     pub fn step(&self, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) {
         assert!(velocity.len() == params.len() && grads.len() == params.len());
-        for ((p, v), &g) in params.iter_mut().zip(velocity.iter_mut()).zip(grads) {
-            let mut g = g;
-            if self.weight_decay != 0.0 {
-                g += self.weight_decay * *p;
-            }
-            *v = self.momentum * *v + g;
-            *p -= self.lr * *v;
-        }
+        update(*self, params, velocity, grads)
     }
+}
+
+/// The update, element by element, with PyTorch's roundings (a multiply, then an add: no fused multiply-add).
+#[inline(always)]
+fn update_body<const FMA: bool>(sgd: Sgd, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) {
+    let Sgd { lr, momentum, weight_decay } = sgd;
+    for ((p, v), &g) in params.iter_mut().zip(velocity.iter_mut()).zip(grads) {
+        let mut g = g;
+        if weight_decay != 0.0 {
+            g += weight_decay * *p;
+        }
+        *v = momentum * *v + g;
+        *p -= lr * *v;
+    }
+}
+
+dispatch! {
+    fn update(sgd: Sgd, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) => update_body
+}
+
+#[inline(always)]
+fn add_assign_body<const FMA: bool>(sum: &mut [f32], x: &[f32]) {
+    for (s, v) in sum.iter_mut().zip(x) {
+        *s += v;
+    }
+}
+
+dispatch! {
+    /// `sum += x`, element-wise (the shorter length).
+    pub fn add_assign(sum: &mut [f32], x: &[f32]) => add_assign_body
 }
 
 #[cfg(test)]

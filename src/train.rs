@@ -13,7 +13,8 @@ use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward, forward, loss_and_grad};
-use crate::optim::Sgd;
+use crate::optim::{Sgd, add_assign};
+use crate::parallel::{PhaseShared, SpinBarrier, Team, share};
 use crate::rng::Rng;
 
 /// Images per slice for batches up to 64: the unit of parallel work and of gradient reduction.
@@ -221,6 +222,8 @@ pub struct Trainer {
     pub velocity: Vec<f32>,
     slices: Vec<SliceState>,
     order: Vec<u32>,
+    /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
+    team: Option<Team>,
 }
 
 /// The mean loss and accuracy of one batch.
@@ -250,6 +253,7 @@ impl Trainer {
             params,
             slices,
             order: Vec::new(),
+            team: None,
         })
     }
 
@@ -270,47 +274,66 @@ impl Trainer {
         assert!(b > 0 && b <= self.config.batch_size);
         let len = slice_len(self.config.batch_size);
         let used = b.div_ceil(len);
-        let (params, head) = (&self.params[..], self.config.head);
-        let work = |s: usize, st: &mut SliceState, clock: &mut dyn StageClockDyn| {
-            let idx = &indices[s * len..((s + 1) * len).min(b)];
-            let n = idx.len();
-            split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
-            forward(params, head, &mut st.ws, n, &mut DynClock(clock));
-            let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
-            st.loss = loss;
-            st.correct = correct;
-            st.grads.fill(0.0);
-            backward(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
-        };
-        let (first, rest) = self.slices[..used].split_first_mut().expect("at least one slice");
-        pool.install(|| {
-            rayon::join(
-                || work(0, first, clock),
-                || rest.par_iter_mut().enumerate().for_each(|(s, st)| work(s + 1, st, &mut ())),
-            )
+        let (head, sgd) = (self.config.head, self.config.sgd);
+        let workers = pool.current_num_threads();
+        // One job for the team, in two phases: (1) each worker runs its own slices, always the same ones, so
+        // that a slice's activations stay in one core's cache from step to step; (2) after a barrier, each sums
+        // the slices' gradients, in slice order, and updates its own fixed share of the parameters.
+        if self.team.as_ref().map(Team::workers) != Some(workers) {
+            self.team = None;
+            self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
+        }
+        let team = self.team.as_mut().expect("just made");
+        let workers = team.workers();
+        let barrier = SpinBarrier::new(workers);
+        let params = PhaseShared::new(&mut self.params);
+        let velocity = PhaseShared::new(&mut self.velocity);
+        let slices = PhaseShared::new(&mut self.slices[..used]);
+        let clock = std::sync::Mutex::new(clock);
+        team.run(&|t: usize| {
+            {
+                // SAFETY: phase 1 only reads the parameters.
+                let params = unsafe { params.get(0..NUM_PARAMS) };
+                for s in (t..used).step_by(workers) {
+                    // SAFETY: worker t alone touches slices t, t + workers, ...
+                    let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
+                    let idx = &indices[s * len..((s + 1) * len).min(b)];
+                    let n = idx.len();
+                    let mut timed = if s == 0 { clock.try_lock().ok() } else { None };
+                    let mut untimed = ();
+                    let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
+                        Some(c) => *c,
+                        None => &mut untimed,
+                    };
+                    split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+                    forward(params, head, &mut st.ws, n, &mut DynClock(clock));
+                    let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
+                    st.loss = loss;
+                    st.correct = correct;
+                    st.grads.fill(0.0);
+                    backward(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
+                }
+            }
+            barrier.wait();
+            let range = share(NUM_PARAMS, workers, t, 16);
+            // SAFETY: in phase 2 worker t alone touches its share of the parameters and velocity, and every
+            // worker only reads the slices.
+            let (p, v, parts) =
+                unsafe { (params.get_mut(range.clone()), velocity.get_mut(range.clone()), slices.get(0..used)) };
+            const CHUNK: usize = 1024;
+            let mut g = [0.0f32; CHUNK];
+            for (c, (p, v)) in p.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)).enumerate() {
+                let start = range.start + c * CHUNK;
+                let g = &mut g[..p.len()];
+                g.copy_from_slice(&parts[0].grads[start..start + p.len()]);
+                for part in &parts[1..] {
+                    add_assign(g, &part.grads[start..start + p.len()]);
+                }
+                sgd.step(p, v, g);
+            }
         });
         let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;
         let correct: usize = self.slices[..used].iter().map(|s| s.correct).sum();
-        // Sum the slices' gradients in slice order and update, in parallel over fixed ranges of parameters
-        // (element-wise, so the split cannot change the numbers).
-        const CHUNK: usize = 4096;
-        let (parts, sgd) = (&self.slices[..used], self.config.sgd);
-        pool.install(|| {
-            self.params.par_chunks_mut(CHUNK).zip(self.velocity.par_chunks_mut(CHUNK)).enumerate().for_each(
-                |(c, (p, v))| {
-                    let range = c * CHUNK..c * CHUNK + p.len();
-                    let mut g = [0.0f32; CHUNK];
-                    let g = &mut g[..p.len()];
-                    g.copy_from_slice(&parts[0].grads[range.clone()]);
-                    for part in &parts[1..] {
-                        for (a, b) in g.iter_mut().zip(&part.grads[range.clone()]) {
-                            *a += b;
-                        }
-                    }
-                    sgd.step(p, v, g);
-                },
-            )
-        });
         StepResult { loss, accuracy: correct as f32 / b as f32 }
     }
 

@@ -163,7 +163,9 @@ pub fn run(a: BenchArgs) -> CliResult {
     }
     let total: f64 = best_fwd.iter().chain(&best_bwd).sum();
     println!();
-    println!("time per layer, one thread, first slice of each batch-{batch} step, best of 10 rounds (share of the sum)");
+    println!(
+        "time per layer, one thread, first slice of each batch-{batch} step, best of 10 rounds (share of the sum)"
+    );
     println!("{:<14} {:>12} {:>8} {:>12} {:>8}", "layer", "forward us", "share", "backward us", "share");
     for stage in Stage::ALL {
         let (f, b) = (best_fwd[stage as usize], best_bwd[stage as usize]);

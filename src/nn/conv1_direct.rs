@@ -263,17 +263,18 @@ mod avx512 {
                                 let mut g = [_mm512_setzero_ps(); G];
                                 for (c, g_c) in g.iter_mut().enumerate() {
                                     let src = gp.add(((o0 + c) * n + b) * S * S + y * S + 16 * half);
-                                    *g_c = if half == 0 { _mm512_loadu_ps(src) } else { _mm512_maskz_loadu_ps(TAIL, src) };
+                                    *g_c =
+                                        if half == 0 { _mm512_loadu_ps(src) } else { _mm512_maskz_loadu_ps(TAIL, src) };
                                 }
                                 if i == 0 {
-                                    for c in 0..G {
-                                        bias_acc[c] = _mm512_add_ps(bias_acc[c], g[c]);
+                                    for (sum, g_c) in bias_acc.iter_mut().zip(g) {
+                                        *sum = _mm512_add_ps(*sum, g_c);
                                     }
                                 }
                                 for j in 0..K {
                                     let v = _mm512_loadu_ps(row.add(j + 16 * half));
-                                    for c in 0..G {
-                                        acc[c][j] = _mm512_fmadd_ps(g[c], v, acc[c][j]);
+                                    for (acc_c, g_c) in acc.iter_mut().zip(g) {
+                                        acc_c[j] = _mm512_fmadd_ps(g_c, v, acc_c[j]);
                                     }
                                 }
                             }

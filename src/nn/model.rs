@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
 use super::conv::Conv2dDims;
-use super::{conv1_direct, conv2_direct};
 use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
 use super::pool::{
     Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_pixel_major_relu_backward,
     avgpool2_relu_backward,
 };
+use super::{conv1_direct, conv2_direct};
 use crate::rng::Rng;
 
 pub const IMAGE_SIZE: usize = 28;
