@@ -1,8 +1,9 @@
 //! Training and evaluation: the recipe's loop, parallel over fixed slices of each batch.
 //!
 //! Determinism: a batch is cut into slices (see [`slice_len`]) that depend on the batch size only, never on the
-//! thread count; each slice writes its
-//! own gradient buffer, and the optimiser adds the buffers in slice order. So `--threads` changes the speed and
+//! thread count; each slice writes its own gradient buffer, the optimiser adds the buffers in slice order, and
+//! the linear layers' weight gradients are summed over the slices in order, in blocks of rows that do not
+//! depend on the thread count either. So `--threads` changes the speed and
 //! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
 
@@ -11,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::nn::linear::linear_weight_grad_rows;
 use crate::nn::loss::{argmax, cross_entropy};
-use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward, forward, loss_and_grad};
+use crate::nn::model::{
+    Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_except_linear_weights,
+    forward, loss_and_grad, param_ranges,
+};
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, SpinBarrier, Team, share};
 use crate::rng::Rng;
@@ -207,10 +212,25 @@ impl Evaluator {
 }
 
 /// One slice of a batch: its activations and its share of the gradient.
+/// Rows per block of a linear layer's weight in the update: each block is summed over the slices and updated
+/// by one worker; the blocks never depend on the thread count.
+const LINEAR_BLOCK_ROWS: usize = 8;
+
+/// The blocks of rows of the three linear layers' weights: `(layer, rows)`.
+fn linear_blocks() -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    LINEAR_WEIGHTS.iter().enumerate().flat_map(|(layer, (_, d))| {
+        (0..d.out_features)
+            .step_by(LINEAR_BLOCK_ROWS)
+            .map(move |r| (layer, r..(r + LINEAR_BLOCK_ROWS).min(d.out_features)))
+    })
+}
+
 struct SliceState {
     ws: Workspace,
     grads: Vec<f32>,
     targets: Vec<u8>,
+    /// Images in this slice at the last step.
+    n: usize,
     loss: f32,
     correct: usize,
 }
@@ -243,6 +263,7 @@ impl Trainer {
                 ws: Workspace::new(len),
                 grads: vec![0.0; NUM_PARAMS],
                 targets: vec![0; len],
+                n: 0,
                 loss: 0.0,
                 correct: 0,
             })
@@ -290,6 +311,10 @@ impl Trainer {
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
         let clock = std::sync::Mutex::new(clock);
+        let ranges = param_ranges();
+        // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
+        // as runs of adjacent ones.
+        let slice_ranges = [ranges[0].start..ranges[4].start, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
         team.run(&|t: usize| {
             {
                 // SAFETY: phase 1 only reads the parameters.
@@ -310,26 +335,50 @@ impl Trainer {
                     let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
                     st.loss = loss;
                     st.correct = correct;
-                    st.grads.fill(0.0);
-                    backward(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
+                    st.n = n;
+                    for r in &slice_ranges {
+                        st.grads[r.clone()].fill(0.0);
+                    }
+                    backward_except_linear_weights(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
                 }
             }
             barrier.wait();
-            let range = share(NUM_PARAMS, workers, t, 16);
-            // SAFETY: in phase 2 worker t alone touches its share of the parameters and velocity, and every
-            // worker only reads the slices.
-            let (p, v, parts) =
-                unsafe { (params.get_mut(range.clone()), velocity.get_mut(range.clone()), slices.get(0..used)) };
-            const CHUNK: usize = 1024;
-            let mut g = [0.0f32; CHUNK];
-            for (c, (p, v)) in p.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)).enumerate() {
-                let start = range.start + c * CHUNK;
+            // SAFETY (both loops): in phase 2 each part of the parameters and velocity is touched by the one
+            // worker it is given to, and every worker only reads the slices.
+            let parts = unsafe { slices.get(0..used) };
+            // The linear layers' weights, in blocks of rows: each block's gradient summed over the slices in
+            // order, straight into a buffer the size of the block, and the block updated.
+            let mut g = [0.0f32; LINEAR_BLOCK_ROWS * LINEAR1.in_features];
+            for (u, (layer, rows)) in linear_blocks().enumerate() {
+                if u % workers != t {
+                    continue;
+                }
+                let (param, d) = LINEAR_WEIGHTS[layer];
+                let start = ranges[param].start + rows.start * d.in_features;
+                let range = start..start + rows.len() * d.in_features;
+                let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
                 let g = &mut g[..p.len()];
-                g.copy_from_slice(&parts[0].grads[start..start + p.len()]);
-                for part in &parts[1..] {
-                    add_assign(g, &part.grads[start..start + p.len()]);
+                for (s, part) in parts.iter().enumerate() {
+                    let (input, out_grad) = part.ws.linear_io(layer, part.n);
+                    let beta = if s == 0 { 0.0 } else { 1.0 };
+                    linear_weight_grad_rows(&d, part.n, input, out_grad, rows.clone(), beta, g);
                 }
                 sgd.step(p, v, g);
+            }
+            // Everything else: the slices' gradients summed in slice order, a share per worker.
+            for range in &slice_ranges {
+                let mine = share(range.len(), workers, t, 16);
+                let range = range.start + mine.start..range.start + mine.end;
+                for start in range.clone().step_by(g.len()) {
+                    let range = start..(start + g.len()).min(range.end);
+                    let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range.clone())) };
+                    let g = &mut g[..p.len()];
+                    g.copy_from_slice(&parts[0].grads[range.clone()]);
+                    for part in &parts[1..] {
+                        add_assign(g, &part.grads[range.clone()]);
+                    }
+                    sgd.step(p, v, g);
+                }
             }
         });
         let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;

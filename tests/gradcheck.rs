@@ -72,7 +72,7 @@ fn linear_gradients_match_finite_differences() {
     let mut bias = random(&mut rng, d.out_features);
     let r = random(&mut rng, n * d.out_features);
     let (mut gw, mut gb, mut gi) = (vec![0.0; weight.len()], vec![0.0; bias.len()], vec![0.0; input.len()]);
-    linear_backward(&d, n, &input, &weight, &r, &mut gw, &mut gb, Some(&mut gi));
+    linear_backward(&d, n, &input, &weight, &r, Some(&mut gw), &mut gb, Some(&mut gi));
     let run = |i: &[f32], w: &[f32], b: &[f32]| {
         let mut out = vec![0.0; n * d.out_features];
         linear_forward(&d, n, i, w, b, &mut out);

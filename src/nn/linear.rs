@@ -31,7 +31,8 @@ pub fn linear_forward(d: &LinearDims, n: usize, input: &[f32], weight: &[f32], b
     sgemm(1.0, x, w.t(), 1.0, &mut out[..n * d.out_features]);
 }
 
-/// Adds to `weight_grad (O, I)` and `bias_grad (O)`; overwrites `input_grad (n, I)` when given.
+/// Adds to `weight_grad (O, I)` when given (see [`linear_weight_grad_rows`] for computing it elsewhere) and to
+/// `bias_grad (O)`; overwrites `input_grad (n, I)` when given.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     d: &LinearDims,
@@ -39,7 +40,7 @@ pub fn linear_backward(
     input: &[f32],
     weight: &[f32],
     out_grad: &[f32],
-    weight_grad: &mut [f32],
+    weight_grad: Option<&mut [f32]>,
     bias_grad: &mut [f32],
     input_grad: Option<&mut [f32]>,
 ) {
@@ -49,12 +50,36 @@ pub fn linear_backward(
             *b += v;
         }
     }
-    // dW (O, I) += dOut^T (O, n) @ in (n, I)
-    let x = MatRef::new(&input[..n * d.in_features], n, d.in_features);
-    sgemm(1.0, g.t(), x, 1.0, weight_grad);
+    if let Some(weight_grad) = weight_grad {
+        linear_weight_grad_rows(d, n, input, out_grad, 0..d.out_features, 1.0, weight_grad);
+    }
     if let Some(input_grad) = input_grad {
         // dIn (n, I) = dOut (n, O) @ W (O, I)
         let w = MatRef::new(weight, d.out_features, d.in_features);
         sgemm(1.0, g, w, 0.0, &mut input_grad[..n * d.in_features]);
     }
+}
+
+/// Rows `rows` of the weight gradient of `n` images, `dW[rows] (rows, I) = dOut^T[rows] (rows, n) @ in (n, I)`,
+/// written into `out` as `out = dW[rows] + beta * out`. Summing images in batches this way, the gradient of a
+/// row never needs to exist for the whole matrix at once.
+pub fn linear_weight_grad_rows(
+    d: &LinearDims,
+    n: usize,
+    input: &[f32],
+    out_grad: &[f32],
+    rows: std::ops::Range<usize>,
+    beta: f32,
+    out: &mut [f32],
+) {
+    assert!(rows.start < rows.end && rows.end <= d.out_features);
+    let g_t = MatRef {
+        data: &out_grad[rows.start..n * d.out_features],
+        rows: rows.len(),
+        cols: n,
+        row_stride: 1,
+        col_stride: d.out_features,
+    };
+    let x = MatRef::new(&input[..n * d.in_features], n, d.in_features);
+    sgemm(1.0, g_t, x, beta, &mut out[..rows.len() * d.in_features]);
 }

@@ -317,6 +317,18 @@ impl Workspace {
         self.capacity
     }
 
+    /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
+    /// `layer` (an index into [`LINEAR_WEIGHTS`]), from which its weight gradient is made.
+    pub fn linear_io(&self, layer: usize, n: usize) -> (&[f32], &[f32]) {
+        let (input, grad, d) = match layer {
+            0 => (&self.flat, &self.d_linear1, LINEAR1),
+            1 => (&self.linear1, &self.d_linear2, LINEAR2),
+            2 => (&self.linear2, &self.d_scores, OUTPUT),
+            _ => panic!("LeNet-5 has three linear layers, not {}", layer + 1),
+        };
+        (&input[..n * d.in_features], &grad[..n * d.out_features])
+    }
+
     /// What one layer produced for image `image` of the `n` last run through [`forward`], as `C` planes of
     /// `S x S` values `(C, S, S)`: `Conv1`, `Pool1`, `Conv2` or `Pool2`; `None` for the other stages.
     pub fn feature_maps(&self, stage: Stage, n: usize, image: usize) -> Option<Vec<f32>> {
@@ -400,6 +412,35 @@ pub fn backward(
     grads: &mut [f32],
     clock: &mut impl StageClock,
 ) {
+    backward_impl(params, head, ws, n, grads, clock, true)
+}
+
+/// [`backward`], except for the weights of the three linear layers (`LINEAR_WEIGHTS`), whose parts of `grads`
+/// are left untouched: the caller computes them from [`Workspace::linear_io`] with
+/// [`super::linear::linear_weight_grad_rows`], for all the slices of a batch at once.
+pub fn backward_except_linear_weights(
+    params: &[f32],
+    head: Head,
+    ws: &mut Workspace,
+    n: usize,
+    grads: &mut [f32],
+    clock: &mut impl StageClock,
+) {
+    backward_impl(params, head, ws, n, grads, clock, false)
+}
+
+/// The linear layers: the index of each one's weight in [`PARAM_SPECS`], and its dimensions.
+pub const LINEAR_WEIGHTS: [(usize, LinearDims); 3] = [(4, LINEAR1), (6, LINEAR2), (8, OUTPUT)];
+
+fn backward_impl(
+    params: &[f32],
+    head: Head,
+    ws: &mut Workspace,
+    n: usize,
+    grads: &mut [f32],
+    clock: &mut impl StageClock,
+    linear_weights: bool,
+) {
     assert!(n <= ws.capacity);
     let [_, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
     let [g_c1w, g_c1b, g_c2w, g_c2b, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
@@ -408,6 +449,7 @@ pub fn backward(
     if head == Head::Sigmoid {
         sigmoid_backward(&ws.scores[..k], &mut ws.d_scores[..k]);
     }
+    let (g_ow, g_l2w, g_l1w) = if linear_weights { (Some(g_ow), Some(g_l2w), Some(g_l1w)) } else { (None, None, None) };
     linear_backward(&OUTPUT, n, &ws.linear2, ow, &ws.d_scores, g_ow, g_ob, Some(&mut ws.d_linear2));
     relu_backward(&ws.linear2[..n * LINEAR2.out_features], &mut ws.d_linear2[..n * LINEAR2.out_features]);
     clock.lap(Stage::Output, true);
