@@ -68,6 +68,58 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
 
 /// Internal invariant: the workspace sizes every buffer from the same constants. The kernels index with
 /// pointers after this one check.
+#[inline(always)]
+fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out: &[f32], grad: &mut [f32], rows: &mut [f32]) {
+    const POOLED: usize = OS / 2;
+    for b in 0..n {
+        let g = &pooled_grad[b * OC * POOLED * POOLED..(b + 1) * OC * POOLED * POOLED];
+        // A quarter of each pooled pixel's gradient, its 16 channels side by side.
+        let mut quarter = [[0.0f32; OC]; POOLED * POOLED];
+        for (o, g_o) in g.chunks_exact(POOLED * POOLED).enumerate() {
+            for (q, v) in quarter.iter_mut().zip(g_o) {
+                q[o] = v / 4.0;
+            }
+        }
+        let act = &out[b * OUT_LEN..(b + 1) * OUT_LEN];
+        let dst = &mut grad[b * OUT_LEN..(b + 1) * OUT_LEN];
+        for y in 0..OS {
+            for x in 0..OS {
+                let p = (y * OS + x) * OC;
+                let q = &quarter[(y / 2) * POOLED + x / 2];
+                let (a, d): (&[f32; OC], &mut [f32; OC]) =
+                    (act[p..p + OC].try_into().unwrap(), (&mut dst[p..p + OC]).try_into().unwrap());
+                for o in 0..OC {
+                    d[o] = if a[o] > 0.0 { q[o] } else { 0.0 };
+                }
+            }
+        }
+        let img_rows = &mut rows[b * GRAD_ROWS_LEN..(b + 1) * GRAD_ROWS_LEN];
+        for o in 0..OC {
+            for y in 0..OS {
+                let r: &mut [f32; OS] = (&mut img_rows[(o * OS + y) * ROW + ROW_PAD..][..OS]).try_into().unwrap();
+                for x in 0..OS {
+                    r[x] = dst[(y * OS + x) * OC + o];
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Backward of ReLU, 2x2 average pooling and flattening, into the two layouts the gradient kernels read:
+    /// `pooled_grad (n, 16 * 5 * 5)` (flattened, as `nn.Flatten` orders it) and `out (n, 10, 10, 16)` (the
+    /// layer's ReLU output) -> `grad (n, 10, 10, 16)` and `rows (n, 16, 10, 20)` (whose padding must be zero,
+    /// as for [`pad_grad_rows`]). The same values as `pool::avgpool2_pixel_major_relu_backward` then
+    /// [`pad_grad_rows`], in one pass.
+    pub fn output_grad_from_pooled(
+        n: usize,
+        pooled_grad: &[f32],
+        out: &[f32],
+        grad: &mut [f32],
+        rows: &mut [f32],
+    ) => output_grad_body
+}
+
 fn check(fits: bool) {
     assert!(fits, "conv2: buffer too small");
 }
@@ -452,6 +504,19 @@ mod tests {
             let grad_px = to_pixel_major(&out_grad, OC, n, OS * OS);
             let mut rows = vec![0.0; n * GRAD_ROWS_LEN];
             pad_grad_rows(n, &grad_px, &mut rows);
+
+            // The fused pooling backward gives the same two layouts as the pooling backward and the padding.
+            let pool = crate::nn::model::POOL2;
+            let pooled_grad = random(&mut rng, n * pool.out_len());
+            let relu_out = to_pixel_major(&want, OC, n, OS * OS);
+            let mut want_px = vec![0.0; n * OUT_LEN];
+            crate::nn::pool::avgpool2_pixel_major_relu_backward(&pool, n, &pooled_grad, &relu_out, &mut want_px);
+            let mut want_rows = vec![0.0; n * GRAD_ROWS_LEN];
+            pad_grad_rows(n, &want_px, &mut want_rows);
+            let (mut got_px, mut got_rows) = (vec![f32::NAN; n * OUT_LEN], vec![0.0; n * GRAD_ROWS_LEN]);
+            output_grad_from_pooled(n, &pooled_grad, &relu_out, &mut got_px, &mut got_rows);
+            assert_eq!(got_px, want_px);
+            assert_eq!(got_rows, want_rows);
             for (name, (forward, weight_grad, input_grad)) in kernels {
                 let mut got = vec![f32::NAN; n * OUT_LEN];
                 forward(n, &input, &packed, &bias, &mut got);

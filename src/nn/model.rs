@@ -19,10 +19,7 @@ use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_f
 use super::conv::Conv2dDims;
 use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
-use super::pool::{
-    Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_pixel_major_relu_backward,
-    avgpool2_relu_backward,
-};
+use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward};
 use super::{conv1_direct, conv2_direct};
 use crate::rng::Rng;
 
@@ -458,8 +455,7 @@ fn backward_impl(
     clock.lap(Stage::Linear2, true);
     linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
-    avgpool2_pixel_major_relu_backward(&POOL2, n, &ws.d_flat, &ws.conv2, &mut ws.d_conv2);
-    conv2_direct::pad_grad_rows(n, &ws.d_conv2, &mut ws.d_conv2_rows);
+    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &ws.conv2, &mut ws.d_conv2, &mut ws.d_conv2_rows);
     clock.lap(Stage::Pool2, true);
     conv2_direct::weight_grad(n, &ws.pool1, &ws.d_conv2, g_c2w, g_c2b);
     conv2_direct::input_grad(n, &ws.d_conv2_rows, c2w, &mut ws.d_pool1);

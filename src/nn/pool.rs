@@ -5,6 +5,8 @@
 //! # Shapes
 //! input `(N, C, H, H)` with `H` even, output `(N, C, H/2, H/2)`.
 
+use super::simd::dispatch;
+
 /// The static description of a pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2Dims {
@@ -24,8 +26,13 @@ impl Pool2Dims {
     }
 }
 
-/// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
-pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
+dispatch! {
+    /// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
+    pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) => forward_body
+}
+
+#[inline(always)]
+fn forward_body<const FMA: bool>(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
     let planes = n * d.channels;
     for (plane, out_plane) in input[..planes * h * h].chunks_exact(h * h).zip(out.chunks_exact_mut(oh * oh)) {
@@ -38,9 +45,26 @@ pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32])
     }
 }
 
-/// Backward of ReLU then pooling in one pass: `input_grad = (activation > 0) * out_grad / 4` spread over each
-/// 2x2 window. `activation` is the ReLU output that was pooled, same shape as `input_grad`.
-pub fn avgpool2_relu_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], activation: &[f32], input_grad: &mut [f32]) {
+dispatch! {
+    /// Backward of ReLU then pooling in one pass: `input_grad = (activation > 0) * out_grad / 4` spread over each
+    /// 2x2 window. `activation` is the ReLU output that was pooled, same shape as `input_grad`.
+    pub fn avgpool2_relu_backward(
+        d: &Pool2Dims,
+        n: usize,
+        out_grad: &[f32],
+        activation: &[f32],
+        input_grad: &mut [f32],
+    ) => relu_backward_body
+}
+
+#[inline(always)]
+fn relu_backward_body<const FMA: bool>(
+    d: &Pool2Dims,
+    n: usize,
+    out_grad: &[f32],
+    activation: &[f32],
+    input_grad: &mut [f32],
+) {
     let (h, oh) = (d.in_size, d.out_size());
     let planes = n * d.channels;
     for ((plane, act), g_plane) in input_grad[..planes * h * h]
@@ -59,9 +83,14 @@ pub fn avgpool2_relu_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], activat
     }
 }
 
-/// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
-/// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
-pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
+dispatch! {
+    /// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
+    /// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
+    pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) => flatten_body
+}
+
+#[inline(always)]
+fn flatten_body<const FMA: bool>(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
     let (h, oh, ch) = (d.in_size, d.out_size(), d.channels);
     for (img, out) in input[..n * d.in_len()].chunks_exact(d.in_len()).zip(flat.chunks_exact_mut(d.out_len())) {
         let px = |y: usize, x: usize| &img[(y * h + x) * ch..(y * h + x + 1) * ch];
