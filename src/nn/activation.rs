@@ -1,5 +1,7 @@
 //! Element-wise activations. Backward passes read the forward *output*, as PyTorch does.
 
+use super::simd::relu_mask;
+
 /// In place: `x = max(x, 0)`.
 pub fn relu_forward(x: &mut [f32]) {
     for v in x {
@@ -9,10 +11,8 @@ pub fn relu_forward(x: &mut [f32]) {
 
 /// `grad *= (out > 0)`, in place.
 pub fn relu_backward(out: &[f32], grad: &mut [f32]) {
-    for (g, o) in grad.iter_mut().zip(out) {
-        if *o <= 0.0 {
-            *g = 0.0;
-        }
+    for (g, &o) in grad.iter_mut().zip(out) {
+        *g = relu_mask(o, *g);
     }
 }
 

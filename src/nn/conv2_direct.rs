@@ -16,7 +16,7 @@
 //! and as padded rows `(n, 16, 10, 20)`, input gradient `(6, n, 14, 14)`.
 
 use super::conv::Conv2dDims;
-use super::simd::{dispatch, mul_add};
+use super::simd::{dispatch, mul_add, relu_mask};
 
 const C: usize = 6;
 const OC: usize = 16;
@@ -89,7 +89,7 @@ fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out: &[f32],
                 let (a, d): (&[f32; OC], &mut [f32; OC]) =
                     (act[p..p + OC].try_into().unwrap(), (&mut dst[p..p + OC]).try_into().unwrap());
                 for o in 0..OC {
-                    d[o] = if a[o] > 0.0 { q[o] } else { 0.0 };
+                    d[o] = relu_mask(a[o], q[o]);
                 }
             }
         }

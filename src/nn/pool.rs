@@ -5,7 +5,7 @@
 //! # Shapes
 //! input `(N, C, H, H)` with `H` even, output `(N, C, H/2, H/2)`.
 
-use super::simd::dispatch;
+use super::simd::{dispatch, relu_mask};
 
 /// The static description of a pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +76,8 @@ fn relu_backward_body<const FMA: bool>(
             let g_row = &g_plane[(y / 2) * oh..(y / 2 + 1) * oh];
             for ((pair, act_pair), g) in row.chunks_exact_mut(2).zip(act_row.chunks_exact(2)).zip(g_row) {
                 let q = g / 4.0;
-                pair[0] = if act_pair[0] > 0.0 { q } else { 0.0 };
-                pair[1] = if act_pair[1] > 0.0 { q } else { 0.0 };
+                pair[0] = relu_mask(act_pair[0], q);
+                pair[1] = relu_mask(act_pair[1], q);
             }
         }
     }
@@ -126,7 +126,7 @@ pub fn avgpool2_pixel_major_relu_backward(
                 let p = (y * h + x) * ch;
                 for c in 0..ch {
                     let q = g_img[(c * oh + y / 2) * oh + x / 2] / 4.0;
-                    out[p + c] = if act[p + c] > 0.0 { q } else { 0.0 };
+                    out[p + c] = relu_mask(act[p + c], q);
                 }
             }
         }
