@@ -69,7 +69,7 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
 /// Internal invariant: the workspace sizes every buffer from the same constants. The kernels index with
 /// pointers after this one check.
 #[inline(always)]
-fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out: &[f32], grad: &mut [f32], rows: &mut [f32]) {
+fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out_grad: &mut [f32], rows: &mut [f32]) {
     const POOLED: usize = OS / 2;
     for b in 0..n {
         let g = &pooled_grad[b * OC * POOLED * POOLED..(b + 1) * OC * POOLED * POOLED];
@@ -80,16 +80,14 @@ fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out: &[f32],
                 q[o] = v / 4.0;
             }
         }
-        let act = &out[b * OUT_LEN..(b + 1) * OUT_LEN];
-        let dst = &mut grad[b * OUT_LEN..(b + 1) * OUT_LEN];
+        let dst = &mut out_grad[b * OUT_LEN..(b + 1) * OUT_LEN];
         for y in 0..OS {
             for x in 0..OS {
                 let p = (y * OS + x) * OC;
                 let q = &quarter[(y / 2) * POOLED + x / 2];
-                let (a, d): (&[f32; OC], &mut [f32; OC]) =
-                    (act[p..p + OC].try_into().unwrap(), (&mut dst[p..p + OC]).try_into().unwrap());
+                let d: &mut [f32; OC] = (&mut dst[p..p + OC]).try_into().unwrap();
                 for o in 0..OC {
-                    d[o] = relu_mask(a[o], q[o]);
+                    d[o] = relu_mask(d[o], q[o]);
                 }
             }
         }
@@ -107,15 +105,14 @@ fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out: &[f32],
 
 dispatch! {
     /// Backward of ReLU, 2x2 average pooling and flattening, into the two layouts the gradient kernels read:
-    /// `pooled_grad (n, 16 * 5 * 5)` (flattened, as `nn.Flatten` orders it) and `out (n, 10, 10, 16)` (the
-    /// layer's ReLU output) -> `grad (n, 10, 10, 16)` and `rows (n, 16, 10, 20)` (whose padding must be zero,
-    /// as for [`pad_grad_rows`]). The same values as `pool::avgpool2_pixel_major_relu_backward` then
-    /// [`pad_grad_rows`], in one pass.
+    /// from `pooled_grad (n, 16 * 5 * 5)` (flattened, as `nn.Flatten` orders it) and `out_grad (n, 10, 10, 16)`,
+    /// which holds the layer's ReLU output on entry and its gradient on return, and `rows (n, 16, 10, 20)`
+    /// (whose padding must be zero, as for [`pad_grad_rows`]). The same values as
+    /// `pool::avgpool2_pixel_major_relu_backward` then [`pad_grad_rows`], in one pass.
     pub fn output_grad_from_pooled(
         n: usize,
         pooled_grad: &[f32],
-        out: &[f32],
-        grad: &mut [f32],
+        out_grad: &mut [f32],
         rows: &mut [f32],
     ) => output_grad_body
 }
@@ -513,8 +510,8 @@ mod tests {
             crate::nn::pool::avgpool2_pixel_major_relu_backward(&pool, n, &pooled_grad, &relu_out, &mut want_px);
             let mut want_rows = vec![0.0; n * GRAD_ROWS_LEN];
             pad_grad_rows(n, &want_px, &mut want_rows);
-            let (mut got_px, mut got_rows) = (vec![f32::NAN; n * OUT_LEN], vec![0.0; n * GRAD_ROWS_LEN]);
-            output_grad_from_pooled(n, &pooled_grad, &relu_out, &mut got_px, &mut got_rows);
+            let (mut got_px, mut got_rows) = (relu_out.clone(), vec![0.0; n * GRAD_ROWS_LEN]);
+            output_grad_from_pooled(n, &pooled_grad, &mut got_px, &mut got_rows);
             assert_eq!(got_px, want_px);
             assert_eq!(got_rows, want_rows);
             for (name, (forward, weight_grad, input_grad)) in kernels {

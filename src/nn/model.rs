@@ -19,7 +19,7 @@ use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_f
 use super::conv::Conv2dDims;
 use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
-use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward};
+use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
 use super::{conv1_direct, conv2_direct};
 use crate::rng::Rng;
 
@@ -245,6 +245,8 @@ impl StageClock for StageTimes {
 /// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (see [`super::conv`]), conv2 is
 /// pixel-major `(n, H, W, C)` (see [`super::conv2_direct`]); [`Workspace::feature_maps`] reads one image's
 /// planes whatever the layout.
+/// [`backward`] overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
+/// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
 pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
@@ -274,11 +276,8 @@ pub struct Workspace {
     d_linear2: Vec<f32>,
     d_linear1: Vec<f32>,
     d_flat: Vec<f32>,
-    /// Pixel-major `(n, 10, 10, 16)`, and the same as padded rows for the input gradient.
-    d_conv2: Vec<f32>,
+    /// conv2's output gradient as padded rows `(n, 16, 10, 20)`, for its input gradient.
     d_conv2_rows: Vec<f32>,
-    d_pool1: Vec<f32>,
-    d_conv1: Vec<f32>,
 }
 
 impl Workspace {
@@ -302,11 +301,8 @@ impl Workspace {
             d_linear2: z(LINEAR2.out_features),
             d_linear1: z(LINEAR1.out_features),
             d_flat: z(POOL2.out_len()),
-            d_conv2: z(conv2_direct::OUT_LEN),
             // Zero once: only the values inside the padding are ever written.
             d_conv2_rows: z(conv2_direct::GRAD_ROWS_LEN),
-            d_pool1: z(POOL1.out_len()),
-            d_conv1: z(CONV1.out_len()),
         }
     }
 
@@ -455,14 +451,16 @@ fn backward_impl(
     clock.lap(Stage::Linear2, true);
     linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
-    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &ws.conv2, &mut ws.d_conv2, &mut ws.d_conv2_rows);
+    // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
+    // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
+    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2, &mut ws.d_conv2_rows);
     clock.lap(Stage::Pool2, true);
-    conv2_direct::weight_grad(n, &ws.pool1, &ws.d_conv2, g_c2w, g_c2b);
-    conv2_direct::input_grad(n, &ws.d_conv2_rows, c2w, &mut ws.d_pool1);
+    conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, g_c2w, g_c2b);
+    conv2_direct::input_grad(n, &ws.d_conv2_rows, c2w, &mut ws.pool1);
     clock.lap(Stage::Conv2, true);
-    avgpool2_relu_backward(&POOL1, n, &ws.d_pool1, &ws.conv1, &mut ws.d_conv1);
+    avgpool2_relu_backward_in_place(&POOL1, n, &ws.pool1, &mut ws.conv1);
     clock.lap(Stage::Pool1, true);
-    conv1_direct::conv_backward(n, &ws.padded, &ws.d_conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
+    conv1_direct::conv_backward(n, &ws.padded, &ws.conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
     clock.lap(Stage::Conv1, true);
 }
 

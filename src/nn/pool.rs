@@ -83,6 +83,33 @@ fn relu_backward_body<const FMA: bool>(
     }
 }
 
+#[inline(always)]
+fn relu_backward_in_place_body<const FMA: bool>(d: &Pool2Dims, n: usize, out_grad: &[f32], act_grad: &mut [f32]) {
+    let (h, oh) = (d.in_size, d.out_size());
+    let planes = n * d.channels;
+    for (plane, g_plane) in act_grad[..planes * h * h].chunks_exact_mut(h * h).zip(out_grad.chunks_exact(oh * oh)) {
+        for (row, y) in plane.chunks_exact_mut(h).zip(0..) {
+            let g_row = &g_plane[(y / 2) * oh..(y / 2 + 1) * oh];
+            for (pair, g) in row.chunks_exact_mut(2).zip(g_row) {
+                let q = g / 4.0;
+                pair[0] = relu_mask(pair[0], q);
+                pair[1] = relu_mask(pair[1], q);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// [`avgpool2_relu_backward`] over the activation itself: `act_grad` holds the ReLU output on entry and its
+    /// gradient on return, which spares the step a buffer the size of the activation.
+    pub fn avgpool2_relu_backward_in_place(
+        d: &Pool2Dims,
+        n: usize,
+        out_grad: &[f32],
+        act_grad: &mut [f32],
+    ) => relu_backward_in_place_body
+}
+
 dispatch! {
     /// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
     /// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
@@ -177,6 +204,9 @@ mod tests {
         let g: Vec<f32> = (0..n * d.out_len()).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let mut want = vec![0.0; n * d.in_len()];
         avgpool2_relu_backward(&d, n, &g, &act, &mut want);
+        let mut in_place = act.clone();
+        avgpool2_relu_backward_in_place(&d, n, &g, &mut in_place);
+        assert_eq!(in_place, want);
         let mut got = vec![f32::NAN; n * d.in_len()];
         avgpool2_pixel_major_relu_backward(&d, n, &g, &act_px, &mut got);
         for b in 0..n {
