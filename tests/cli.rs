@@ -148,3 +148,61 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     let o = lenet5(&["train", "--head", "softmax"]);
     assert!(!o.status.success() && stderr(&o).contains("softmax") && !stderr(&o).contains("panicked"));
 }
+
+/// Every instruction set the kernels can run with on this CPU gives the same model: the committed weights score
+/// the same on the test images, and a short training run ends with the same metrics. (Each kernel is also
+/// tested against its reference alone; this runs them all together, through the binary.)
+#[test]
+fn every_instruction_set_gives_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 512, 256);
+    let run = |cap: &str| -> (serde_json::Value, Vec<lenet5::train::EpochMetrics>) {
+        let env = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_lenet5"))
+                .args(args)
+                .env_remove("LENET5_DATA")
+                .env(lenet5::nn::simd::CAP_VAR, cap)
+                .output()
+                .expect("run lenet5")
+        };
+        let o = env(&[
+            "eval",
+            "--weights",
+            "models/lenet5-mnist.safetensors",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{cap}: {}", stderr(&o));
+        let eval: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let out = tmp.path().join(format!("run-{cap}"));
+        let o = env(&[
+            "train",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--threads",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--progress",
+            "plain",
+        ]);
+        assert!(o.status.success(), "{cap}: {}", stderr(&o));
+        (eval, lenet5::run::read_metrics(&out.join("metrics.jsonl")).unwrap())
+    };
+    let (eval, history) = run("native");
+    for cap in ["avx2", "baseline"] {
+        let (e, h) = run(cap);
+        assert_eq!(e["correct"], eval["correct"], "{cap}: {e} vs {eval}");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * (1.0 + b.abs());
+        assert!(close(e["loss"].as_f64().unwrap(), eval["loss"].as_f64().unwrap()), "{cap}: {e} vs {eval}");
+        for (a, b) in h.iter().zip(&history) {
+            assert!(close(a.train_loss, b.train_loss) && close(a.val_loss, b.val_loss), "{cap}: {a:?} vs {b:?}");
+            assert!((a.train_acc - b.train_acc).abs() <= 0.01 && (a.val_acc - b.val_acc).abs() <= 0.01, "{cap}");
+        }
+        assert_eq!(h.len(), history.len());
+    }
+}

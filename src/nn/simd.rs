@@ -4,13 +4,27 @@
 
 use std::sync::OnceLock;
 
-/// Whether this CPU has AVX2 and FMA (x86-64). Detected once.
+/// The environment variable that caps the instruction set: `avx2` or `baseline` make the kernels run as on a CPU
+/// without AVX-512, or without AVX2 either (for comparing speeds, and for testing those paths end to end).
+pub const CAP_VAR: &str = "LENET5_SIMD";
+
+/// The cap set by [`CAP_VAR`]: 0 baseline, 1 AVX2, 2 no cap. Read once.
+fn cap() -> u8 {
+    static CAP: OnceLock<u8> = OnceLock::new();
+    *CAP.get_or_init(|| match std::env::var(CAP_VAR).as_deref() {
+        Ok("baseline") => 0,
+        Ok("avx2") => 1,
+        _ => 2,
+    })
+}
+
+/// Whether this CPU has AVX2 and FMA (x86-64), and [`CAP_VAR`] allows them. Detected once.
 pub fn avx2_fma() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            cap() >= 1 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -19,13 +33,15 @@ pub fn avx2_fma() -> bool {
     })
 }
 
-/// Whether this CPU also has the AVX-512 subsets the wide kernels use (F, VL, BW, DQ). Detected once.
+/// Whether this CPU also has the AVX-512 subsets the wide kernels use (F, VL, BW, DQ), and [`CAP_VAR`] allows
+/// them. Detected once.
 pub fn avx512() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            avx2_fma()
+            cap() >= 2
+                && avx2_fma()
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512vl")
                 && std::is_x86_feature_detected!("avx512bw")
