@@ -15,12 +15,13 @@ use crate::error::{Error, Result};
 use crate::nn::linear::linear_weight_grad_rows;
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
-    Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_except_linear_weights,
-    forward, loss_and_grad, param_ranges,
+    CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_convolutions,
+    backward_dense, forward, loss_and_grad, param_ranges,
 };
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, SpinBarrier, Team, share};
 use crate::rng::Rng;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Images per slice for batches up to 64: the unit of parallel work and of gradient reduction.
 pub const MIN_SLICE: usize = 8;
@@ -225,6 +226,45 @@ fn linear_blocks() -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
     })
 }
 
+/// What the linear layers' weight gradients of one slice are made from (each layer's input and output
+/// gradient), copied out of the slice's workspace when its backward pass leaves the linear layers, so that any
+/// worker can read it while the slice's own worker goes on with the convolutions.
+struct LinearIo {
+    data: Vec<f32>,
+    capacity: usize,
+    n: usize,
+}
+
+impl LinearIo {
+    fn new(capacity: usize) -> Self {
+        let len = LINEAR_WEIGHTS.iter().map(|(_, d)| capacity * (d.in_features + d.out_features)).sum();
+        LinearIo { data: vec![0.0; len], capacity, n: 0 }
+    }
+
+    /// Where layer `layer`'s input and output gradient start, for `capacity` images.
+    fn offsets(&self, layer: usize) -> (usize, usize) {
+        let before: usize =
+            LINEAR_WEIGHTS[..layer].iter().map(|(_, d)| self.capacity * (d.in_features + d.out_features)).sum();
+        (before, before + self.capacity * LINEAR_WEIGHTS[layer].1.in_features)
+    }
+
+    fn store(&mut self, ws: &Workspace, n: usize) {
+        self.n = n;
+        for layer in 0..LINEAR_WEIGHTS.len() {
+            let (input, out_grad) = ws.linear_io(layer, n);
+            let (i, o) = self.offsets(layer);
+            self.data[i..i + input.len()].copy_from_slice(input);
+            self.data[o..o + out_grad.len()].copy_from_slice(out_grad);
+        }
+    }
+
+    fn get(&self, layer: usize) -> (&[f32], &[f32]) {
+        let d = LINEAR_WEIGHTS[layer].1;
+        let (i, o) = self.offsets(layer);
+        (&self.data[i..i + self.n * d.in_features], &self.data[o..o + self.n * d.out_features])
+    }
+}
+
 struct SliceState {
     ws: Workspace,
     grads: Vec<f32>,
@@ -241,6 +281,8 @@ pub struct Trainer {
     pub params: Vec<f32>,
     pub velocity: Vec<f32>,
     slices: Vec<SliceState>,
+    /// One per slice.
+    linear_io: Vec<LinearIo>,
     order: Vec<u32>,
     /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
     team: Option<Team>,
@@ -258,6 +300,7 @@ impl Trainer {
         config.validate()?;
         assert_eq!(params.len(), NUM_PARAMS);
         let len = slice_len(config.batch_size);
+        let linear_io = (0..config.batch_size.div_ceil(len)).map(|_| LinearIo::new(len)).collect();
         let slices = (0..config.batch_size.div_ceil(len))
             .map(|_| SliceState {
                 ws: Workspace::new(len),
@@ -273,6 +316,7 @@ impl Trainer {
             config,
             params,
             slices,
+            linear_io,
             order: Vec::new(),
             team: None,
         })
@@ -297,9 +341,13 @@ impl Trainer {
         let used = b.div_ceil(len);
         let (head, sgd) = (self.config.head, self.config.sgd);
         let workers = pool.current_num_threads();
-        // One job for the team, in two phases: (1) each worker runs its own slices, always the same ones, so
-        // that a slice's activations stay in one core's cache from step to step; (2) after a barrier, each sums
-        // the slices' gradients, in slice order, and updates its own fixed share of the parameters.
+        // One job for the team. (1) Each worker runs its own slices, always the same ones, so that a slice's
+        // activations stay in one core's cache from step to step: forward, then backward through the linear
+        // layers (publishing what their weight gradients are made from), then backward through the
+        // convolutions. (2) As soon as every slice is past the linear layers, each worker that is free takes
+        // blocks of rows of the linear weights: sums the block's gradient over the slices in order, and updates
+        // it. (3) After a barrier, each sums the slices' other gradients, in slice order, and updates its own
+        // fixed share of the other parameters. Which worker does what never changes a number.
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
             self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
@@ -307,65 +355,98 @@ impl Trainer {
         let team = self.team.as_mut().expect("just made");
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
+        let dense_done = AtomicUsize::new(0);
+        let next_block = AtomicUsize::new(0);
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
+        let linear_io = PhaseShared::new(&mut self.linear_io[..used]);
         let clock = std::sync::Mutex::new(clock);
         let ranges = param_ranges();
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
         // as runs of adjacent ones.
-        let slice_ranges = [ranges[0].start..ranges[4].start, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
+        let slice_ranges = [0..CONV_PARAMS, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
+        let blocks: usize = linear_blocks().count();
         team.run(&|t: usize| {
-            {
-                // SAFETY: phase 1 only reads the parameters.
-                let params = unsafe { params.get(0..NUM_PARAMS) };
-                for s in (t..used).step_by(workers) {
-                    // SAFETY: worker t alone touches slices t, t + workers, ...
-                    let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
-                    let idx = &indices[s * len..((s + 1) * len).min(b)];
-                    let n = idx.len();
-                    let mut timed = if s == 0 { clock.try_lock().ok() } else { None };
-                    let mut untimed = ();
-                    let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
-                        Some(c) => *c,
-                        None => &mut untimed,
-                    };
-                    split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
-                    forward(params, head, &mut st.ws, n, &mut DynClock(clock));
-                    let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
-                    st.loss = loss;
-                    st.correct = correct;
-                    st.n = n;
-                    for r in &slice_ranges {
-                        st.grads[r.clone()].fill(0.0);
-                    }
-                    backward_except_linear_weights(params, head, &mut st.ws, n, &mut st.grads, &mut DynClock(clock));
+            let mut timed = if t == 0 { clock.try_lock().ok() } else { None };
+            let mut untimed = ();
+            let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
+                Some(c) => *c,
+                None => &mut untimed,
+            };
+            // (1) Own slices, up to the convolutions. Slice 0 is worker 0's first, and the one timed.
+            for s in (t..used).step_by(workers) {
+                // SAFETY: until it signals `dense_done`, no worker writes any parameter; worker t alone touches
+                // slices t, t + workers, ... and their linear inputs and outputs.
+                let (params, st, io) = unsafe {
+                    (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0], &mut linear_io.get_mut(s..s + 1)[0])
+                };
+                let idx = &indices[s * len..((s + 1) * len).min(b)];
+                let n = idx.len();
+                let mut untimed = ();
+                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
+                split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+                forward(params, head, &mut st.ws, n, &mut DynClock(clock));
+                let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
+                st.loss = loss;
+                st.correct = correct;
+                st.n = n;
+                for r in &slice_ranges {
+                    st.grads[r.clone()].fill(0.0);
+                }
+                backward_dense(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
+                io.store(&st.ws, n);
+                dense_done.fetch_add(1, Ordering::Release);
+            }
+            for s in (t..used).step_by(workers) {
+                // SAFETY: the convolutions read only conv2's weight, which nobody writes before the barrier.
+                let (conv2_weight, st) = unsafe { (params.get(ranges[2].clone()), &mut slices.get_mut(s..s + 1)[0]) };
+                let mut untimed = ();
+                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
+                if s == 0 {
+                    // Worker 0's other slices ran since slice 0's last stage.
+                    DynClock(clock).restart();
+                }
+                let n = st.n;
+                backward_convolutions(conv2_weight, &mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
+            }
+            // (2) Blocks of the linear weights, first come first served, once every slice has published.
+            let mut spins = 0u32;
+            while dense_done.load(Ordering::Acquire) < used {
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    std::thread::yield_now();
                 }
             }
-            barrier.wait();
-            // SAFETY (both loops): in phase 2 each part of the parameters and velocity is touched by the one
-            // worker it is given to, and every worker only reads the slices.
-            let parts = unsafe { slices.get(0..used) };
-            // The linear layers' weights, in blocks of rows: each block's gradient summed over the slices in
-            // order, straight into a buffer the size of the block, and the block updated.
+            // SAFETY: every slice's linear inputs and outputs are published and no longer written this step.
+            let ios = unsafe { linear_io.get(0..used) };
             let mut g = [0.0f32; LINEAR_BLOCK_ROWS * LINEAR1.in_features];
-            for (u, (layer, rows)) in linear_blocks().enumerate() {
-                if u % workers != t {
-                    continue;
+            loop {
+                let u = next_block.fetch_add(1, Ordering::Relaxed);
+                if u >= blocks {
+                    break;
                 }
+                let (layer, rows) = linear_blocks().nth(u).expect("u < blocks");
                 let (param, d) = LINEAR_WEIGHTS[layer];
                 let start = ranges[param].start + rows.start * d.in_features;
                 let range = start..start + rows.len() * d.in_features;
+                // SAFETY: block u is taken by this worker alone, and nobody reads the linear weights any more
+                // this step (every slice is past them).
                 let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
                 let g = &mut g[..p.len()];
-                for (s, part) in parts.iter().enumerate() {
-                    let (input, out_grad) = part.ws.linear_io(layer, part.n);
+                for (s, io) in ios.iter().enumerate() {
+                    let (input, out_grad) = io.get(layer);
                     let beta = if s == 0 { 0.0 } else { 1.0 };
-                    linear_weight_grad_rows(&d, part.n, input, out_grad, rows.clone(), beta, g);
+                    linear_weight_grad_rows(&d, io.n, input, out_grad, rows.clone(), beta, g);
                 }
                 sgd.step(p, v, g);
             }
-            // Everything else: the slices' gradients summed in slice order, a share per worker.
+            barrier.wait();
+            // (3) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
+            // SAFETY: every slice is finished; each part of these parameters is given to one worker.
+            let parts = unsafe { slices.get(0..used) };
             for range in &slice_ranges {
                 let mine = share(range.len(), workers, t, 16);
                 let range = range.start + mine.start..range.start + mine.end;
@@ -431,11 +512,15 @@ impl Trainer {
 /// Object-safe view of a [`StageClock`], so one closure serves the timed and untimed slices.
 trait StageClockDyn {
     fn lap_dyn(&mut self, stage: crate::nn::model::Stage, backward: bool);
+    fn restart_dyn(&mut self);
 }
 
 impl<T: StageClock> StageClockDyn for T {
     fn lap_dyn(&mut self, stage: crate::nn::model::Stage, backward: bool) {
         self.lap(stage, backward)
+    }
+    fn restart_dyn(&mut self) {
+        self.restart()
     }
 }
 
@@ -444,6 +529,9 @@ struct DynClock<'a>(&'a mut dyn StageClockDyn);
 impl StageClock for DynClock<'_> {
     fn lap(&mut self, stage: crate::nn::model::Stage, backward: bool) {
         self.0.lap_dyn(stage, backward)
+    }
+    fn restart(&mut self) {
+        self.0.restart_dyn()
     }
 }
 

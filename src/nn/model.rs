@@ -202,6 +202,8 @@ impl Stage {
 /// Receives the end of each stage. `()` ignores them and costs nothing.
 pub trait StageClock {
     fn lap(&mut self, _stage: Stage, _backward: bool) {}
+    /// The time since the last lap belongs to no stage (other work ran in between).
+    fn restart(&mut self) {}
 }
 
 impl StageClock for () {}
@@ -228,6 +230,9 @@ impl StageTimes {
 }
 
 impl StageClock for StageTimes {
+    fn restart(&mut self) {
+        self.start();
+    }
     fn lap(&mut self, stage: Stage, backward: bool) {
         let now = Instant::now();
         let ns = (now - self.last).as_nanos() as u64;
@@ -405,38 +410,34 @@ pub fn backward(
     grads: &mut [f32],
     clock: &mut impl StageClock,
 ) {
-    backward_impl(params, head, ws, n, grads, clock, true)
-}
-
-/// [`backward`], except for the weights of the three linear layers (`LINEAR_WEIGHTS`), whose parts of `grads`
-/// are left untouched: the caller computes them from [`Workspace::linear_io`] with
-/// [`super::linear::linear_weight_grad_rows`], for all the slices of a batch at once.
-pub fn backward_except_linear_weights(
-    params: &[f32],
-    head: Head,
-    ws: &mut Workspace,
-    n: usize,
-    grads: &mut [f32],
-    clock: &mut impl StageClock,
-) {
-    backward_impl(params, head, ws, n, grads, clock, false)
+    backward_dense(params, head, ws, n, grads, true, clock);
+    let conv2_weight = &params[param_ranges()[2].clone()];
+    backward_convolutions(conv2_weight, ws, n, &mut grads[..CONV_PARAMS], clock);
 }
 
 /// The linear layers: the index of each one's weight in [`PARAM_SPECS`], and its dimensions.
 pub const LINEAR_WEIGHTS: [(usize, LinearDims); 3] = [(4, LINEAR1), (6, LINEAR2), (8, OUTPUT)];
 
-fn backward_impl(
+/// The convolutions' parameters, which come first in the flat block: conv1's and conv2's weights and biases.
+pub const CONV_PARAMS: usize =
+    PARAM_SPECS[0].len() + PARAM_SPECS[1].len() + PARAM_SPECS[2].len() + PARAM_SPECS[3].len();
+
+/// The first part of [`backward`]: the head and the three linear layers, down to the gradient of the flattened
+/// features. Adds the linear layers' gradients into `grads`, their weights' only if `linear_weights`: otherwise
+/// the caller makes those from [`Workspace::linear_io`] with [`super::linear::linear_weight_grad_rows`], for all
+/// the slices of a batch at once.
+pub fn backward_dense(
     params: &[f32],
     head: Head,
     ws: &mut Workspace,
     n: usize,
     grads: &mut [f32],
-    clock: &mut impl StageClock,
     linear_weights: bool,
+    clock: &mut impl StageClock,
 ) {
     assert!(n <= ws.capacity);
-    let [_, _, c2w, _, l1w, _, l2w, _, ow, _] = split_params(params);
-    let [g_c1w, g_c1b, g_c2w, g_c2b, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
+    let [_, _, _, _, l1w, _, l2w, _, ow, _] = split_params(params);
+    let [_, _, _, _, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
     clock.lap(Stage::Loss, true);
     let k = n * NUM_CLASSES;
     if head == Head::Sigmoid {
@@ -451,16 +452,32 @@ fn backward_impl(
     clock.lap(Stage::Linear2, true);
     linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
     clock.lap(Stage::Linear1, true);
+}
+
+/// The second part of [`backward`], after [`backward_dense`]: pooling and the convolutions. Reads no parameter
+/// but conv2's weight `(16, 6, 5, 5)`; adds into `conv_grads`, the first [`CONV_PARAMS`] values of a flat
+/// gradient.
+pub fn backward_convolutions(
+    conv2_weight: &[f32],
+    ws: &mut Workspace,
+    n: usize,
+    conv_grads: &mut [f32],
+    clock: &mut impl StageClock,
+) {
+    assert!(n <= ws.capacity);
+    let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(PARAM_SPECS[0].len());
+    let (c1b, rest) = rest.split_at_mut(PARAM_SPECS[1].len());
+    let (c2, c2b) = rest.split_at_mut(PARAM_SPECS[2].len());
     // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
     // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
     conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2, &mut ws.d_conv2_rows);
     clock.lap(Stage::Pool2, true);
-    conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, g_c2w, g_c2b);
-    conv2_direct::input_grad(n, &ws.d_conv2_rows, c2w, &mut ws.pool1);
+    conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, c2, c2b);
+    conv2_direct::input_grad(n, &ws.d_conv2_rows, conv2_weight, &mut ws.pool1);
     clock.lap(Stage::Conv2, true);
     avgpool2_relu_backward_in_place(&POOL1, n, &ws.pool1, &mut ws.conv1);
     clock.lap(Stage::Pool1, true);
-    conv1_direct::conv_backward(n, &ws.padded, &ws.conv1, g_c1w, g_c1b, &mut ws.conv1_scratch);
+    conv1_direct::conv_backward(n, &ws.padded, &ws.conv1, c1, c1b, &mut ws.conv1_scratch);
     clock.lap(Stage::Conv1, true);
 }
 
