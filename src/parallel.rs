@@ -182,8 +182,8 @@ impl Drop for Team {
 }
 
 /// A buffer handed to the workers of one [`Team::run`], which take turns with it in phases separated by a
-/// [`SpinBarrier`]: within one phase, each part of it is either read by any number of workers or written by
-/// exactly one.
+/// [`SpinBarrier`] or by counters written with release and read with acquire ordering: within one phase, each
+/// part of it is either read by any number of workers or written by exactly one.
 pub struct PhaseShared<'a, T> {
     ptr: *mut T,
     len: usize,
