@@ -488,19 +488,18 @@ impl Trainer {
         let batches = split.len().div_ceil(self.config.batch_size);
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
         let mut stopped = false;
-        // The whole loop runs on a pool thread, so each step's fork-join costs no cross-thread wake-up.
-        pool.install(|| {
-            for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
-                if observer.should_stop() {
-                    stopped = true;
-                    break;
-                }
-                let r = self.step(pool, split, indices);
-                loss_sum += r.loss as f64;
-                acc_sum += r.accuracy as f64;
-                observer.on_batch(i + 1, batches, indices.len(), r);
+        // The steps run on the trainer's own team of threads (the calling thread is its worker 0); the pool
+        // only sets how many.
+        for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
+            if observer.should_stop() {
+                stopped = true;
+                break;
             }
-        });
+            let r = self.step(pool, split, indices);
+            loss_sum += r.loss as f64;
+            acc_sum += r.accuracy as f64;
+            observer.on_batch(i + 1, batches, indices.len(), r);
+        }
         self.order = order;
         if stopped {
             return None;
