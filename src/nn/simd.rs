@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 pub const CAP_VAR: &str = "LENET5_SIMD";
 
 /// The cap set by [`CAP_VAR`]: 0 baseline, 1 AVX2, 2 no cap. Read once.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn cap() -> u8 {
     static CAP: OnceLock<u8> = OnceLock::new();
     *CAP.get_or_init(|| match std::env::var(CAP_VAR).as_deref() {
