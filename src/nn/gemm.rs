@@ -8,8 +8,8 @@
 //! - rows of B contiguous (`B (k,n)` row-major, any A): each 4x16 block of C accumulates `A[i,p] * B[p,..]`;
 //! - B given transposed (`B^T (n,k)` row-major) and A row-major: each 2x4 block of C is eight dot products.
 //!
-//! Any other layout goes to `matrixmultiply`. [`sgemm_reference`] is the plain triple loop all are tested
-//! against.
+//! Any other layout (only the tests' reference convolution uses one) is computed one dot product at a time.
+//! [`sgemm_reference`] is the plain triple loop all are tested against.
 
 use super::simd::{dispatch, mul_add};
 
@@ -78,27 +78,23 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     } else if b.row_stride == 1 && a.col_stride == 1 {
         gemm_dots(alpha, a, b, c);
     } else {
-        // SAFETY: `check` proved that every index the kernel touches lies inside the three slices, and `c`
-        // does not alias `a` or `b` because it is borrowed mutably.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                alpha,
-                a.data.as_ptr(),
-                a.row_stride as isize,
-                a.col_stride as isize,
-                b.data.as_ptr(),
-                b.row_stride as isize,
-                b.col_stride as isize,
-                1.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
+        // Layouts the model never multiplies (both operands transposed, or other strides): one dot product at a
+        // time.
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] += alpha * dot_at(&a, &b, i, j);
+            }
         }
     }
+}
+
+/// Row `i` of `a` times column `j` of `b`, in order.
+fn dot_at(a: &MatRef, b: &MatRef, i: usize, j: usize) -> f32 {
+    let mut acc = 0.0f32;
+    for p in 0..a.cols {
+        acc += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride];
+    }
+    acc
 }
 
 const RM: usize = 4;
@@ -497,14 +493,11 @@ mod avx512 {
 
 /// The definition of [`sgemm`], one dot product at a time.
 pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, n) = (a.rows, b.cols);
     check(&a, &b, c, m, n);
     for i in 0..m {
         for j in 0..n {
-            let mut acc = 0.0f32;
-            for p in 0..k {
-                acc += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride];
-            }
+            let acc = dot_at(&a, &b, i, j);
             let old = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
             c[i * n + j] = alpha * acc + old;
         }
