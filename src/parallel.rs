@@ -18,12 +18,31 @@ pub struct SpinBarrier {
     n: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    poisoned: AtomicBool,
 }
 
 impl SpinBarrier {
     pub fn new(n: usize) -> Self {
         assert!(n > 0);
-        SpinBarrier { n, arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0) }
+        SpinBarrier {
+            n,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the barrier as one that some thread will never reach (it panicked): every thread waiting at it,
+    /// or arriving later, panics too instead of waiting for ever. See [`PoisonOnPanic`].
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Panics if the barrier was poisoned; for other waits of the same threads.
+    pub fn check(&self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            panic!("another worker panicked");
+        }
     }
 
     /// Returns once all `n` threads have called it. Everything a thread wrote before its call is visible to
@@ -37,12 +56,24 @@ impl SpinBarrier {
         }
         let mut spins = 0;
         while self.generation.load(Ordering::Acquire) == generation {
+            self.check();
             if spins < SPINS {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
                 std::thread::yield_now();
             }
+        }
+    }
+}
+
+/// Poisons a [`SpinBarrier`] if dropped while its thread unwinds from a panic.
+pub struct PoisonOnPanic<'a>(pub &'a SpinBarrier);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
         }
     }
 }
@@ -266,6 +297,20 @@ mod tests {
                 });
             }
         }
+    }
+
+    #[test]
+    fn a_panic_before_the_barrier_reaches_the_caller_instead_of_hanging() {
+        let mut team = Team::new(2).unwrap();
+        let barrier = SpinBarrier::new(2);
+        let hit = catch_unwind(AssertUnwindSafe(|| {
+            team.run(&|t| {
+                let _guard = PoisonOnPanic(&barrier);
+                assert!(t != 1, "worker one fails before the barrier");
+                barrier.wait();
+            });
+        }));
+        assert!(hit.is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::nn::model::{
     backward_dense, forward, loss_and_grad, param_ranges,
 };
 use crate::optim::{Sgd, add_assign};
-use crate::parallel::{PhaseShared, SpinBarrier, Team, share};
+use crate::parallel::{PhaseShared, PoisonOnPanic, SpinBarrier, Team, share};
 use crate::rng::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -368,6 +368,8 @@ impl Trainer {
         let slice_ranges = [0..CONV_PARAMS, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
         let blocks: usize = linear_blocks().count();
         team.run(&|t: usize| {
+            // A worker that panics must not leave the others waiting for it.
+            let _guard = PoisonOnPanic(&barrier);
             let mut timed = if t == 0 { clock.try_lock().ok() } else { None };
             let mut untimed = ();
             let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
@@ -413,6 +415,7 @@ impl Trainer {
             // (2) Blocks of the linear weights, first come first served, once every slice has published.
             let mut spins = 0u32;
             while dense_done.load(Ordering::Acquire) < used {
+                barrier.check();
                 if spins < 1 << 14 {
                     std::hint::spin_loop();
                     spins += 1;
