@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::nn::linear::linear_weight_grad_rows;
+use crate::nn::linear::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
-    CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_convolutions,
+    CONV_PARAMS, Head, LINEAR_WEIGHTS, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_convolutions,
     backward_dense, forward, loss_and_grad, param_ranges,
 };
 use crate::optim::{Sgd, add_assign};
@@ -215,7 +215,7 @@ impl Evaluator {
 /// One slice of a batch: its activations and its share of the gradient.
 /// Rows per block of a linear layer's weight in the update: each block is summed over the slices and updated
 /// by one worker; the blocks never depend on the thread count.
-const LINEAR_BLOCK_ROWS: usize = 8;
+const LINEAR_BLOCK_ROWS: usize = STEP_ROWS;
 
 /// The blocks of rows of the three linear layers' weights: `(layer, rows)`.
 fn linear_blocks() -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
@@ -231,21 +231,25 @@ fn linear_blocks() -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
 /// worker can read it while the slice's own worker goes on with the convolutions.
 struct LinearIo {
     data: Vec<f32>,
-    capacity: usize,
+    /// Where each layer's input and output gradient start.
+    offsets: [(usize, usize); LINEAR_WEIGHTS.len()],
     n: usize,
 }
 
 impl LinearIo {
     fn new(capacity: usize) -> Self {
-        let len = LINEAR_WEIGHTS.iter().map(|(_, d)| capacity * (d.in_features + d.out_features)).sum();
-        LinearIo { data: vec![0.0; len], capacity, n: 0 }
+        let mut offsets = [(0, 0); LINEAR_WEIGHTS.len()];
+        let mut at = 0;
+        for (o, (_, d)) in offsets.iter_mut().zip(LINEAR_WEIGHTS) {
+            *o = (at, at + capacity * d.in_features);
+            at += capacity * (d.in_features + d.out_features);
+        }
+        LinearIo { data: vec![0.0; at], offsets, n: 0 }
     }
 
-    /// Where layer `layer`'s input and output gradient start, for `capacity` images.
+    /// Where layer `layer`'s input and output gradient start.
     fn offsets(&self, layer: usize) -> (usize, usize) {
-        let before: usize =
-            LINEAR_WEIGHTS[..layer].iter().map(|(_, d)| self.capacity * (d.in_features + d.out_features)).sum();
-        (before, before + self.capacity * LINEAR_WEIGHTS[layer].1.in_features)
+        self.offsets[layer]
     }
 
     fn store(&mut self, ws: &Workspace, n: usize) {
@@ -262,6 +266,21 @@ impl LinearIo {
         let d = LINEAR_WEIGHTS[layer].1;
         let (i, o) = self.offsets(layer);
         (&self.data[i..i + self.n * d.in_features], &self.data[o..o + self.n * d.out_features])
+    }
+}
+
+/// One linear layer's part of every slice's [`LinearIo`].
+struct LayerParts<'a> {
+    ios: &'a [LinearIo],
+    layer: usize,
+}
+
+impl GradParts for LayerParts<'_> {
+    fn parts(&self) -> usize {
+        self.ios.len()
+    }
+    fn part(&self, s: usize) -> (&[f32], &[f32]) {
+        self.ios[s].get(self.layer)
     }
 }
 
@@ -346,7 +365,8 @@ impl Trainer {
         // layers (publishing what their weight gradients are made from), then backward through the
         // convolutions. (2) As soon as every slice is past the linear layers, each worker that is free takes
         // blocks of rows of the linear weights: sums the block's gradient over the slices in order, and updates
-        // it. (3) After a barrier, each sums the slices' other gradients, in slice order, and updates its own
+        // it (measured faster than giving each worker fixed blocks, which would keep their velocity in its
+        // cache: the workers rarely finish their slices together). (3) After a barrier, each sums the slices' other gradients, in slice order, and updates its own
         // fixed share of the other parameters. Which worker does what never changes a number.
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
@@ -366,7 +386,6 @@ impl Trainer {
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
         // as runs of adjacent ones.
         let slice_ranges = [0..CONV_PARAMS, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
-        let blocks: usize = linear_blocks().count();
         team.run(&|t: usize| {
             // A worker that panics must not leave the others waiting for it.
             let _guard = PoisonOnPanic(&barrier);
@@ -425,31 +444,23 @@ impl Trainer {
             }
             // SAFETY: every slice's linear inputs and outputs are published and no longer written this step.
             let ios = unsafe { linear_io.get(0..used) };
-            let mut g = [0.0f32; LINEAR_BLOCK_ROWS * LINEAR1.in_features];
             loop {
                 let u = next_block.fetch_add(1, Ordering::Relaxed);
-                if u >= blocks {
-                    break;
-                }
-                let (layer, rows) = linear_blocks().nth(u).expect("u < blocks");
+                let Some((layer, rows)) = linear_blocks().nth(u) else { break };
                 let (param, d) = LINEAR_WEIGHTS[layer];
                 let start = ranges[param].start + rows.start * d.in_features;
                 let range = start..start + rows.len() * d.in_features;
                 // SAFETY: block u is taken by this worker alone, and nobody reads the linear weights any more
                 // this step (every slice is past them).
                 let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
-                let g = &mut g[..p.len()];
-                for (s, io) in ios.iter().enumerate() {
-                    let (input, out_grad) = io.get(layer);
-                    let beta = if s == 0 { 0.0 } else { 1.0 };
-                    linear_weight_grad_rows(&d, io.n, input, out_grad, rows.clone(), beta, g);
-                }
-                sgd.step(p, v, g);
+                weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows, sgd, p, v);
             }
             barrier.wait();
             // (3) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
             // SAFETY: every slice is finished; each part of these parameters is given to one worker.
             let parts = unsafe { slices.get(0..used) };
+            // Summed and updated a piece at a time, the piece staying in L1.
+            let mut g = [0.0f32; 1024];
             for range in &slice_ranges {
                 let mine = share(range.len(), workers, t, 16);
                 let range = range.start + mine.start..range.start + mine.end;

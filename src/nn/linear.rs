@@ -4,6 +4,7 @@
 //! input `(N, I)`, weight `(O, I)` (PyTorch's layout), bias `(O)`, output `(N, O)`.
 
 use super::gemm::{MatRef, sgemm};
+use crate::optim::Sgd;
 
 /// The static description of a linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,4 +83,234 @@ pub fn linear_weight_grad_rows(
     };
     let x = MatRef::new(&input[..n * d.in_features], n, d.in_features);
     sgemm(1.0, g_t, x, beta, &mut out[..rows.len() * d.in_features]);
+}
+
+/// Where the parts of a batch keep what a linear layer's weight gradient is made from.
+pub trait GradParts {
+    /// How many parts; their gradients are summed in this order.
+    fn parts(&self) -> usize;
+    /// Part `s`: its input `(n, I)` and output gradient `(n, O)`, for the same `n`.
+    fn part(&self, s: usize) -> (&[f32], &[f32]);
+}
+
+/// Most rows [`weight_grad_step_rows`] takes at once.
+pub const STEP_ROWS: usize = 8;
+
+/// Rows `rows` (at most [`STEP_ROWS`]) of a linear layer's weight: their gradient, summed over the parts in
+/// order, then the SGD update of `params` and `velocity` (those rows, `(rows, I)`), without ever writing the
+/// gradient to memory. The gradient of a batch is a product whose inner dimension is only the batch size, so
+/// writing it and reading it back cost more than computing it.
+///
+/// The same numbers as [`linear_weight_grad_rows`] per part (`beta` 0, then 1) followed by [`Sgd::step`].
+pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
+    d: &LinearDims,
+    parts: &P,
+    rows: std::ops::Range<usize>,
+    sgd: Sgd,
+    params: &mut [f32],
+    velocity: &mut [f32],
+) {
+    let len = rows.len() * d.in_features;
+    assert!(rows.start < rows.end && rows.end <= d.out_features && rows.len() <= STEP_ROWS);
+    assert!(params.len() == len && velocity.len() == len);
+    for s in 0..parts.parts() {
+        let (input, out_grad) = parts.part(s);
+        assert!(input.len() % d.in_features == 0);
+        assert!(out_grad.len() == input.len() / d.in_features * d.out_features);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and every part and both outputs were checked above.
+        return unsafe { avx512::weight_grad_step_rows(d, parts, rows, sgd, params, velocity) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { weight_grad_step_rows_avx2(d, parts, rows, sgd, params, velocity) };
+    }
+    weight_grad_step_rows_body::<{ super::simd::BASELINE_FMA }, P>(d, parts, rows, sgd, params, velocity)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn weight_grad_step_rows_avx2<P: GradParts + ?Sized>(
+    d: &LinearDims,
+    parts: &P,
+    rows: std::ops::Range<usize>,
+    sgd: Sgd,
+    params: &mut [f32],
+    velocity: &mut [f32],
+) {
+    weight_grad_step_rows_body::<true, P>(d, parts, rows, sgd, params, velocity)
+}
+
+/// Columns per tile of the portable body.
+const STEP_COLS: usize = 8;
+
+#[inline(always)]
+fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
+    d: &LinearDims,
+    parts: &P,
+    rows: std::ops::Range<usize>,
+    sgd: Sgd,
+    params: &mut [f32],
+    velocity: &mut [f32],
+) {
+    let (i_len, o_len) = (d.in_features, d.out_features);
+    let mut grad = [[0.0f32; STEP_COLS]; STEP_ROWS];
+    for c0 in (0..i_len).step_by(STEP_COLS) {
+        let w = STEP_COLS.min(i_len - c0);
+        for s in 0..parts.parts() {
+            let (input, out_grad) = parts.part(s);
+            let mut acc = [[0.0f32; STEP_COLS]; STEP_ROWS];
+            for (x, g) in input.chunks_exact(i_len).zip(out_grad.chunks_exact(o_len)) {
+                let x = &x[c0..c0 + w];
+                for (acc_r, &gr) in acc.iter_mut().zip(&g[rows.clone()]) {
+                    for (a, &xv) in acc_r.iter_mut().zip(x) {
+                        *a = super::simd::mul_add::<FMA>(gr, xv, *a);
+                    }
+                }
+            }
+            for (grad_r, acc_r) in grad.iter_mut().zip(&acc) {
+                for (gv, a) in grad_r.iter_mut().zip(acc_r) {
+                    *gv = if s == 0 { *a } else { *gv + *a };
+                }
+            }
+        }
+        for (r, grad_r) in grad.iter().enumerate().take(rows.len()) {
+            let at = r * i_len + c0..r * i_len + c0 + w;
+            sgd.step(&mut params[at.clone()], &mut velocity[at], &grad_r[..w]);
+        }
+    }
+}
+
+/// The fused gradient and update with AVX-512 intrinsics: a tile of 8 rows by 16 columns in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{GradParts, LinearDims, STEP_ROWS};
+    use crate::optim::Sgd;
+
+    /// # Safety
+    /// The CPU must have AVX-512F; the parts and outputs must have passed the checks of
+    /// [`super::weight_grad_step_rows`].
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn weight_grad_step_rows<P: GradParts + ?Sized>(
+        d: &LinearDims,
+        parts: &P,
+        rows: std::ops::Range<usize>,
+        sgd: Sgd,
+        params: &mut [f32],
+        velocity: &mut [f32],
+    ) {
+        let (i_len, o_len) = (d.in_features, d.out_features);
+        let nr = rows.len();
+        // Rows past the block repeat its last row: computed, never stored.
+        let row_at: [usize; STEP_ROWS] = std::array::from_fn(|r| rows.start + r.min(nr - 1));
+        let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
+        let (lr, momentum, wd) =
+            (_mm512_set1_ps(sgd.lr), _mm512_set1_ps(sgd.momentum), _mm512_set1_ps(sgd.weight_decay));
+        let min_normal = _mm512_set1_ps(f32::MIN_POSITIVE);
+        // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
+        // c0..c0+16 are masked to `i_len`, rows to `rows`, which the caller checked against the outputs.
+        unsafe {
+            for c0 in (0..i_len).step_by(16) {
+                let w = (i_len - c0).min(16);
+                let mask: __mmask16 = if w == 16 { 0xffff } else { (1u16 << w) - 1 };
+                let mut grad = [_mm512_setzero_ps(); STEP_ROWS];
+                for s in 0..parts.parts() {
+                    let (input, out_grad) = parts.part(s);
+                    let n = input.len() / i_len;
+                    let (xp, gp) = (input.as_ptr(), out_grad.as_ptr());
+                    let mut acc = [_mm512_setzero_ps(); STEP_ROWS];
+                    for img in 0..n {
+                        let x = _mm512_maskz_loadu_ps(mask, xp.add(img * i_len + c0));
+                        let g = gp.add(img * o_len);
+                        for (r, acc_r) in acc.iter_mut().enumerate() {
+                            *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*g.add(row_at[r])), x, *acc_r);
+                        }
+                    }
+                    for (grad_r, acc_r) in grad.iter_mut().zip(acc) {
+                        *grad_r = if s == 0 { acc_r } else { _mm512_add_ps(*grad_r, acc_r) };
+                    }
+                }
+                // The update, as `Sgd::step` rounds it (a multiply, then an add) and flushes a subnormal velocity.
+                for (r, &grad_r) in grad.iter().enumerate().take(nr) {
+                    let (p, v) = (pp.add(r * i_len + c0), vp.add(r * i_len + c0));
+                    let old_p = _mm512_maskz_loadu_ps(mask, p);
+                    let mut g = grad_r;
+                    if sgd.weight_decay != 0.0 {
+                        g = _mm512_add_ps(g, _mm512_mul_ps(wd, old_p));
+                    }
+                    let new_v = _mm512_add_ps(_mm512_mul_ps(momentum, _mm512_maskz_loadu_ps(mask, v)), g);
+                    let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(new_v), min_normal);
+                    let new_v = _mm512_maskz_mov_ps(normal, new_v);
+                    _mm512_mask_storeu_ps(v, mask, new_v);
+                    _mm512_mask_storeu_ps(p, mask, _mm512_sub_ps(old_p, _mm512_mul_ps(lr, new_v)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    struct Parts(Vec<(Vec<f32>, Vec<f32>)>);
+
+    impl GradParts for Parts {
+        fn parts(&self) -> usize {
+            self.0.len()
+        }
+        fn part(&self, s: usize) -> (&[f32], &[f32]) {
+            (&self.0[s].0, &self.0[s].1)
+        }
+    }
+
+    #[test]
+    fn fused_gradient_and_update_match_gradient_then_update() {
+        let mut rng = Rng::new(3);
+        let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+        let shapes = [(400, 120, 0..8), (120, 84, 80..84), (84, 10, 8..10), (84, 10, 0..8), (37, 9, 3..5)];
+        for (i_len, o_len, rows) in shapes {
+            let d = LinearDims { in_features: i_len, out_features: o_len };
+            for (images, weight_decay) in [(&[8usize][..], 0.0), (&[8, 8][..], 0.0), (&[8, 5, 3][..], 0.01)] {
+                let mut parts = Parts(images.iter().map(|&n| (random(n * i_len), random(n * o_len))).collect());
+                // A dead unit: the first row's gradient is zero, and its velocity turns subnormal, so is flushed.
+                for (_, out_grad) in &mut parts.0 {
+                    out_grad.iter_mut().skip(rows.start).step_by(o_len).for_each(|g| *g = 0.0);
+                }
+                let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay };
+                let len = rows.len() * i_len;
+                let (p0, mut v0) = (random(len), random(len));
+                v0[..i_len].fill(1.2e-38);
+                // The definition: the gradient written out, then the update.
+                let mut g = vec![0.0; len];
+                for (s, (input, out_grad)) in parts.0.iter().enumerate() {
+                    let n = input.len() / i_len;
+                    let beta = if s == 0 { 0.0 } else { 1.0 };
+                    linear_weight_grad_rows(&d, n, input, out_grad, rows.clone(), beta, &mut g);
+                }
+                let (mut want_p, mut want_v) = (p0.clone(), v0.clone());
+                sgd.step(&mut want_p, &mut want_v, &g);
+                let (mut p, mut v) = (p0.clone(), v0.clone());
+                weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut p, &mut v);
+                let (mut pp, mut pv) = (p0.clone(), v0.clone());
+                weight_grad_step_rows_body::<false, _>(&d, &parts, rows.clone(), sgd, &mut pp, &mut pv);
+                for (got, want) in [(&p, &want_p), (&v, &want_v), (&pp, &want_p), (&pv, &want_v)] {
+                    for (x, y) in got.iter().zip(want.iter()) {
+                        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y} ({i_len},{o_len},{rows:?})");
+                    }
+                }
+                // The update really happened (a test that cannot fail is no test).
+                assert!(p[i_len..].iter().zip(&p0[i_len..]).any(|(a, b)| a != b));
+                if weight_decay == 0.0 {
+                    assert!(v[..i_len].iter().all(|&x| x == 0.0), "the dead row's velocity is flushed");
+                }
+            }
+        }
+    }
 }
