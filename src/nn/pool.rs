@@ -27,8 +27,18 @@ impl Pool2Dims {
 }
 
 dispatch! {
-    /// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
-    pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) => forward_body
+    fn forward_portable(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) => forward_body
+}
+
+/// `input (n, C, H, H)` -> `out (n, C, H/2, H/2)`. Sums in PyTorch's order, then divides.
+pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
+    assert!(input.len() >= n * d.in_len() && out.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
+    #[cfg(target_arch = "x86_64")]
+    if d.in_size <= avx512::MAX_SIZE && super::simd::avx512() {
+        // SAFETY: the CPU has the features, the buffers were checked above and a row fits the kernel.
+        return unsafe { avx512::forward(d, n, input, out) };
+    }
+    forward_portable(d, n, input, out)
 }
 
 #[inline(always)]
@@ -100,14 +110,140 @@ fn relu_backward_in_place_body<const FMA: bool>(d: &Pool2Dims, n: usize, out_gra
 }
 
 dispatch! {
-    /// [`avgpool2_relu_backward`] over the activation itself: `act_grad` holds the ReLU output on entry and its
-    /// gradient on return, which spares the step a buffer the size of the activation.
-    pub fn avgpool2_relu_backward_in_place(
+    fn relu_backward_in_place_portable(
         d: &Pool2Dims,
         n: usize,
         out_grad: &[f32],
         act_grad: &mut [f32],
     ) => relu_backward_in_place_body
+}
+
+/// [`avgpool2_relu_backward`] over the activation itself: `act_grad` holds the ReLU output on entry and its
+/// gradient on return, which spares the step a buffer the size of the activation.
+pub fn avgpool2_relu_backward_in_place(d: &Pool2Dims, n: usize, out_grad: &[f32], act_grad: &mut [f32]) {
+    assert!(act_grad.len() >= n * d.in_len() && out_grad.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
+    #[cfg(target_arch = "x86_64")]
+    if d.in_size == avx512::BACKWARD_SIZE && super::simd::avx512() {
+        // SAFETY: the CPU has the features, the buffers were checked above and the size is the kernel's.
+        return unsafe { avx512::relu_backward_in_place(d, n, out_grad, act_grad) };
+    }
+    relu_backward_in_place_portable(d, n, out_grad, act_grad)
+}
+
+/// Channel-major kernels with AVX-512 intrinsics, the lanes paired or spread with permutes (the compiled portable
+/// code handles the pairs one by one): forward for rows of up to 32 values, a pooled row in one vector;
+/// backward for the first pooling's 28 x 28 planes.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Pool2Dims;
+
+    /// Largest input row the kernels take.
+    pub const MAX_SIZE: usize = 32;
+
+    /// The first `w` lanes.
+    fn lanes(w: usize) -> __mmask16 {
+        if w >= 16 { 0xffff } else { (1u16 << w) - 1 }
+    }
+
+    /// `(lo, hi)` masks of an input row of `h` values.
+    fn row_masks(h: usize) -> (__mmask16, __mmask16) {
+        (lanes(h), lanes(h.saturating_sub(16)))
+    }
+
+    /// # Safety
+    /// AVX-512F; `input` and `out` hold `n` images of `d`, whose rows have at most [`MAX_SIZE`] values.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
+        let (h, oh) = (d.in_size, d.out_size());
+        let ((lo, hi), out_mask) = (row_masks(h), lanes(oh));
+        let (ip, op) = (input.as_ptr(), out.as_mut_ptr());
+        // SAFETY (whole body): rows are read and written through masks of their length, inside the checked
+        // buffers.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            let quarter = _mm512_set1_ps(0.25);
+            for plane in 0..n * d.channels {
+                for y in 0..oh {
+                    let top = ip.add((plane * h + 2 * y) * h);
+                    let bottom = top.add(h);
+                    let (t_lo, t_hi) = (_mm512_maskz_loadu_ps(lo, top), _mm512_maskz_loadu_ps(hi, top.add(16)));
+                    let (b_lo, b_hi) = (_mm512_maskz_loadu_ps(lo, bottom), _mm512_maskz_loadu_ps(hi, bottom.add(16)));
+                    // Lane x: in[2y, 2x] + in[2y, 2x+1] + in[2y+1, 2x] + in[2y+1, 2x+1], in that order, then / 4
+                    // (a multiply by 0.25 is the same rounding).
+                    let sum = _mm512_add_ps(
+                        _mm512_permutex2var_ps(t_lo, even, t_hi),
+                        _mm512_permutex2var_ps(t_lo, odd, t_hi),
+                    );
+                    let sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(b_lo, even, b_hi));
+                    let sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(b_lo, odd, b_hi));
+                    _mm512_mask_storeu_ps(op.add((plane * oh + y) * oh), out_mask, _mm512_mul_ps(sum, quarter));
+                }
+            }
+        }
+    }
+
+    /// Input size of the layer [`relu_backward_in_place`] is written for (the first pooling).
+    pub const BACKWARD_SIZE: usize = 28;
+
+    /// # Safety
+    /// AVX-512F; `out_grad` and `act_grad` hold `n` images of `d`, whose `in_size` is [`BACKWARD_SIZE`].
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn relu_backward_in_place(d: &Pool2Dims, n: usize, out_grad: &[f32], act_grad: &mut [f32]) {
+        // A plane read as whole vectors, with no masks: rows of 28 values straddle vectors, and a masked store
+        // that shares a 64-byte span with the next row's load stalls that load. Seven vectors are four input rows,
+        // which take the 28 values of two pooled rows; lane l of vector v takes pooled value
+        // (row / 2) * 14 + col / 2 of input value 16 v + l = row * 28 + col.
+        const H: usize = BACKWARD_SIZE;
+        const GROUP: usize = 7;
+        const POOLED: usize = 2 * H / 2;
+        let (gp, ap) = (out_grad.as_ptr(), act_grad.as_mut_ptr());
+        let spread: [__m512i; GROUP] = std::array::from_fn(|v| {
+            let at = |l: usize| {
+                let (row, col) = ((16 * v + l) / H, (16 * v + l) % H);
+                ((row / 2) * (H / 2) + col / 2) as i32
+            };
+            _mm512_setr_epi32(
+                at(0),
+                at(1),
+                at(2),
+                at(3),
+                at(4),
+                at(5),
+                at(6),
+                at(7),
+                at(8),
+                at(9),
+                at(10),
+                at(11),
+                at(12),
+                at(13),
+                at(14),
+                at(15),
+            )
+        });
+        let tail: __mmask16 = (1 << (POOLED - 16)) - 1;
+        // SAFETY (whole body): a plane is 49 whole vectors of input and 7 groups of 28 pooled values, all inside
+        // the buffers the caller checked.
+        unsafe {
+            let (quarter, zero) = (_mm512_set1_ps(0.25), _mm512_setzero_ps());
+            for plane in 0..n * d.channels {
+                for group in 0..H * H / (16 * GROUP) {
+                    let g = gp.add(plane * H * H / 4 + group * POOLED);
+                    let lo = _mm512_mul_ps(_mm512_loadu_ps(g), quarter);
+                    let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, g.add(16)), quarter);
+                    for (v, idx) in spread.iter().enumerate() {
+                        let dst = ap.add(plane * H * H + (group * GROUP + v) * 16);
+                        // The ReLU's gradient: the quarter where the output was positive, else zero.
+                        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_loadu_ps(dst), zero);
+                        _mm512_storeu_ps(dst, _mm512_maskz_mov_ps(keep, _mm512_permutex2var_ps(lo, *idx, hi)));
+                    }
+                }
+            }
+        }
+    }
 }
 
 dispatch! {
@@ -217,5 +353,24 @@ mod tests {
             }
         }
         assert!(want.contains(&0.0) && want.iter().any(|&v| v != 0.0));
+    }
+
+    #[test]
+    fn fast_channel_major_kernels_match_the_portable_ones() {
+        let mut rng = Rng::new(5);
+        for (channels, in_size, n) in [(6, 28, 3), (2, 32, 2), (3, 10, 2), (1, 2, 1)] {
+            let d = Pool2Dims { channels, in_size };
+            let act: Vec<f32> = (0..n * d.in_len()).map(|_| rng.uniform(-1.0, 1.0).max(0.0)).collect();
+            let g: Vec<f32> = (0..n * d.out_len()).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let (mut want, mut got) = (vec![0.0; n * d.out_len()], vec![f32::NAN; n * d.out_len()]);
+            forward_body::<false>(&d, n, &act, &mut want);
+            avgpool2_forward(&d, n, &act, &mut got);
+            assert_eq!(got, want, "forward {d:?}");
+            let (mut want, mut got) = (act.clone(), act.clone());
+            relu_backward_in_place_body::<false>(&d, n, &g, &mut want);
+            avgpool2_relu_backward_in_place(&d, n, &g, &mut got);
+            assert_eq!(got, want, "backward {d:?}");
+            assert!(want.contains(&0.0) && want.iter().any(|&v| v != 0.0));
+        }
     }
 }
