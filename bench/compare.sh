@@ -20,6 +20,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$threads, epochs=$epochs"
+if [ "$(uname -m)" = x86_64 ] && rustc -O --edition 2021 bench/fma_peak.rs -o "$out/fma_peak" 2>/dev/null; then
+  "$out/fma_peak"
+fi
 echo
 echo "== lenet5 (train + eval, $epochs epoch(s))"
 /usr/bin/time -f "peak RSS %M KiB" -o "$out/lenet5.time" \
@@ -34,10 +37,10 @@ run_torch() {
 }
 echo
 echo "== PyTorch, preloaded tensors"
-pre=$(run_torch preloaded | tee /dev/stderr | tail -1)
+pre=$(run_torch preloaded | tee -a /dev/stderr | tail -1)
 echo
 echo "== PyTorch, tutorial pipeline (torchvision DataLoader)"
-tut=$(run_torch tutorial | tee /dev/stderr | tail -1)
+tut=$(run_torch tutorial | tee -a /dev/stderr | tail -1)
 echo
 python3 - "$ours" "$pre" "$tut" <<'PY'
 import sys
