@@ -6,7 +6,8 @@
 //! The model only needs two shapes of product, and both have their own register-blocked kernel that needs no
 //! packing and allocates nothing (a training step must not allocate):
 //! - rows of B contiguous (`B (k,n)` row-major, any A): each 4x16 block of C accumulates `A[i,p] * B[p,..]`;
-//! - B given transposed (`B^T (n,k)` row-major) and A row-major: each 2x4 block of C is eight dot products.
+//! - B given transposed (`B^T (n,k)` row-major) and A row-major: each block of C is a set of dot products
+//!   (2x4 with AVX2, 8x2 with AVX-512, whose sixteen horizontal sums are one transposing reduction).
 //!
 //! Any other layout (only the tests' reference convolution uses one) is computed one dot product at a time.
 //! [`sgemm_reference`] is the plain triple loop all are tested against.

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds lenet5 for aarch64 (Linux), runs its numeric tests under qemu's user-mode emulation, and checks that a
+# short training run prints the same metrics as the native build. Needs rustup, and gcc-aarch64-linux-gnu and
+# qemu-user (installed with apt-get when run as root on Debian/Ubuntu). Slow: the emulator runs ~100x slower.
+#
+#   scripts/aarch64-test.sh [DATA_ROOT]     # DATA_ROOT holds mnist/ (default: $LENET5_DATA, else ./data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-${LENET5_DATA:-data}}
+target=aarch64-unknown-linux-gnu
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null
+fi
+rustup target add "$target" >/dev/null
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+dir=target/aarch64-check
+
+# The kernels against their references and PyTorch's tensors, and the finite-difference gradient checks.
+cargo test --release --locked --target "$target" --target-dir "$dir" --lib --test reference --test gradcheck
+
+# The same short run on both builds must print the same metrics.
+cargo build --release --locked
+cargo build --release --locked --target "$target" --target-dir "$dir"
+run() {
+  local out
+  out=$(mktemp -d)
+  "$@" train --data "$data" --no-download --epochs 2 --train-limit 2000 --test-limit 500 --out "$out/run" \
+    --progress plain | grep -o 'train_loss.*val_acc [0-9.]*'
+  rm -rf "$out"
+}
+native=$(run target/release/lenet5)
+emulated=$(run qemu-aarch64 -L /usr/aarch64-linux-gnu "$dir/$target/release/lenet5")
+echo "native:  $native"
+echo "aarch64: $emulated"
+[ "$native" = "$emulated" ] && echo "same metrics" || { echo "metrics differ"; exit 1; }
