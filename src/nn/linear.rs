@@ -157,9 +157,9 @@ fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
     velocity: &mut [f32],
 ) {
     let (i_len, o_len) = (d.in_features, d.out_features);
-    let mut grad = [[0.0f32; STEP_COLS]; STEP_ROWS];
     for c0 in (0..i_len).step_by(STEP_COLS) {
         let w = STEP_COLS.min(i_len - c0);
+        let mut grad = [[0.0f32; STEP_COLS]; STEP_ROWS];
         for s in 0..parts.parts() {
             let (input, out_grad) = parts.part(s);
             let mut acc = [[0.0f32; STEP_COLS]; STEP_ROWS];
