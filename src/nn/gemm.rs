@@ -409,11 +409,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::MatRef;
-
-    /// The first `w` lanes (`w <= 16`).
-    fn lanes(w: usize) -> __mmask16 {
-        if w >= 16 { 0xffff } else { (1u16 << w) - 1 }
-    }
+    use crate::nn::simd::lanes;
 
     /// `R` rows from `i0` and `V` 16-lane vectors from column `j0` of `c += alpha * a @ b`, the last vector
     /// masked by `last`.

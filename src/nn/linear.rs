@@ -190,6 +190,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{GradParts, LinearDims, STEP_ROWS};
+    use crate::nn::simd::lanes;
     use crate::optim::Sgd;
 
     /// # Safety
@@ -216,8 +217,7 @@ mod avx512 {
         // c0..c0+16 are masked to `i_len`, rows to `rows`, which the caller checked against the outputs.
         unsafe {
             for c0 in (0..i_len).step_by(16) {
-                let w = (i_len - c0).min(16);
-                let mask: __mmask16 = if w == 16 { 0xffff } else { (1u16 << w) - 1 };
+                let mask = lanes(i_len - c0);
                 let mut grad = [_mm512_setzero_ps(); STEP_ROWS];
                 for s in 0..parts.parts() {
                     let (input, out_grad) = parts.part(s);

@@ -138,14 +138,10 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::Pool2Dims;
+    use crate::nn::simd::lanes;
 
     /// Largest input row the kernels take.
     pub const MAX_SIZE: usize = 32;
-
-    /// The first `w` lanes.
-    fn lanes(w: usize) -> __mmask16 {
-        if w >= 16 { 0xffff } else { (1u16 << w) - 1 }
-    }
 
     /// `(lo, hi)` masks of an input row of `h` values.
     fn row_masks(h: usize) -> (__mmask16, __mmask16) {

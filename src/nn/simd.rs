@@ -55,6 +55,13 @@ pub fn avx512() -> bool {
     })
 }
 
+/// The first `w` lanes of a 16-lane AVX-512 vector (all of them when `w >= 16`), for masked loads and stores
+/// at the edge of a row.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes(w: usize) -> std::arch::x86_64::__mmask16 {
+    if w >= 16 { 0xffff } else { (1u16 << w) - 1 }
+}
+
 /// The instruction set the kernels run with on this CPU, for reports.
 pub fn describe() -> &'static str {
     if avx512() {
