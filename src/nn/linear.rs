@@ -33,7 +33,7 @@ pub fn linear_forward(d: &LinearDims, n: usize, input: &[f32], weight: &[f32], b
 }
 
 /// Adds to `weight_grad (O, I)` when given (see [`linear_weight_grad_rows`] for computing it elsewhere) and to
-/// `bias_grad (O)`; overwrites `input_grad (n, I)` when given.
+/// `bias_grad (O)`; overwrites `input_grad (n, I)` when given (`weight` is read only then).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     d: &LinearDims,
@@ -45,8 +45,7 @@ pub fn linear_backward(
     bias_grad: &mut [f32],
     input_grad: Option<&mut [f32]>,
 ) {
-    let g = MatRef::new(&out_grad[..n * d.out_features], n, d.out_features);
-    for row in g.data.chunks_exact(d.out_features) {
+    for row in out_grad[..n * d.out_features].chunks_exact(d.out_features) {
         for (b, v) in bias_grad.iter_mut().zip(row) {
             *b += v;
         }
@@ -55,10 +54,15 @@ pub fn linear_backward(
         linear_weight_grad_rows(d, n, input, out_grad, 0..d.out_features, 1.0, weight_grad);
     }
     if let Some(input_grad) = input_grad {
-        // dIn (n, I) = dOut (n, O) @ W (O, I)
-        let w = MatRef::new(weight, d.out_features, d.in_features);
-        sgemm(1.0, g, w, 0.0, &mut input_grad[..n * d.in_features]);
+        linear_input_grad(d, n, out_grad, weight, input_grad);
     }
+}
+
+/// Overwrites `input_grad (n, I) = out_grad (n, O) @ weight (O, I)`.
+pub fn linear_input_grad(d: &LinearDims, n: usize, out_grad: &[f32], weight: &[f32], input_grad: &mut [f32]) {
+    let g = MatRef::new(&out_grad[..n * d.out_features], n, d.out_features);
+    let w = MatRef::new(weight, d.out_features, d.in_features);
+    sgemm(1.0, g, w, 0.0, &mut input_grad[..n * d.in_features]);
 }
 
 /// Rows `rows` of the weight gradient of `n` images, `dW[rows] (rows, I) = dOut^T[rows] (rows, n) @ in (n, I)`,
@@ -186,10 +190,15 @@ fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
 
 /// The fused gradient and update with AVX-512 intrinsics: a tile of 8 rows by 16 columns in registers.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{GradParts, LinearDims, STEP_ROWS};
+
+    pub static PF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    pub static PF_AHEAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    /// Columns of a register tile: two vectors.
+    const TILE_COLS: usize = 32;
     use crate::nn::simd::lanes;
     use crate::optim::Sgd;
 
@@ -208,46 +217,72 @@ mod avx512 {
         let (i_len, o_len) = (d.in_features, d.out_features);
         let nr = rows.len();
         // Rows past the block repeat its last row: computed, never stored.
-        let row_at: [usize; STEP_ROWS] = std::array::from_fn(|r| rows.start + r.min(nr - 1));
+        let mut row_at = [0usize; STEP_ROWS];
+        for (r, at) in row_at.iter_mut().enumerate() {
+            *at = rows.start + r.min(nr - 1);
+        }
         let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
         let (lr, momentum, wd) =
             (_mm512_set1_ps(sgd.lr), _mm512_set1_ps(sgd.momentum), _mm512_set1_ps(sgd.weight_decay));
         let min_normal = _mm512_set1_ps(f32::MIN_POSITIVE);
         // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
-        // c0..c0+16 are masked to `i_len`, rows to `rows`, which the caller checked against the outputs.
+        // c0..c0+32 are masked to `i_len`, rows to `rows`, which the caller checked against the outputs.
         unsafe {
-            for c0 in (0..i_len).step_by(16) {
-                let mask = lanes(i_len - c0);
-                let mut grad = [_mm512_setzero_ps(); STEP_ROWS];
-                for s in 0..parts.parts() {
-                    let (input, out_grad) = parts.part(s);
-                    let n = input.len() / i_len;
-                    let (xp, gp) = (input.as_ptr(), out_grad.as_ptr());
-                    let mut acc = [_mm512_setzero_ps(); STEP_ROWS];
-                    for img in 0..n {
-                        let x = _mm512_maskz_loadu_ps(mask, xp.add(img * i_len + c0));
-                        let g = gp.add(img * o_len);
-                        for (r, acc_r) in acc.iter_mut().enumerate() {
-                            *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*g.add(row_at[r])), x, *acc_r);
+            for c0 in (0..i_len).step_by(TILE_COLS) {
+                let mask = [lanes(i_len - c0), lanes(i_len.saturating_sub(c0 + 16))];
+                let mut grad = [[_mm512_setzero_ps(); 2]; STEP_ROWS];
+                if PF.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ahead = PF_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
+                    for r in 0..nr {
+                        for h in 0..2 {
+                            let at = r * i_len + c0 + ahead * TILE_COLS + 16 * h;
+                            if at < nr * i_len {
+                                _mm_prefetch::<_MM_HINT_ET0>(pp.wrapping_add(at) as *const i8);
+                                _mm_prefetch::<_MM_HINT_ET0>(vp.wrapping_add(at) as *const i8);
+                            }
                         }
                     }
-                    for (grad_r, acc_r) in grad.iter_mut().zip(acc) {
-                        *grad_r = if s == 0 { acc_r } else { _mm512_add_ps(*grad_r, acc_r) };
+                }
+                for s in 0..parts.parts() {
+                    let (input, out_grad) = parts.part(s);
+                    let (xp, gp) = (input.as_ptr().add(c0), out_grad.as_ptr());
+                    let gend = gp.add(out_grad.len());
+                    let mut acc = [[_mm512_setzero_ps(); 2]; STEP_ROWS];
+                    let (mut x, mut g) = (xp, gp);
+                    while g < gend {
+                        let x0 = _mm512_maskz_loadu_ps(mask[0], x);
+                        // Past the row when masked off entirely: not dereferenced then.
+                        let x1 = _mm512_maskz_loadu_ps(mask[1], x.wrapping_add(16));
+                        for r in 0..STEP_ROWS {
+                            let gr = _mm512_set1_ps(*g.add(row_at[r]));
+                            acc[r][0] = _mm512_fmadd_ps(gr, x0, acc[r][0]);
+                            acc[r][1] = _mm512_fmadd_ps(gr, x1, acc[r][1]);
+                        }
+                        x = x.add(i_len);
+                        g = g.add(o_len);
+                    }
+                    for r in 0..STEP_ROWS {
+                        for h in 0..2 {
+                            grad[r][h] = if s == 0 { acc[r][h] } else { _mm512_add_ps(grad[r][h], acc[r][h]) };
+                        }
                     }
                 }
                 // The update, as `Sgd::step` rounds it (a multiply, then an add) and flushes a subnormal velocity.
-                for (r, &grad_r) in grad.iter().enumerate().take(nr) {
-                    let (p, v) = (pp.add(r * i_len + c0), vp.add(r * i_len + c0));
-                    let old_p = _mm512_maskz_loadu_ps(mask, p);
-                    let mut g = grad_r;
-                    if sgd.weight_decay != 0.0 {
-                        g = _mm512_add_ps(g, _mm512_mul_ps(wd, old_p));
+                for (r, grad_r) in grad.iter().enumerate().take(nr) {
+                    for h in 0..2 {
+                        let at = r * i_len + c0 + 16 * h;
+                        let (p, v) = (pp.wrapping_add(at), vp.wrapping_add(at));
+                        let old_p = _mm512_maskz_loadu_ps(mask[h], p);
+                        let mut g = grad_r[h];
+                        if sgd.weight_decay != 0.0 {
+                            g = _mm512_add_ps(g, _mm512_mul_ps(wd, old_p));
+                        }
+                        let new_v = _mm512_add_ps(_mm512_mul_ps(momentum, _mm512_maskz_loadu_ps(mask[h], v)), g);
+                        let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(new_v), min_normal);
+                        let new_v = _mm512_maskz_mov_ps(normal, new_v);
+                        _mm512_mask_storeu_ps(v, mask[h], new_v);
+                        _mm512_mask_storeu_ps(p, mask[h], _mm512_sub_ps(old_p, _mm512_mul_ps(lr, new_v)));
                     }
-                    let new_v = _mm512_add_ps(_mm512_mul_ps(momentum, _mm512_maskz_loadu_ps(mask, v)), g);
-                    let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(new_v), min_normal);
-                    let new_v = _mm512_maskz_mov_ps(normal, new_v);
-                    _mm512_mask_storeu_ps(v, mask, new_v);
-                    _mm512_mask_storeu_ps(p, mask, _mm512_sub_ps(old_p, _mm512_mul_ps(lr, new_v)));
                 }
             }
         }
