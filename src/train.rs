@@ -3,8 +3,9 @@
 //! Determinism: a batch is cut into slices (see [`slice_len`]) that depend on the batch size only, never on the
 //! thread count; each slice writes its own gradient buffer, the optimiser adds the buffers in slice order, and
 //! the linear layers' weight gradients are summed over the slices in order, in blocks of rows that do not
-//! depend on the thread count either. So `--threads` changes the speed and
-//! never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
+//! depend on the thread count either. linear1 is computed by groups of its rows (see [`linear1_groups`], again a
+//! function of the batch size alone), and its input gradient is the sum of the groups' parts in group order. So
+//! `--threads` changes the speed and never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
 
 use rayon::prelude::*;
@@ -15,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::nn::linear::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
-    CONV_PARAMS, Head, LINEAR_WEIGHTS, NUM_CLASSES, NUM_PARAMS, StageClock, Workspace, backward_convolutions,
-    backward_dense, forward, loss_and_grad, param_ranges,
+    CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, Stage, StageClock, Workspace,
+    backward_convolutions, backward_to_linear1, forward, forward_features, forward_head, linear1_forward_rows,
+    linear1_input_grad_rows, loss_and_grad, param_ranges,
 };
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, PoisonOnPanic, SpinBarrier, Team, share};
@@ -212,18 +214,34 @@ impl Evaluator {
     }
 }
 
-/// One slice of a batch: its activations and its share of the gradient.
-/// Rows per block of a linear layer's weight in the update: each block is summed over the slices and updated
-/// by one worker; the blocks never depend on the thread count.
-const LINEAR_BLOCK_ROWS: usize = STEP_ROWS;
+/// Most row groups linear1 is split into (see [`Trainer::step_with_clock`]): each group's part of the input
+/// gradient is a `(batch, 400)` buffer, summed per image at the end.
+const MAX_LINEAR1_GROUPS: usize = 4;
 
-/// The blocks of rows of the three linear layers' weights: `(layer, rows)`.
-fn linear_blocks() -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
-    LINEAR_WEIGHTS.iter().enumerate().flat_map(|(layer, (_, d))| {
-        (0..d.out_features)
-            .step_by(LINEAR_BLOCK_ROWS)
-            .map(move |r| (layer, r..(r + LINEAR_BLOCK_ROWS).min(d.out_features)))
-    })
+/// How many row groups linear1 is split into for batches of `batch`: one per slice, up to
+/// [`MAX_LINEAR1_GROUPS`] (a function of the batch size alone, never of the thread count).
+pub fn linear1_groups(batch: usize) -> usize {
+    batch.div_ceil(slice_len(batch)).min(MAX_LINEAR1_GROUPS)
+}
+
+/// Rows of linear1 in group `g` of `groups`: contiguous, in order, as even as they can be.
+fn group_rows(g: usize, groups: usize) -> std::ops::Range<usize> {
+    let o = LINEAR1.out_features;
+    g * o / groups..(g + 1) * o / groups
+}
+
+/// The blocks of rows of linear2's and the output layer's weights: `(layer, rows)`, `layer` an index into
+/// [`LINEAR_WEIGHTS`]. Each is summed over the slices and updated by one worker; they never depend on the
+/// thread count.
+fn shared_linear_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
+    LINEAR_WEIGHTS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .flat_map(|(layer, (_, d))| {
+            (0..d.out_features).step_by(STEP_ROWS).map(move |r| (layer, r..(r + STEP_ROWS).min(d.out_features)))
+        })
+        .collect()
 }
 
 /// What the linear layers' weight gradients of one slice are made from (each layer's input and output
@@ -302,6 +320,13 @@ pub struct Trainer {
     slices: Vec<SliceState>,
     /// One per slice.
     linear_io: Vec<LinearIo>,
+    /// Row groups of linear1 (see [`linear1_groups`]).
+    groups: usize,
+    /// linear1's output, written by the groups and read by the slices.
+    linear1_exchange: Vec<f32>,
+    /// Each group's part of linear1's input gradient, for every image.
+    linear1_partials: Vec<f32>,
+    shared_blocks: Vec<(usize, std::ops::Range<usize>)>,
     order: Vec<u32>,
     /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
     team: Option<Team>,
@@ -319,6 +344,9 @@ impl Trainer {
         config.validate()?;
         assert_eq!(params.len(), NUM_PARAMS);
         let len = slice_len(config.batch_size);
+        let groups = linear1_groups(config.batch_size);
+        // Images in all the slices.
+        let capacity = config.batch_size.div_ceil(len) * len;
         let linear_io = (0..config.batch_size.div_ceil(len)).map(|_| LinearIo::new(len)).collect();
         let slices = (0..config.batch_size.div_ceil(len))
             .map(|_| SliceState {
@@ -336,6 +364,10 @@ impl Trainer {
             params,
             slices,
             linear_io,
+            groups,
+            linear1_exchange: vec![0.0; capacity * LINEAR1.out_features],
+            linear1_partials: vec![0.0; groups * capacity * LINEAR1.in_features],
+            shared_blocks: shared_linear_blocks(),
             order: Vec::new(),
             team: None,
         })
@@ -358,16 +390,26 @@ impl Trainer {
         assert!(b > 0 && b <= self.config.batch_size);
         let len = slice_len(self.config.batch_size);
         let used = b.div_ceil(len);
+        let groups = self.groups;
         let (head, sgd) = (self.config.head, self.config.sgd);
         let workers = pool.current_num_threads();
-        // One job for the team. (1) Each worker runs its own slices, always the same ones, so that a slice's
-        // activations stay in one core's cache from step to step: forward, then backward through the linear
-        // layers (publishing what their weight gradients are made from), then backward through the
-        // convolutions. (2) As soon as every slice is past the linear layers, each worker that is free takes
-        // blocks of rows of the linear weights: sums the block's gradient over the slices in order, and updates
-        // it (measured faster than giving each worker fixed blocks, which would keep their velocity in its
-        // cache: the workers rarely finish their slices together). (3) After a barrier, each sums the slices' other gradients, in slice order, and updates its own
-        // fixed share of the other parameters. Which worker does what never changes a number.
+        // One job for the team, in phases that wait for each other through counters. Worker t runs slices
+        // t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones: a slice's
+        // activations stay in one core's cache from step to step, and so does each block of linear1's weight,
+        // which only its group's worker ever reads or writes. (Shared between the cores, the 192 KB of that
+        // weight had to cross from one core's cache to the other's every step, and writing it meant taking
+        // every line back from the other core first: measured, that cost more than the arithmetic.)
+        //   (1) own slices: the convolutions, up to the flattened features;
+        //   (2) own groups: their rows of linear1, for every slice;
+        //   (3) own slices: the rest of the forward pass, the loss, backward down to linear1's output
+        //       (publishing what the linear weights' gradients are made from);
+        //   (4) own groups: their part of linear1's input gradient, for every slice;
+        //   (5) own slices: the parts summed in group order, then backward through the convolutions;
+        //   (6) own groups: their blocks of linear1's weight, gradient summed over the slices in order and
+        //       updated; then blocks of the other linear weights, first come first served;
+        //   (7) after a barrier, each sums the slices' other gradients in slice order and updates its own fixed
+        //       share of the other parameters.
+        // The slices and groups depend on the batch size alone, so which worker does what never changes a number.
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
             self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
@@ -375,17 +417,27 @@ impl Trainer {
         let team = self.team.as_mut().expect("just made");
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
-        let dense_done = AtomicUsize::new(0);
-        let next_block = AtomicUsize::new(0);
+        let [features_done, linear1_done, dense_done, input_grads_done, next_block] =
+            std::array::from_fn(|_| AtomicUsize::new(0));
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
         let linear_io = PhaseShared::new(&mut self.linear_io[..used]);
+        let (exchange_len, partials_len) = (self.linear1_exchange.len(), self.linear1_partials.len());
+        let exchange = PhaseShared::new(&mut self.linear1_exchange);
+        let partials = PhaseShared::new(&mut self.linear1_partials);
+        let shared_blocks = &self.shared_blocks;
         let clock = std::sync::Mutex::new(clock);
         let ranges = param_ranges();
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
         // as runs of adjacent ones.
         let slice_ranges = [0..CONV_PARAMS, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
+        let (i_len, o_len) = (LINEAR1.in_features, LINEAR1.out_features);
+        // Where slice s's linear1 output from group g lives in the exchange buffer: the slice's `len x 120`
+        // values, cut into the groups' `len x rows` blocks.
+        let exchange_at = |g: usize, s: usize| s * len * o_len + len * group_rows(g, groups).start;
+        // Where group g's part of slice s's input gradient lives.
+        let partial_at = |g: usize, s: usize| (g * used + s) * len * i_len;
         team.run(&|t: usize| {
             // A worker that panics must not leave the others waiting for it.
             let _guard = PoisonOnPanic(&barrier);
@@ -395,68 +447,146 @@ impl Trainer {
                 Some(c) => *c,
                 None => &mut untimed,
             };
-            // (1) Own slices, up to the convolutions. Slice 0 is worker 0's first, and the one timed.
-            for s in (t..used).step_by(workers) {
-                // SAFETY: until it signals `dense_done`, no worker writes any parameter; worker t alone touches
-                // slices t, t + workers, ... and their linear inputs and outputs.
-                let (params, st, io) = unsafe {
-                    (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0], &mut linear_io.get_mut(s..s + 1)[0])
-                };
+            let own_slices = || (t..used).step_by(workers);
+            let own_groups = || (t..groups).step_by(workers);
+            let wait_for = |counter: &AtomicUsize, target: usize| {
+                let mut spins = 0u32;
+                while counter.load(Ordering::Acquire) < target {
+                    barrier.check();
+                    if spins < 1 << 14 {
+                        std::hint::spin_loop();
+                        spins += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            };
+            // (1) Slice 0 is worker 0's first, and the one timed.
+            for s in own_slices() {
+                // SAFETY: nobody writes a parameter before phase (6); worker t alone touches slice s.
+                let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0]) };
                 let idx = &indices[s * len..((s + 1) * len).min(b)];
                 let n = idx.len();
                 let mut untimed = ();
                 let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
                 split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
-                forward(params, head, &mut st.ws, n, &mut DynClock(clock));
+                forward_features(params, &mut st.ws, n, &mut DynClock(clock));
+                st.n = n;
+                features_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&features_done, used);
+            // (2) Group 0 is worker 0's first, and the one timed (at batch 16, half the rows for all sixteen
+            // images: as much work as one slice).
+            DynClock(clock).restart();
+            for g in own_groups() {
+                let rows = group_rows(g, groups);
+                for s in 0..used {
+                    // SAFETY: the slices are only read in this phase; each group writes its own blocks.
+                    let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &slices.get(s..s + 1)[0]) };
+                    let out = unsafe { exchange.get_mut(exchange_at(g, s)..exchange_at(g, s) + st.n * rows.len()) };
+                    linear1_forward_rows(params, &st.ws.flat, st.n, rows.clone(), out);
+                }
+                if g == 0 {
+                    DynClock(clock).lap(Stage::Linear1, false);
+                }
+                linear1_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&linear1_done, groups);
+            // (3)
+            for s in own_slices() {
+                // SAFETY: as in (1); the exchange buffer is only read in this phase.
+                let (params, st, io, exchange) = unsafe {
+                    (
+                        params.get(0..NUM_PARAMS),
+                        &mut slices.get_mut(s..s + 1)[0],
+                        &mut linear_io.get_mut(s..s + 1)[0],
+                        exchange.get(0..exchange_len),
+                    )
+                };
+                let n = st.n;
+                let mut untimed = ();
+                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
+                DynClock(clock).restart();
+                for g in 0..groups {
+                    let rows = group_rows(g, groups);
+                    let block = &exchange[exchange_at(g, s)..][..n * rows.len()];
+                    for (dst, src) in st.ws.linear1.chunks_exact_mut(o_len).zip(block.chunks_exact(rows.len())) {
+                        dst[rows.clone()].copy_from_slice(src);
+                    }
+                }
+                forward_head(params, head, &mut st.ws, n, &mut DynClock(clock));
                 let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
                 st.loss = loss;
                 st.correct = correct;
-                st.n = n;
                 for r in &slice_ranges {
                     st.grads[r.clone()].fill(0.0);
                 }
-                backward_dense(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
+                backward_to_linear1(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
                 io.store(&st.ws, n);
                 dense_done.fetch_add(1, Ordering::Release);
             }
-            for s in (t..used).step_by(workers) {
-                // SAFETY: the convolutions read only conv2's weight, which nobody writes before the barrier.
-                let (conv2_weight, st) = unsafe { (params.get(ranges[2].clone()), &mut slices.get_mut(s..s + 1)[0]) };
+            wait_for(&dense_done, used);
+            // (4)
+            DynClock(clock).restart();
+            for g in own_groups() {
+                let rows = group_rows(g, groups);
+                for s in 0..used {
+                    // SAFETY: the slices are only read in this phase; each group writes its own parts.
+                    let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &slices.get(s..s + 1)[0]) };
+                    let out = unsafe { partials.get_mut(partial_at(g, s)..partial_at(g, s) + st.n * i_len) };
+                    linear1_input_grad_rows(params, st.ws.linear1_grad(st.n), st.n, rows.clone(), out);
+                }
+                if g == 0 {
+                    DynClock(clock).lap(Stage::Linear1, true);
+                }
+                input_grads_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&input_grads_done, groups);
+            // (5)
+            for s in own_slices() {
+                // SAFETY: the convolutions read only conv2's weight, which nobody writes before the barrier; the
+                // partial input gradients are only read in this phase.
+                let (conv2_weight, st, partials) = unsafe {
+                    (params.get(ranges[2].clone()), &mut slices.get_mut(s..s + 1)[0], partials.get(0..partials_len))
+                };
+                let n = st.n;
                 let mut untimed = ();
                 let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
-                if s == 0 {
-                    // Worker 0's other slices ran since slice 0's last stage.
-                    DynClock(clock).restart();
+                DynClock(clock).restart();
+                let d_flat = st.ws.features_grad_mut(n);
+                d_flat.copy_from_slice(&partials[partial_at(0, s)..][..n * i_len]);
+                for g in 1..groups {
+                    add_assign(d_flat, &partials[partial_at(g, s)..][..n * i_len]);
                 }
-                let n = st.n;
+                DynClock(clock).lap(Stage::Linear1, true);
                 backward_convolutions(conv2_weight, &mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
             }
-            // (2) Blocks of the linear weights, first come first served, once every slice has published.
-            let mut spins = 0u32;
-            while dense_done.load(Ordering::Acquire) < used {
-                barrier.check();
-                if spins < 1 << 14 {
-                    std::hint::spin_loop();
-                    spins += 1;
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-            // SAFETY: every slice's linear inputs and outputs are published and no longer written this step.
+            // (6) Every slice published its linear inputs and output gradients in (3), and nobody writes them or
+            // reads a linear weight any more this step.
+            // SAFETY: as just said.
             let ios = unsafe { linear_io.get(0..used) };
-            loop {
-                let u = next_block.fetch_add(1, Ordering::Relaxed);
-                let Some((layer, rows)) = linear_blocks().nth(u) else { break };
+            let update_block = |layer: usize, rows: std::ops::Range<usize>| {
                 let (param, d) = LINEAR_WEIGHTS[layer];
                 let start = ranges[param].start + rows.start * d.in_features;
                 let range = start..start + rows.len() * d.in_features;
-                // SAFETY: block u is taken by this worker alone, and nobody reads the linear weights any more
-                // this step (every slice is past them).
+                // SAFETY: each block is updated by one worker alone: linear1's by its group's, the others' by
+                // whoever claims them.
                 let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
                 weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows, sgd, p, v);
+            };
+            for g in own_groups() {
+                let rows = group_rows(g, groups);
+                for r in rows.clone().step_by(STEP_ROWS) {
+                    update_block(0, r..(r + STEP_ROWS).min(rows.end));
+                }
+            }
+            loop {
+                let u = next_block.fetch_add(1, Ordering::Relaxed);
+                let Some(&(layer, ref rows)) = shared_blocks.get(u) else { break };
+                update_block(layer, rows.clone());
             }
             barrier.wait();
-            // (3) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
+            // (7) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
             // SAFETY: every slice is finished; each part of these parameters is given to one worker.
             let parts = unsafe { slices.get(0..used) };
             // Summed and updated a piece at a time, the piece staying in L1.

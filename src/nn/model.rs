@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
 use super::conv::Conv2dDims;
-use super::linear::{LinearDims, linear_backward, linear_forward};
+use super::gemm::{MatRef, sgemm};
+use super::linear::{LinearDims, linear_backward, linear_forward, linear_input_grad};
 use super::loss::cross_entropy;
 use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
 use super::{conv1_direct, conv2_direct};
@@ -327,6 +328,17 @@ impl Workspace {
         (&input[..n * d.in_features], &grad[..n * d.out_features])
     }
 
+    /// linear1's output gradient `(n, 120)` (after its ReLU), left by [`backward_to_linear1`].
+    pub fn linear1_grad(&self, n: usize) -> &[f32] {
+        &self.d_linear1[..n * LINEAR1.out_features]
+    }
+
+    /// The flattened features' gradient `(n, 400)`, which [`backward_convolutions`] reads: for a caller that
+    /// makes it from parts (see [`linear1_input_grad_rows`]) instead of [`backward_dense`].
+    pub fn features_grad_mut(&mut self, n: usize) -> &mut [f32] {
+        &mut self.d_flat[..n * POOL2.out_len()]
+    }
+
     /// What one layer produced for image `image` of the `n` last run through [`forward`], as `C` planes of
     /// `S x S` values `(C, S, S)`: `Conv1`, `Pool1`, `Conv2` or `Pool2`; `None` for the other stages.
     pub fn feature_maps(&self, stage: Stage, n: usize, image: usize) -> Option<Vec<f32>> {
@@ -357,8 +369,18 @@ pub fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, chan
 
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
 pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
+    forward_features(params, ws, n, clock);
+    let [_, _, _, _, l1w, l1b, ..] = split_params(params);
+    linear_forward(&LINEAR1, n, &ws.flat, l1w, l1b, &mut ws.linear1);
+    relu_forward(&mut ws.linear1[..n * LINEAR1.out_features]);
+    clock.lap(Stage::Linear1, false);
+    forward_head(params, head, ws, n, clock);
+}
+
+/// The first part of [`forward`]: the convolutions and pooling, leaving the flattened features in `ws.flat`.
+pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
-    let [c1w, c1b, c2w, c2b, l1w, l1b, l2w, l2b, ow, ob] = split_params(params);
+    let [c1w, c1b, c2w, c2b, ..] = split_params(params);
     conv1_direct::pad_images(n, &ws.input, &mut ws.padded);
     conv1_direct::conv_relu_forward(n, &ws.padded, c1w, c1b, &mut ws.conv1);
     clock.lap(Stage::Conv1, false);
@@ -369,9 +391,24 @@ pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: 
     clock.lap(Stage::Conv2, false);
     avgpool2_pixel_major_flatten(&POOL2, n, &ws.conv2, &mut ws.flat);
     clock.lap(Stage::Pool2, false);
-    linear_forward(&LINEAR1, n, &ws.flat, l1w, l1b, &mut ws.linear1);
-    relu_forward(&mut ws.linear1[..n * LINEAR1.out_features]);
-    clock.lap(Stage::Linear1, false);
+}
+
+/// Rows `rows` of linear1 and its ReLU for `n` flattened feature vectors `flat (n, 400)`:
+/// `out (n, rows.len())`. [`forward`] computes all the rows at once; a training step splits them among its
+/// workers, so that each block of linear1's weight is only ever read and written by one core.
+pub fn linear1_forward_rows(params: &[f32], flat: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
+    let [_, _, _, _, l1w, l1b, ..] = split_params(params);
+    let i_len = LINEAR1.in_features;
+    let d = LinearDims { in_features: i_len, out_features: rows.len() };
+    let weight = &l1w[rows.start * i_len..rows.end * i_len];
+    linear_forward(&d, n, flat, weight, &l1b[rows.clone()], out);
+    relu_forward(&mut out[..n * rows.len()]);
+}
+
+/// The rest of [`forward`], from linear1's output after ReLU in `ws.linear1`.
+pub fn forward_head(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
+    assert!(n <= ws.capacity);
+    let [_, _, _, _, _, _, l2w, l2b, ow, ob] = split_params(params);
     linear_forward(&LINEAR2, n, &ws.linear1, l2w, l2b, &mut ws.linear2);
     relu_forward(&mut ws.linear2[..n * LINEAR2.out_features]);
     clock.lap(Stage::Linear2, false);
@@ -435,8 +472,25 @@ pub fn backward_dense(
     linear_weights: bool,
     clock: &mut impl StageClock,
 ) {
+    backward_to_linear1(params, head, ws, n, grads, linear_weights, clock);
+    let l1w = &params[param_ranges()[4].clone()];
+    linear_input_grad(&LINEAR1, n, &ws.d_linear1, l1w, &mut ws.d_flat);
+    clock.lap(Stage::Linear1, true);
+}
+
+/// [`backward_dense`] but for linear1's input gradient: stops at linear1's output gradient (`d_linear1`, see
+/// [`Workspace::linear1_grad`]), having added linear1's bias gradient (and its weight's, if `linear_weights`).
+pub fn backward_to_linear1(
+    params: &[f32],
+    head: Head,
+    ws: &mut Workspace,
+    n: usize,
+    grads: &mut [f32],
+    linear_weights: bool,
+    clock: &mut impl StageClock,
+) {
     assert!(n <= ws.capacity);
-    let [_, _, _, _, l1w, _, l2w, _, ow, _] = split_params(params);
+    let [_, _, _, _, _, _, l2w, _, ow, _] = split_params(params);
     let [_, _, _, _, g_l1w, g_l1b, g_l2w, g_l2b, g_ow, g_ob] = split_params_mut(grads);
     clock.lap(Stage::Loss, true);
     let k = n * NUM_CLASSES;
@@ -450,8 +504,19 @@ pub fn backward_dense(
     linear_backward(&LINEAR2, n, &ws.linear1, l2w, &ws.d_linear2, g_l2w, g_l2b, Some(&mut ws.d_linear1));
     relu_backward(&ws.linear1[..n * LINEAR1.out_features], &mut ws.d_linear1[..n * LINEAR1.out_features]);
     clock.lap(Stage::Linear2, true);
-    linear_backward(&LINEAR1, n, &ws.flat, l1w, &ws.d_linear1, g_l1w, g_l1b, Some(&mut ws.d_flat));
-    clock.lap(Stage::Linear1, true);
+    linear_backward(&LINEAR1, n, &ws.flat, &[], &ws.d_linear1, g_l1w, g_l1b, None);
+}
+
+/// The part of linear1's input gradient that comes from its rows `rows`, for `n` images:
+/// `out (n, 400) = d_linear1[:, rows] @ weight[rows, :]`, from linear1's output gradient `d_linear1 (n, 120)`.
+/// The sum of these parts over rows that cover 0..120 is the whole input gradient.
+pub fn linear1_input_grad_rows(params: &[f32], d_linear1: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
+    let (i_len, o_len) = (LINEAR1.in_features, LINEAR1.out_features);
+    let l1w = &params[param_ranges()[4].clone()];
+    let g =
+        MatRef { data: &d_linear1[rows.start..n * o_len], rows: n, cols: rows.len(), row_stride: o_len, col_stride: 1 };
+    let w = MatRef::new(&l1w[rows.start * i_len..rows.end * i_len], rows.len(), i_len);
+    sgemm(1.0, g, w, 0.0, &mut out[..n * i_len]);
 }
 
 /// The second part of [`backward`], after [`backward_dense`]: pooling and the convolutions. Reads no parameter
