@@ -544,11 +544,9 @@ impl Trainer {
             wait_for(&input_grads_done, groups);
             // (5)
             for s in own_slices() {
-                // SAFETY: the convolutions read only conv2's weight, which nobody writes before the barrier; the
-                // partial input gradients are only read in this phase.
-                let (conv2_weight, st, partials) = unsafe {
-                    (params.get(ranges[2].clone()), &mut slices.get_mut(s..s + 1)[0], partials.get(0..partials_len))
-                };
+                // SAFETY: the partial input gradients are only read in this phase; the convolutions read no
+                // parameter (conv2's weight as the slice's forward pass packed it).
+                let (st, partials) = unsafe { (&mut slices.get_mut(s..s + 1)[0], partials.get(0..partials_len)) };
                 let n = st.n;
                 let mut untimed = ();
                 let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
@@ -559,7 +557,7 @@ impl Trainer {
                     add_assign(d_flat, &partials[partial_at(g, s)..][..n * i_len]);
                 }
                 DynClock(clock).lap(Stage::Linear1, true);
-                backward_convolutions(conv2_weight, &mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
+                backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
             }
             // (6) Every slice published its linear inputs and output gradients in (3), and nobody writes them or
             // reads a linear weight any more this step.

@@ -4,8 +4,9 @@
 //! - forward: a row of 10 output pixels in 10 accumulators; per tap, one weight vector times 10 input values;
 //! - weight gradient: per input channel, the 25 taps in 25 accumulators; per output pixel, its gradient vector
 //!   times 25 input values;
-//! - input gradient: vectorised over the 14 columns of an input row instead (only 6 input channels); each row of
-//!   the output gradient adds into the 5 input rows it touches, 6 channels each, 30 accumulators.
+//! - input gradient: per input row of one channel, its 14 values as 14 vectors of per-output-channel partial
+//!   sums, summed across lanes at the end (the portable path vectorises over the columns of an input row
+//!   instead, reading the gradient as padded rows).
 //!
 //! Against im2col + GEMM ([`super::conv`], which it is tested against) this never writes or reads the 150 x 100
 //! column matrix per image, which cost as much as the products themselves.
@@ -13,7 +14,7 @@
 //! # Shapes
 //! input `(6, n, 14, 14)` (channel-major, as pooling writes it), weight `(16, 6, 5, 5)` (PyTorch's), packed
 //! weight `(150, 16)`, output `(n, 10, 10, 16)` (pixel-major), output gradient pixel-major `(n, 10, 10, 16)`
-//! and as padded rows `(n, 16, 10, 20)`, input gradient `(6, n, 14, 14)`.
+//! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(6, n, 14, 14)`.
 
 use super::conv::Conv2dDims;
 use super::simd::{dispatch, mul_add, relu_mask};
@@ -69,7 +70,7 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
 /// Internal invariant: the workspace sizes every buffer from the same constants. The kernels index with
 /// pointers after this one check.
 #[inline(always)]
-fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out_grad: &mut [f32], rows: &mut [f32]) {
+fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out_grad: &mut [f32]) {
     const POOLED: usize = OS / 2;
     for b in 0..n {
         let g = &pooled_grad[b * OC * POOLED * POOLED..(b + 1) * OC * POOLED * POOLED];
@@ -91,30 +92,14 @@ fn output_grad_body<const FMA: bool>(n: usize, pooled_grad: &[f32], out_grad: &m
                 }
             }
         }
-        let img_rows = &mut rows[b * GRAD_ROWS_LEN..(b + 1) * GRAD_ROWS_LEN];
-        for o in 0..OC {
-            for y in 0..OS {
-                let r: &mut [f32; OS] = (&mut img_rows[(o * OS + y) * ROW + ROW_PAD..][..OS]).try_into().unwrap();
-                for x in 0..OS {
-                    r[x] = dst[(y * OS + x) * OC + o];
-                }
-            }
-        }
     }
 }
 
 dispatch! {
-    /// Backward of ReLU, 2x2 average pooling and flattening, into the two layouts the gradient kernels read:
-    /// from `pooled_grad (n, 16 * 5 * 5)` (flattened, as `nn.Flatten` orders it) and `out_grad (n, 10, 10, 16)`,
-    /// which holds the layer's ReLU output on entry and its gradient on return, and `rows (n, 16, 10, 20)`
-    /// (whose padding must be zero, as for [`pad_grad_rows`]). The same values as
-    /// `pool::avgpool2_pixel_major_relu_backward` then [`pad_grad_rows`], in one pass.
-    pub fn output_grad_from_pooled(
-        n: usize,
-        pooled_grad: &[f32],
-        out_grad: &mut [f32],
-        rows: &mut [f32],
-    ) => output_grad_body
+    /// Backward of ReLU, 2x2 average pooling and flattening: from `pooled_grad (n, 16 * 5 * 5)` (flattened, as
+    /// `nn.Flatten` orders it) into `out_grad (n, 10, 10, 16)`, which holds the layer's ReLU output on entry and
+    /// its gradient on return. The same values as `pool::avgpool2_pixel_major_relu_backward`.
+    pub fn output_grad_from_pooled(n: usize, pooled_grad: &[f32], out_grad: &mut [f32]) => output_grad_body
 }
 
 fn check(fits: bool) {
@@ -250,7 +235,7 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
 }
 
 #[inline(always)]
-fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
+fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) {
     input_grad[..C * n * PLANE].fill(0.0);
     const L: usize = 16;
     for b in 0..n {
@@ -263,7 +248,7 @@ fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], weight: &[f32], inpu
                     for j in 0..K {
                         let src: &[f32; L] = row[ROW_PAD - j..ROW_PAD - j + L].try_into().unwrap();
                         for (c, acc_c) in acc.iter_mut().enumerate() {
-                            let w = weight[((o * C + c) * K + i) * K + j];
+                            let w = packed[((c * K + i) * K + j) * OC + o];
                             for l in 0..L {
                                 acc_c[l] = mul_add::<FMA>(w, src[l], acc_c[l]);
                             }
@@ -282,19 +267,27 @@ fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], weight: &[f32], inpu
 }
 
 dispatch! {
-    fn input_grad_portable(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) => input_grad_body
+    fn input_grad_portable(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) => input_grad_body
 }
 
-/// Overwrites `input_grad (6, n, 14, 14)` with the gradient of the input, from the output gradient as padded
-/// rows `(n, 16, 10, 20)` (see [`pad_grad_rows`]) and `weight (16, 6, 5, 5)`.
-pub fn input_grad(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
-    check(rows.len() >= n * GRAD_ROWS_LEN && weight.len() >= OC * TAPS && input_grad.len() >= C * n * PLANE);
+/// Overwrites `input_grad (6, n, 14, 14)` with the gradient of the input, from the pixel-major output gradient
+/// `grad (n, 10, 10, 16)` and the packed weight `(150, 16)` (see [`pack_weight`]). `rows (n, 16, 10, 20)` is
+/// scratch for the portable path, which reads the gradient as padded rows: its padding must be zero, as for
+/// [`pad_grad_rows`].
+pub fn input_grad(n: usize, grad: &[f32], rows: &mut [f32], packed: &[f32], input_grad: &mut [f32]) {
+    check(
+        grad.len() >= n * OUT_LEN
+            && rows.len() >= n * GRAD_ROWS_LEN
+            && packed.len() >= PACKED_WEIGHT_LEN
+            && input_grad.len() >= C * n * PLANE,
+    );
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
-        return unsafe { avx512::input_grad(n, rows, weight, input_grad) };
+        return unsafe { avx512::input_grad(n, grad, packed, input_grad) };
     }
-    input_grad_portable(n, rows, weight, input_grad)
+    pad_grad_rows(n, grad, rows);
+    input_grad_portable(n, rows, packed, input_grad)
 }
 
 /// The three kernels with AVX-512 intrinsics: one 16-lane vector per pixel's channels (or per input row).
@@ -302,7 +295,8 @@ pub fn input_grad(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{C, H, K, OC, OS, OUT_LEN, PLANE, ROW, ROW_PAD, TAPS};
+    use super::{C, H, K, OC, OS, OUT_LEN, PLANE, TAPS};
+    use crate::nn::simd::wide::reduce_4x4;
 
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
@@ -381,40 +375,45 @@ mod avx512 {
         }
     }
 
+    /// Vectorised over the 16 output channels, as the other two kernels are: each input value's gradient is a
+    /// sum over the output channels of the taps that reach it, so one input row of one channel is 14 vectors
+    /// of per-channel partial sums, summed across their lanes at the end. Every multiply-add is one that counts
+    /// (vectorising over the input columns instead, a gradient row of 10 values reaches 14 columns: 1.6 times
+    /// the multiply-adds).
+    ///
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    pub unsafe fn input_grad(n: usize, rows: &[f32], weight: &[f32], input_grad: &mut [f32]) {
-        input_grad[..C * n * PLANE].fill(0.0);
-        let (rp, wp, dp) = (rows.as_ptr(), weight.as_ptr(), input_grad.as_mut_ptr());
+    pub unsafe fn input_grad(n: usize, grad: &[f32], packed: &[f32], input_grad: &mut [f32]) {
+        let (gp, wp, dp) = (grad.as_ptr(), packed.as_ptr(), input_grad.as_mut_ptr());
         // The 14 columns of an input row.
         let mask: __mmask16 = (1 << H) - 1;
-        // SAFETY (whole body): every offset is below the lengths `check` proved; reads of a padded row stay
-        // inside its 20 values, and the masked stores touch only the 14 values of an input row.
+        // SAFETY (whole body): every offset is below the lengths `check` proved; the masked stores touch only
+        // the 14 values of an input row.
         unsafe {
             for b in 0..n {
-                for y in 0..OS {
-                    // Gradient row y adds into input rows y + i (i < 5) of all 6 channels.
-                    let mut acc = [[_mm512_setzero_ps(); C]; K];
-                    for o in 0..OC {
-                        let row = rp.add(((b * OC + o) * OS + y) * ROW + ROW_PAD);
-                        for j in 0..K {
-                            // Lane x holds the gradient at column x - j (zero past either edge).
-                            let src = _mm512_loadu_ps(row.sub(j));
-                            for (i, acc_i) in acc.iter_mut().enumerate() {
-                                for (c, acc_ic) in acc_i.iter_mut().enumerate() {
-                                    let w = _mm512_set1_ps(*wp.add(((o * C + c) * K + i) * K + j));
-                                    *acc_ic = _mm512_fmadd_ps(w, src, *acc_ic);
+                let g_img = gp.add(b * OUT_LEN);
+                for c in 0..C {
+                    for y_in in 0..H {
+                        // Column x of the input row in acc[x / 4][x % 4]; columns 14 and 15 stay zero.
+                        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+                        // Kernel rows i whose gradient row y_in - i exists.
+                        for i in y_in.saturating_sub(OS - 1)..=y_in.min(K - 1) {
+                            let row = g_img.add((y_in - i) * OS * OC);
+                            let mut g = [_mm512_setzero_ps(); OS];
+                            for (x, g_x) in g.iter_mut().enumerate() {
+                                *g_x = _mm512_loadu_ps(row.add(x * OC));
+                            }
+                            for j in 0..K {
+                                let w = _mm512_loadu_ps(wp.add(((c * K + i) * K + j) * OC));
+                                for (x, g_x) in g.iter().enumerate() {
+                                    let at = &mut acc[(x + j) / 4][(x + j) % 4];
+                                    *at = _mm512_fmadd_ps(w, *g_x, *at);
                                 }
                             }
                         }
-                    }
-                    for (i, acc_i) in acc.iter().enumerate() {
-                        for (c, acc_ic) in acc_i.iter().enumerate() {
-                            let dst = dp.add(((c * n + b) * H + y + i) * H);
-                            let old = _mm512_maskz_loadu_ps(mask, dst);
-                            _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(old, *acc_ic));
-                        }
+                        let dst = dp.add(((c * n + b) * H + y_in) * H);
+                        _mm512_mask_storeu_ps(dst, mask, reduce_4x4(&acc));
                     }
                 }
             }
@@ -456,7 +455,7 @@ mod tests {
     type Kernels = (
         fn(usize, &[f32], &[f32], &[f32], &mut [f32]),
         fn(usize, &[f32], &[f32], &mut [f32], &mut [f32]),
-        fn(usize, &[f32], &[f32], &mut [f32]),
+        fn(usize, &[f32], &mut [f32], &[f32], &mut [f32]),
     );
 
     #[test]
@@ -467,7 +466,13 @@ mod tests {
         // baseline target, which a CPU with AVX2 never picks on its own.
         let kernels: [(&str, Kernels); 2] = [
             ("dispatched", (conv_relu_forward, weight_grad, input_grad)),
-            ("baseline", (forward_body::<false>, weight_grad_body::<false>, input_grad_body::<false>)),
+            (
+                "baseline",
+                (forward_body::<false>, weight_grad_body::<false>, |n, grad, rows, packed, gi| {
+                    pad_grad_rows(n, grad, rows);
+                    input_grad_body::<false>(n, rows, packed, gi)
+                }),
+            ),
         ];
         for n in [1, 3, 8] {
             let mut rng = Rng::new(5 + n as u64);
@@ -499,8 +504,6 @@ mod tests {
             let mut packed = vec![0.0; PACKED_WEIGHT_LEN];
             pack_weight(&weight, &mut packed);
             let grad_px = to_pixel_major(&out_grad, OC, n, OS * OS);
-            let mut rows = vec![0.0; n * GRAD_ROWS_LEN];
-            pad_grad_rows(n, &grad_px, &mut rows);
 
             // The fused pooling backward gives the same two layouts as the pooling backward and the padding.
             let pool = crate::nn::model::POOL2;
@@ -508,12 +511,9 @@ mod tests {
             let relu_out = to_pixel_major(&want, OC, n, OS * OS);
             let mut want_px = vec![0.0; n * OUT_LEN];
             crate::nn::pool::avgpool2_pixel_major_relu_backward(&pool, n, &pooled_grad, &relu_out, &mut want_px);
-            let mut want_rows = vec![0.0; n * GRAD_ROWS_LEN];
-            pad_grad_rows(n, &want_px, &mut want_rows);
-            let (mut got_px, mut got_rows) = (relu_out.clone(), vec![0.0; n * GRAD_ROWS_LEN]);
-            output_grad_from_pooled(n, &pooled_grad, &mut got_px, &mut got_rows);
+            let mut got_px = relu_out.clone();
+            output_grad_from_pooled(n, &pooled_grad, &mut got_px);
             assert_eq!(got_px, want_px);
-            assert_eq!(got_rows, want_rows);
             for (name, (forward, weight_grad, input_grad)) in kernels {
                 let mut got = vec![f32::NAN; n * OUT_LEN];
                 forward(n, &input, &packed, &bias, &mut got);
@@ -523,7 +523,8 @@ mod tests {
                 assert_close(&format!("{name} weight grad n={n}"), &gw, &gw_want);
                 assert_close(&format!("{name} bias grad n={n}"), &gb, &gb_want);
                 let mut gi = vec![f32::NAN; n * d.in_len()];
-                input_grad(n, &rows, &weight, &mut gi);
+                let mut rows = vec![0.0; n * GRAD_ROWS_LEN];
+                input_grad(n, &grad_px, &mut rows, &packed, &mut gi);
                 assert_close(&format!("{name} input grad n={n}"), &gi, &gi_want);
             }
         }

@@ -282,7 +282,7 @@ pub struct Workspace {
     d_linear2: Vec<f32>,
     d_linear1: Vec<f32>,
     d_flat: Vec<f32>,
-    /// conv2's output gradient as padded rows `(n, 16, 10, 20)`, for its input gradient.
+    /// Scratch for conv2's input gradient on the portable path: its output gradient as padded rows `(n, 16, 10, 20)`.
     d_conv2_rows: Vec<f32>,
 }
 
@@ -448,8 +448,7 @@ pub fn backward(
     clock: &mut impl StageClock,
 ) {
     backward_dense(params, head, ws, n, grads, true, clock);
-    let conv2_weight = &params[param_ranges()[2].clone()];
-    backward_convolutions(conv2_weight, ws, n, &mut grads[..CONV_PARAMS], clock);
+    backward_convolutions(ws, n, &mut grads[..CONV_PARAMS], clock);
 }
 
 /// The linear layers: the index of each one's weight in [`PARAM_SPECS`], and its dimensions.
@@ -520,25 +519,19 @@ pub fn linear1_input_grad_rows(params: &[f32], d_linear1: &[f32], n: usize, rows
 }
 
 /// The second part of [`backward`], after [`backward_dense`]: pooling and the convolutions. Reads no parameter
-/// but conv2's weight `(16, 6, 5, 5)`; adds into `conv_grads`, the first [`CONV_PARAMS`] values of a flat
-/// gradient.
-pub fn backward_convolutions(
-    conv2_weight: &[f32],
-    ws: &mut Workspace,
-    n: usize,
-    conv_grads: &mut [f32],
-    clock: &mut impl StageClock,
-) {
+/// (conv2's weight as [`forward`] packed it into the workspace); adds into `conv_grads`, the first
+/// [`CONV_PARAMS`] values of a flat gradient.
+pub fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
     let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(PARAM_SPECS[0].len());
     let (c1b, rest) = rest.split_at_mut(PARAM_SPECS[1].len());
     let (c2, c2b) = rest.split_at_mut(PARAM_SPECS[2].len());
     // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
     // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
-    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2, &mut ws.d_conv2_rows);
+    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2);
     clock.lap(Stage::Pool2, true);
     conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, c2, c2b);
-    conv2_direct::input_grad(n, &ws.d_conv2_rows, conv2_weight, &mut ws.pool1);
+    conv2_direct::input_grad(n, &ws.conv2, &mut ws.d_conv2_rows, &ws.conv2_packed, &mut ws.pool1);
     clock.lap(Stage::Conv2, true);
     avgpool2_relu_backward_in_place(&POOL1, n, &ws.pool1, &mut ws.conv1);
     clock.lap(Stage::Pool1, true);

@@ -55,6 +55,48 @@ pub fn avx512() -> bool {
     })
 }
 
+/// AVX-512 register helpers shared by the kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod wide {
+    use std::arch::x86_64::*;
+
+    /// `[x.q0 + x.q2, x.q1 + x.q3, y.q0 + y.q2, y.q1 + y.q3]` of the 128-bit quarters of `x` and `y`.
+    #[inline(always)]
+    unsafe fn fold_halves(x: __m512, y: __m512) -> __m512 {
+        // SAFETY: register operations only.
+        unsafe {
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(x, y), _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y))
+        }
+    }
+
+    /// Sixteen accumulators -> one vector whose lane `4 i + j` is the sum of the lanes of `acc[i][j]`.
+    #[inline(always)]
+    pub(crate) unsafe fn reduce_4x4(acc: &[[__m512; 4]; 4]) -> __m512 {
+        // SAFETY: register operations only.
+        unsafe {
+            // Per row r: fold the four 128-bit quarters of its four columns into quarter q of one vector...
+            let mut rows = [_mm512_setzero_ps(); 4];
+            for (r, row) in rows.iter_mut().enumerate() {
+                let (x01, x23) = (fold_halves(acc[r][0], acc[r][1]), fold_halves(acc[r][2], acc[r][3]));
+                *row = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(x01, x23),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(x01, x23),
+                );
+            }
+            // ...then, within each 128-bit quarter (column q), sum each row's four lanes into lane r.
+            let t01 = _mm512_add_ps(_mm512_unpacklo_ps(rows[0], rows[1]), _mm512_unpackhi_ps(rows[0], rows[1]));
+            let t23 = _mm512_add_ps(_mm512_unpacklo_ps(rows[2], rows[3]), _mm512_unpackhi_ps(rows[2], rows[3]));
+            let by_column = _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(t01, t23),
+                _mm512_shuffle_ps::<0b11_10_11_10>(t01, t23),
+            );
+            // Lane 4 q + r -> lane 4 r + q.
+            let transpose = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            _mm512_permutexvar_ps(transpose, by_column)
+        }
+    }
+}
+
 /// The first `w` lanes of a 16-lane AVX-512 vector (all of them when `w >= 16`), for masked loads and stores
 /// at the edge of a row.
 #[cfg(target_arch = "x86_64")]
