@@ -354,12 +354,19 @@ mod avx512 {
                     let plane = ip.add((c * n + b) * PLANE);
                     let g_img = gp.add(b * OUT_LEN);
                     for y in 0..OS {
-                        for x in 0..OS {
-                            let g = _mm512_loadu_ps(g_img.add((y * OS + x) * OC));
+                        // Two neighbouring pixels at a time: their taps read 6 input values per kernel row
+                        // instead of 2 x 5, each broadcast once.
+                        for x in (0..OS).step_by(2) {
+                            let g0 = _mm512_loadu_ps(g_img.add((y * OS + x) * OC));
+                            let g1 = _mm512_loadu_ps(g_img.add((y * OS + x + 1) * OC));
                             for i in 0..K {
                                 let row = plane.add((y + i) * H + x);
+                                let mut v = _mm512_set1_ps(*row);
                                 for j in 0..K {
-                                    acc[i * K + j] = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(j)), g, acc[i * K + j]);
+                                    let next = _mm512_set1_ps(*row.add(j + 1));
+                                    let t = _mm512_fmadd_ps(v, g0, acc[i * K + j]);
+                                    acc[i * K + j] = _mm512_fmadd_ps(next, g1, t);
+                                    v = next;
                                 }
                             }
                         }
