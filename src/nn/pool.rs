@@ -143,6 +143,47 @@ mod avx512 {
     /// Largest input row the kernels take.
     pub const MAX_SIZE: usize = 32;
 
+    /// [`super::avgpool2_pixel_major_flatten`] for 16 channels: each pooled pixel's 16 channels are one
+    /// vector, scattered to their 16 places in the flattened output.
+    ///
+    /// # Safety
+    /// AVX-512F; `d.channels` is 16; `input` and `flat` hold `n` images of `d`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub unsafe fn flatten16(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
+        const CH: i32 = 16;
+        let (h, oh) = (d.in_size, d.out_size());
+        let (ip, op) = (input.as_ptr(), flat.as_mut_ptr());
+        // SAFETY (whole body): pixel (y, x) of image b is 16 values at ((b h + y) h + x) 16, inside `input`;
+        // channel c of pooled pixel p goes to b * out_len + c * oh^2 + p, inside `flat`.
+        unsafe {
+            let plane = (oh * oh) as i32;
+            let to_channel = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(plane),
+            );
+            let quarter = _mm512_set1_ps(0.25);
+            for b in 0..n {
+                let img = ip.add(b * h * h * CH as usize);
+                let out = op.add(b * d.out_len());
+                for y in 0..oh {
+                    for x in 0..oh {
+                        let top = img.add((2 * y * h + 2 * x) * CH as usize);
+                        let bottom = top.add(h * CH as usize);
+                        // (t0 + t1 + b0 + b1) / 4, in the portable code's order (a quarter is exact either way).
+                        let sum = _mm512_add_ps(
+                            _mm512_add_ps(
+                                _mm512_add_ps(_mm512_loadu_ps(top), _mm512_loadu_ps(top.add(CH as usize))),
+                                _mm512_loadu_ps(bottom),
+                            ),
+                            _mm512_loadu_ps(bottom.add(CH as usize)),
+                        );
+                        _mm512_i32scatter_ps::<4>(out.add(y * oh + x), to_channel, _mm512_mul_ps(sum, quarter));
+                    }
+                }
+            }
+        }
+    }
+
     /// `(lo, hi)` masks of an input row of `h` values.
     fn row_masks(h: usize) -> (__mmask16, __mmask16) {
         (lanes(h), lanes(h.saturating_sub(16)))
@@ -242,10 +283,20 @@ mod avx512 {
     }
 }
 
+/// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
+/// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
+pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
+    assert!(input.len() >= n * d.in_len() && flat.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
+    #[cfg(target_arch = "x86_64")]
+    if d.channels == 16 && super::simd::avx512() {
+        // SAFETY: the CPU has the features, the buffers were checked above, and a pixel is one vector.
+        return unsafe { avx512::flatten16(d, n, input, flat) };
+    }
+    flatten_portable(d, n, input, flat)
+}
+
 dispatch! {
-    /// Pooling of a pixel-major input `(n, H, H, C)`, written flattened as `nn.Flatten` orders it:
-    /// `flat (n, C * H/2 * H/2)`, channel, then row, then column. Same sums, same order, as [`avgpool2_forward`].
-    pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) => flatten_body
+    fn flatten_portable(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) => flatten_body
 }
 
 #[inline(always)]
@@ -332,6 +383,9 @@ mod tests {
         let mut got = vec![f32::NAN; n * d.out_len()];
         avgpool2_pixel_major_flatten(&d, n, &act_px, &mut got);
         assert_eq!(got, want, "(n, C, H/2, H/2) is the flattened order");
+        let mut portable = vec![f32::NAN; n * d.out_len()];
+        flatten_body::<false>(&d, n, &act_px, &mut portable);
+        assert_eq!(portable, want, "the portable path");
 
         let g: Vec<f32> = (0..n * d.out_len()).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let mut want = vec![0.0; n * d.in_len()];
