@@ -128,9 +128,7 @@ impl Split {
     pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [u8]) {
         for (k, &i) in indices.iter().enumerate() {
             let i = i as usize;
-            for (dst, &p) in x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN].iter_mut().zip(self.image(i)) {
-                *dst = p as f32 / 255.0;
-            }
+            to_unit_range(self.image(i), &mut x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN]);
             y[k] = self.labels[i];
         }
     }
@@ -187,4 +185,16 @@ impl Dataset {
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
         Split::load(&path(FILES[2]), &path(FILES[3]))
     }
+}
+
+#[inline(always)]
+fn to_unit_range_body<const FMA: bool>(pixels: &[u8], out: &mut [f32]) {
+    for (dst, &p) in out.iter_mut().zip(pixels) {
+        *dst = p as f32 / 255.0;
+    }
+}
+
+crate::nn::simd::dispatch! {
+    /// `pixel / 255` for each pixel, as `ToTensor` divides (vectorised where the CPU allows).
+    fn to_unit_range(pixels: &[u8], out: &mut [f32]) => to_unit_range_body
 }
