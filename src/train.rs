@@ -244,9 +244,10 @@ fn shared_linear_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
         .collect()
 }
 
-/// What the linear layers' weight gradients of one slice are made from (each layer's input and output
-/// gradient), copied out of the slice's workspace when its backward pass leaves the linear layers, so that any
-/// worker can read it while the slice's own worker goes on with the convolutions.
+/// What linear2's and the output layer's weight gradients of one slice are made from (each layer's input and
+/// output gradient), copied out of the slice's workspace when its backward pass leaves the linear layers, so
+/// that any worker can read it while the slice's own worker goes on with the convolutions. (linear1's groups
+/// read theirs from the workspaces, before the convolutions start.)
 struct LinearIo {
     data: Vec<f32>,
     /// Where each layer's input and output gradient start.
@@ -258,7 +259,7 @@ impl LinearIo {
     fn new(capacity: usize) -> Self {
         let mut offsets = [(0, 0); LINEAR_WEIGHTS.len()];
         let mut at = 0;
-        for (o, (_, d)) in offsets.iter_mut().zip(LINEAR_WEIGHTS) {
+        for (o, (_, d)) in offsets.iter_mut().zip(LINEAR_WEIGHTS).skip(1) {
             *o = (at, at + capacity * d.in_features);
             at += capacity * (d.in_features + d.out_features);
         }
@@ -272,7 +273,7 @@ impl LinearIo {
 
     fn store(&mut self, ws: &Workspace, n: usize) {
         self.n = n;
-        for layer in 0..LINEAR_WEIGHTS.len() {
+        for layer in 1..LINEAR_WEIGHTS.len() {
             let (input, out_grad) = ws.linear_io(layer, n);
             let (i, o) = self.offsets(layer);
             self.data[i..i + input.len()].copy_from_slice(input);
@@ -284,6 +285,19 @@ impl LinearIo {
         let d = LINEAR_WEIGHTS[layer].1;
         let (i, o) = self.offsets(layer);
         (&self.data[i..i + self.n * d.in_features], &self.data[o..o + self.n * d.out_features])
+    }
+}
+
+/// linear1's input and output gradient in every slice's workspace.
+struct Linear1Parts<'a>(&'a [SliceState]);
+
+impl GradParts for Linear1Parts<'_> {
+    fn parts(&self) -> usize {
+        self.0.len()
+    }
+    fn part(&self, s: usize) -> (&[f32], &[f32]) {
+        let st = &self.0[s];
+        (&st.ws.flat[..st.n * LINEAR1.in_features], st.ws.linear1_grad(st.n))
     }
 }
 
@@ -403,10 +417,11 @@ impl Trainer {
         //   (2) own groups: their rows of linear1, for every slice;
         //   (3) own slices: the rest of the forward pass, the loss, backward down to linear1's output
         //       (publishing what the linear weights' gradients are made from);
-        //   (4) own groups: their part of linear1's input gradient, for every slice;
+        //   (4) own groups: their part of linear1's input gradient, for every slice; then their rows of linear1's
+        //       weight, the gradient summed over the slices in order, updated;
         //   (5) own slices: the parts summed in group order, then backward through the convolutions;
-        //   (6) own groups: their blocks of linear1's weight, gradient summed over the slices in order and
-        //       updated; then blocks of the other linear weights, first come first served;
+        //   (6) blocks of the other linear weights, gradient summed over the slices in order and updated, first
+        //       come first served;
         //   (7) after a barrier, each sums the slices' other gradients in slice order and updates its own fixed
         //       share of the other parameters.
         // The slices and groups depend on the batch size alone, so which worker does what never changes a number.
@@ -436,6 +451,10 @@ impl Trainer {
         // Where slice s's linear1 output from group g lives in the exchange buffer: the slice's `len x 120`
         // values, cut into the groups' `len x rows` blocks.
         let exchange_at = |g: usize, s: usize| s * len * o_len + len * group_rows(g, groups).start;
+        // Where rows `rows` of linear1's weight and bias live in the flat parameters.
+        let weight_rows =
+            |rows: &std::ops::Range<usize>| ranges[4].start + rows.start * i_len..ranges[4].start + rows.end * i_len;
+        let bias_rows = |rows: &std::ops::Range<usize>| ranges[5].start + rows.start..ranges[5].start + rows.end;
         // Where group g's part of slice s's input gradient lives.
         let partial_at = |g: usize, s: usize| (g * used + s) * len * i_len;
         team.run(&|t: usize| {
@@ -480,11 +499,13 @@ impl Trainer {
             DynClock(clock).restart();
             for g in own_groups() {
                 let rows = group_rows(g, groups);
+                // SAFETY: nobody writes a parameter in this phase.
+                let (weight, bias) = unsafe { (params.get(weight_rows(&rows)), params.get(bias_rows(&rows))) };
                 for s in 0..used {
                     // SAFETY: the slices are only read in this phase; each group writes its own blocks.
-                    let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &slices.get(s..s + 1)[0]) };
+                    let st = unsafe { &slices.get(s..s + 1)[0] };
                     let out = unsafe { exchange.get_mut(exchange_at(g, s)..exchange_at(g, s) + st.n * rows.len()) };
-                    linear1_forward_rows(params, &st.ws.flat, st.n, rows.clone(), out);
+                    linear1_forward_rows(weight, bias, &st.ws.flat, st.n, out);
                 }
                 if g == 0 {
                     DynClock(clock).lap(Stage::Linear1, false);
@@ -528,13 +549,27 @@ impl Trainer {
             wait_for(&dense_done, used);
             // (4)
             DynClock(clock).restart();
+            // SAFETY: the slices are only read in this phase.
+            let all_slices = unsafe { slices.get(0..used) };
             for g in own_groups() {
                 let rows = group_rows(g, groups);
-                for s in 0..used {
-                    // SAFETY: the slices are only read in this phase; each group writes its own parts.
-                    let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &slices.get(s..s + 1)[0]) };
-                    let out = unsafe { partials.get_mut(partial_at(g, s)..partial_at(g, s) + st.n * i_len) };
-                    linear1_input_grad_rows(params, st.ws.linear1_grad(st.n), st.n, rows.clone(), out);
+                {
+                    // SAFETY: the group's rows of linear1's weight are read and written by its worker alone.
+                    let weight = unsafe { params.get(weight_rows(&rows)) };
+                    for (s, st) in all_slices.iter().enumerate() {
+                        // SAFETY: each group writes its own parts.
+                        let out = unsafe { partials.get_mut(partial_at(g, s)..partial_at(g, s) + st.n * i_len) };
+                        linear1_input_grad_rows(weight, st.ws.linear1_grad(st.n), st.n, rows.clone(), out);
+                    }
+                }
+                // Then the update of those rows, with the slices' inputs and output gradients still in this
+                // core's cache.
+                for r in rows.clone().step_by(STEP_ROWS) {
+                    let block = r..(r + STEP_ROWS).min(rows.end);
+                    let range = weight_rows(&block);
+                    // SAFETY: as above; nobody reads these rows again this step.
+                    let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
+                    weight_grad_step_rows(&LINEAR1, &Linear1Parts(all_slices), block, sgd, p, v);
                 }
                 if g == 0 {
                     DynClock(clock).lap(Stage::Linear1, true);
@@ -572,12 +607,6 @@ impl Trainer {
                 let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
                 weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows, sgd, p, v);
             };
-            for g in own_groups() {
-                let rows = group_rows(g, groups);
-                for r in rows.clone().step_by(STEP_ROWS) {
-                    update_block(0, r..(r + STEP_ROWS).min(rows.end));
-                }
-            }
             loop {
                 let u = next_block.fetch_add(1, Ordering::Relaxed);
                 let Some(&(layer, ref rows)) = shared_blocks.get(u) else { break };

@@ -393,16 +393,16 @@ pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mu
     clock.lap(Stage::Pool2, false);
 }
 
-/// Rows `rows` of linear1 and its ReLU for `n` flattened feature vectors `flat (n, 400)`:
-/// `out (n, rows.len())`. [`forward`] computes all the rows at once; a training step splits them among its
-/// workers, so that each block of linear1's weight is only ever read and written by one core.
-pub fn linear1_forward_rows(params: &[f32], flat: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
-    let [_, _, _, _, l1w, l1b, ..] = split_params(params);
-    let i_len = LINEAR1.in_features;
-    let d = LinearDims { in_features: i_len, out_features: rows.len() };
-    let weight = &l1w[rows.start * i_len..rows.end * i_len];
-    linear_forward(&d, n, flat, weight, &l1b[rows.clone()], out);
-    relu_forward(&mut out[..n * rows.len()]);
+/// Some rows of linear1 and its ReLU for `n` flattened feature vectors `flat (n, 400)`: those rows of its weight
+/// `weight_rows (rows, 400)` and bias `bias_rows (rows)` -> `out (n, rows)`. [`forward`] computes all the rows at
+/// once; a training step splits them among its workers, so that each block of linear1's weight is only ever
+/// read and written by one core.
+pub fn linear1_forward_rows(weight_rows: &[f32], bias_rows: &[f32], flat: &[f32], n: usize, out: &mut [f32]) {
+    let rows = bias_rows.len();
+    let d = LinearDims { in_features: LINEAR1.in_features, out_features: rows };
+    assert_eq!(weight_rows.len(), d.weight_len());
+    linear_forward(&d, n, flat, weight_rows, bias_rows, out);
+    relu_forward(&mut out[..n * rows]);
 }
 
 /// The rest of [`forward`], from linear1's output after ReLU in `ws.linear1`.
@@ -506,16 +506,15 @@ pub fn backward_to_linear1(
     linear_backward(&LINEAR1, n, &ws.flat, &[], &ws.d_linear1, g_l1w, g_l1b, None);
 }
 
-/// The part of linear1's input gradient that comes from its rows `rows`, for `n` images:
-/// `out (n, 400) = d_linear1[:, rows] @ weight[rows, :]`, from linear1's output gradient `d_linear1 (n, 120)`.
-/// The sum of these parts over rows that cover 0..120 is the whole input gradient.
-pub fn linear1_input_grad_rows(params: &[f32], d_linear1: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
+/// The part of linear1's input gradient that comes from its rows `rows` (whose weights are `weight_rows
+/// (rows, 400)`), for `n` images: `out (n, 400) = d_linear1[:, rows] @ weight_rows`, from linear1's output
+/// gradient `d_linear1 (n, 120)`. The sum of these parts over rows that cover 0..120 is the whole input gradient.
+pub fn linear1_input_grad_rows(weight_rows: &[f32], d_linear1: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
     let (i_len, o_len) = (LINEAR1.in_features, LINEAR1.out_features);
-    let l1w = &params[param_ranges()[4].clone()];
+    assert_eq!(weight_rows.len(), rows.len() * i_len);
     let g =
         MatRef { data: &d_linear1[rows.start..n * o_len], rows: n, cols: rows.len(), row_stride: o_len, col_stride: 1 };
-    let w = MatRef::new(&l1w[rows.start * i_len..rows.end * i_len], rows.len(), i_len);
-    sgemm(1.0, g, w, 0.0, &mut out[..n * i_len]);
+    sgemm(1.0, g, MatRef::new(weight_rows, rows.len(), i_len), 0.0, &mut out[..n * i_len]);
 }
 
 /// The second part of [`backward`], after [`backward_dense`]: pooling and the convolutions. Reads no parameter
