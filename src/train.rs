@@ -562,8 +562,11 @@ impl Trainer {
                         linear1_input_grad_rows(weight, st.ws.linear1_grad(st.n), st.n, rows.clone(), out);
                     }
                 }
+                if g == 0 {
+                    DynClock(clock).lap(Stage::Linear1, true);
+                }
                 // Then the update of those rows, with the slices' inputs and output gradients still in this
-                // core's cache.
+                // core's cache (not a layer's time: the linear layers' weight gradients are not in the table).
                 for r in rows.clone().step_by(STEP_ROWS) {
                     let block = r..(r + STEP_ROWS).min(rows.end);
                     let range = weight_rows(&block);
@@ -571,9 +574,7 @@ impl Trainer {
                     let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
                     weight_grad_step_rows(&LINEAR1, &Linear1Parts(all_slices), block, sgd, p, v);
                 }
-                if g == 0 {
-                    DynClock(clock).lap(Stage::Linear1, true);
-                }
+                DynClock(clock).restart();
                 input_grads_done.fetch_add(1, Ordering::Release);
             }
             wait_for(&input_grads_done, groups);
