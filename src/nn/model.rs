@@ -334,7 +334,7 @@ impl Workspace {
     }
 
     /// The flattened features' gradient `(n, 400)`, which [`backward_convolutions`] reads: for a caller that
-    /// makes it from parts (see [`linear1_input_grad_rows`]) instead of [`backward_dense`].
+    /// makes it from parts (see [`linear1_input_grad_rows`]) instead of [`backward`].
     pub fn features_grad_mut(&mut self, n: usize) -> &mut [f32] {
         &mut self.d_flat[..n * POOL2.out_len()]
     }
@@ -447,7 +447,10 @@ pub fn backward(
     grads: &mut [f32],
     clock: &mut impl StageClock,
 ) {
-    backward_dense(params, head, ws, n, grads, true, clock);
+    backward_to_linear1(params, head, ws, n, grads, true, clock);
+    let l1w = &params[param_ranges()[4].clone()];
+    linear_input_grad(&LINEAR1, n, &ws.d_linear1, l1w, &mut ws.d_flat);
+    clock.lap(Stage::Linear1, true);
     backward_convolutions(ws, n, &mut grads[..CONV_PARAMS], clock);
 }
 
@@ -458,27 +461,10 @@ pub const LINEAR_WEIGHTS: [(usize, LinearDims); 3] = [(4, LINEAR1), (6, LINEAR2)
 pub const CONV_PARAMS: usize =
     PARAM_SPECS[0].len() + PARAM_SPECS[1].len() + PARAM_SPECS[2].len() + PARAM_SPECS[3].len();
 
-/// The first part of [`backward`]: the head and the three linear layers, down to the gradient of the flattened
-/// features. Adds the linear layers' gradients into `grads`, their weights' only if `linear_weights`: otherwise
-/// the caller makes those from [`Workspace::linear_io`] with [`super::linear::linear_weight_grad_rows`], for all
-/// the slices of a batch at once.
-pub fn backward_dense(
-    params: &[f32],
-    head: Head,
-    ws: &mut Workspace,
-    n: usize,
-    grads: &mut [f32],
-    linear_weights: bool,
-    clock: &mut impl StageClock,
-) {
-    backward_to_linear1(params, head, ws, n, grads, linear_weights, clock);
-    let l1w = &params[param_ranges()[4].clone()];
-    linear_input_grad(&LINEAR1, n, &ws.d_linear1, l1w, &mut ws.d_flat);
-    clock.lap(Stage::Linear1, true);
-}
-
-/// [`backward_dense`] but for linear1's input gradient: stops at linear1's output gradient (`d_linear1`, see
-/// [`Workspace::linear1_grad`]), having added linear1's bias gradient (and its weight's, if `linear_weights`).
+/// The first part of [`backward`]: the head and the linear layers, down to linear1's output gradient
+/// (`d_linear1`, see [`Workspace::linear1_grad`]). Adds the linear layers' gradients into `grads`, their weights'
+/// only if `linear_weights`: otherwise the caller makes those from [`Workspace::linear_io`] with
+/// [`super::linear::weight_grad_step_rows`], for all the slices of a batch at once.
 pub fn backward_to_linear1(
     params: &[f32],
     head: Head,
@@ -517,7 +503,7 @@ pub fn linear1_input_grad_rows(weight_rows: &[f32], d_linear1: &[f32], n: usize,
     sgemm(1.0, g, MatRef::new(weight_rows, rows.len(), i_len), 0.0, &mut out[..n * i_len]);
 }
 
-/// The second part of [`backward`], after [`backward_dense`]: pooling and the convolutions. Reads no parameter
+/// The last part of [`backward`], after linear1's input gradient: pooling and the convolutions. Reads no parameter
 /// (conv2's weight as [`forward`] packed it into the workspace); adds into `conv_grads`, the first
 /// [`CONV_PARAMS`] values of a flat gradient.
 pub fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut impl StageClock) {
