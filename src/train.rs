@@ -482,7 +482,7 @@ impl Trainer {
             };
             // (1) Slice 0 is worker 0's first, and the one timed.
             for s in own_slices() {
-                // SAFETY: nobody writes a parameter before phase (6); worker t alone touches slice s.
+                // SAFETY: nobody writes a parameter before phase (4); worker t alone touches slice s.
                 let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0]) };
                 let idx = &indices[s * len..((s + 1) * len).min(b)];
                 let n = idx.len();
@@ -599,19 +599,16 @@ impl Trainer {
             // reads a linear weight any more this step.
             // SAFETY: as just said.
             let ios = unsafe { linear_io.get(0..used) };
-            let update_block = |layer: usize, rows: std::ops::Range<usize>| {
-                let (param, d) = LINEAR_WEIGHTS[layer];
-                let start = ranges[param].start + rows.start * d.in_features;
-                let range = start..start + rows.len() * d.in_features;
-                // SAFETY: each block is updated by one worker alone: linear1's by its group's, the others' by
-                // whoever claims them.
-                let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
-                weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows, sgd, p, v);
-            };
             loop {
                 let u = next_block.fetch_add(1, Ordering::Relaxed);
                 let Some(&(layer, ref rows)) = shared_blocks.get(u) else { break };
-                update_block(layer, rows.clone());
+                let (param, d) = LINEAR_WEIGHTS[layer];
+                let start = ranges[param].start + rows.start * d.in_features;
+                let range = start..start + rows.len() * d.in_features;
+                // SAFETY: block u is taken by this worker alone, and nobody reads these weights any more this
+                // step (every slice is past them).
+                let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
+                weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows.clone(), sgd, p, v);
             }
             barrier.wait();
             // (7) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
