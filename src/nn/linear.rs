@@ -188,15 +188,13 @@ fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
     }
 }
 
-/// The fused gradient and update with AVX-512 intrinsics: a tile of 8 rows by 16 columns in registers.
+/// The fused gradient and update with AVX-512 intrinsics: a tile of 8 rows by 32 columns in registers.
 #[cfg(target_arch = "x86_64")]
-pub mod avx512 {
+mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{GradParts, LinearDims, STEP_ROWS};
 
-    pub static PF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    pub static PF_AHEAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
     /// Columns of a register tile: two vectors.
     const TILE_COLS: usize = 32;
     use crate::nn::simd::lanes;
@@ -231,18 +229,6 @@ pub mod avx512 {
             for c0 in (0..i_len).step_by(TILE_COLS) {
                 let mask = [lanes(i_len - c0), lanes(i_len.saturating_sub(c0 + 16))];
                 let mut grad = [[_mm512_setzero_ps(); 2]; STEP_ROWS];
-                if PF.load(std::sync::atomic::Ordering::Relaxed) {
-                    let ahead = PF_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
-                    for r in 0..nr {
-                        for h in 0..2 {
-                            let at = r * i_len + c0 + ahead * TILE_COLS + 16 * h;
-                            if at < nr * i_len {
-                                _mm_prefetch::<_MM_HINT_ET0>(pp.wrapping_add(at) as *const i8);
-                                _mm_prefetch::<_MM_HINT_ET0>(vp.wrapping_add(at) as *const i8);
-                            }
-                        }
-                    }
-                }
                 for s in 0..parts.parts() {
                     let (input, out_grad) = parts.part(s);
                     let (xp, gp) = (input.as_ptr().add(c0), out_grad.as_ptr());
