@@ -206,6 +206,8 @@ pub fn train_run(
         Start::Resume { state, params, momentum } => {
             let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum))?;
             trainer.config.epochs = config.epochs;
+            // The state is written before the log, so a run killed between the two has a log one epoch short.
+            run.write_metrics(&state.history)?;
             (*state, trainer)
         }
     };

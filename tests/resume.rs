@@ -50,6 +50,15 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let o = lenet5(&["train", "--resume", part.to_str().unwrap(), "--progress", "plain"]);
     assert!(o.status.success());
     assert_same_run(&full, &part);
+    // A run killed after writing its state but before its log: resuming restores the log from the state.
+    let log = part.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let short: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&log, short.join("\n") + "\n").unwrap();
+    assert_eq!(figures(&part).len(), 2);
+    let o = lenet5(&["train", "--resume", part.to_str().unwrap(), "--progress", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_run(&full, &part);
 }
 
 /// No temporary file of an atomic write is left in `dir`.
