@@ -108,9 +108,9 @@ impl RunDir {
     }
 
     fn save_state(&self, state: &TrainState, trainer: &Trainer) -> Result<()> {
-        let mut ck = Checkpoint::new(trainer.params.clone(), state.config.head);
+        let mut ck = Checkpoint::new(trainer.params().to_vec(), state.config.head);
         ck.class_names = state.class_names.clone();
-        ck.momentum = Some(trainer.velocity.clone());
+        ck.momentum = Some(trainer.velocity().to_vec());
         ck.metadata.insert("train_state".into(), serde_json::to_string(state).expect("serialisable"));
         ck.metadata.insert("dataset".into(), state.dataset.clone());
         ck.metadata.insert("epoch".into(), state.epoch.to_string());
@@ -222,7 +222,7 @@ pub fn train_run(
         };
         let train_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let val = evaluator.evaluate(&pool, &trainer.params, trainer.config.head, &test, trainer.config.batch_size);
+        let val = evaluator.evaluate(&pool, trainer.params(), trainer.config.head, &test, trainer.config.batch_size);
         let metrics = EpochMetrics {
             epoch,
             train_loss,
@@ -236,7 +236,7 @@ pub fn train_run(
         if new_best {
             state.best_val_acc = Some(metrics.val_acc);
             state.best_epoch = Some(epoch);
-            run.save_best(&state, &trainer.params, &metrics)?;
+            run.save_best(&state, trainer.params(), &metrics)?;
         }
         state.epoch = epoch;
         state.history.push(metrics.clone());

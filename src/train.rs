@@ -326,11 +326,30 @@ struct SliceState {
     correct: usize,
 }
 
+/// A worker's private copy of the head's parameters and momentum. The head is small (11k weights) and read by
+/// every slice: updating one copy per worker, each on its own core, is cheaper than moving one shared copy
+/// between the cores' caches twice a step.
+struct HeadCopy {
+    /// All the parameters, of which only [`head_range`] is kept up to date.
+    params: Vec<f32>,
+    /// Momentum; as `params`.
+    velocity: Vec<f32>,
+}
+
+/// Where the head's parameters (linear2's and the output layer's weights and biases) live in the flat block.
+fn head_range() -> std::ops::Range<usize> {
+    let ranges = param_ranges();
+    ranges[6].start..ranges[9].end
+}
+
 /// Parameters, momentum and every buffer a training step needs, allocated once.
 pub struct Trainer {
     pub config: TrainConfig,
-    pub params: Vec<f32>,
-    pub velocity: Vec<f32>,
+    params: Vec<f32>,
+    velocity: Vec<f32>,
+    /// Worker t's own copy of the head (linear2 and the output layer) for t >= 1; worker 0 uses `params` and
+    /// `velocity`. Every worker updates its copy with the same arithmetic, so the copies stay equal.
+    head_copies: Vec<HeadCopy>,
     slices: Vec<SliceState>,
     /// One per slice.
     linear_io: Vec<LinearIo>,
@@ -376,6 +395,7 @@ impl Trainer {
             velocity: velocity.unwrap_or_else(|| vec![0.0; NUM_PARAMS]),
             config,
             params,
+            head_copies: Vec::new(),
             slices,
             linear_io,
             groups,
@@ -385,6 +405,16 @@ impl Trainer {
             order: Vec::new(),
             team: None,
         })
+    }
+
+    /// The parameters, in the order of [`param_ranges`].
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The momentum buffer, laid out as [`Trainer::params`].
+    pub fn velocity(&self) -> &[f32] {
+        &self.velocity
     }
 
     /// One SGD step on the images of `split` at `indices` (at most `batch_size` of them).
@@ -419,21 +449,24 @@ impl Trainer {
         //       (publishing what the linear weights' gradients are made from);
         //   (4) own groups: their part of linear1's input gradient, for every slice; then their rows of linear1's
         //       weight, the gradient summed over the slices in order, updated;
-        //   (5) own slices: the parts summed in group order, then backward through the convolutions;
-        //   (6) blocks of the other linear weights, gradient summed over the slices in order and updated, first
-        //       come first served;
+        //   (5) every worker: the head's gradients summed over the slices in order, its own copy updated;
+        //   (6) own slices: linear1's input gradient parts summed in group order, then backward through the
+        //       convolutions;
         //   (7) after a barrier, each sums the slices' other gradients in slice order and updates its own fixed
         //       share of the other parameters.
         // The slices and groups depend on the batch size alone, so which worker does what never changes a number.
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
             self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
+            let copies = self.team.as_ref().map_or(0, Team::workers) - 1;
+            self.head_copies = (0..copies)
+                .map(|_| HeadCopy { params: self.params.clone(), velocity: self.velocity.clone() })
+                .collect();
         }
         let team = self.team.as_mut().expect("just made");
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
-        let [features_done, linear1_done, dense_done, input_grads_done, next_block] =
-            std::array::from_fn(|_| AtomicUsize::new(0));
+        let [features_done, linear1_done, dense_done, input_grads_done] = std::array::from_fn(|_| AtomicUsize::new(0));
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
@@ -441,12 +474,15 @@ impl Trainer {
         let (exchange_len, partials_len) = (self.linear1_exchange.len(), self.linear1_partials.len());
         let exchange = PhaseShared::new(&mut self.linear1_exchange);
         let partials = PhaseShared::new(&mut self.linear1_partials);
+        let head_copies = PhaseShared::new(&mut self.head_copies);
         let shared_blocks = &self.shared_blocks;
         let clock = std::sync::Mutex::new(clock);
         let ranges = param_ranges();
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
         // as runs of adjacent ones.
         let slice_ranges = [0..CONV_PARAMS, ranges[5].clone(), ranges[7].clone(), ranges[9].clone()];
+        // Those of them that (7) updates (the head's are updated in (5)).
+        let shared_ranges = &slice_ranges[..2];
         let (i_len, o_len) = (LINEAR1.in_features, LINEAR1.out_features);
         // Where slice s's linear1 output from group g lives in the exchange buffer: the slice's `len x 120`
         // values, cut into the groups' `len x rows` blocks.
@@ -467,6 +503,8 @@ impl Trainer {
                 None => &mut untimed,
             };
             let own_slices = || (t..used).step_by(workers);
+            // For gradients summed over the slices, a piece at a time.
+            let mut scratch = [0.0f32; 1024];
             let own_groups = || (t..groups).step_by(workers);
             let wait_for = |counter: &AtomicUsize, target: usize| {
                 let mut spins = 0u32;
@@ -516,9 +554,13 @@ impl Trainer {
             // (3)
             for s in own_slices() {
                 // SAFETY: as in (1); the exchange buffer is only read in this phase.
+                // The worker's own copy of the head (only the head is read here).
                 let (params, st, io, exchange) = unsafe {
                     (
-                        params.get(0..NUM_PARAMS),
+                        match t {
+                            0 => params.get(0..NUM_PARAMS),
+                            _ => &head_copies.get(t - 1..t)[0].params[..],
+                        },
                         &mut slices.get_mut(s..s + 1)[0],
                         &mut linear_io.get_mut(s..s + 1)[0],
                         exchange.get(0..exchange_len),
@@ -577,8 +619,46 @@ impl Trainer {
                 DynClock(clock).restart();
                 input_grads_done.fetch_add(1, Ordering::Release);
             }
+            // (5) Every slice published its head's inputs and output gradients in (3): each worker sums the
+            // head's gradients over the slices in slice order and updates its own copy of the head.
+            {
+                // SAFETY: after (3) nobody reads or writes worker 0's head in `params` but worker 0, nor a copy
+                // but its worker; the slices' linear records and gradients are only read from here on.
+                let (p, v) = unsafe {
+                    match t {
+                        0 => (params.get_mut(head_range()), velocity.get_mut(head_range())),
+                        _ => {
+                            let copy = &mut head_copies.get_mut(t - 1..t)[0];
+                            (&mut copy.params[head_range()], &mut copy.velocity[head_range()])
+                        }
+                    }
+                };
+                let (ios, parts) = unsafe { (linear_io.get(0..used), slices.get(0..used)) };
+                let at = |r: &std::ops::Range<usize>| r.start - head_range().start..r.end - head_range().start;
+                for &(layer, ref rows) in shared_blocks {
+                    let (param, d) = LINEAR_WEIGHTS[layer];
+                    let start = ranges[param].start + rows.start * d.in_features;
+                    let block = at(&(start..start + rows.len() * d.in_features));
+                    weight_grad_step_rows(
+                        &d,
+                        &LayerParts { ios, layer },
+                        rows.clone(),
+                        sgd,
+                        &mut p[block.clone()],
+                        &mut v[block],
+                    );
+                }
+                for bias in [&ranges[7], &ranges[9]] {
+                    let g = &mut scratch[..bias.len()];
+                    g.copy_from_slice(&parts[0].grads[bias.clone()]);
+                    for part in &parts[1..] {
+                        add_assign(g, &part.grads[bias.clone()]);
+                    }
+                    sgd.step(&mut p[at(bias)], &mut v[at(bias)], g);
+                }
+            }
             wait_for(&input_grads_done, groups);
-            // (5)
+            // (6)
             for s in own_slices() {
                 // SAFETY: the partial input gradients are only read in this phase; the convolutions read no
                 // parameter (conv2's weight as the slice's forward pass packed it).
@@ -595,34 +675,18 @@ impl Trainer {
                 DynClock(clock).lap(Stage::Linear1, true);
                 backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
             }
-            // (6) Every slice published its linear inputs and output gradients in (3), and nobody writes them or
-            // reads a linear weight any more this step.
-            // SAFETY: as just said.
-            let ios = unsafe { linear_io.get(0..used) };
-            loop {
-                let u = next_block.fetch_add(1, Ordering::Relaxed);
-                let Some(&(layer, ref rows)) = shared_blocks.get(u) else { break };
-                let (param, d) = LINEAR_WEIGHTS[layer];
-                let start = ranges[param].start + rows.start * d.in_features;
-                let range = start..start + rows.len() * d.in_features;
-                // SAFETY: block u is taken by this worker alone, and nobody reads these weights any more this
-                // step (every slice is past them).
-                let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
-                weight_grad_step_rows(&d, &LayerParts { ios, layer }, rows.clone(), sgd, p, v);
-            }
             barrier.wait();
             // (7) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
             // SAFETY: every slice is finished; each part of these parameters is given to one worker.
             let parts = unsafe { slices.get(0..used) };
             // Summed and updated a piece at a time, the piece staying in L1.
-            let mut g = [0.0f32; 1024];
-            for range in &slice_ranges {
+            for range in shared_ranges {
                 let mine = share(range.len(), workers, t, 16);
                 let range = range.start + mine.start..range.start + mine.end;
-                for start in range.clone().step_by(g.len()) {
-                    let range = start..(start + g.len()).min(range.end);
+                for start in range.clone().step_by(scratch.len()) {
+                    let range = start..(start + scratch.len()).min(range.end);
                     let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range.clone())) };
-                    let g = &mut g[..p.len()];
+                    let g = &mut scratch[..p.len()];
                     g.copy_from_slice(&parts[0].grads[range.clone()]);
                     for part in &parts[1..] {
                         add_assign(g, &part.grads[range.clone()]);
