@@ -230,10 +230,9 @@ fn group_rows(g: usize, groups: usize) -> std::ops::Range<usize> {
     g * o / groups..(g + 1) * o / groups
 }
 
-/// The blocks of rows of linear2's and the output layer's weights: `(layer, rows)`, `layer` an index into
-/// [`LINEAR_WEIGHTS`]. Each is summed over the slices and updated by one worker; they never depend on the
-/// thread count.
-fn shared_linear_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
+/// The blocks of rows of the head's weights (linear2's and the output layer's) in which their gradients are
+/// summed over the slices and updated: `(layer, rows)`, `layer` an index into [`LINEAR_WEIGHTS`].
+fn head_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
     LINEAR_WEIGHTS
         .iter()
         .enumerate()
@@ -242,50 +241,6 @@ fn shared_linear_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
             (0..d.out_features).step_by(STEP_ROWS).map(move |r| (layer, r..(r + STEP_ROWS).min(d.out_features)))
         })
         .collect()
-}
-
-/// What linear2's and the output layer's weight gradients of one slice are made from (each layer's input and
-/// output gradient), copied out of the slice's workspace when its backward pass leaves the linear layers, so
-/// that any worker can read it while the slice's own worker goes on with the convolutions. (linear1's groups
-/// read theirs from the workspaces, before the convolutions start.)
-struct LinearIo {
-    data: Vec<f32>,
-    /// Where each layer's input and output gradient start.
-    offsets: [(usize, usize); LINEAR_WEIGHTS.len()],
-    n: usize,
-}
-
-impl LinearIo {
-    fn new(capacity: usize) -> Self {
-        let mut offsets = [(0, 0); LINEAR_WEIGHTS.len()];
-        let mut at = 0;
-        for (o, (_, d)) in offsets.iter_mut().zip(LINEAR_WEIGHTS).skip(1) {
-            *o = (at, at + capacity * d.in_features);
-            at += capacity * (d.in_features + d.out_features);
-        }
-        LinearIo { data: vec![0.0; at], offsets, n: 0 }
-    }
-
-    /// Where layer `layer`'s input and output gradient start.
-    fn offsets(&self, layer: usize) -> (usize, usize) {
-        self.offsets[layer]
-    }
-
-    fn store(&mut self, ws: &Workspace, n: usize) {
-        self.n = n;
-        for layer in 1..LINEAR_WEIGHTS.len() {
-            let (input, out_grad) = ws.linear_io(layer, n);
-            let (i, o) = self.offsets(layer);
-            self.data[i..i + input.len()].copy_from_slice(input);
-            self.data[o..o + out_grad.len()].copy_from_slice(out_grad);
-        }
-    }
-
-    fn get(&self, layer: usize) -> (&[f32], &[f32]) {
-        let d = LINEAR_WEIGHTS[layer].1;
-        let (i, o) = self.offsets(layer);
-        (&self.data[i..i + self.n * d.in_features], &self.data[o..o + self.n * d.out_features])
-    }
 }
 
 /// linear1's input and output gradient in every slice's workspace.
@@ -301,18 +256,20 @@ impl GradParts for Linear1Parts<'_> {
     }
 }
 
-/// One linear layer's part of every slice's [`LinearIo`].
-struct LayerParts<'a> {
-    ios: &'a [LinearIo],
+/// One of the head's linear layers' input and output gradient in every slice's workspace.
+struct HeadParts<'a> {
+    slices: &'a [SliceState],
+    /// An index into [`LINEAR_WEIGHTS`].
     layer: usize,
 }
 
-impl GradParts for LayerParts<'_> {
+impl GradParts for HeadParts<'_> {
     fn parts(&self) -> usize {
-        self.ios.len()
+        self.slices.len()
     }
     fn part(&self, s: usize) -> (&[f32], &[f32]) {
-        self.ios[s].get(self.layer)
+        let st = &self.slices[s];
+        st.ws.linear_io(self.layer, st.n)
     }
 }
 
@@ -351,15 +308,13 @@ pub struct Trainer {
     /// `velocity`. Every worker updates its copy with the same arithmetic, so the copies stay equal.
     head_copies: Vec<HeadCopy>,
     slices: Vec<SliceState>,
-    /// One per slice.
-    linear_io: Vec<LinearIo>,
     /// Row groups of linear1 (see [`linear1_groups`]).
     groups: usize,
     /// linear1's output, written by the groups and read by the slices.
     linear1_exchange: Vec<f32>,
     /// Each group's part of linear1's input gradient, for every image.
     linear1_partials: Vec<f32>,
-    shared_blocks: Vec<(usize, std::ops::Range<usize>)>,
+    head_blocks: Vec<(usize, std::ops::Range<usize>)>,
     order: Vec<u32>,
     /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
     team: Option<Team>,
@@ -380,7 +335,6 @@ impl Trainer {
         let groups = linear1_groups(config.batch_size);
         // Images in all the slices.
         let capacity = config.batch_size.div_ceil(len) * len;
-        let linear_io = (0..config.batch_size.div_ceil(len)).map(|_| LinearIo::new(len)).collect();
         let slices = (0..config.batch_size.div_ceil(len))
             .map(|_| SliceState {
                 ws: Workspace::new(len),
@@ -397,11 +351,10 @@ impl Trainer {
             params,
             head_copies: Vec::new(),
             slices,
-            linear_io,
             groups,
             linear1_exchange: vec![0.0; capacity * LINEAR1.out_features],
             linear1_partials: vec![0.0; groups * capacity * LINEAR1.in_features],
-            shared_blocks: shared_linear_blocks(),
+            head_blocks: head_blocks(),
             order: Vec::new(),
             team: None,
         })
@@ -446,7 +399,7 @@ impl Trainer {
         //   (1) own slices: the convolutions, up to the flattened features;
         //   (2) own groups: their rows of linear1, for every slice;
         //   (3) own slices: the rest of the forward pass, the loss, backward down to linear1's output
-        //       (publishing what the linear weights' gradients are made from);
+        //       (leaving in the slice's workspace what the linear weights' gradients are made from);
         //   (4) own groups: their part of linear1's input gradient, for every slice; then their rows of linear1's
         //       weight, the gradient summed over the slices in order, updated;
         //   (5) every worker: the head's gradients summed over the slices in order, its own copy updated;
@@ -470,12 +423,11 @@ impl Trainer {
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
-        let linear_io = PhaseShared::new(&mut self.linear_io[..used]);
         let (exchange_len, partials_len) = (self.linear1_exchange.len(), self.linear1_partials.len());
         let exchange = PhaseShared::new(&mut self.linear1_exchange);
         let partials = PhaseShared::new(&mut self.linear1_partials);
         let head_copies = PhaseShared::new(&mut self.head_copies);
-        let shared_blocks = &self.shared_blocks;
+        let head_blocks = &self.head_blocks;
         let clock = std::sync::Mutex::new(clock);
         let ranges = param_ranges();
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
@@ -553,16 +505,15 @@ impl Trainer {
             wait_for(&linear1_done, groups);
             // (3)
             for s in own_slices() {
-                // SAFETY: as in (1); the exchange buffer is only read in this phase.
-                // The worker's own copy of the head (only the head is read here).
-                let (params, st, io, exchange) = unsafe {
+                // SAFETY: as in (1); the exchange buffer is only read in this phase. Worker t reads the head
+                // from its own copy (the rest of the parameters is not read here).
+                let (params, st, exchange) = unsafe {
                     (
                         match t {
                             0 => params.get(0..NUM_PARAMS),
                             _ => &head_copies.get(t - 1..t)[0].params[..],
                         },
                         &mut slices.get_mut(s..s + 1)[0],
-                        &mut linear_io.get_mut(s..s + 1)[0],
                         exchange.get(0..exchange_len),
                     )
                 };
@@ -585,7 +536,6 @@ impl Trainer {
                     st.grads[r.clone()].fill(0.0);
                 }
                 backward_to_linear1(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
-                io.store(&st.ws, n);
                 dense_done.fetch_add(1, Ordering::Release);
             }
             wait_for(&dense_done, used);
@@ -619,11 +569,12 @@ impl Trainer {
                 DynClock(clock).restart();
                 input_grads_done.fetch_add(1, Ordering::Release);
             }
-            // (5) Every slice published its head's inputs and output gradients in (3): each worker sums the
+            // (5) Every slice left its head's inputs and output gradients in its workspace in (3), and the
+            // convolutions, which begin after the next wait, do not touch them: each worker sums the
             // head's gradients over the slices in slice order and updates its own copy of the head.
             {
                 // SAFETY: after (3) nobody reads or writes worker 0's head in `params` but worker 0, nor a copy
-                // but its worker; the slices' linear records and gradients are only read from here on.
+                // but its worker; the slices are only read until the next wait.
                 let (p, v) = unsafe {
                     match t {
                         0 => (params.get_mut(head_range()), velocity.get_mut(head_range())),
@@ -633,15 +584,15 @@ impl Trainer {
                         }
                     }
                 };
-                let (ios, parts) = unsafe { (linear_io.get(0..used), slices.get(0..used)) };
+                let parts = unsafe { slices.get(0..used) };
                 let at = |r: &std::ops::Range<usize>| r.start - head_range().start..r.end - head_range().start;
-                for &(layer, ref rows) in shared_blocks {
+                for &(layer, ref rows) in head_blocks {
                     let (param, d) = LINEAR_WEIGHTS[layer];
                     let start = ranges[param].start + rows.start * d.in_features;
                     let block = at(&(start..start + rows.len() * d.in_features));
                     weight_grad_step_rows(
                         &d,
-                        &LayerParts { ios, layer },
+                        &HeadParts { slices: parts, layer },
                         rows.clone(),
                         sgd,
                         &mut p[block.clone()],
