@@ -372,15 +372,28 @@ impl Trainer {
 
     /// One SGD step on the images of `split` at `indices` (at most `batch_size` of them).
     pub fn step(&mut self, pool: &rayon::ThreadPool, split: &Split, indices: &[u32]) -> StepResult {
-        self.step_with_clock(pool, split, indices, &mut ())
+        self.step_with_clock(pool, split, indices, &[], &mut ())
     }
 
-    /// [`Trainer::step`], reporting the time of each layer of the first slice to `clock`.
+    /// [`Trainer::step`], and meanwhile each worker starts loading into its core's caches the images of `next`
+    /// it will need at the next step (if that is a step on `next`; the numbers never depend on it).
+    pub fn step_prefetching(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        split: &Split,
+        indices: &[u32],
+        next: &[u32],
+    ) -> StepResult {
+        self.step_with_clock(pool, split, indices, next, &mut ())
+    }
+
+    /// [`Trainer::step_prefetching`], reporting the time of each layer of the first slice to `clock`.
     pub fn step_with_clock(
         &mut self,
         pool: &rayon::ThreadPool,
         split: &Split,
         indices: &[u32],
+        next: &[u32],
         clock: &mut (impl StageClock + Send),
     ) -> StepResult {
         let b = indices.len();
@@ -479,6 +492,7 @@ impl Trainer {
                 let mut untimed = ();
                 let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
                 split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+                split.prefetch(next.get(s * len..((s + 1) * len).min(next.len())).unwrap_or_default());
                 forward_features(params, &mut st.ws, n, &mut DynClock(clock));
                 st.n = n;
                 features_done.fetch_add(1, Ordering::Release);
@@ -674,12 +688,13 @@ impl Trainer {
         let mut stopped = false;
         // The steps run on the trainer's own team of threads (the calling thread is its worker 0); the pool
         // only sets how many.
+        let mut batches_ahead = order.chunks(self.config.batch_size).skip(1);
         for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
             if observer.should_stop() {
                 stopped = true;
                 break;
             }
-            let r = self.step(pool, split, indices);
+            let r = self.step_prefetching(pool, split, indices, batches_ahead.next().unwrap_or_default());
             loss_sum += r.loss as f64;
             acc_sum += r.accuracy as f64;
             observer.on_batch(i + 1, batches, indices.len(), r);

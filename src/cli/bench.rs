@@ -63,7 +63,8 @@ fn measure_steps(train: &Split, batch: usize, threads: usize, seconds: f64, orde
             let mut round = 0;
             while t0.elapsed().as_secs_f64() < seconds / 5.0 {
                 for _ in 0..10 {
-                    trainer.step(&pool, train, batches[steps % batches.len()]);
+                    let (this, next) = (batches[steps % batches.len()], batches[(steps + 1) % batches.len()]);
+                    trainer.step_prefetching(&pool, train, this, next);
                     steps += 1;
                     round += 1;
                 }
@@ -150,7 +151,8 @@ pub fn run(a: BenchArgs) -> CliResult {
             let mut round_steps = 0;
             while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) / 10.0 {
                 times.start();
-                trainer.step_with_clock(&pool1, &train, batches[steps % batches.len()], &mut times);
+                let (this, next) = (batches[steps % batches.len()], batches[(steps + 1) % batches.len()]);
+                trainer.step_with_clock(&pool1, &train, this, next, &mut times);
                 steps += 1;
                 round_steps += 1;
             }
