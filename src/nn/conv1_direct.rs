@@ -239,17 +239,27 @@ mod avx512 {
         }
     }
 
+    /// Lanes `J..16` of `lo` followed by lanes `0..J` of `hi`: the 16 values `J` places further along.
+    #[inline(always)]
+    fn shift<const J: i32>(lo: __m512, hi: __m512) -> __m512 {
+        // SAFETY: only called from functions compiled with AVX-512F.
+        unsafe { _mm512_castsi512_ps(_mm512_alignr_epi32::<J>(_mm512_castps_si512(hi), _mm512_castps_si512(lo))) }
+    }
+
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
     pub unsafe fn backward(n: usize, padded: &[f32], out_grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
         // Three channels and one kernel row at a time: fifteen accumulators (3 channels x 5 taps), each half-row
-        // of the image loaded serves three channels and each gradient half-row five taps. Both halves of a row
-        // add into the same accumulators; lanes are summed at the end.
+        // of the image serves three channels and each gradient half-row five taps. Both halves of a row add into
+        // the same accumulators; lanes are summed at the end. The five shifted half-rows are made from whole
+        // vectors with `valignd`: read directly, four of them would cross a cache line each (measured alone,
+        // 20.5 -> 17.8 us per 8 images).
         const G: usize = 3;
         let gp = out_grad.as_ptr();
-        // SAFETY (whole body): as in `forward`; the masked loads read only the 28 values of a gradient row, and
-        // its lanes 28..32 are zero, so the padding columns they meet add nothing.
+        // SAFETY (whole body): as in `forward`; the masked loads read only the 28 values of a gradient row (and
+        // the last 4 of a padded row), and its lanes 28..32 are zero, so the padding columns they meet add
+        // nothing.
         unsafe {
             for o0 in (0..OC).step_by(G) {
                 let mut bias_acc = [_mm512_setzero_ps(); G];
@@ -259,6 +269,12 @@ mod avx512 {
                         let img = padded.as_ptr().add(b * PADDED_LEN);
                         for y in 0..S {
                             let row = img.add((y + i) * PW);
+                            // The row's 36 values: 16 + 16 + 4.
+                            let whole = [
+                                _mm512_loadu_ps(row),
+                                _mm512_loadu_ps(row.add(16)),
+                                _mm512_maskz_loadu_ps(0x000f, row.add(32)),
+                            ];
                             for half in 0..2 {
                                 let mut g = [_mm512_setzero_ps(); G];
                                 for (c, g_c) in g.iter_mut().enumerate() {
@@ -271,8 +287,16 @@ mod avx512 {
                                         *sum = _mm512_add_ps(*sum, g_c);
                                     }
                                 }
-                                for j in 0..K {
-                                    let v = _mm512_loadu_ps(row.add(j + 16 * half));
+                                let (lo, hi) = (whole[half], whole[half + 1]);
+                                // Values j + 16 * half .. j + 16 * half + 16 of the row, for j = 0..5.
+                                let shifted = [
+                                    lo,
+                                    shift::<1>(lo, hi),
+                                    shift::<2>(lo, hi),
+                                    shift::<3>(lo, hi),
+                                    shift::<4>(lo, hi),
+                                ];
+                                for (j, v) in shifted.into_iter().enumerate() {
                                     for (acc_c, g_c) in acc.iter_mut().zip(g) {
                                         acc_c[j] = _mm512_fmadd_ps(g_c, v, acc_c[j]);
                                     }
