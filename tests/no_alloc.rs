@@ -46,6 +46,10 @@ fn training_steps_do_not_allocate() {
     // against the steps of the next configuration. The allocator counts every thread.
     let configs = [(16, 2), (16, 1), (64, 2)];
     let pools: Vec<_> = configs.iter().map(|&(_, threads)| thread_pool(threads).unwrap()).collect();
+    // A pool's threads start asynchronously, and a starting thread allocates: wait until every one has run.
+    for pool in &pools {
+        pool.broadcast(|_| ());
+    }
     for (&(batch, threads), pool) in configs.iter().zip(&pools) {
         let mut trainer =
             Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None).unwrap();
