@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -149,9 +150,19 @@ impl Checkpoint {
     }
 }
 
+/// Held by [`write_atomic`] for the whole of each write.
+static WRITES: Mutex<()> = Mutex::new(());
+
+/// Waits for the [`write_atomic`] in progress, if any, to finish, and keeps any other from starting while the
+/// guard lives: for a process about to exit at once (a second Ctrl-C), so that it leaves no temporary file.
+pub fn pause_writes() -> MutexGuard<'static, ()> {
+    WRITES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix: a temporary file in
 /// the same directory, `fsync`, rename, then `fsync` of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _writing = pause_writes();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

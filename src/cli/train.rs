@@ -72,8 +72,10 @@ fn install_interrupt_handler(run_dir: PathBuf) -> CliResult<Arc<AtomicUsize>> {
     let h = hits.clone();
     ctrlc::set_handler(move || {
         if h.fetch_add(1, Ordering::SeqCst) >= 1 {
-            // Every file is written to a temporary name and renamed, so no real file can be half written;
-            // remove the temporary ones an interrupted write may have left.
+            // Every file is written to a temporary name and renamed, so no real file can be half written. Let
+            // the write in progress finish and start no other, then remove any temporary file a killed
+            // earlier run may have left.
+            let _no_more_writes = lenet5::checkpoint::pause_writes();
             if let Ok(entries) = std::fs::read_dir(&run_dir) {
                 for e in entries.flatten() {
                     if lenet5::checkpoint::is_temp_file(&e.file_name().to_string_lossy()) {
