@@ -230,17 +230,59 @@ fn group_rows(g: usize, groups: usize) -> std::ops::Range<usize> {
     g * o / groups..(g + 1) * o / groups
 }
 
-/// The blocks of rows of the head's weights (linear2's and the output layer's) in which their gradients are
-/// summed over the slices and updated: `(layer, rows)`, `layer` an index into [`LINEAR_WEIGHTS`].
-fn head_blocks() -> Vec<(usize, std::ops::Range<usize>)> {
-    LINEAR_WEIGHTS
-        .iter()
-        .enumerate()
-        .skip(1)
-        .flat_map(|(layer, (_, d))| {
-            (0..d.out_features).step_by(STEP_ROWS).map(move |r| (layer, r..(r + STEP_ROWS).min(d.out_features)))
-        })
-        .collect()
+/// A piece of the head (linear2 and the output layer) whose gradient is summed over the slices in slice order
+/// and updated in one go: a block of rows of a weight, or a bias. The pieces never depend on the thread count.
+#[derive(Clone, Debug)]
+enum HeadPart {
+    /// Rows `rows` of the weight of layer `layer` (an index into [`LINEAR_WEIGHTS`]).
+    Rows { layer: usize, rows: std::ops::Range<usize> },
+    /// The bias that is parameter tensor `param`.
+    Bias { param: usize },
+}
+
+impl HeadPart {
+    /// The head, piece by piece.
+    fn all() -> Vec<HeadPart> {
+        let weights = LINEAR_WEIGHTS.iter().enumerate().skip(1).flat_map(|(layer, (_, d))| {
+            (0..d.out_features)
+                .step_by(STEP_ROWS)
+                .map(move |r| HeadPart::Rows { layer, rows: r..(r + STEP_ROWS).min(d.out_features) })
+        });
+        let biases = LINEAR_WEIGHTS.iter().skip(1).map(|&(param, _)| HeadPart::Bias { param: param + 1 });
+        weights.chain(biases).collect()
+    }
+
+    /// Where the piece lives in the flat parameters.
+    fn range(&self) -> std::ops::Range<usize> {
+        match self {
+            HeadPart::Rows { layer, rows } => {
+                let (param, d) = LINEAR_WEIGHTS[*layer];
+                let start = param_ranges()[param].start;
+                start + rows.start * d.in_features..start + rows.end * d.in_features
+            }
+            HeadPart::Bias { param } => param_ranges()[*param].clone(),
+        }
+    }
+
+    /// Sums the piece's gradient over the slices and takes an SGD step on `p` and `v`, the piece's parameters and
+    /// momentum. `scratch` holds at least a bias.
+    fn update(&self, slices: &[SliceState], sgd: Sgd, p: &mut [f32], v: &mut [f32], scratch: &mut [f32]) {
+        match self {
+            HeadPart::Rows { layer, rows } => {
+                let d = LINEAR_WEIGHTS[*layer].1;
+                weight_grad_step_rows(&d, &HeadParts { slices, layer: *layer }, rows.clone(), sgd, p, v);
+            }
+            HeadPart::Bias { param } => {
+                let range = param_ranges()[*param].clone();
+                let g = &mut scratch[..range.len()];
+                g.copy_from_slice(&slices[0].grads[range.clone()]);
+                for st in &slices[1..] {
+                    add_assign(g, &st.grads[range.clone()]);
+                }
+                sgd.step(p, v, g);
+            }
+        }
+    }
 }
 
 /// linear1's input and output gradient in every slice's workspace.
@@ -284,20 +326,19 @@ struct SliceState {
 }
 
 /// A worker's private copy of the head's parameters and momentum. The head is small (11k weights) and read by
-/// every slice: updating one copy per worker, each on its own core, is cheaper than moving one shared copy
-/// between the cores' caches twice a step.
+/// every slice: for small batches, updating one copy per worker, each on its own core, is cheaper than moving
+/// one shared copy between the cores' caches twice a step. For large ones the gradient costs more than the
+/// move, and the workers share the head's update instead.
 struct HeadCopy {
-    /// All the parameters, of which only [`head_range`] is kept up to date.
+    /// All the parameters, of which only the head's are kept up to date.
     params: Vec<f32>,
     /// Momentum; as `params`.
     velocity: Vec<f32>,
 }
 
-/// Where the head's parameters (linear2's and the output layer's weights and biases) live in the flat block.
-fn head_range() -> std::ops::Range<usize> {
-    let ranges = param_ranges();
-    ranges[6].start..ranges[9].end
-}
+/// Largest batch for which every worker keeps a copy of the head (measured, 2 threads: the copies make
+/// batch 16 faster and batch 256 slower).
+const MAX_BATCH_FOR_HEAD_COPIES: usize = 64;
 
 /// Parameters, momentum and every buffer a training step needs, allocated once.
 pub struct Trainer {
@@ -314,7 +355,10 @@ pub struct Trainer {
     linear1_exchange: Vec<f32>,
     /// Each group's part of linear1's input gradient, for every image.
     linear1_partials: Vec<f32>,
-    head_blocks: Vec<(usize, std::ops::Range<usize>)>,
+    head_parts: Vec<HeadPart>,
+    /// Whether each worker keeps its own copy of the head (see [`HeadCopy`]): for batches of up to
+    /// [`MAX_BATCH_FOR_HEAD_COPIES`] images.
+    copy_head: bool,
     order: Vec<u32>,
     /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
     team: Option<Team>,
@@ -333,6 +377,7 @@ impl Trainer {
         assert_eq!(params.len(), NUM_PARAMS);
         let len = slice_len(config.batch_size);
         let groups = linear1_groups(config.batch_size);
+        let copy_head = config.batch_size <= MAX_BATCH_FOR_HEAD_COPIES;
         // Images in all the slices.
         let capacity = config.batch_size.div_ceil(len) * len;
         let slices = (0..config.batch_size.div_ceil(len))
@@ -354,7 +399,8 @@ impl Trainer {
             groups,
             linear1_exchange: vec![0.0; capacity * LINEAR1.out_features],
             linear1_partials: vec![0.0; groups * capacity * LINEAR1.in_features],
-            head_blocks: head_blocks(),
+            head_parts: HeadPart::all(),
+            copy_head,
             order: Vec::new(),
             team: None,
         })
@@ -424,7 +470,7 @@ impl Trainer {
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
             self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
-            let copies = self.team.as_ref().map_or(0, Team::workers) - 1;
+            let copies = if self.copy_head { self.team.as_ref().map_or(0, Team::workers) - 1 } else { 0 };
             self.head_copies = (0..copies)
                 .map(|_| HeadCopy { params: self.params.clone(), velocity: self.velocity.clone() })
                 .collect();
@@ -432,7 +478,8 @@ impl Trainer {
         let team = self.team.as_mut().expect("just made");
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
-        let [features_done, linear1_done, dense_done, input_grads_done] = std::array::from_fn(|_| AtomicUsize::new(0));
+        let [features_done, linear1_done, dense_done, input_grads_done, next_head_part] =
+            std::array::from_fn(|_| AtomicUsize::new(0));
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
         let slices = PhaseShared::new(&mut self.slices[..used]);
@@ -440,7 +487,7 @@ impl Trainer {
         let exchange = PhaseShared::new(&mut self.linear1_exchange);
         let partials = PhaseShared::new(&mut self.linear1_partials);
         let head_copies = PhaseShared::new(&mut self.head_copies);
-        let head_blocks = &self.head_blocks;
+        let (head_parts, copy_head) = (&self.head_parts, self.copy_head);
         let clock = std::sync::Mutex::new(clock);
         let ranges = param_ranges();
         // The parameters whose gradients the slices compute themselves (all but the linear layers' weights),
@@ -525,6 +572,7 @@ impl Trainer {
                     (
                         match t {
                             0 => params.get(0..NUM_PARAMS),
+                            _ if !copy_head => params.get(0..NUM_PARAMS),
                             _ => &head_copies.get(t - 1..t)[0].params[..],
                         },
                         &mut slices.get_mut(s..s + 1)[0],
@@ -584,42 +632,32 @@ impl Trainer {
                 input_grads_done.fetch_add(1, Ordering::Release);
             }
             // (5) Every slice left its head's inputs and output gradients in its workspace in (3), and the
-            // convolutions, which begin after the next wait, do not touch them: each worker sums the
-            // head's gradients over the slices in slice order and updates its own copy of the head.
-            {
-                // SAFETY: after (3) nobody reads or writes worker 0's head in `params` but worker 0, nor a copy
-                // but its worker; the slices are only read until the next wait.
-                let (p, v) = unsafe {
-                    match t {
-                        0 => (params.get_mut(head_range()), velocity.get_mut(head_range())),
-                        _ => {
-                            let copy = &mut head_copies.get_mut(t - 1..t)[0];
-                            (&mut copy.params[head_range()], &mut copy.velocity[head_range()])
+            // convolutions, which begin after the next wait, do not touch them. Each piece of the head: its
+            // gradient summed over the slices in slice order, then an SGD step, on every worker's own copy, or
+            // on the one shared head by whichever worker takes the piece.
+            // SAFETY: the slices are only read until the next wait.
+            let all_slices = unsafe { slices.get(0..used) };
+            if copy_head {
+                for part in head_parts {
+                    let r = part.range();
+                    // SAFETY: after (3) worker 0's head in `params`, and each copy, is touched by its worker alone.
+                    let (p, v) = unsafe {
+                        match t {
+                            0 => (params.get_mut(r.clone()), velocity.get_mut(r)),
+                            _ => {
+                                let copy = &mut head_copies.get_mut(t - 1..t)[0];
+                                (&mut copy.params[r.clone()], &mut copy.velocity[r])
+                            }
                         }
-                    }
-                };
-                let parts = unsafe { slices.get(0..used) };
-                let at = |r: &std::ops::Range<usize>| r.start - head_range().start..r.end - head_range().start;
-                for &(layer, ref rows) in head_blocks {
-                    let (param, d) = LINEAR_WEIGHTS[layer];
-                    let start = ranges[param].start + rows.start * d.in_features;
-                    let block = at(&(start..start + rows.len() * d.in_features));
-                    weight_grad_step_rows(
-                        &d,
-                        &HeadParts { slices: parts, layer },
-                        rows.clone(),
-                        sgd,
-                        &mut p[block.clone()],
-                        &mut v[block],
-                    );
+                    };
+                    part.update(all_slices, sgd, p, v, &mut scratch);
                 }
-                for bias in [&ranges[7], &ranges[9]] {
-                    let g = &mut scratch[..bias.len()];
-                    g.copy_from_slice(&parts[0].grads[bias.clone()]);
-                    for part in &parts[1..] {
-                        add_assign(g, &part.grads[bias.clone()]);
-                    }
-                    sgd.step(&mut p[at(bias)], &mut v[at(bias)], g);
+            } else {
+                while let Some(part) = head_parts.get(next_head_part.fetch_add(1, Ordering::Relaxed)) {
+                    let r = part.range();
+                    // SAFETY: this worker alone took the piece, and after (3) nobody else reads the head.
+                    let (p, v) = unsafe { (params.get_mut(r.clone()), velocity.get_mut(r)) };
+                    part.update(all_slices, sgd, p, v, &mut scratch);
                 }
             }
             wait_for(&input_grads_done, groups);
