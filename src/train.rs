@@ -461,7 +461,8 @@ impl Trainer {
         //       (leaving in the slice's workspace what the linear weights' gradients are made from);
         //   (4) own groups: their part of linear1's input gradient, for every slice; then their rows of linear1's
         //       weight, the gradient summed over the slices in order, updated;
-        //   (5) every worker: the head's gradients summed over the slices in order, its own copy updated;
+        //   (5) the head's gradients summed over the slices in order and updated: up to 64 images a batch, by
+        //       every worker on its own copy of the head; beyond, piece by piece, first come first served;
         //   (6) own slices: linear1's input gradient parts summed in group order, then backward through the
         //       convolutions;
         //   (7) after a barrier, each sums the slices' other gradients in slice order and updates its own fixed
