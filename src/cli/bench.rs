@@ -39,41 +39,55 @@ fn bench_data(a: &BenchArgs) -> (Split, Split, String) {
     }
 }
 
-struct StepFigures {
-    ms_per_step: f64,
-    images_per_second: f64,
+/// Timed rounds per configuration; the best one counts, which shrugs off other work on a shared machine.
+const ROUNDS: usize = 5;
+
+/// One configuration's trainer, timed a round at a time, so that the configurations compared can take turns.
+struct StepBench<'a> {
+    pool: rayon::ThreadPool,
+    trainer: Trainer,
+    train: &'a Split,
+    batches: Vec<&'a [u32]>,
+    steps: usize,
+    best_seconds_per_step: f64,
 }
 
-fn measure_steps(train: &Split, batch: usize, threads: usize, seconds: f64, order: &[u32]) -> CliResult<StepFigures> {
-    let pool = thread_pool(threads)?;
-    let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(config, init_params(0), None)?;
-    let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
-    // warm up
-    for b in batches.iter().take(20) {
-        trainer.step(&pool, train, b);
+impl<'a> StepBench<'a> {
+    fn new(train: &'a Split, batch: usize, threads: usize, order: &'a [u32]) -> CliResult<Self> {
+        let pool = thread_pool(threads)?;
+        let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
+        let mut trainer = Trainer::new(config, init_params(0), None)?;
+        let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
+        // warm up
+        for b in batches.iter().take(20) {
+            trainer.step(&pool, train, b);
+        }
+        Ok(StepBench { pool, trainer, train, batches, steps: 0, best_seconds_per_step: f64::INFINITY })
     }
-    // Timed inside the pool, as the training loop runs: five rounds, and the best one counts, which shrugs off
-    // other work on a shared machine.
-    let mut best = f64::INFINITY;
-    let mut steps = 0;
-    for _ in 0..5 {
+
+    /// Steps for about `seconds`, inside the pool, as the training loop runs.
+    fn round(&mut self, seconds: f64) {
+        let StepBench { pool, trainer, train, batches, steps, .. } = self;
         let s = pool.install(|| {
             let t0 = Instant::now();
             let mut round = 0;
-            while t0.elapsed().as_secs_f64() < seconds / 5.0 {
+            while t0.elapsed().as_secs_f64() < seconds {
                 for _ in 0..10 {
-                    let (this, next) = (batches[steps % batches.len()], batches[(steps + 1) % batches.len()]);
-                    trainer.step_prefetching(&pool, train, this, next);
-                    steps += 1;
+                    let (this, next) = (batches[*steps % batches.len()], batches[(*steps + 1) % batches.len()]);
+                    trainer.step_prefetching(pool, train, this, next);
+                    *steps += 1;
                     round += 1;
                 }
             }
             t0.elapsed().as_secs_f64() / round as f64
         });
-        best = best.min(s);
+        self.best_seconds_per_step = self.best_seconds_per_step.min(s);
     }
-    Ok(StepFigures { ms_per_step: best * 1e3, images_per_second: batch as f64 / best })
+
+    /// Best ms per step and images per second.
+    fn figures(&self, batch: usize) -> (f64, f64) {
+        (self.best_seconds_per_step * 1e3, batch as f64 / self.best_seconds_per_step)
+    }
 }
 
 pub fn run(a: BenchArgs) -> CliResult {
@@ -94,13 +108,20 @@ pub fn run(a: BenchArgs) -> CliResult {
     );
     let train_flops = train_flops_per_image() as f64;
     for &batch in &a.batch_size {
-        let one = measure_steps(&train, batch, 1, a.seconds, &order)?;
-        let mut rows = vec![(1, one.ms_per_step, one.images_per_second)];
+        // One thread and all of them take turns, a round each, so that both meet the same moments of a shared
+        // machine and the scaling figure compares like with like.
+        let mut benches = vec![(1, StepBench::new(&train, batch, 1, &order)?)];
         if threads > 1 {
-            let many = measure_steps(&train, batch, threads, a.seconds, &order)?;
-            rows.push((threads, many.ms_per_step, many.images_per_second));
+            benches.push((threads, StepBench::new(&train, batch, threads, &order)?));
         }
-        for (t, ms, ips) in rows {
+        for _ in 0..ROUNDS {
+            for (_, bench) in &mut benches {
+                bench.round(a.seconds / ROUNDS as f64);
+            }
+        }
+        let one_images_per_second = benches[0].1.figures(batch).1;
+        for (t, bench) in &benches {
+            let (ms, ips) = bench.figures(batch);
             println!(
                 "{:>6} {:>8} {:>10.3} {:>12.0} {:>10.2} {:>9.1} {:>7.2}x",
                 batch,
@@ -109,7 +130,7 @@ pub fn run(a: BenchArgs) -> CliResult {
                 ips,
                 train.len() as f64 / ips,
                 ips * train_flops / 1e9,
-                ips / one.images_per_second
+                ips / one_images_per_second
             );
         }
     }
