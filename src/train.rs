@@ -449,7 +449,8 @@ impl Trainer {
         let groups = self.groups;
         let (head, sgd) = (self.config.head, self.config.sgd);
         let workers = pool.current_num_threads();
-        // One job for the team, in phases that wait for each other through counters. Worker t runs slices
+        // One job for the team. With several workers, it runs in phases that wait for each other through
+        // counters (with one, see `step` below). Worker t runs slices
         // t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones: a slice's
         // activations stay in one core's cache from step to step, and so does each block of linear1's weight,
         // which only its group's worker ever reads or writes. (Shared between the cores, the 192 KB of that
@@ -506,137 +507,91 @@ impl Trainer {
         let bias_rows = |rows: &std::ops::Range<usize>| ranges[5].start + rows.start..ranges[5].start + rows.end;
         // Where group g's part of slice s's input gradient lives.
         let partial_at = |g: usize, s: usize| (g * used + s) * len * i_len;
-        team.run(&|t: usize| {
-            // A worker that panics must not leave the others waiting for it.
-            let _guard = PoisonOnPanic(&barrier);
-            let mut timed = if t == 0 { clock.try_lock().ok() } else { None };
-            let mut untimed = ();
-            let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
-                Some(c) => *c,
-                None => &mut untimed,
+        // The work of a step, piece by piece, numbered as the phases above; `step` below says who runs which
+        // piece when.
+        // (1) Slice s's convolutions, up to the flattened features.
+        let forward_slice = |s: usize, clock: &mut dyn StageClockDyn| {
+            // SAFETY: nobody writes a parameter while any slice is in this piece; one worker runs slice s.
+            let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0]) };
+            let idx = &indices[s * len..((s + 1) * len).min(b)];
+            let n = idx.len();
+            split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+            split.prefetch(next.get(s * len..((s + 1) * len).min(next.len())).unwrap_or_default());
+            forward_features(params, &mut st.ws, n, &mut DynClock(clock));
+            st.n = n;
+        };
+        // (2) Group g's rows of linear1 for slice s.
+        let linear1_forward = |g: usize, s: usize| {
+            let rows = group_rows(g, groups);
+            // SAFETY: nobody writes linear1's parameters while any slice is in this piece, nor slice s; each
+            // group writes its own blocks of the exchange buffer.
+            let (weight, bias, st) =
+                unsafe { (params.get(weight_rows(&rows)), params.get(bias_rows(&rows)), &slices.get(s..s + 1)[0]) };
+            let out = unsafe { exchange.get_mut(exchange_at(g, s)..exchange_at(g, s) + st.n * rows.len()) };
+            linear1_forward_rows(weight, bias, &st.ws.flat, st.n, out);
+        };
+        // (3) Slice s: the rest of the forward pass, the loss, and backward down to linear1's output (leaving in
+        // the slice's workspace what the linear weights' gradients are made from). Worker t reads the head from
+        // its own copy when there are copies.
+        let head_slice = |t: usize, s: usize, clock: &mut dyn StageClockDyn| {
+            // SAFETY: nobody writes the head while any slice is in this piece, nor the exchange buffer's blocks
+            // of slice s; one worker runs slice s.
+            let (params, st, exchange) = unsafe {
+                (
+                    match t {
+                        0 => params.get(0..NUM_PARAMS),
+                        _ if !copy_head => params.get(0..NUM_PARAMS),
+                        _ => &head_copies.get(t - 1..t)[0].params[..],
+                    },
+                    &mut slices.get_mut(s..s + 1)[0],
+                    exchange.get(0..exchange_len),
+                )
             };
-            let own_slices = || (t..used).step_by(workers);
-            // For gradients summed over the slices, a piece at a time.
-            let mut scratch = [0.0f32; 1024];
-            let own_groups = || (t..groups).step_by(workers);
-            let wait_for = |counter: &AtomicUsize, target: usize| {
-                let mut spins = 0u32;
-                while counter.load(Ordering::Acquire) < target {
-                    barrier.check();
-                    if spins < 1 << 14 {
-                        std::hint::spin_loop();
-                        spins += 1;
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-            };
-            // (1) Slice 0 is worker 0's first, and the one timed.
-            for s in own_slices() {
-                // SAFETY: nobody writes a parameter before phase (4); worker t alone touches slice s.
-                let (params, st) = unsafe { (params.get(0..NUM_PARAMS), &mut slices.get_mut(s..s + 1)[0]) };
-                let idx = &indices[s * len..((s + 1) * len).min(b)];
-                let n = idx.len();
-                let mut untimed = ();
-                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
-                split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
-                split.prefetch(next.get(s * len..((s + 1) * len).min(next.len())).unwrap_or_default());
-                forward_features(params, &mut st.ws, n, &mut DynClock(clock));
-                st.n = n;
-                features_done.fetch_add(1, Ordering::Release);
-            }
-            wait_for(&features_done, used);
-            // (2) Group 0 is worker 0's first, and the one timed (at batch 16, half the rows for all sixteen
-            // images: as much work as one slice).
-            DynClock(clock).restart();
-            for g in own_groups() {
+            let n = st.n;
+            for g in 0..groups {
                 let rows = group_rows(g, groups);
-                // SAFETY: nobody writes a parameter in this phase.
-                let (weight, bias) = unsafe { (params.get(weight_rows(&rows)), params.get(bias_rows(&rows))) };
-                for s in 0..used {
-                    // SAFETY: the slices are only read in this phase; each group writes its own blocks.
-                    let st = unsafe { &slices.get(s..s + 1)[0] };
-                    let out = unsafe { exchange.get_mut(exchange_at(g, s)..exchange_at(g, s) + st.n * rows.len()) };
-                    linear1_forward_rows(weight, bias, &st.ws.flat, st.n, out);
+                let block = &exchange[exchange_at(g, s)..][..n * rows.len()];
+                for (dst, src) in st.ws.linear1.chunks_exact_mut(o_len).zip(block.chunks_exact(rows.len())) {
+                    dst[rows.clone()].copy_from_slice(src);
                 }
-                if g == 0 {
-                    DynClock(clock).lap(Stage::Linear1, false);
-                }
-                linear1_done.fetch_add(1, Ordering::Release);
             }
-            wait_for(&linear1_done, groups);
-            // (3)
-            for s in own_slices() {
-                // SAFETY: as in (1); the exchange buffer is only read in this phase. Worker t reads the head
-                // from its own copy (the rest of the parameters is not read here).
-                let (params, st, exchange) = unsafe {
-                    (
-                        match t {
-                            0 => params.get(0..NUM_PARAMS),
-                            _ if !copy_head => params.get(0..NUM_PARAMS),
-                            _ => &head_copies.get(t - 1..t)[0].params[..],
-                        },
-                        &mut slices.get_mut(s..s + 1)[0],
-                        exchange.get(0..exchange_len),
-                    )
-                };
-                let n = st.n;
-                let mut untimed = ();
-                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
-                DynClock(clock).restart();
-                for g in 0..groups {
-                    let rows = group_rows(g, groups);
-                    let block = &exchange[exchange_at(g, s)..][..n * rows.len()];
-                    for (dst, src) in st.ws.linear1.chunks_exact_mut(o_len).zip(block.chunks_exact(rows.len())) {
-                        dst[rows.clone()].copy_from_slice(src);
-                    }
-                }
-                forward_head(params, head, &mut st.ws, n, &mut DynClock(clock));
-                let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
-                st.loss = loss;
-                st.correct = correct;
-                for r in &slice_ranges {
-                    st.grads[r.clone()].fill(0.0);
-                }
-                backward_to_linear1(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
-                dense_done.fetch_add(1, Ordering::Release);
+            forward_head(params, head, &mut st.ws, n, &mut DynClock(clock));
+            let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], b);
+            st.loss = loss;
+            st.correct = correct;
+            for r in &slice_ranges {
+                st.grads[r.clone()].fill(0.0);
             }
-            wait_for(&dense_done, used);
-            // (4)
-            DynClock(clock).restart();
-            // SAFETY: the slices are only read in this phase.
+            backward_to_linear1(params, head, &mut st.ws, n, &mut st.grads, false, &mut DynClock(clock));
+        };
+        // (4a) Group g's part of slice s's input gradient.
+        let linear1_input_grad = |g: usize, s: usize| {
+            let rows = group_rows(g, groups);
+            // SAFETY: linear1's weight is not written while any slice is in this piece; slice s is only read;
+            // each group writes its own parts.
+            let (weight, st) = unsafe { (params.get(weight_rows(&rows)), &slices.get(s..s + 1)[0]) };
+            let out = unsafe { partials.get_mut(partial_at(g, s)..partial_at(g, s) + st.n * i_len) };
+            linear1_input_grad_rows(weight, st.ws.linear1_grad(st.n), st.n, rows, out);
+        };
+        // (4b) Group g's rows of linear1's weight: the gradient summed over the slices in order, updated. After
+        // every slice's (3) and every (4a) of the group.
+        let linear1_update = |g: usize| {
+            let rows = group_rows(g, groups);
+            // SAFETY: the slices are only read while any group is in this piece.
             let all_slices = unsafe { slices.get(0..used) };
-            for g in own_groups() {
-                let rows = group_rows(g, groups);
-                {
-                    // SAFETY: the group's rows of linear1's weight are read and written by its worker alone.
-                    let weight = unsafe { params.get(weight_rows(&rows)) };
-                    for (s, st) in all_slices.iter().enumerate() {
-                        // SAFETY: each group writes its own parts.
-                        let out = unsafe { partials.get_mut(partial_at(g, s)..partial_at(g, s) + st.n * i_len) };
-                        linear1_input_grad_rows(weight, st.ws.linear1_grad(st.n), st.n, rows.clone(), out);
-                    }
-                }
-                if g == 0 {
-                    DynClock(clock).lap(Stage::Linear1, true);
-                }
-                // Then the update of those rows, with the slices' inputs and output gradients still in this
-                // core's cache (not a layer's time: the linear layers' weight gradients are not in the table).
-                for r in rows.clone().step_by(STEP_ROWS) {
-                    let block = r..(r + STEP_ROWS).min(rows.end);
-                    let range = weight_rows(&block);
-                    // SAFETY: as above; nobody reads these rows again this step.
-                    let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
-                    weight_grad_step_rows(&LINEAR1, &Linear1Parts(all_slices), block, sgd, p, v);
-                }
-                DynClock(clock).restart();
-                input_grads_done.fetch_add(1, Ordering::Release);
+            for r in rows.clone().step_by(STEP_ROWS) {
+                let block = r..(r + STEP_ROWS).min(rows.end);
+                let range = weight_rows(&block);
+                // SAFETY: one worker runs group g, and nobody reads these rows again this step.
+                let (p, v) = unsafe { (params.get_mut(range.clone()), velocity.get_mut(range)) };
+                weight_grad_step_rows(&LINEAR1, &Linear1Parts(all_slices), block, sgd, p, v);
             }
-            // (5) Every slice left its head's inputs and output gradients in its workspace in (3), and the
-            // convolutions, which begin after the next wait, do not touch them. Each piece of the head: its
-            // gradient summed over the slices in slice order, then an SGD step, on every worker's own copy, or
-            // on the one shared head by whichever worker takes the piece.
-            // SAFETY: the slices are only read until the next wait.
+        };
+        // (5) The head: each piece's gradient summed over the slices in slice order, then an SGD step, on every
+        // worker's own copy, or on the one shared head by whichever worker takes the piece. After every slice's
+        // (3), and before any slice's (6) begins (which does not touch what this reads, but takes the slice).
+        let head_update = |t: usize, scratch: &mut [f32]| {
+            // SAFETY: the slices are only read while any worker is in this piece.
             let all_slices = unsafe { slices.get(0..used) };
             if copy_head {
                 for part in head_parts {
@@ -651,39 +606,37 @@ impl Trainer {
                             }
                         }
                     };
-                    part.update(all_slices, sgd, p, v, &mut scratch);
+                    part.update(all_slices, sgd, p, v, scratch);
                 }
             } else {
                 while let Some(part) = head_parts.get(next_head_part.fetch_add(1, Ordering::Relaxed)) {
                     let r = part.range();
                     // SAFETY: this worker alone took the piece, and after (3) nobody else reads the head.
                     let (p, v) = unsafe { (params.get_mut(r.clone()), velocity.get_mut(r)) };
-                    part.update(all_slices, sgd, p, v, &mut scratch);
+                    part.update(all_slices, sgd, p, v, scratch);
                 }
             }
-            wait_for(&input_grads_done, groups);
-            // (6)
-            for s in own_slices() {
-                // SAFETY: the partial input gradients are only read in this phase; the convolutions read no
-                // parameter (conv2's weight as the slice's forward pass packed it).
-                let (st, partials) = unsafe { (&mut slices.get_mut(s..s + 1)[0], partials.get(0..partials_len)) };
-                let n = st.n;
-                let mut untimed = ();
-                let clock: &mut dyn StageClockDyn = if s == 0 { &mut *clock } else { &mut untimed };
-                DynClock(clock).restart();
-                let d_flat = st.ws.features_grad_mut(n);
-                d_flat.copy_from_slice(&partials[partial_at(0, s)..][..n * i_len]);
-                for g in 1..groups {
-                    add_assign(d_flat, &partials[partial_at(g, s)..][..n * i_len]);
-                }
-                DynClock(clock).lap(Stage::Linear1, true);
-                backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
+        };
+        // (6) Slice s: linear1's input gradient parts summed in group order, then backward through the
+        // convolutions. After every group's (4a) for the slice.
+        let backward_slice = |s: usize, clock: &mut dyn StageClockDyn| {
+            // SAFETY: one worker runs slice s; the partial input gradients are no longer written; the
+            // convolutions read no parameter (conv2's weight as the slice's forward pass packed it).
+            let (st, partials) = unsafe { (&mut slices.get_mut(s..s + 1)[0], partials.get(0..partials_len)) };
+            let n = st.n;
+            let d_flat = st.ws.features_grad_mut(n);
+            d_flat.copy_from_slice(&partials[partial_at(0, s)..][..n * i_len]);
+            for g in 1..groups {
+                add_assign(d_flat, &partials[partial_at(g, s)..][..n * i_len]);
             }
-            barrier.wait();
-            // (7) Everything else: the slices' gradients summed in slice order, a fixed share per worker.
-            // SAFETY: every slice is finished; each part of these parameters is given to one worker.
+            DynClock(&mut *clock).lap(Stage::Linear1, true);
+            backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], &mut DynClock(clock));
+        };
+        // (7) Worker t's fixed share of everything else: the slices' gradients summed in slice order, a piece at a
+        // time (the piece staying in L1), and updated. After every slice's (6).
+        let rest_update = |t: usize, scratch: &mut [f32]| {
+            // SAFETY: the slices are finished; each part of these parameters is given to one worker.
             let parts = unsafe { slices.get(0..used) };
-            // Summed and updated a piece at a time, the piece staying in L1.
             for range in shared_ranges {
                 let mine = share(range.len(), workers, t, 16);
                 let range = range.start + mine.start..range.start + mine.end;
@@ -698,7 +651,108 @@ impl Trainer {
                     sgd.step(p, v, g);
                 }
             }
-        });
+        };
+        // Worker t's part of the step. Slice 0 is worker 0's first, and the one timed.
+        let step = |t: usize| {
+            // A worker that panics must not leave the others waiting for it.
+            let _guard = PoisonOnPanic(&barrier);
+            let mut timed = if t == 0 { clock.try_lock().ok() } else { None };
+            let mut untimed = ();
+            let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
+                Some(c) => *c,
+                None => &mut untimed,
+            };
+            // The clock for slice s's work: only slice 0's is timed.
+            let mut untimed = ();
+            macro_rules! clock_for {
+                ($s:expr) => {
+                    if $s == 0 { &mut *clock as &mut dyn StageClockDyn } else { &mut untimed as &mut dyn StageClockDyn }
+                };
+            }
+            // For gradients summed over the slices, a piece at a time.
+            let mut scratch = [0.0f32; 1024];
+            if workers == 1 {
+                // One worker takes each slice from its images to its convolutions' backward pass, the batch's
+                // parameters staying as they were, and updates them all at the end: the same arithmetic in the
+                // same order as with several workers, with one slice's activations in the caches at a time
+                // instead of the whole batch's.
+                for s in 0..used {
+                    forward_slice(s, clock_for!(s));
+                    DynClock(clock_for!(s)).restart();
+                    for g in 0..groups {
+                        linear1_forward(g, s);
+                    }
+                    DynClock(clock_for!(s)).lap(Stage::Linear1, false);
+                    head_slice(t, s, clock_for!(s));
+                    for g in 0..groups {
+                        linear1_input_grad(g, s);
+                    }
+                    backward_slice(s, clock_for!(s));
+                }
+                for g in 0..groups {
+                    linear1_update(g);
+                }
+                head_update(t, &mut scratch);
+                rest_update(t, &mut scratch);
+                return;
+            }
+            let own_slices = || (t..used).step_by(workers);
+            let own_groups = || (t..groups).step_by(workers);
+            let wait_for = |counter: &AtomicUsize, target: usize| {
+                let mut spins = 0u32;
+                while counter.load(Ordering::Acquire) < target {
+                    barrier.check();
+                    if spins < 1 << 14 {
+                        std::hint::spin_loop();
+                        spins += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            };
+            for s in own_slices() {
+                forward_slice(s, clock_for!(s));
+                features_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&features_done, used);
+            // Group 0 is worker 0's first, and the one timed (at batch 16, half the rows for all sixteen images:
+            // as much work as one slice).
+            DynClock(clock_for!(0)).restart();
+            for g in own_groups() {
+                for s in 0..used {
+                    linear1_forward(g, s);
+                }
+                if g == 0 {
+                    DynClock(clock_for!(0)).lap(Stage::Linear1, false);
+                }
+                linear1_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&linear1_done, groups);
+            for s in own_slices() {
+                DynClock(clock_for!(s)).restart();
+                head_slice(t, s, clock_for!(s));
+                dense_done.fetch_add(1, Ordering::Release);
+            }
+            wait_for(&dense_done, used);
+            // The groups' update right after their input gradients, with the slices' inputs and output gradients
+            // still in this core's cache; then the head, while the other groups finish.
+            for g in own_groups() {
+                for s in 0..used {
+                    linear1_input_grad(g, s);
+                }
+                linear1_update(g);
+                input_grads_done.fetch_add(1, Ordering::Release);
+            }
+            head_update(t, &mut scratch);
+            wait_for(&input_grads_done, groups);
+            for s in own_slices() {
+                DynClock(clock_for!(s)).restart();
+                backward_slice(s, clock_for!(s));
+            }
+            barrier.wait();
+            rest_update(t, &mut scratch);
+        };
+        team.run(&step);
         let loss = self.slices[..used].iter().map(|s| s.loss).sum::<f32>() / b as f32;
         let correct: usize = self.slices[..used].iter().map(|s| s.correct).sum();
         StepResult { loss, accuracy: correct as f32 / b as f32 }
