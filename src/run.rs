@@ -205,24 +205,25 @@ pub fn train_run(
         }
         Start::Resume { state, params, momentum } => {
             let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum))?;
-            trainer.config.epochs = config.epochs;
+            trainer.set_epochs(config.epochs);
             // The state is written before the log, so a run killed between the two has a log one epoch short.
             run.write_metrics(&state.history)?;
             (*state, trainer)
         }
     };
-    state.config.epochs = trainer.config.epochs;
+    state.config.epochs = trainer.config().epochs;
     let mut evaluator = Evaluator::new(pool.current_num_threads());
-    let batches = train.len().div_ceil(trainer.config.batch_size);
-    for epoch in state.epoch + 1..=trainer.config.epochs {
-        observer.on_epoch_start(epoch, trainer.config.epochs, batches);
+    let batches = train.len().div_ceil(trainer.config().batch_size);
+    for epoch in state.epoch + 1..=trainer.config().epochs {
+        observer.on_epoch_start(epoch, trainer.config().epochs, batches);
         let t0 = Instant::now();
         let Some((train_loss, train_acc)) = trainer.train_epoch(&pool, &train, epoch, observer) else {
             return Err(Error::Interrupted { run_dir: run.dir.clone() });
         };
         let train_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let val = evaluator.evaluate(&pool, trainer.params(), trainer.config.head, &test, trainer.config.batch_size);
+        let val =
+            evaluator.evaluate(&pool, trainer.params(), trainer.config().head, &test, trainer.config().batch_size);
         let metrics = EpochMetrics {
             epoch,
             train_loss,

@@ -342,7 +342,8 @@ const MAX_BATCH_FOR_HEAD_COPIES: usize = 64;
 
 /// Parameters, momentum and every buffer a training step needs, allocated once.
 pub struct Trainer {
-    pub config: TrainConfig,
+    /// Fixed at construction but for `epochs`: the buffers are sized for its batch size.
+    config: TrainConfig,
     params: Vec<f32>,
     velocity: Vec<f32>,
     /// Worker t's own copy of the head (linear2 and the output layer) for t >= 1; worker 0 uses `params` and
@@ -404,6 +405,16 @@ impl Trainer {
             order: Vec::new(),
             team: None,
         })
+    }
+
+    /// What the trainer was built with (the number of epochs as last set).
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Changes the number of epochs a run goes to (as when a run is resumed with a new `--epochs`).
+    pub fn set_epochs(&mut self, epochs: usize) {
+        self.config.epochs = epochs;
     }
 
     /// The parameters, in the order of [`param_ranges`].
