@@ -600,7 +600,7 @@ impl Trainer {
         };
         // (5) The head: each piece's gradient summed over the slices in slice order, then an SGD step, on every
         // worker's own copy, or on the one shared head by whichever worker takes the piece. After every slice's
-        // (3), and before any slice's (6) begins (which does not touch what this reads, but takes the slice).
+        // (3), and before any slice's (6) begins: (6) does not change what this reads, but it borrows the slice.
         let head_update = |t: usize, scratch: &mut [f32]| {
             // SAFETY: the slices are only read while any worker is in this piece.
             let all_slices = unsafe { slices.get(0..used) };
@@ -667,14 +667,14 @@ impl Trainer {
         let step = |t: usize| {
             // A worker that panics must not leave the others waiting for it.
             let _guard = PoisonOnPanic(&barrier);
+            // Worker 0 holds the caller's clock; the others, and every slice but slice 0, time nothing.
             let mut timed = if t == 0 { clock.try_lock().ok() } else { None };
-            let mut untimed = ();
+            let (mut no_clock, mut untimed) = ((), ());
             let clock: &mut dyn StageClockDyn = match timed.as_deref_mut() {
                 Some(c) => *c,
-                None => &mut untimed,
+                None => &mut no_clock,
             };
-            // The clock for slice s's work: only slice 0's is timed.
-            let mut untimed = ();
+            // The clock for slice s's work.
             macro_rules! clock_for {
                 ($s:expr) => {
                     if $s == 0 { &mut *clock as &mut dyn StageClockDyn } else { &mut untimed as &mut dyn StageClockDyn }
