@@ -103,37 +103,46 @@ pub fn run(a: BenchArgs) -> CliResult {
     println!();
     println!("training step (forward + backward + SGD)");
     println!(
-        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>9} {:>8}",
-        "batch", "threads", "ms/step", "images/s", "epoch s", "GFLOP/s", "scaling"
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>9} {:>8} {:>10}",
+        "batch", "threads", "ms/step", "images/s", "epoch s", "GFLOP/s", "scaling", "per image"
     );
-    let train_flops = train_flops_per_image() as f64;
+    // Every configuration, one thread and all of them for each batch size, takes a round in turn, so that all
+    // meet the same moments of a shared machine and the ratios compare like with like.
+    let thread_counts: &[usize] = if threads > 1 { &[1, threads] } else { &[1] };
+    let mut benches = Vec::new();
     for &batch in &a.batch_size {
-        // One thread and all of them take turns, a round each, so that both meet the same moments of a shared
-        // machine and the scaling figure compares like with like.
-        let mut benches = vec![(1, StepBench::new(&train, batch, 1, &order)?)];
-        if threads > 1 {
-            benches.push((threads, StepBench::new(&train, batch, threads, &order)?));
-        }
-        for _ in 0..ROUNDS {
-            for (_, bench) in &mut benches {
-                bench.round(a.seconds / ROUNDS as f64);
-            }
-        }
-        let one_images_per_second = benches[0].1.figures(batch).1;
-        for (t, bench) in &benches {
-            let (ms, ips) = bench.figures(batch);
-            println!(
-                "{:>6} {:>8} {:>10.3} {:>12.0} {:>10.2} {:>9.1} {:>7.2}x",
-                batch,
-                t,
-                ms,
-                ips,
-                train.len() as f64 / ips,
-                ips * train_flops / 1e9,
-                ips / one_images_per_second
-            );
+        for &t in thread_counts {
+            benches.push((batch, t, StepBench::new(&train, batch, t, &order)?));
         }
     }
+    for _ in 0..ROUNDS {
+        for (_, _, bench) in &mut benches {
+            bench.round(a.seconds / ROUNDS as f64);
+        }
+    }
+    let images_per_second = |batch: usize, t: usize| {
+        benches.iter().find(|(b, bt, _)| (*b, *bt) == (batch, t)).map_or(f64::NAN, |(_, _, x)| x.figures(batch).1)
+    };
+    let train_flops = train_flops_per_image() as f64;
+    for (batch, t, bench) in &benches {
+        let (ms, ips) = bench.figures(*batch);
+        println!(
+            "{:>6} {:>8} {:>10.3} {:>12.0} {:>10.2} {:>9.1} {:>7.2}x {:>9.2}x",
+            batch,
+            t,
+            ms,
+            ips,
+            train.len() as f64 / ips,
+            ips * train_flops / 1e9,
+            ips / images_per_second(*batch, 1),
+            ips / images_per_second(a.batch_size[0], *t)
+        );
+    }
+    println!(
+        "(scaling: images/s against one thread at that batch size; per image: against batch {} at that",
+        a.batch_size[0]
+    );
+    println!(" thread count)");
 
     // Evaluation of the whole test set, forward only.
     let pool = thread_pool(threads)?;
