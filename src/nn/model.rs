@@ -316,6 +316,23 @@ impl Workspace {
         self.capacity
     }
 
+    /// Trades with `other` (of the same capacity) the buffers that a training step needs only from
+    /// [`forward_features`] to [`backward_convolutions`] of the same images: the images and the convolutions'
+    /// activations and gradients, almost all of its memory. Several workspaces that run one after the other
+    /// can so take turns with one set of those buffers, which then stays in the core's cache.
+    pub fn swap_convolution_buffers(&mut self, other: &mut Workspace) {
+        assert_eq!(self.capacity, other.capacity);
+        std::mem::swap(&mut self.input, &mut other.input);
+        std::mem::swap(&mut self.padded, &mut other.padded);
+        std::mem::swap(&mut self.conv1_scratch, &mut other.conv1_scratch);
+        std::mem::swap(&mut self.conv1, &mut other.conv1);
+        std::mem::swap(&mut self.pool1, &mut other.pool1);
+        std::mem::swap(&mut self.conv2_packed, &mut other.conv2_packed);
+        std::mem::swap(&mut self.conv2, &mut other.conv2);
+        std::mem::swap(&mut self.d_flat, &mut other.d_flat);
+        std::mem::swap(&mut self.d_conv2_rows, &mut other.d_conv2_rows);
+    }
+
     /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
     /// `layer` (an index into [`LINEAR_WEIGHTS`]), from which its weight gradient is made.
     pub fn linear_io(&self, layer: usize, n: usize) -> (&[f32], &[f32]) {
