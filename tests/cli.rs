@@ -145,6 +145,10 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     assert_clean_error(&o, &["--batch-size"]);
     let o = lenet5(&["train", "--lr=-1", "--out", tmp.path().join("r").to_str().unwrap()]);
     assert_clean_error(&o, &["--lr"]);
+    // No data here: bench falls back to 60,000 random images, fewer than one batch of this size.
+    let no_data = tmp.path().join("no-data");
+    let o = lenet5(&["bench", "--batch-size", "16,60001", "--data", no_data.to_str().unwrap(), "--no-download"]);
+    assert_clean_error(&o, &["--batch-size 60001", "60000 training images"]);
     let o = lenet5(&["train", "--head", "softmax"]);
     assert!(!o.status.success() && stderr(&o).contains("softmax") && !stderr(&o).contains("panicked"));
 }

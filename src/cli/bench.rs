@@ -96,6 +96,9 @@ pub fn run(a: BenchArgs) -> CliResult {
         return Err("--batch-size must be at least 1".into());
     }
     let (train, test, name) = bench_data(&a);
+    if let Some(&batch) = a.batch_size.iter().find(|&&b| b > train.len()) {
+        return Err(format!("--batch-size {batch} is larger than the {} training images of {name}", train.len()).into());
+    }
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
     let simd = lenet5::nn::simd::describe();
