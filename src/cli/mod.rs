@@ -144,9 +144,14 @@ impl DataArgs {
 }
 
 /// Threads to use: the flag, else every core.
+/// Most worker threads a command takes: far more than any use needs, and few enough that asking for them
+/// cannot exhaust the system's threads (which left a command stuck, spawning, instead of failing).
+const MAX_THREADS: usize = 256;
+
 pub fn threads(flag: Option<usize>) -> CliResult<usize> {
     match flag {
         Some(0) => Err("--threads must be at least 1".into()),
+        Some(n) if n > MAX_THREADS => Err(format!("--threads must be at most {MAX_THREADS}, got {n}").into()),
         Some(n) => Ok(n),
         None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     }
