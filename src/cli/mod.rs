@@ -143,11 +143,11 @@ impl DataArgs {
     }
 }
 
-/// Threads to use: the flag, else every core.
 /// Most worker threads a command takes: far more than any use needs, and few enough that asking for them
-/// cannot exhaust the system's threads (which left a command stuck, spawning, instead of failing).
+/// cannot exhaust the system's threads (which left a command hanging after its error instead of exiting).
 const MAX_THREADS: usize = 256;
 
+/// Threads to use: the flag, else every core.
 pub fn threads(flag: Option<usize>) -> CliResult<usize> {
     match flag {
         Some(0) => Err("--threads must be at least 1".into()),
