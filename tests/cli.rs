@@ -144,7 +144,10 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     let o = lenet5(&["train", "--batch-size", "0", "--out", tmp.path().join("r").to_str().unwrap()]);
     assert_clean_error(&o, &["--batch-size"]);
     let o = lenet5(&["train", "--lr=-1", "--out", tmp.path().join("r").to_str().unwrap()]);
-    assert_clean_error(&o, &["--lr"]);
+    assert_clean_error(&o, &["--lr must be a positive number, got -1"]);
+    // Written as two words the value is still read as a number, and checked as one.
+    let o = lenet5(&["train", "--momentum", "-0.5", "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_clean_error(&o, &["--momentum must be in [0, 1), got -0.5"]);
     // No data here: bench falls back to 60,000 random images, fewer than one batch of this size.
     let no_data = tmp.path().join("no-data");
     let o = lenet5(&["bench", "--batch-size", "16,60001", "--data", no_data.to_str().unwrap(), "--no-download"]);

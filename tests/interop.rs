@@ -85,7 +85,10 @@ fn wrong_keys_shapes_and_garbage_are_named() {
     assert!(e.to_string().contains("truncated"), "{e}");
     let out = tmp.path().join("x.safetensors");
     let o = lenet5(&["import", fixture("reference.safetensors").to_str().unwrap(), out.to_str().unwrap()]);
-    assert!(!o.status.success() && !stderr(&o).contains("panicked"));
+    assert_clean_error(&o, &["reference.safetensors", "a safetensors file, not a PyTorch checkpoint"]);
+    assert!(!out.exists());
+    let e = pth::from_pth_bytes(b"plain text", Path::new("notes.pth"), Head::Sigmoid).unwrap_err().to_string();
+    assert!(e.starts_with("notes.pth: not a PyTorch checkpoint: expected a zip archive"), "{e}");
 }
 
 #[test]

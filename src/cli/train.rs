@@ -24,13 +24,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
     /// SGD momentum (PyTorch semantics).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub momentum: f32,
     /// L2 weight decay, added to the gradient as in PyTorch's SGD.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// Seed for the initial weights and the shuffles.
     #[arg(long, default_value_t = 0)]

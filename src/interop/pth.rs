@@ -152,6 +152,16 @@ fn storage_keys(root: &Value) -> Vec<String> {
 /// The format before PyTorch 1.6: magic, protocol, system info and the object as consecutive pickles, then the
 /// list of storage keys, then each storage as a little-endian u64 element count followed by its bytes.
 fn read_legacy(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
+    // A pickle stream of protocol 2 or later opens with PROTO (0x80); torch.save has written nothing older.
+    if bytes.first() != Some(&0x80) {
+        let safetensors = bytes.len() > 8 && bytes[8] == b'{';
+        return Err(if safetensors {
+            "a safetensors file, not a PyTorch checkpoint: use it as it is (--weights, --init-weights)".into()
+        } else {
+            "not a PyTorch checkpoint: expected a zip archive (torch.save) or a pickle stream (its legacy format)"
+                .into()
+        });
+    }
     let (magic, pos) = pickle::load(bytes, 0)?;
     if magic != Value::Int(i64::MAX) {
         return Err("not a PyTorch checkpoint (neither zip nor the legacy magic number)".into());
