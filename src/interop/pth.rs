@@ -152,13 +152,15 @@ fn storage_keys(root: &Value) -> Vec<String> {
 /// The format before PyTorch 1.6: magic, protocol, system info and the object as consecutive pickles, then the
 /// list of storage keys, then each storage as a little-endian u64 element count followed by its bytes.
 fn read_legacy(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
-    // A pickle stream of protocol 2 or later opens with PROTO (0x80); torch.save has written nothing older.
+    // A pickle stream of protocol 2 or later opens with PROTO (0x80); torch.save writes protocol 2 unless told
+    // otherwise, and the reader knows none of the older protocols' text opcodes.
     if bytes.first() != Some(&0x80) {
         let safetensors = bytes.len() > 8 && bytes[8] == b'{';
         return Err(if safetensors {
             "a safetensors file, not a PyTorch checkpoint: use it as it is (--weights, --init-weights)".into()
         } else {
-            "not a PyTorch checkpoint: expected a zip archive (torch.save) or a pickle stream (its legacy format)"
+            "not a PyTorch checkpoint: expected a zip archive (torch.save) or a pickle stream of protocol 2 or later \
+             (its legacy format)"
                 .into()
         });
     }
