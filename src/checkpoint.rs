@@ -4,7 +4,9 @@
 //!
 //! Metadata (string to string) carries what a reader needs besides the weights: the format version, the head,
 //! the data set and its class names, and, in a resumable training state, the optimiser's momentum tensors
-//! (`optimizer.momentum.<name>`) and the training state as JSON.
+//! (`optimizer.momentum.<name>`) and the training state as JSON. It also holds the SHA-256 of the tensors'
+//! values ([`CHECKSUM_KEY`]): safetensors itself notices a cut or a broken header, not a changed byte in a
+//! tensor, which would otherwise load as a wrong weight.
 //!
 //! Every file is written atomically: to a temporary file in the same directory, flushed to disk, then renamed
 //! over the target, so a crash leaves either the old file or the new one, never half of either.
@@ -22,6 +24,25 @@ use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS, param_ranges}
 
 pub const FORMAT_VERSION: &str = "1";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+/// The metadata entry with the hex SHA-256 of the weights' values, then the momentum's (if any), as little-endian
+/// float32 in `state_dict` order. Checked on load when present; files from elsewhere need not have it.
+pub const CHECKSUM_KEY: &str = "tensors_sha256";
+
+/// The hex SHA-256 of `params`, then `momentum`, as [`CHECKSUM_KEY`] defines it.
+fn tensors_sha256(params: &[f32], momentum: Option<&[f32]>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut bytes = [0u8; 4096];
+    for values in std::iter::once(params).chain(momentum) {
+        for chunk in values.chunks(bytes.len() / 4) {
+            for (b, x) in bytes.chunks_exact_mut(4).zip(chunk) {
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            hash.update(&bytes[..chunk.len() * 4]);
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Weights plus what is known about them.
 #[derive(Clone, Debug)]
@@ -57,6 +78,7 @@ impl Checkpoint {
         meta.insert("format_version".into(), FORMAT_VERSION.into());
         meta.insert("head".into(), self.head.name().into());
         meta.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("strings serialise"));
+        meta.insert(CHECKSUM_KEY.into(), tensors_sha256(&self.params, self.momentum.as_deref()));
         let to_le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let weights = to_le(&self.params);
         let momentum = self.momentum.as_deref().map(to_le);
@@ -124,6 +146,17 @@ impl Checkpoint {
         } else {
             None
         };
+        if let Some(stored) = metadata.get(CHECKSUM_KEY) {
+            if *stored != tensors_sha256(&params, momentum.as_deref()) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "damaged: the tensors' values do not match the {CHECKSUM_KEY} stored with them (if they \
+                         were changed on purpose, drop that metadata entry)"
+                    ),
+                ));
+            }
+        }
         if let Some(v) = metadata.get("format_version").filter(|v| *v != FORMAT_VERSION) {
             return Err(Error::format(
                 path,
@@ -232,5 +265,28 @@ mod tests {
         assert!(e.starts_with("x.safetensors: not a valid safetensors"), "{e}");
         let e = Checkpoint::from_bytes(b"garbage", p).unwrap_err().to_string();
         assert!(e.contains("not a valid safetensors"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_bit_in_any_tensor_is_caught_and_files_without_a_checksum_still_load() {
+        let p = Path::new("x.safetensors");
+        let mut ck = Checkpoint::new(init_params(1), Head::Sigmoid);
+        ck.momentum = Some(init_params(2));
+        let good = ck.to_bytes().unwrap();
+        let (header_len, _) = SafeTensors::read_metadata(&good).unwrap();
+        let data_start = 8 + header_len;
+        // The first byte of the weights, one in the middle, and the last byte of the momentum: a flip in the
+        // data is still valid safetensors, and only the checksum tells.
+        for at in [data_start, (data_start + good.len()) / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            let e = Checkpoint::from_bytes(&bad, p).unwrap_err().to_string();
+            assert!(e.starts_with("x.safetensors: damaged") && e.contains(CHECKSUM_KEY), "byte {at}: {e}");
+        }
+        // Written by another program: the same tensors and no checksum.
+        let st = SafeTensors::deserialize(&good).unwrap();
+        let plain = safetensors::serialize(st.tensors(), None).unwrap();
+        let back = Checkpoint::from_bytes(&plain, p).unwrap();
+        assert_eq!((back.params, back.momentum), (ck.params, ck.momentum));
     }
 }
