@@ -146,16 +146,14 @@ impl Checkpoint {
         } else {
             None
         };
-        if let Some(stored) = metadata.get(CHECKSUM_KEY) {
-            if *stored != tensors_sha256(&params, momentum.as_deref()) {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "damaged: the tensors' values do not match the {CHECKSUM_KEY} stored with them (if they \
-                         were changed on purpose, drop that metadata entry)"
-                    ),
-                ));
-            }
+        if metadata.get(CHECKSUM_KEY).is_some_and(|stored| *stored != tensors_sha256(&params, momentum.as_deref())) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "damaged: the tensors' values do not match the {CHECKSUM_KEY} stored with them (if they were \
+                     changed on purpose, drop that metadata entry)"
+                ),
+            ));
         }
         if let Some(v) = metadata.get("format_version").filter(|v| *v != FORMAT_VERSION) {
             return Err(Error::format(
