@@ -218,6 +218,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Creates directory `dir` and any missing parents; a file in the way is named as such, not as "File exists".
+pub fn create_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::format(dir, "exists and is not a directory; a directory was expected here"));
+    }
+    std::fs::create_dir_all(dir).at(dir)
+}
+
 /// Whether `name` is one of [`write_atomic`]'s temporary files.
 pub fn is_temp_file(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp.")

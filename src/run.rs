@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, write_atomic};
+use crate::checkpoint::{Checkpoint, create_dir, write_atomic};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer, thread_pool};
@@ -77,7 +77,7 @@ impl RunDir {
                 self.dir.display()
             )));
         }
-        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
+        create_dir(&self.dir)?;
         for p in [self.best(), self.state(), self.metrics()] {
             if p.exists() {
                 std::fs::remove_file(&p).at(&p)?;

@@ -46,6 +46,10 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
     let o = lenet5(&args);
     assert_clean_error(&o, &["already holds a training run", "--force"]);
     assert!(weights.exists(), "the refused run left the old weights alone");
+    // An output "directory" that is a file.
+    let args = ["train", "--dataset", data.to_str().unwrap(), "--epochs", "1", "--out", weights.to_str().unwrap()];
+    assert_clean_error(&lenet5(&args), &["best.safetensors: exists and is not a directory"]);
+    assert!(lenet5::checkpoint::Checkpoint::load(&weights).is_ok(), "the file is left as it was");
 }
 
 #[test]

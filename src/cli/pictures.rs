@@ -25,7 +25,7 @@ pub struct PlotArgs {
 fn out_dir(flag: &Option<PathBuf>, default: &Path) -> CliResult<PathBuf> {
     let dir = flag.clone().unwrap_or_else(|| default.to_path_buf());
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    std::fs::create_dir_all(&dir).map_err(|e| lenet5::Error::io(&dir, e))?;
+    lenet5::checkpoint::create_dir(&dir)?;
     Ok(dir)
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lenet5::checkpoint::Checkpoint;
+use lenet5::checkpoint::{Checkpoint, create_dir};
 use lenet5::infer::{Prediction, Predictor};
 use lenet5::nn::model::IMAGE_LEN;
 use lenet5::preprocess::{Digit, digit_to_image, load_digit};
@@ -68,7 +68,7 @@ pub fn run(a: PredictArgs) -> CliResult {
     let dataset = ck.metadata.get("dataset").cloned();
     let mut predictor = Predictor::new(ck);
     if let Some(dir) = &a.save_preprocessed {
-        std::fs::create_dir_all(dir).map_err(|e| lenet5::Error::io(dir, e))?;
+        create_dir(dir)?;
     }
     let mut failures = 0;
     for path in &a.images {

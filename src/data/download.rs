@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::dataset::{DatasetId, FILES};
 use super::idx::decompress_if_gzip;
-use crate::checkpoint::write_atomic;
-use crate::error::{Error, IoContext, Result};
+use crate::checkpoint::{create_dir, write_atomic};
+use crate::error::{Error, Result};
 
 /// No data set file we fetch is larger than this compressed.
 const MAX_DOWNLOAD: u64 = 64 << 20;
@@ -89,7 +89,7 @@ fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
 pub fn download(id: &DatasetId, root: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let remote = remote(id).ok_or_else(|| Error::DataNotFound(format!("{} cannot be downloaded", id.name())))?;
     let dir = root.join(remote.subdir);
-    std::fs::create_dir_all(&dir).at(&dir)?;
+    create_dir(&dir)?;
     for (file, sha) in FILES.iter().zip(remote.sha256) {
         let target = dir.join(format!("{file}.gz"));
         if target.exists() {
