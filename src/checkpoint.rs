@@ -28,18 +28,12 @@ const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 /// float32 in `state_dict` order. Checked on load when present; files from elsewhere need not have it.
 pub const CHECKSUM_KEY: &str = "tensors_sha256";
 
-/// The hex SHA-256 of `params`, then `momentum`, as [`CHECKSUM_KEY`] defines it.
-fn tensors_sha256(params: &[f32], momentum: Option<&[f32]>) -> String {
+/// The hex SHA-256 of the tensors' bytes, given in the order [`CHECKSUM_KEY`] defines.
+fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = &'a [u8]>) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    let mut bytes = [0u8; 4096];
-    for values in std::iter::once(params).chain(momentum) {
-        for chunk in values.chunks(bytes.len() / 4) {
-            for (b, x) in bytes.chunks_exact_mut(4).zip(chunk) {
-                b.copy_from_slice(&x.to_le_bytes());
-            }
-            hash.update(&bytes[..chunk.len() * 4]);
-        }
+    for bytes in tensors {
+        hash.update(bytes);
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -78,10 +72,10 @@ impl Checkpoint {
         meta.insert("format_version".into(), FORMAT_VERSION.into());
         meta.insert("head".into(), self.head.name().into());
         meta.insert("class_names".into(), serde_json::to_string(&self.class_names).expect("strings serialise"));
-        meta.insert(CHECKSUM_KEY.into(), tensors_sha256(&self.params, self.momentum.as_deref()));
         let to_le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let weights = to_le(&self.params);
         let momentum = self.momentum.as_deref().map(to_le);
+        meta.insert(CHECKSUM_KEY.into(), tensors_sha256(std::iter::once(&weights[..]).chain(momentum.as_deref())));
         let mut views = Vec::new();
         for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
             let bytes = &weights[r.start * 4..r.end * 4];
@@ -146,7 +140,14 @@ impl Checkpoint {
         } else {
             None
         };
-        if metadata.get(CHECKSUM_KEY).is_some_and(|stored| *stored != tensors_sha256(&params, momentum.as_deref())) {
+        // The SHA-256 of the bytes as stored, tensor by tensor in `state_dict` order: weights, then any momentum.
+        let sha256_as_stored = || {
+            let weights = PARAM_SPECS.iter().map(|spec| spec.name.to_string());
+            let momentum = PARAM_SPECS.iter().filter(|_| momentum.is_some());
+            let names = weights.chain(momentum.map(|spec| format!("{MOMENTUM_PREFIX}{}", spec.name)));
+            tensors_sha256(names.map(|name| st.tensor(&name).expect("read above").data()))
+        };
+        if metadata.get(CHECKSUM_KEY).is_some_and(|stored| *stored != sha256_as_stored()) {
             return Err(Error::format(
                 path,
                 format!(
