@@ -143,8 +143,8 @@ impl DataArgs {
     }
 }
 
-/// Most worker threads a command takes: far more than any use needs, and few enough that asking for them
-/// cannot exhaust the system's threads (which left a command hanging after its error instead of exiting).
+/// Most worker threads a command takes: far more than any use needs. Where the system cannot start that many
+/// the command says so and exits; asking for 100,000 once left it hanging after that error instead.
 const MAX_THREADS: usize = 256;
 
 /// Threads to use: the flag, else every core.
