@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod infer;
 pub mod interop;
+pub mod machine;
 pub mod nn;
 pub mod optim;
 pub mod parallel;

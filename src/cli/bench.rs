@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use lenet5::data::{Dataset, Split};
+use lenet5::machine::parallel_arithmetic;
 use lenet5::nn::model::{IMAGE_LEN, Stage, StageTimes, forward_flops_per_image, init_params, train_flops_per_image};
 use lenet5::rng::Rng;
 use lenet5::train::{Evaluator, TrainConfig, Trainer, thread_pool};
@@ -65,22 +66,21 @@ impl<'a> StepBench<'a> {
         Ok(StepBench { pool, trainer, train, batches, steps: 0, best_seconds_per_step: f64::INFINITY })
     }
 
-    /// Steps for about `seconds`, inside the pool, as the training loop runs.
+    /// Steps for about `seconds`, from this thread, as the training loop runs them (the trainer's team does the
+    /// work; the pool only says how many threads).
     fn round(&mut self, seconds: f64) {
         let StepBench { pool, trainer, train, batches, steps, .. } = self;
-        let s = pool.install(|| {
-            let t0 = Instant::now();
-            let mut round = 0;
-            while t0.elapsed().as_secs_f64() < seconds {
-                for _ in 0..10 {
-                    let (this, next) = (batches[*steps % batches.len()], batches[(*steps + 1) % batches.len()]);
-                    trainer.step_prefetching(pool, train, this, next);
-                    *steps += 1;
-                    round += 1;
-                }
+        let t0 = Instant::now();
+        let mut round = 0;
+        while t0.elapsed().as_secs_f64() < seconds {
+            for _ in 0..10 {
+                let (this, next) = (batches[*steps % batches.len()], batches[(*steps + 1) % batches.len()]);
+                trainer.step_prefetching(pool, train, this, next);
+                *steps += 1;
+                round += 1;
             }
-            t0.elapsed().as_secs_f64() / round as f64
-        });
+        }
+        let s = t0.elapsed().as_secs_f64() / round as f64;
         self.best_seconds_per_step = self.best_seconds_per_step.min(s);
     }
 
@@ -105,7 +105,8 @@ pub fn run(a: BenchArgs) -> CliResult {
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
     let simd = lenet5::nn::simd::describe();
-    println!("lenet5 bench: {name}, {threads} threads, SIMD {simd}");
+    let plural = if threads == 1 { "" } else { "s" };
+    println!("lenet5 bench: {name}, {threads} thread{plural}, SIMD {simd}");
     println!();
     println!("training step (forward + backward + SGD)");
     println!(
@@ -121,7 +122,15 @@ pub fn run(a: BenchArgs) -> CliResult {
             benches.push((batch, t, StepBench::new(&train, batch, t, &order)?));
         }
     }
+    // Before each round, what the machine offers: two threads of pure arithmetic against one.
+    let mut offered = Vec::new();
     for _ in 0..ROUNDS {
+        if threads > 1 {
+            offered.push(
+                parallel_arithmetic(threads)
+                    .map_err(|e| format!("cannot start {threads} threads to measure the machine: {e}"))?,
+            );
+        }
         for (_, _, bench) in &mut benches {
             bench.round(a.seconds / ROUNDS as f64);
         }
@@ -149,6 +158,16 @@ pub fn run(a: BenchArgs) -> CliResult {
         a.batch_size[0]
     );
     println!(" thread count)");
+    if !offered.is_empty() {
+        offered.sort_by(f64::total_cmp);
+        println!(
+            "machine: {threads} threads of pure arithmetic did {:.2}x - {:.2}x the work of one (median {:.2}x; \
+             measured before each round)",
+            offered[0],
+            offered[offered.len() - 1],
+            offered[offered.len() / 2]
+        );
+    }
 
     // Evaluation of the whole test set, forward only.
     let pool = thread_pool(threads)?;
