@@ -52,6 +52,33 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
     assert!(lenet5::checkpoint::Checkpoint::load(&weights).is_ok(), "the file is left as it was");
 }
 
+/// `bench` prints every figure it promises: each batch size with one thread and with two, the scaling, what the
+/// machine's cores gain on pure arithmetic, the evaluation, and the time per layer.
+#[test]
+fn bench_prints_every_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 512, 256);
+    let args = ["bench", "--dataset", data.to_str().unwrap(), "--batch-size", "16,64", "--threads", "2"];
+    let o = lenet5(&[&args[..], &["--seconds", "0.1"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let rows: Vec<(usize, usize)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 8 && f[6].ends_with('x')).then(|| (f[0].parse().unwrap(), f[1].parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(rows, [(16, 1), (16, 2), (64, 1), (64, 2)], "{text}");
+    for expected in ["2 threads, SIMD", "machine: 2 threads of pure arithmetic did", "evaluation: 256 test images"] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    for layer in ["conv1", "conv2", "linear1", "loss"] {
+        assert!(text.lines().any(|l| l.starts_with(layer)), "no row for {layer} in:\n{text}");
+    }
+}
+
 #[test]
 fn missing_data_set_says_where_to_put_it() {
     let tmp = tempfile::tempdir().unwrap();
