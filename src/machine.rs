@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use crate::nn::simd::mul_add;
 
-/// Independent chains of multiply-adds: enough to keep a core's vector units busy (the latency of one
-/// multiply-add times the units, with 16-lane vectors), few enough to stay in registers.
+/// Independent chains of multiply-adds: with 16-lane vectors, as many as the latency of one multiply-add times
+/// the units (8 registers), which keeps them busy. With 8-lane vectors they take every register and a few spill,
+/// which costs about a third of the peak; the loop stays bound by arithmetic, which is all this measures.
 const CHAINS: usize = 128;
 
 /// Multiply-add rounds per call: half a millisecond of a core with AVX-512, a few with none.

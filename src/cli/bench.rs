@@ -1,4 +1,5 @@
-//! `lenet5 bench`: training step and evaluation speed, achieved GFLOP/s, and the time per layer.
+//! `lenet5 bench`: training step and evaluation speed, achieved GFLOP/s, the time per layer, and how much the
+//! machine's cores gain together on pure arithmetic (the most any program's threads can gain on it).
 
 use std::time::Instant;
 
