@@ -34,6 +34,13 @@ impl Sgd {
     }
 }
 
+/// [`Sgd::step`] inlined into the caller, for kernels that update a few values at a time (a call for each
+/// would cost more than the update).
+#[inline(always)]
+pub(crate) fn step_inline(sgd: Sgd, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) {
+    update_body::<false>(sgd, params, velocity, grads)
+}
+
 /// The update, element by element, with PyTorch's roundings (a multiply, then an add: no fused multiply-add).
 #[inline(always)]
 fn update_body<const FMA: bool>(sgd: Sgd, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) {

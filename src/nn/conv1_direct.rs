@@ -8,7 +8,7 @@
 //! output `(6, n, 28, 28)` (channel-major, like every conv activation), scratch `(n, 28, 32)`.
 
 use super::conv::Conv2dDims;
-use super::simd::{dispatch, mul_add};
+use super::simd::{BASELINE_FMA, mul_add};
 
 const S: usize = 28;
 const K: usize = 5;
@@ -76,11 +76,7 @@ fn forward_relu_body<const FMA: bool>(n: usize, padded: &[f32], weight: &[f32], 
     }
 }
 
-dispatch! {
-    fn forward_portable(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) => forward_relu_body
-}
-
-/// Internal invariant: the workspace sizes every buffer from the same constants. The AVX-512 kernels index
+/// Internal invariant: the workspace sizes every buffer from the same constants. The AVX-512 and AVX2 kernels index
 /// with pointers after this one check.
 fn check(fits: bool) {
     assert!(fits, "conv1: buffer too small");
@@ -99,7 +95,12 @@ pub fn conv_relu_forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32],
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::forward(n, padded, weight, bias, out) };
     }
-    forward_portable(n, padded, weight, bias, out)
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { avx2::forward(n, padded, weight, bias, out) };
+    }
+    forward_relu_body::<BASELINE_FMA>(n, padded, weight, bias, out)
 }
 
 #[inline(always)]
@@ -155,19 +156,8 @@ fn backward_body<const FMA: bool>(
     }
 }
 
-dispatch! {
-    fn backward_portable(
-        n: usize,
-        padded: &[f32],
-        out_grad: &[f32],
-        weight_grad: &mut [f32],
-        bias_grad: &mut [f32],
-        scratch: &mut [f32],
-    ) => backward_body
-}
-
 /// Adds the weight and bias gradients of `n` images: `out_grad (6, n, 28, 28)` (after the ReLU mask),
-/// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (unused on AVX-512).
+/// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (used only by the portable code).
 pub fn conv_backward(
     n: usize,
     padded: &[f32],
@@ -187,7 +177,12 @@ pub fn conv_backward(
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::backward(n, padded, out_grad, weight_grad, bias_grad) };
     }
-    backward_portable(n, padded, out_grad, weight_grad, bias_grad, scratch)
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { avx2::backward(n, padded, out_grad, weight_grad, bias_grad) };
+    }
+    backward_body::<BASELINE_FMA>(n, padded, out_grad, weight_grad, bias_grad, scratch)
 }
 
 /// Both kernels with AVX-512 intrinsics: a 28-value row is two 16-lane vectors, the second one masked.
@@ -318,6 +313,130 @@ mod avx512 {
     }
 }
 
+/// Both kernels with AVX2 intrinsics: a 28-value row is four 8-lane vectors, the last one half used.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{K, OC, PADDED_LEN, PW, S};
+
+    /// Vectors per row.
+    const Q: usize = 4;
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+        // Three channels of one output row at a time: twelve accumulators, and each input vector loaded serves
+        // three FMAs.
+        const G: usize = 3;
+        let (wp, op) = (weight.as_ptr(), out.as_mut_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved; a shifted 32-wide read of a
+        // padded row stays inside its 36 values, and only the 28 values of an output row are stored.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            for b in 0..n {
+                let img = padded.as_ptr().add(b * PADDED_LEN);
+                for o0 in (0..OC).step_by(G) {
+                    for y in 0..S {
+                        let mut acc = [[zero; Q]; G];
+                        for (c, acc_c) in acc.iter_mut().enumerate() {
+                            *acc_c = [_mm256_set1_ps(bias[o0 + c]); Q];
+                        }
+                        for i in 0..K {
+                            let row = img.add((y + i) * PW);
+                            for j in 0..K {
+                                let mut w = [zero; G];
+                                for (c, w_c) in w.iter_mut().enumerate() {
+                                    *w_c = _mm256_broadcast_ss(&*wp.add((o0 + c) * K * K + i * K + j));
+                                }
+                                for q in 0..Q {
+                                    let v = _mm256_loadu_ps(row.add(8 * q + j));
+                                    for (acc_c, w_c) in acc.iter_mut().zip(w) {
+                                        acc_c[q] = _mm256_fmadd_ps(w_c, v, acc_c[q]);
+                                    }
+                                }
+                            }
+                        }
+                        for (c, acc_c) in acc.iter().enumerate() {
+                            let dst = op.add(((o0 + c) * n + b) * S * S + y * S);
+                            for (q, v) in acc_c[..Q - 1].iter().enumerate() {
+                                _mm256_storeu_ps(dst.add(8 * q), _mm256_max_ps(*v, zero));
+                            }
+                            let last = _mm256_castps256_ps128(_mm256_max_ps(acc_c[Q - 1], zero));
+                            _mm_storeu_ps(dst.add(8 * (Q - 1)), last);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn backward(n: usize, padded: &[f32], out_grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+        // Two channels and one kernel row at a time: ten accumulators (2 channels x 5 taps); each image vector
+        // loaded serves two channels and each gradient vector five taps. Lanes are summed at the end.
+        const G: usize = 2;
+        let gp = out_grad.as_ptr();
+        // SAFETY (whole body): as in `forward`; the last vector of a gradient row is a masked load of its 4 values
+        // (the other lanes zero, so the image values they meet add nothing).
+        unsafe {
+            let tail = _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0);
+            for o0 in (0..OC).step_by(G) {
+                let mut bias_acc = [_mm256_setzero_ps(); G];
+                for i in 0..K {
+                    let mut acc = [[_mm256_setzero_ps(); K]; G];
+                    for b in 0..n {
+                        let img = padded.as_ptr().add(b * PADDED_LEN);
+                        for y in 0..S {
+                            let row = img.add((y + i) * PW);
+                            for q in 0..Q {
+                                let mut g = [_mm256_setzero_ps(); G];
+                                for (c, g_c) in g.iter_mut().enumerate() {
+                                    let src = gp.add(((o0 + c) * n + b) * S * S + y * S + 8 * q);
+                                    *g_c = if q < Q - 1 { _mm256_loadu_ps(src) } else { _mm256_maskload_ps(src, tail) };
+                                }
+                                if i == 0 {
+                                    for (sum, g_c) in bias_acc.iter_mut().zip(g) {
+                                        *sum = _mm256_add_ps(*sum, g_c);
+                                    }
+                                }
+                                for j in 0..K {
+                                    let v = _mm256_loadu_ps(row.add(8 * q + j));
+                                    for (acc_c, g_c) in acc.iter_mut().zip(g) {
+                                        acc_c[j] = _mm256_fmadd_ps(g_c, v, acc_c[j]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (c, acc_c) in acc.iter().enumerate() {
+                        for (j, v) in acc_c.iter().enumerate() {
+                            weight_grad[(o0 + c) * K * K + i * K + j] += sum_lanes(*v);
+                        }
+                    }
+                }
+                for (c, v) in bias_acc.iter().enumerate() {
+                    bias_grad[o0 + c] += sum_lanes(*v);
+                }
+            }
+        }
+    }
+
+    /// The sum of the eight lanes.
+    #[inline(always)]
+    fn sum_lanes(v: __m256) -> f32 {
+        // SAFETY: register operations only, in functions compiled with AVX2.
+        unsafe {
+            let x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+            _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +482,20 @@ mod tests {
         conv_backward(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);
         assert_close(&gw, &gw_want);
         assert_close(&gb, &gb_want);
+
+        // The AVX2 kernels, which a CPU with AVX-512 does not pick on its own.
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            let mut got = vec![f32::NAN; n * d.out_len()];
+            // SAFETY: the CPU has AVX2 and FMA, and the buffers are the kernels' sizes.
+            unsafe { avx2::forward(n, &padded, &weight, &bias, &mut got) };
+            assert_close(&got, &want);
+            let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
+            // SAFETY: as above.
+            unsafe { avx2::backward(n, &padded, &out_grad, &mut gw, &mut gb) };
+            assert_close(&gw, &gw_want);
+            assert_close(&gb, &gb_want);
+        }
 
         // The baseline (no AVX2/FMA) build of the same kernels.
         let mut got = vec![f32::NAN; n * d.out_len()];

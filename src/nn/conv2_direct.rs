@@ -8,6 +8,9 @@
 //!   sums, summed across lanes at the end (the portable path vectorises over the columns of an input row
 //!   instead, reading the gradient as padded rows).
 //!
+//! With AVX2 a pixel's channels are two 8-lane vectors and there are 16 registers instead of 32, so the
+//! blocks are smaller (see `mod avx2`); the portable code, for CPUs with neither, is the plain-Rust reference.
+//!
 //! Against im2col + GEMM ([`super::conv`], which it is tested against) this never writes or reads the 150 x 100
 //! column matrix per image, which cost as much as the products themselves.
 //!
@@ -17,7 +20,7 @@
 //! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(6, n, 14, 14)`.
 
 use super::conv::Conv2dDims;
-use super::simd::{dispatch, mul_add, relu_mask};
+use super::simd::{BASELINE_FMA, dispatch, mul_add, relu_mask};
 
 const C: usize = 6;
 const OC: usize = 16;
@@ -108,7 +111,7 @@ fn check(fits: bool) {
 
 #[inline(always)]
 fn forward_body<const FMA: bool>(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
-    // Five pixels at a time: ten 8-lane accumulators on AVX2.
+    // Five pixels at a time: ten accumulators of 16 values.
     const XB: usize = 5;
     let bias: &[f32; OC] = bias[..OC].try_into().unwrap();
     for b in 0..n {
@@ -142,10 +145,6 @@ fn forward_body<const FMA: bool>(n: usize, input: &[f32], packed: &[f32], bias: 
     }
 }
 
-dispatch! {
-    fn forward_portable(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) => forward_body
-}
-
 /// Convolution then ReLU: `input (6, n, 14, 14)`, `packed` from [`pack_weight`] -> `out (n, 10, 10, 16)`.
 pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
     check(
@@ -159,7 +158,12 @@ pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], 
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::forward(n, input, packed, bias, out) };
     }
-    forward_portable(n, input, packed, bias, out)
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { avx2::forward(n, input, packed, bias, out) };
+    }
+    forward_body::<BASELINE_FMA>(n, input, packed, bias, out)
 }
 
 #[inline(always)]
@@ -207,16 +211,6 @@ fn weight_grad_body<const FMA: bool>(
     }
 }
 
-dispatch! {
-    fn weight_grad_portable(
-        n: usize,
-        input: &[f32],
-        grad: &[f32],
-        weight_grad: &mut [f32],
-        bias_grad: &mut [f32],
-    ) => weight_grad_body
-}
-
 /// Adds the weight and bias gradients of `n` images: `input (6, n, 14, 14)` as in forward, `grad (n, 10, 10, 16)`
 /// the output gradient after the ReLU mask, `weight_grad (16, 6, 5, 5)`.
 pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
@@ -231,7 +225,12 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::weight_grad(n, input, grad, weight_grad, bias_grad) };
     }
-    weight_grad_portable(n, input, grad, weight_grad, bias_grad)
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { avx2::weight_grad(n, input, grad, weight_grad, bias_grad) };
+    }
+    weight_grad_body::<BASELINE_FMA>(n, input, grad, weight_grad, bias_grad)
 }
 
 #[inline(always)]
@@ -266,10 +265,6 @@ fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], packed: &[f32], inpu
     }
 }
 
-dispatch! {
-    fn input_grad_portable(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) => input_grad_body
-}
-
 /// Overwrites `input_grad (6, n, 14, 14)` with the gradient of the input, from the pixel-major output gradient
 /// `grad (n, 10, 10, 16)` and the packed weight `(150, 16)` (see [`pack_weight`]). `rows (n, 16, 10, 20)` is
 /// scratch for the portable path, which reads the gradient as padded rows: its padding must be zero, as for
@@ -286,8 +281,13 @@ pub fn input_grad(n: usize, grad: &[f32], rows: &mut [f32], packed: &[f32], inpu
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::input_grad(n, grad, packed, input_grad) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { avx2::input_grad(n, grad, packed, input_grad) };
+    }
     pad_grad_rows(n, grad, rows);
-    input_grad_portable(n, rows, packed, input_grad)
+    input_grad_body::<BASELINE_FMA>(n, rows, packed, input_grad)
 }
 
 /// The three kernels with AVX-512 intrinsics: one 16-lane vector per pixel's channels (or per input row).
@@ -428,6 +428,172 @@ mod avx512 {
     }
 }
 
+/// The three kernels with AVX2 intrinsics: a pixel's 16 channels are two 8-lane vectors, and with 16 registers
+/// the blocks are smaller than on AVX-512 (five pixels in forward, one kernel row in the weight gradient, seven
+/// columns of an input row in the input gradient).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{C, H, K, OC, OS, OUT_LEN, PLANE, TAPS};
+    use crate::nn::simd::narrow::sum_lanes_8;
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
+        // Five pixels of a row at a time: ten accumulators, two weight vectors and a broadcast value.
+        const XB: usize = 5;
+        let (ip, wp, op) = (input.as_ptr(), packed.as_ptr(), out.as_mut_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved.
+        unsafe {
+            let bias = [_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))];
+            let zero = _mm256_setzero_ps();
+            for b in 0..n {
+                for y in 0..OS {
+                    for x0 in (0..OS).step_by(XB) {
+                        let mut acc = [bias; XB];
+                        for c in 0..C {
+                            let plane = ip.add((c * n + b) * PLANE);
+                            for i in 0..K {
+                                let row = plane.add((y + i) * H + x0);
+                                for j in 0..K {
+                                    let w = wp.add(((c * K + i) * K + j) * OC);
+                                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                                    for (x, acc_x) in acc.iter_mut().enumerate() {
+                                        let v = _mm256_broadcast_ss(&*row.add(x + j));
+                                        acc_x[0] = _mm256_fmadd_ps(v, w0, acc_x[0]);
+                                        acc_x[1] = _mm256_fmadd_ps(v, w1, acc_x[1]);
+                                    }
+                                }
+                            }
+                        }
+                        let dst = op.add(((b * OS + y) * OS + x0) * OC);
+                        for (x, acc_x) in acc.iter().enumerate() {
+                            _mm256_storeu_ps(dst.add(x * OC), _mm256_max_ps(acc_x[0], zero));
+                            _mm256_storeu_ps(dst.add(x * OC + 8), _mm256_max_ps(acc_x[1], zero));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+        let (ip, gp) = (input.as_ptr(), grad.as_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved.
+        unsafe {
+            let mut bias_sum = [_mm256_setzero_ps(); 2];
+            for p in 0..n * OS * OS {
+                bias_sum[0] = _mm256_add_ps(bias_sum[0], _mm256_loadu_ps(gp.add(p * OC)));
+                bias_sum[1] = _mm256_add_ps(bias_sum[1], _mm256_loadu_ps(gp.add(p * OC + 8)));
+            }
+            let mut lanes = [0.0f32; OC];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), bias_sum[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), bias_sum[1]);
+            for (g, s) in bias_grad.iter_mut().zip(lanes) {
+                *g += s;
+            }
+            for c in 0..C {
+                // One kernel row (five taps) at a time: ten accumulators; each gradient vector loaded serves five
+                // FMAs.
+                for i in 0..K {
+                    let mut acc = [[_mm256_setzero_ps(); 2]; K];
+                    for b in 0..n {
+                        let plane = ip.add((c * n + b) * PLANE);
+                        let g_img = gp.add(b * OUT_LEN);
+                        for y in 0..OS {
+                            let row = plane.add((y + i) * H);
+                            for x in 0..OS {
+                                let g = g_img.add((y * OS + x) * OC);
+                                let (g0, g1) = (_mm256_loadu_ps(g), _mm256_loadu_ps(g.add(8)));
+                                for (j, acc_j) in acc.iter_mut().enumerate() {
+                                    let v = _mm256_broadcast_ss(&*row.add(x + j));
+                                    acc_j[0] = _mm256_fmadd_ps(v, g0, acc_j[0]);
+                                    acc_j[1] = _mm256_fmadd_ps(v, g1, acc_j[1]);
+                                }
+                            }
+                        }
+                    }
+                    for (j, acc_j) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), acc_j[0]);
+                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc_j[1]);
+                        for (o, s) in lanes.iter().enumerate() {
+                            weight_grad[o * TAPS + (c * K + i) * K + j] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Vectorised over the output channels, as on AVX-512: each input value's gradient is a sum over the output
+    /// channels, so an input row is accumulated as vectors of per-channel partial sums (both halves of the 16
+    /// channels add into the same ones), summed across their lanes at the end. A row is two parts of seven
+    /// columns, each with its seven accumulators and a kernel row's five weight vectors in registers (all 14
+    /// columns at once would need 20 registers; AVX2 has 16).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn input_grad(n: usize, grad: &[f32], packed: &[f32], input_grad: &mut [f32]) {
+        let (gp, wp, dp) = (grad.as_ptr(), packed.as_ptr(), input_grad.as_mut_ptr());
+        // SAFETY (whole body): every offset is below the lengths `check` proved; the masked stores write the 14
+        // values of an input row.
+        unsafe {
+            let seven = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
+            for b in 0..n {
+                let g_img = gp.add(b * OUT_LEN);
+                for c in 0..C {
+                    for y_in in 0..H {
+                        let dst = dp.add(((c * n + b) * H + y_in) * H);
+                        _mm256_maskstore_ps(dst, seven, input_row_part::<0>(g_img, wp, c, y_in));
+                        _mm256_maskstore_ps(dst.add(PART), seven, input_row_part::<PART>(g_img, wp, c, y_in));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Columns of an input row computed together.
+    const PART: usize = H / 2;
+
+    /// Columns `X0..X0 + 7` of input row `y_in` of channel `c` of one image, in lanes 0..7 (lane 7 zero).
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `g_img` one image's output gradient, `wp` the packed weight, `c < 6`, `y_in < 14`.
+    #[inline(always)]
+    unsafe fn input_row_part<const X0: usize>(g_img: *const f32, wp: *const f32, c: usize, y_in: usize) -> __m256 {
+        // SAFETY (whole body): offsets stay inside one image's gradient and the packed weight.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            // Kernel rows i whose gradient row y_in - i exists.
+            for i in y_in.saturating_sub(OS - 1)..=y_in.min(K - 1) {
+                let row = g_img.add((y_in - i) * OS * OC);
+                for half in 0..2 {
+                    let mut w = [_mm256_setzero_ps(); K];
+                    for (j, w_j) in w.iter_mut().enumerate() {
+                        *w_j = _mm256_loadu_ps(wp.add(((c * K + i) * K + j) * OC + 8 * half));
+                    }
+                    // Gradient column x reaches input column x + j.
+                    for x in X0.saturating_sub(K - 1)..(X0 + PART).min(OS) {
+                        let g = _mm256_loadu_ps(row.add(x * OC + 8 * half));
+                        for (j, w_j) in w.iter().enumerate() {
+                            if (X0..X0 + PART).contains(&(x + j)) {
+                                acc[x + j - X0] = _mm256_fmadd_ps(*w_j, g, acc[x + j - X0]);
+                            }
+                        }
+                    }
+                }
+            }
+            sum_lanes_8(&acc)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,7 +637,7 @@ mod tests {
         let d = CONV2;
         // The dispatched kernels (AVX-512 here when the CPU has it), then the portable ones as compiled for the
         // baseline target, which a CPU with AVX2 never picks on its own.
-        let kernels: [(&str, Kernels); 2] = [
+        let mut kernels: Vec<(&str, Kernels)> = vec![
             ("dispatched", (conv_relu_forward, weight_grad, input_grad)),
             (
                 "baseline",
@@ -481,6 +647,19 @@ mod tests {
                 }),
             ),
         ];
+        // The AVX2 kernels, which a CPU with AVX-512 does not pick on its own.
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            kernels.push((
+                "avx2",
+                (
+                    // SAFETY: the CPU has AVX2 and FMA, and the test's buffers are the kernels' sizes.
+                    |n, input, packed, bias, out| unsafe { avx2::forward(n, input, packed, bias, out) },
+                    |n, input, grad, gw, gb| unsafe { avx2::weight_grad(n, input, grad, gw, gb) },
+                    |n, grad, _, packed, gi| unsafe { avx2::input_grad(n, grad, packed, gi) },
+                ),
+            ));
+        }
         for n in [1, 3, 8] {
             let mut rng = Rng::new(5 + n as u64);
             let input = random(&mut rng, n * d.in_len());
@@ -521,7 +700,7 @@ mod tests {
             let mut got_px = relu_out.clone();
             output_grad_from_pooled(n, &pooled_grad, &mut got_px);
             assert_eq!(got_px, want_px);
-            for (name, (forward, weight_grad, input_grad)) in kernels {
+            for &(name, (forward, weight_grad, input_grad)) in &kernels {
                 let mut got = vec![f32::NAN; n * OUT_LEN];
                 forward(n, &input, &packed, &bias, &mut got);
                 assert_close(&format!("{name} forward n={n}"), &got, &to_pixel_major(&want, OC, n, OS * OS));

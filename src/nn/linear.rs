@@ -130,22 +130,9 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { weight_grad_step_rows_avx2(d, parts, rows, sgd, params, velocity) };
+        return unsafe { avx2::weight_grad_step_rows(d, parts, rows, sgd, params, velocity) };
     }
     weight_grad_step_rows_body::<{ super::simd::BASELINE_FMA }, P>(d, parts, rows, sgd, params, velocity)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn weight_grad_step_rows_avx2<P: GradParts + ?Sized>(
-    d: &LinearDims,
-    parts: &P,
-    rows: std::ops::Range<usize>,
-    sgd: Sgd,
-    params: &mut [f32],
-    velocity: &mut [f32],
-) {
-    weight_grad_step_rows_body::<true, P>(d, parts, rows, sgd, params, velocity)
 }
 
 /// Columns per tile of the portable body.
@@ -183,7 +170,86 @@ fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
         }
         for (r, grad_r) in grad.iter().enumerate().take(rows.len()) {
             let at = r * i_len + c0..r * i_len + c0 + w;
-            sgd.step(&mut params[at.clone()], &mut velocity[at], &grad_r[..w]);
+            crate::optim::step_inline(sgd, &mut params[at.clone()], &mut velocity[at], &grad_r[..w]);
+        }
+    }
+}
+
+/// The fused gradient and update with AVX2 intrinsics: a tile of 8 rows by 8 columns in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{GradParts, LinearDims, STEP_ROWS};
+    use crate::optim::Sgd;
+
+    /// Columns of a register tile: one vector.
+    const TILE_COLS: usize = 8;
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the parts and outputs must have passed the checks of
+    /// [`super::weight_grad_step_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad_step_rows<P: GradParts + ?Sized>(
+        d: &LinearDims,
+        parts: &P,
+        rows: std::ops::Range<usize>,
+        sgd: Sgd,
+        params: &mut [f32],
+        velocity: &mut [f32],
+    ) {
+        let (i_len, o_len) = (d.in_features, d.out_features);
+        let nr = rows.len();
+        // Rows past the block repeat its last row: computed, never stored.
+        let mut row_at = [0usize; STEP_ROWS];
+        for (r, at) in row_at.iter_mut().enumerate() {
+            *at = rows.start + r.min(nr - 1);
+        }
+        let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
+        let (lr, momentum, wd) =
+            (_mm256_set1_ps(sgd.lr), _mm256_set1_ps(sgd.momentum), _mm256_set1_ps(sgd.weight_decay));
+        let min_normal = _mm256_set1_ps(f32::MIN_POSITIVE);
+        let abs_bits = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
+        // c0..c0+8 are masked to `i_len`, rows to `rows`, which the caller checked against the outputs.
+        unsafe {
+            for c0 in (0..i_len).step_by(TILE_COLS) {
+                let mask = crate::nn::simd::narrow::lanes(i_len - c0);
+                let mut grad = [_mm256_setzero_ps(); STEP_ROWS];
+                for s in 0..parts.parts() {
+                    let (input, out_grad) = parts.part(s);
+                    let (xp, gp) = (input.as_ptr().add(c0), out_grad.as_ptr());
+                    let gend = gp.add(out_grad.len());
+                    let mut acc = [_mm256_setzero_ps(); STEP_ROWS];
+                    let (mut x, mut g) = (xp, gp);
+                    while g < gend {
+                        let xv = _mm256_maskload_ps(x, mask);
+                        for (r, acc_r) in acc.iter_mut().enumerate() {
+                            *acc_r = _mm256_fmadd_ps(_mm256_broadcast_ss(&*g.add(row_at[r])), xv, *acc_r);
+                        }
+                        x = x.add(i_len);
+                        g = g.add(o_len);
+                    }
+                    for (grad_r, acc_r) in grad.iter_mut().zip(acc) {
+                        *grad_r = if s == 0 { acc_r } else { _mm256_add_ps(*grad_r, acc_r) };
+                    }
+                }
+                // The update, as `Sgd::step` rounds it (a multiply, then an add) and flushes a subnormal velocity.
+                for (r, grad_r) in grad.iter().enumerate().take(nr) {
+                    let at = r * i_len + c0;
+                    let (p, v) = (pp.add(at), vp.add(at));
+                    let old_p = _mm256_maskload_ps(p, mask);
+                    let mut g = *grad_r;
+                    if sgd.weight_decay != 0.0 {
+                        g = _mm256_add_ps(g, _mm256_mul_ps(wd, old_p));
+                    }
+                    let new_v = _mm256_add_ps(_mm256_mul_ps(momentum, _mm256_maskload_ps(v, mask)), g);
+                    let normal = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_and_ps(new_v, abs_bits), min_normal);
+                    let new_v = _mm256_and_ps(new_v, normal);
+                    _mm256_maskstore_ps(v, mask, new_v);
+                    _mm256_maskstore_ps(p, mask, _mm256_sub_ps(old_p, _mm256_mul_ps(lr, new_v)));
+                }
+            }
         }
     }
 }
@@ -321,7 +387,23 @@ mod tests {
                 weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut p, &mut v);
                 let (mut pp, mut pv) = (p0.clone(), v0.clone());
                 weight_grad_step_rows_body::<false, _>(&d, &parts, rows.clone(), sgd, &mut pp, &mut pv);
-                for (got, want) in [(&p, &want_p), (&v, &want_v), (&pp, &want_p), (&pv, &want_v)] {
+                // The AVX2 kernel, which a CPU with AVX-512 does not pick on its own (where it cannot run, the
+                // definition stands in).
+                let (mut ap, mut av) = (p0.clone(), v0.clone());
+                #[cfg(target_arch = "x86_64")]
+                let avx2_ran = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && {
+                    // SAFETY: the CPU has AVX2 and FMA; the shapes are those `weight_grad_step_rows` checked.
+                    unsafe { avx2::weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut ap, &mut av) };
+                    true
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let avx2_ran = false;
+                if !avx2_ran {
+                    (ap, av) = (want_p.clone(), want_v.clone());
+                }
+                for (got, want) in
+                    [(&p, &want_p), (&v, &want_v), (&pp, &want_p), (&pv, &want_v), (&ap, &want_p), (&av, &want_v)]
+                {
                     for (x, y) in got.iter().zip(want.iter()) {
                         assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y} ({i_len},{o_len},{rows:?})");
                     }

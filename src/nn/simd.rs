@@ -1,6 +1,8 @@
-//! Run-time choice of instruction set. Kernels are written once as plain Rust over fixed-size arrays, generic
-//! over whether fused multiply-add is available; the compiler vectorises them, once for AVX2+FMA (chosen when
-//! the CPU has it) and once for the baseline target, so the binary runs on any x86-64 and on aarch64.
+//! Run-time choice of instruction set. Every kernel is written once as plain Rust over fixed-size arrays,
+//! generic over whether fused multiply-add is available, which the compiler vectorises for the baseline target
+//! (any x86-64, and aarch64) and, through `dispatch!`, for AVX2+FMA and AVX-512 when the CPU has them. The
+//! kernels that carry the most arithmetic (the convolutions, the linear layers' fused gradient and update) also
+//! have versions with AVX-512 and with AVX2 intrinsics, chosen at run time, and tested against the plain ones.
 
 use std::sync::OnceLock;
 
@@ -53,6 +55,35 @@ pub fn avx512() -> bool {
             false
         }
     })
+}
+
+/// AVX2 register helpers shared by the kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod narrow {
+    use std::arch::x86_64::*;
+
+    /// The mask of the first `w` lanes of an 8-lane vector (all of them when `w >= 8`), for `vmaskmovps` at the
+    /// edge of a row.
+    #[inline(always)]
+    pub(crate) fn lanes(w: usize) -> __m256i {
+        let w = w.min(8) as i32;
+        // SAFETY: register operations only; AVX (for the type) is part of AVX2, which every caller has.
+        unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    }
+
+    /// Eight accumulators -> one vector whose lane `i` is the sum of the lanes of `acc[i]`.
+    #[inline(always)]
+    pub(crate) unsafe fn sum_lanes_8(acc: &[__m256; 8]) -> __m256 {
+        // SAFETY: register operations only.
+        unsafe {
+            // Pairwise sums within each 128-bit half, twice: half h of `q0` holds the sums of half h of acc[0..4]
+            // in its four lanes, and of `q1` those of acc[4..8].
+            let q0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+            let q1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+            // Low halves side by side plus high halves side by side.
+            _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(q0, q1), _mm256_permute2f128_ps::<0x31>(q0, q1))
+        }
+    }
 }
 
 /// AVX-512 register helpers shared by the kernels.
