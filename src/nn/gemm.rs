@@ -233,87 +233,110 @@ fn gemm_dots(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
 }
 
 /// The two kernels written with AVX2/FMA intrinsics: the same blocking as the portable bodies, with the
-/// accumulators pinned in registers. Edges (rows or columns that do not fill a block) use the portable code.
+/// accumulators pinned in registers. At the edges, the row-panel kernel masks its last columns; the dot-product
+/// kernel computes the products that do not fill a block one vectorised dot product at a time.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::MatRef;
+    use crate::nn::simd::narrow::lanes;
 
-    /// The rows `rows` and columns `cols` of `c += alpha * a @ b`, one dot product at a time.
-    fn edge(
-        alpha: f32,
-        a: &MatRef,
-        b: &MatRef,
-        c: &mut [f32],
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-    ) {
-        let n = b.cols;
-        for i in rows {
-            for j in cols.clone() {
-                let mut s = 0.0f32;
-                for p in 0..a.cols {
-                    s += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride];
-                }
-                c[i * n + j] += alpha * s;
-            }
-        }
-    }
-
-    /// `c += alpha * a @ b`, rows of `b` contiguous: 4x16 blocks of `c` in eight registers.
+    /// `c += alpha * a @ b`, rows of `b` contiguous: 4x16 blocks of `c` in eight registers, in panels of 16
+    /// columns; then a panel of 8 columns and one of the last few, masked.
     ///
     /// # Safety
     /// AVX2 and FMA must be available, and the shapes must have passed `sgemm`'s bounds check.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
-        let (m, k, n) = (a.rows, a.cols, b.cols);
-        let (fm, fn_) = (m - m % 4, n - n % 16);
+        let n = b.cols;
+        let all = lanes(8);
+        let mut j0 = 0;
+        // SAFETY (whole body): each panel lies inside the shapes `sgemm` checked.
+        unsafe {
+            // Columns outer: a panel of b stays in L1 while every block of rows uses it.
+            while j0 + 16 <= n {
+                panel::<2, false>(alpha, &a, &b, c, j0, all);
+                j0 += 16;
+            }
+            if j0 + 8 <= n {
+                panel::<1, false>(alpha, &a, &b, c, j0, all);
+                j0 += 8;
+            }
+            if j0 < n {
+                panel::<1, true>(alpha, &a, &b, c, j0, lanes(n - j0));
+            }
+        }
+    }
+
+    /// Columns `j0..j0 + 8 V` of `c += alpha * a @ b` (the vectors masked by `mask` when `MASKED`), four rows at
+    /// a time and then one.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; the columns (masked) lie inside the shapes `sgemm` checked.
+    #[inline(always)]
+    unsafe fn panel<const V: usize, const MASKED: bool>(
+        alpha: f32,
+        a: &MatRef,
+        b: &MatRef,
+        c: &mut [f32],
+        j0: usize,
+        mask: __m256i,
+    ) {
+        let m = a.rows;
+        let mut i0 = 0;
+        // SAFETY: the caller's guarantees, and the rows stay below m.
+        unsafe {
+            while i0 + 4 <= m {
+                block::<4, V, MASKED>(alpha, a, b, c, i0, j0, mask);
+                i0 += 4;
+            }
+            while i0 < m {
+                block::<1, V, MASKED>(alpha, a, b, c, i0, j0, mask);
+                i0 += 1;
+            }
+        }
+    }
+
+    /// Rows `i0..i0 + R`, columns `j0..j0 + 8 V` of `c += alpha * a @ b`: `R x V` accumulators.
+    ///
+    /// # Safety
+    /// As for [`panel`], and `i0 + R <= a.rows`.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const V: usize, const MASKED: bool>(
+        alpha: f32,
+        a: &MatRef,
+        b: &MatRef,
+        c: &mut [f32],
+        i0: usize,
+        j0: usize,
+        mask: __m256i,
+    ) {
+        let (k, n) = (a.cols, b.cols);
         let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
-        let (ars, acs, brs) = (a.row_stride, a.col_stride, b.row_stride);
-        let al = _mm256_set1_ps(alpha);
-        // Columns outer: the 16-column panel of b stays in L1 while every block of rows uses it.
-        for j0 in (0..fn_).step_by(16) {
-            for i0 in (0..fm).step_by(4) {
-                // SAFETY (whole block): i0 + 3 < m, j0 + 15 < n and p < k, all inside the checked slices.
-                unsafe {
-                    let mut acc = [_mm256_setzero_ps(); 8];
-                    for p in 0..k {
-                        let row = bp.add(p * brs + j0);
-                        let (b0, b1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                        for r in 0..4 {
-                            let av = _mm256_set1_ps(*ap.add((i0 + r) * ars + p * acs));
-                            acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
-                            acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
-                        }
-                    }
-                    for r in 0..4 {
-                        let out = cp.add((i0 + r) * n + j0);
-                        _mm256_storeu_ps(out, _mm256_fmadd_ps(al, acc[2 * r], _mm256_loadu_ps(out)));
-                        _mm256_storeu_ps(out.add(8), _mm256_fmadd_ps(al, acc[2 * r + 1], _mm256_loadu_ps(out.add(8))));
+        // SAFETY (whole body): rows i0..i0+R of a and c, columns j0..j0+8V of b and c (masked to n), p < k.
+        unsafe {
+            let load = |x: *const f32| if MASKED { _mm256_maskload_ps(x, mask) } else { _mm256_loadu_ps(x) };
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for p in 0..k {
+                let row = bp.add(p * b.row_stride + j0);
+                let bv: [__m256; V] = std::array::from_fn(|v| load(row.add(8 * v)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*ap.add((i0 + r) * a.row_stride + p * a.col_stride));
+                    for (acc_rv, bv) in acc_r.iter_mut().zip(bv) {
+                        *acc_rv = _mm256_fmadd_ps(av, bv, *acc_rv);
                     }
                 }
             }
-        }
-        // Leftover rows (fewer than 4): one row at a time, still 16 columns per step.
-        for i in fm..m {
-            for j0 in (0..fn_).step_by(16) {
-                // SAFETY: i < m, j0 + 15 < n and p < k, inside the checked slices.
-                unsafe {
-                    let (mut c0, mut c1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    for p in 0..k {
-                        let row = bp.add(p * brs + j0);
-                        let av = _mm256_set1_ps(*ap.add(i * ars + p * acs));
-                        c0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(row), c0);
-                        c1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8)), c1);
-                    }
-                    let out = cp.add(i * n + j0);
-                    _mm256_storeu_ps(out, _mm256_fmadd_ps(al, c0, _mm256_loadu_ps(out)));
-                    _mm256_storeu_ps(out.add(8), _mm256_fmadd_ps(al, c1, _mm256_loadu_ps(out.add(8))));
+            let al = _mm256_set1_ps(alpha);
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, acc_rv) in acc_r.iter().enumerate() {
+                    let out = cp.add((i0 + r) * n + j0 + 8 * v);
+                    let sum = _mm256_fmadd_ps(al, *acc_rv, load(out));
+                    if MASKED { _mm256_maskstore_ps(out, mask, sum) } else { _mm256_storeu_ps(out, sum) }
                 }
             }
         }
-        edge(alpha, &a, &b, c, 0..m, fn_..n);
     }
 
     /// One dot product of `k` values, vectorised.
