@@ -637,6 +637,7 @@ mod tests {
         let d = CONV2;
         // The dispatched kernels (AVX-512 here when the CPU has it), then the portable ones as compiled for the
         // baseline target, which a CPU with AVX2 never picks on its own.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut kernels: Vec<(&str, Kernels)> = vec![
             ("dispatched", (conv_relu_forward, weight_grad, input_grad)),
             (
