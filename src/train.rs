@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::nn::aligned::AlignedBuf;
 use crate::nn::linear::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
@@ -317,7 +318,7 @@ impl GradParts for HeadParts<'_> {
 
 struct SliceState {
     ws: Workspace,
-    grads: Vec<f32>,
+    grads: AlignedBuf,
     targets: Vec<u8>,
     /// Images in this slice at the last step.
     n: usize,
@@ -331,9 +332,9 @@ struct SliceState {
 /// move, and the workers share the head's update instead.
 struct HeadCopy {
     /// All the parameters, of which only the head's are kept up to date.
-    params: Vec<f32>,
+    params: AlignedBuf,
     /// Momentum; as `params`.
-    velocity: Vec<f32>,
+    velocity: AlignedBuf,
 }
 
 /// Largest batch for which every worker keeps a copy of the head (measured, 2 threads: the copies make
@@ -344,8 +345,8 @@ const MAX_BATCH_FOR_HEAD_COPIES: usize = 64;
 pub struct Trainer {
     /// Fixed at construction but for `epochs`: the buffers are sized for its batch size.
     config: TrainConfig,
-    params: Vec<f32>,
-    velocity: Vec<f32>,
+    params: AlignedBuf,
+    velocity: AlignedBuf,
     /// Worker t's own copy of the head (linear2 and the output layer) for t >= 1; worker 0 uses `params` and
     /// `velocity`. Every worker updates its copy with the same arithmetic, so the copies stay equal.
     head_copies: Vec<HeadCopy>,
@@ -353,9 +354,9 @@ pub struct Trainer {
     /// Row groups of linear1 (see [`linear1_groups`]).
     groups: usize,
     /// linear1's output, written by the groups and read by the slices.
-    linear1_exchange: Vec<f32>,
+    linear1_exchange: AlignedBuf,
     /// Each group's part of linear1's input gradient, for every image.
-    linear1_partials: Vec<f32>,
+    linear1_partials: AlignedBuf,
     head_parts: Vec<HeadPart>,
     /// Whether each worker keeps its own copy of the head (see [`HeadCopy`]): for batches of up to
     /// [`MAX_BATCH_FOR_HEAD_COPIES`] images.
@@ -384,7 +385,7 @@ impl Trainer {
         let slices = (0..config.batch_size.div_ceil(len))
             .map(|_| SliceState {
                 ws: Workspace::new(len),
-                grads: vec![0.0; NUM_PARAMS],
+                grads: AlignedBuf::zeroed(NUM_PARAMS),
                 targets: vec![0; len],
                 n: 0,
                 loss: 0.0,
@@ -392,14 +393,14 @@ impl Trainer {
             })
             .collect();
         Ok(Trainer {
-            velocity: velocity.unwrap_or_else(|| vec![0.0; NUM_PARAMS]),
+            velocity: velocity.map_or_else(|| AlignedBuf::zeroed(NUM_PARAMS), |v| AlignedBuf::from_slice(&v)),
             config,
-            params,
+            params: AlignedBuf::from_slice(&params),
             head_copies: Vec::new(),
             slices,
             groups,
-            linear1_exchange: vec![0.0; capacity * LINEAR1.out_features],
-            linear1_partials: vec![0.0; groups * capacity * LINEAR1.in_features],
+            linear1_exchange: AlignedBuf::zeroed(capacity * LINEAR1.out_features),
+            linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
             head_parts: HeadPart::all(),
             copy_head,
             order: Vec::new(),

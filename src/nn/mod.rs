@@ -1,6 +1,7 @@
 //! The numeric core: each layer's forward and backward side by side, and the LeNet-5 model built from them.
 
 pub mod activation;
+pub mod aligned;
 pub mod conv;
 pub mod conv1_direct;
 pub mod conv2_direct;

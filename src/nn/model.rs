@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
+use super::aligned::AlignedBuf;
 use super::conv::Conv2dDims;
 use super::gemm::{MatRef, sgemm};
 use super::linear::{LinearDims, linear_backward, linear_forward, linear_input_grad};
@@ -256,39 +257,39 @@ impl StageClock for StageTimes {
 pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
-    pub input: Vec<f32>,
+    pub input: AlignedBuf,
     /// The input zero-padded for conv1 `(n, 32, 36)`.
-    padded: Vec<f32>,
-    conv1_scratch: Vec<f32>,
+    padded: AlignedBuf,
+    conv1_scratch: AlignedBuf,
     /// After conv1 and ReLU `(6, n, 28, 28)`.
-    pub conv1: Vec<f32>,
+    pub conv1: AlignedBuf,
     /// After the first pooling `(6, n, 14, 14)`.
-    pub pool1: Vec<f32>,
+    pub pool1: AlignedBuf,
     /// conv2's weight with each tap's 16 output channels side by side `(150, 16)`.
-    conv2_packed: Vec<f32>,
+    conv2_packed: AlignedBuf,
     /// After conv2 and ReLU, pixel-major `(n, 10, 10, 16)`.
-    pub conv2: Vec<f32>,
+    pub conv2: AlignedBuf,
     /// After the second pooling, flattened per image as `nn.Flatten` does: `(n, 400)`, i.e. `(n, 16, 5, 5)`.
-    pub flat: Vec<f32>,
+    pub flat: AlignedBuf,
     /// `(n, 120)` after ReLU.
-    pub linear1: Vec<f32>,
+    pub linear1: AlignedBuf,
     /// `(n, 84)` after ReLU.
-    pub linear2: Vec<f32>,
+    pub linear2: AlignedBuf,
     /// The last linear layer's output `(n, 10)`.
-    pub logits: Vec<f32>,
+    pub logits: AlignedBuf,
     /// The head's output `(n, 10)`: sigmoid of the logits, or the logits themselves. Loss and argmax use it.
-    pub scores: Vec<f32>,
-    d_scores: Vec<f32>,
-    d_linear2: Vec<f32>,
-    d_linear1: Vec<f32>,
-    d_flat: Vec<f32>,
+    pub scores: AlignedBuf,
+    d_scores: AlignedBuf,
+    d_linear2: AlignedBuf,
+    d_linear1: AlignedBuf,
+    d_flat: AlignedBuf,
     /// Scratch for conv2's input gradient on the portable path: its output gradient as padded rows `(n, 16, 10, 20)`.
-    d_conv2_rows: Vec<f32>,
+    d_conv2_rows: AlignedBuf,
 }
 
 impl Workspace {
     pub fn new(capacity: usize) -> Self {
-        let z = |per_image: usize| vec![0.0f32; capacity * per_image];
+        let z = |per_image: usize| AlignedBuf::zeroed(capacity * per_image);
         Workspace {
             capacity,
             input: z(IMAGE_LEN),
@@ -296,7 +297,7 @@ impl Workspace {
             conv1_scratch: z(conv1_direct::SCRATCH_LEN),
             conv1: z(CONV1.out_len()),
             pool1: z(POOL1.out_len()),
-            conv2_packed: vec![0.0; conv2_direct::PACKED_WEIGHT_LEN],
+            conv2_packed: AlignedBuf::zeroed(conv2_direct::PACKED_WEIGHT_LEN),
             conv2: z(conv2_direct::OUT_LEN),
             flat: z(POOL2.out_len()),
             linear1: z(LINEAR1.out_features),
