@@ -11,40 +11,58 @@ use std::ops::{Deref, DerefMut};
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// `len` values, zero when made, starting on a 64-byte boundary; used as a slice.
+/// `len` values, zero when made, used as a slice; value `at` (0 unless made with [`AlignedBuf::zeroed_at`])
+/// lies on a 64-byte boundary.
 #[derive(Clone)]
 pub struct AlignedBuf {
     lines: Box<[Line]>,
+    /// Where the values start in `lines`, in values.
+    start: usize,
     len: usize,
 }
+
+/// Values in a line.
+const LINE: usize = 16;
 
 impl AlignedBuf {
     /// `len` zeros.
     pub fn zeroed(len: usize) -> Self {
-        AlignedBuf { lines: vec![Line([0.0; 16]); len.div_ceil(16)].into_boxed_slice(), len }
+        AlignedBuf::zeroed_at(len, 0)
+    }
+
+    /// `len` zeros, of which the one at `at` starts a line: for a block of several tensors, the one whose rows
+    /// are read the most as vectors.
+    pub fn zeroed_at(len: usize, at: usize) -> Self {
+        let start = (LINE - at % LINE) % LINE;
+        AlignedBuf { lines: vec![Line([0.0; LINE]); (start + len).div_ceil(LINE)].into_boxed_slice(), start, len }
+    }
+
+    /// A copy of `values`, value `at` starting a line.
+    pub fn from_slice_at(values: &[f32], at: usize) -> Self {
+        let mut buf = AlignedBuf::zeroed_at(values.len(), at);
+        buf.copy_from_slice(values);
+        buf
     }
 
     /// A copy of `values`.
     pub fn from_slice(values: &[f32]) -> Self {
-        let mut buf = AlignedBuf::zeroed(values.len());
-        buf.copy_from_slice(values);
-        buf
+        AlignedBuf::from_slice_at(values, 0)
     }
 }
 
 impl Deref for AlignedBuf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        // SAFETY: `lines` holds `16 * lines.len() >= len` initialised `f32`s, contiguous (`Line` is
+        // SAFETY: `lines` holds `16 * lines.len() >= start + len` initialised `f32`s, contiguous (`Line` is
         // `repr(C)` around `[f32; 16]`, whose size is a multiple of its alignment, so there is no padding).
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>().add(self.start), self.len) }
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [f32] {
         // SAFETY: as in `deref`, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>().add(self.start), self.len) }
     }
 }
 
@@ -61,16 +79,20 @@ mod tests {
     #[test]
     fn starts_on_a_line_and_holds_exactly_len_values() {
         for len in [0, 1, 15, 16, 17, 1000] {
-            let mut buf = AlignedBuf::zeroed(len);
-            assert_eq!(buf.len(), len);
-            assert!(buf.iter().all(|&v| v == 0.0));
-            assert_eq!(buf.as_ptr() as usize % 64, 0);
-            for (i, v) in buf.iter_mut().enumerate() {
-                *v = i as f32;
+            for at in [0, 1, 15, 16, 2572] {
+                let mut buf = AlignedBuf::zeroed_at(len, at);
+                assert_eq!(buf.len(), len);
+                assert!(buf.iter().all(|&v| v == 0.0));
+                assert_eq!(buf.as_ptr().wrapping_add(at) as usize % 64, 0, "len {len}, at {at}");
+                for (i, v) in buf.iter_mut().enumerate() {
+                    *v = i as f32;
+                }
+                let copy = AlignedBuf::from_slice_at(&buf, at);
+                assert_eq!(&copy[..], &buf[..]);
+                assert_eq!(copy.as_ptr().wrapping_add(at) as usize % 64, 0);
+                assert_eq!(buf.clone().as_ptr().wrapping_add(at) as usize % 64, 0, "a clone keeps the layout");
             }
-            let copy = AlignedBuf::from_slice(&buf);
-            assert_eq!(&copy[..], &buf[..]);
-            assert_eq!(copy.as_ptr() as usize % 64, 0);
+            assert_eq!(AlignedBuf::from_slice(&vec![1.0; len]).as_ptr() as usize % 64, 0);
         }
     }
 }
