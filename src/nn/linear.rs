@@ -135,6 +135,13 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
     weight_grad_step_rows_body::<{ super::simd::BASELINE_FMA }, P>(d, parts, rows, sgd, params, velocity)
 }
 
+/// The rows of a register tile of [`STEP_ROWS`] for the block `rows`: rows past the block repeat its last row,
+/// computed and never stored.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn tile_rows(rows: &std::ops::Range<usize>) -> [usize; STEP_ROWS] {
+    std::array::from_fn(|r| rows.start + r.min(rows.len() - 1))
+}
+
 /// Columns per tile of the portable body.
 const STEP_COLS: usize = 8;
 
@@ -180,7 +187,7 @@ fn weight_grad_step_rows_body<const FMA: bool, P: GradParts + ?Sized>(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{GradParts, LinearDims, STEP_ROWS};
+    use super::{GradParts, LinearDims, STEP_ROWS, tile_rows};
     use crate::nn::simd::narrow::lanes;
     use crate::optim::Sgd;
 
@@ -200,12 +207,7 @@ mod avx2 {
         velocity: &mut [f32],
     ) {
         let (i_len, o_len) = (d.in_features, d.out_features);
-        let nr = rows.len();
-        // Rows past the block repeat its last row: computed, never stored.
-        let mut row_at = [0usize; STEP_ROWS];
-        for (r, at) in row_at.iter_mut().enumerate() {
-            *at = rows.start + r.min(nr - 1);
-        }
+        let (nr, row_at) = (rows.len(), tile_rows(&rows));
         let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
         // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
         // c0..c0+8 are inside `i_len` (masked to it in the last tile), rows inside `rows`, which the caller
@@ -292,7 +294,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{GradParts, LinearDims, STEP_ROWS};
+    use super::{GradParts, LinearDims, STEP_ROWS, tile_rows};
 
     /// Columns of a register tile: two vectors.
     const TILE_COLS: usize = 32;
@@ -312,12 +314,7 @@ mod avx512 {
         velocity: &mut [f32],
     ) {
         let (i_len, o_len) = (d.in_features, d.out_features);
-        let nr = rows.len();
-        // Rows past the block repeat its last row: computed, never stored.
-        let mut row_at = [0usize; STEP_ROWS];
-        for (r, at) in row_at.iter_mut().enumerate() {
-            *at = rows.start + r.min(nr - 1);
-        }
+        let (nr, row_at) = (rows.len(), tile_rows(&rows));
         let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
         let (lr, momentum, wd) =
             (_mm512_set1_ps(sgd.lr), _mm512_set1_ps(sgd.momentum), _mm512_set1_ps(sgd.weight_decay));
