@@ -220,7 +220,7 @@ impl Evaluator {
 const MAX_LINEAR1_GROUPS: usize = 4;
 
 /// How many row groups linear1 is split into for batches of `batch`: one per slice, up to
-/// [`MAX_LINEAR1_GROUPS`] (a function of the batch size alone, never of the thread count).
+/// `MAX_LINEAR1_GROUPS` (a function of the batch size alone, never of the thread count).
 pub fn linear1_groups(batch: usize) -> usize {
     batch.div_ceil(slice_len(batch)).min(MAX_LINEAR1_GROUPS)
 }
