@@ -1,8 +1,9 @@
 //! Run-time choice of instruction set. Every kernel is written once as plain Rust over fixed-size arrays,
 //! generic over whether fused multiply-add is available, which the compiler vectorises for the baseline target
-//! (any x86-64, and aarch64) and, through `dispatch!`, for AVX2+FMA and AVX-512 when the CPU has them. The
-//! kernels that carry the most arithmetic (the convolutions, the linear layers' fused gradient and update) also
-//! have versions with AVX-512 and with AVX2 intrinsics, chosen at run time, and tested against the plain ones.
+//! (any x86-64, and aarch64). The small kernels are also compiled, through `dispatch!`, for AVX2+FMA and for
+//! AVX-512, the widest the CPU has being chosen at run time; those that carry the most arithmetic (the
+//! convolutions, the GEMM, the linear layers' fused gradient and update, the pooling) have versions written with
+//! AVX-512 and with AVX2 intrinsics instead, chosen the same way and tested against the plain ones.
 
 use std::sync::OnceLock;
 
