@@ -200,3 +200,13 @@ fn inspect_draws_kernels_and_feature_maps_that_depend_on_the_image() {
     assert!(same("kernels_conv1.png"), "kernels do not depend on the image");
     assert!(!same("features_conv1.png") && !same("features_pool2.png"), "feature maps do");
 }
+
+/// The README gives the shipped model's SHA-256, for anyone who copies it elsewhere; it must stay true.
+#[test]
+fn the_readme_gives_the_shipped_models_checksum() {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(model()).unwrap();
+    let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains(&format!("SHA-256 is `{hex}`")), "README.md should give the model's SHA-256 {hex}");
+}
