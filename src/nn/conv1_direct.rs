@@ -319,6 +319,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{K, OC, PADDED_LEN, PW, S};
+    use crate::nn::simd::narrow::sum_lanes;
 
     /// Vectors per row.
     const Q: usize = 4;
@@ -422,17 +423,6 @@ mod avx2 {
                     bias_grad[o0 + c] += sum_lanes(*v);
                 }
             }
-        }
-    }
-
-    /// The sum of the eight lanes.
-    #[inline(always)]
-    fn sum_lanes(v: __m256) -> f32 {
-        // SAFETY: register operations only, in functions compiled with AVX2.
-        unsafe {
-            let x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-            _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
         }
     }
 }

@@ -240,7 +240,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::MatRef;
-    use crate::nn::simd::narrow::lanes;
+    use crate::nn::simd::narrow::{lanes, sum_lanes};
 
     /// `c += alpha * a @ b`, rows of `b` contiguous: 4x16 blocks of `c` in eight registers, in panels of 16
     /// columns; then a panel of 8 columns and one of the last few, masked.
@@ -352,20 +352,12 @@ mod avx2 {
             for p in (0..fk).step_by(8) {
                 acc = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(p)), _mm256_loadu_ps(y.add(p)), acc);
             }
-            let mut s = hsum(acc);
+            let mut s = sum_lanes(acc);
             for p in fk..k {
                 s += *x.add(p) * *y.add(p);
             }
             s
         }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 
     /// `c += alpha * a @ b` with `a` row-major and `b` the transpose of a row-major matrix: 2x4 blocks of dot
@@ -396,7 +388,7 @@ mod avx2 {
                     }
                     let mut sums = [0.0f32; 8];
                     for (s, v) in sums.iter_mut().zip(acc) {
-                        *s = hsum(v);
+                        *s = sum_lanes(v);
                     }
                     (sums, (x, y))
                 };

@@ -72,6 +72,17 @@ pub(crate) mod narrow {
         unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
     }
 
+    /// The sum of the eight lanes of `v`: `((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))`.
+    #[inline(always)]
+    pub(crate) fn sum_lanes(v: __m256) -> f32 {
+        // SAFETY: register operations only, in functions compiled with AVX2.
+        unsafe {
+            let x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+            _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
+        }
+    }
+
     /// Eight accumulators -> one vector whose lane `i` is the sum of the lanes of `acc[i]`.
     #[inline(always)]
     pub(crate) unsafe fn sum_lanes_8(acc: &[__m256; 8]) -> __m256 {
