@@ -3,10 +3,17 @@
 //! Faster than im2col + GEMM here because the GEMM would have only 6 rows and the column matrix would be 25
 //! times the size of the input. [`super::conv`] is the general implementation it is tested against.
 //!
+//! Rows of the image that are entirely zero (MNIST's digits leave about 8 of 28 blank, at the top and bottom)
+//! add nothing to either pass, so both skip the kernel rows that would meet them: padding an image notes which
+//! of its rows hold a nonzero value ([`LiveRows`]).
+//!
 //! # Shapes
 //! input `(n, 1, 28, 28)`, padded input `(n, 32, 36)` (kept for backward), weight `(6, 1, 5, 5)`,
 //! output `(6, n, 28, 28)` (channel-major, like every conv activation), scratch `(n, 28, 32)`.
 
+use std::ops::Range;
+
+use super::aligned::AlignedBuf;
 use super::conv::Conv2dDims;
 use super::simd::{BASELINE_FMA, mul_add};
 
@@ -30,21 +37,84 @@ pub fn supports(d: &Conv2dDims) -> bool {
     d.in_channels == 1 && d.out_channels == OC && d.in_size == S && d.kernel == K && d.padding == P
 }
 
-/// Copies `n` images `(n, 28, 28)` into the zero-padded layout `(n, 32, 36)`.
-pub fn pad_images(n: usize, input: &[f32], padded: &mut [f32]) {
-    for (img, pad) in input[..n * S * S].chunks_exact(S * S).zip(padded.chunks_exact_mut(PADDED_LEN)) {
-        pad.fill(0.0);
-        for (y, row) in img.chunks_exact(S).enumerate() {
-            pad[(y + P) * PW + P..(y + P) * PW + P + S].copy_from_slice(row);
+/// The padded rows `start..end` of one image hold all its nonzero values (none when `start == end`). A row
+/// outside holds only zeros, whose products add nothing (the sum comes out the same, but for the sign of a
+/// zero), so the kernels leave it out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveRows {
+    start: u8,
+    end: u8,
+}
+
+impl LiveRows {
+    /// The live rows of a padded image.
+    fn of(img: &[f32]) -> LiveRows {
+        let live = |r: &usize| img[r * PW..(r + 1) * PW].iter().any(|&v| v != 0.0);
+        match ((0..PH).find(live), (0..PH).rev().find(live)) {
+            (Some(first), Some(last)) => LiveRows { start: first as u8, end: last as u8 + 1 },
+            _ => LiveRows::default(),
         }
+    }
+
+    /// The kernel rows `i` that meet a live row (`y + i`) when making output row `y`.
+    fn taps(self, y: usize) -> Range<usize> {
+        let (start, end) = (self.start as usize, self.end as usize);
+        start.saturating_sub(y).min(K)..end.saturating_sub(y).min(K)
+    }
+
+    /// The output rows `y` whose kernel row `i` meets a live row (`y + i`).
+    fn outputs(self, i: usize) -> Range<usize> {
+        let (start, end) = (self.start as usize, self.end as usize);
+        start.saturating_sub(i).min(S)..end.saturating_sub(i).min(S)
+    }
+
+    fn contains(self, row: usize) -> bool {
+        (self.start as usize..self.end as usize).contains(&row)
+    }
+}
+
+/// Images zero-padded for the kernels, `(n, 32, 36)`, and the live rows of each.
+pub struct PaddedImages {
+    values: AlignedBuf,
+    live: Vec<LiveRows>,
+}
+
+impl PaddedImages {
+    /// Room for `capacity` images.
+    pub fn new(capacity: usize) -> Self {
+        PaddedImages { values: AlignedBuf::zeroed(capacity * PADDED_LEN), live: vec![LiveRows::default(); capacity] }
+    }
+
+    /// Copies `n` images `(n, 28, 28)` in.
+    pub fn fill(&mut self, n: usize, input: &[f32]) {
+        let images = input[..n * S * S].chunks_exact(S * S);
+        for ((img, pad), live) in images.zip(self.values.chunks_exact_mut(PADDED_LEN)).zip(&mut self.live) {
+            pad.fill(0.0);
+            for (y, row) in img.chunks_exact(S).enumerate() {
+                pad[(y + P) * PW + P..(y + P) * PW + P + S].copy_from_slice(row);
+            }
+            *live = LiveRows::of(pad);
+        }
+    }
+
+    /// Whether `n` images fit.
+    fn holds(&self, n: usize) -> bool {
+        self.values.len() >= n * PADDED_LEN && self.live.len() >= n
     }
 }
 
 #[inline(always)]
-fn forward_relu_body<const FMA: bool>(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+fn forward_relu_body<const FMA: bool>(
+    n: usize,
+    padded: &[f32],
+    live: &[LiveRows],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
     let out_channels = bias.len();
     debug_assert!(out_channels.is_multiple_of(2));
-    for b in 0..n {
+    for (b, &live) in live[..n].iter().enumerate() {
         let img: &[f32; PADDED_LEN] = padded[b * PADDED_LEN..(b + 1) * PADDED_LEN].try_into().unwrap();
         // Two output channels at a time: eight independent accumulator vectors hide the FMA latency, and each
         // input row loaded serves both.
@@ -54,7 +124,7 @@ fn forward_relu_body<const FMA: bool>(n: usize, padded: &[f32], weight: &[f32], 
             for y in 0..S {
                 let mut acc0 = [bias[o]; W];
                 let mut acc1 = [bias[o + 1]; W];
-                for i in 0..K {
+                for i in live.taps(y) {
                     let row: &[f32; PW] = img[(y + i) * PW..(y + i + 1) * PW].try_into().unwrap();
                     for j in 0..K {
                         let (a, c) = (w0[i * K + j], w1[i * K + j]);
@@ -82,10 +152,10 @@ fn check(fits: bool) {
     assert!(fits, "conv1: buffer too small");
 }
 
-/// Convolution then ReLU: `padded (n, 32, 36)` from [`pad_images`] -> `out (6, n, 28, 28)`.
-pub fn conv_relu_forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+/// Convolution then ReLU: `padded (n, 32, 36)` -> `out (6, n, 28, 28)`.
+pub fn conv_relu_forward(n: usize, padded: &PaddedImages, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     check(
-        padded.len() >= n * PADDED_LEN
+        padded.holds(n)
             && weight.len() >= bias.len() * K * K
             && out.len() >= bias.len() * n * S * S
             && bias.len() == OC,
@@ -93,20 +163,21 @@ pub fn conv_relu_forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32],
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
-        return unsafe { avx512::forward(n, padded, weight, bias, out) };
+        return unsafe { avx512::forward(n, &padded.values, &padded.live, weight, bias, out) };
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2_fma() {
         // SAFETY: as above.
-        return unsafe { avx2::forward(n, padded, weight, bias, out) };
+        return unsafe { avx2::forward(n, &padded.values, &padded.live, weight, bias, out) };
     }
-    forward_relu_body::<BASELINE_FMA>(n, padded, weight, bias, out)
+    forward_relu_body::<BASELINE_FMA>(n, &padded.values, &padded.live, weight, bias, out)
 }
 
 #[inline(always)]
 fn backward_body<const FMA: bool>(
     n: usize,
     padded: &[f32],
+    live: &[LiveRows],
     out_grad: &[f32],
     weight_grad: &mut [f32],
     bias_grad: &mut [f32],
@@ -133,7 +204,7 @@ fn backward_body<const FMA: bool>(
                 let mut acc = [[0.0f32; HALF]; K];
                 for b in 0..n {
                     let img: &[f32; PADDED_LEN] = padded[b * PADDED_LEN..(b + 1) * PADDED_LEN].try_into().unwrap();
-                    for y in 0..S {
+                    for y in live[b].outputs(i) {
                         let start = (b * S + y) * W + half * HALF;
                         let gr: &[f32; HALF] = rows[start..start + HALF].try_into().unwrap();
                         let base = (y + i) * PW + half * HALF;
@@ -160,29 +231,26 @@ fn backward_body<const FMA: bool>(
 /// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (used only by the portable code).
 pub fn conv_backward(
     n: usize,
-    padded: &[f32],
+    padded: &PaddedImages,
     out_grad: &[f32],
     weight_grad: &mut [f32],
     bias_grad: &mut [f32],
     scratch: &mut [f32],
 ) {
     check(
-        padded.len() >= n * PADDED_LEN
-            && out_grad.len() >= OC * n * S * S
-            && weight_grad.len() >= OC * K * K
-            && bias_grad.len() == OC,
+        padded.holds(n) && out_grad.len() >= OC * n * S * S && weight_grad.len() >= OC * K * K && bias_grad.len() == OC,
     );
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
-        return unsafe { avx512::backward(n, padded, out_grad, weight_grad, bias_grad) };
+        return unsafe { avx512::backward(n, &padded.values, &padded.live, out_grad, weight_grad, bias_grad) };
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2_fma() {
         // SAFETY: as above.
-        return unsafe { avx2::backward(n, padded, out_grad, weight_grad, bias_grad) };
+        return unsafe { avx2::backward(n, &padded.values, &padded.live, out_grad, weight_grad, bias_grad) };
     }
-    backward_body::<BASELINE_FMA>(n, padded, out_grad, weight_grad, bias_grad, scratch)
+    backward_body::<BASELINE_FMA>(n, &padded.values, &padded.live, out_grad, weight_grad, bias_grad, scratch)
 }
 
 /// Both kernels with AVX-512 intrinsics: a 28-value row is two 16-lane vectors, the second one masked.
@@ -190,7 +258,7 @@ pub fn conv_backward(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{K, OC, PADDED_LEN, PW, S};
+    use super::{K, LiveRows, OC, PADDED_LEN, PW, S};
 
     /// Lanes 16..28 of a row.
     const TAIL: __mmask16 = (1 << (S - 16)) - 1;
@@ -198,13 +266,13 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    pub unsafe fn forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    pub unsafe fn forward(n: usize, padded: &[f32], live: &[LiveRows], weight: &[f32], bias: &[f32], out: &mut [f32]) {
         let (wp, op) = (weight.as_ptr(), out.as_mut_ptr());
         // SAFETY (whole body): every offset is below the lengths `check` proved; a shifted 32-wide read of a
         // padded row stays inside its 36 values.
         unsafe {
             let zero = _mm512_setzero_ps();
-            for b in 0..n {
+            for (b, &live) in live[..n].iter().enumerate() {
                 let img = padded.as_ptr().add(b * PADDED_LEN);
                 for y in 0..S {
                     // All six channels of one output row: twelve accumulators, and each input vector loaded
@@ -213,7 +281,7 @@ mod avx512 {
                     for (o, acc_o) in acc.iter_mut().enumerate() {
                         *acc_o = [_mm512_set1_ps(bias[o]); 2];
                     }
-                    for i in 0..K {
+                    for i in live.taps(y) {
                         let row = img.add((y + i) * PW);
                         for j in 0..K {
                             let (lo, hi) = (_mm512_loadu_ps(row.add(j)), _mm512_loadu_ps(row.add(j + 16)));
@@ -244,7 +312,14 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    pub unsafe fn backward(n: usize, padded: &[f32], out_grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    pub unsafe fn backward(
+        n: usize,
+        padded: &[f32],
+        live: &[LiveRows],
+        out_grad: &[f32],
+        weight_grad: &mut [f32],
+        bias_grad: &mut [f32],
+    ) {
         // Three channels and one kernel row at a time: fifteen accumulators (3 channels x 5 taps), each half-row
         // of the image serves three channels and each gradient half-row five taps. Both halves of a row add into
         // the same accumulators; lanes are summed at the end. The five shifted half-rows are made from whole
@@ -260,9 +335,11 @@ mod avx512 {
                 let mut bias_acc = [_mm512_setzero_ps(); G];
                 for i in 0..K {
                     let mut acc = [[_mm512_setzero_ps(); K]; G];
-                    for b in 0..n {
+                    for (b, &live) in live[..n].iter().enumerate() {
                         let img = padded.as_ptr().add(b * PADDED_LEN);
-                        for y in 0..S {
+                        // The first kernel row's pass also sums the bias gradient, which takes every output row.
+                        for y in if i == 0 { 0..S } else { live.outputs(i) } {
+                            let meets = live.contains(y + i);
                             let row = img.add((y + i) * PW);
                             // The row's 36 values: 16 + 16 + 4.
                             let whole = [
@@ -281,6 +358,9 @@ mod avx512 {
                                     for (sum, g_c) in bias_acc.iter_mut().zip(g) {
                                         *sum = _mm512_add_ps(*sum, g_c);
                                     }
+                                }
+                                if !meets {
+                                    continue;
                                 }
                                 let (lo, hi) = (whole[half], whole[half + 1]);
                                 // Values j + 16 * half .. j + 16 * half + 16 of the row, for j = 0..5.
@@ -318,7 +398,7 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{K, OC, PADDED_LEN, PW, S};
+    use super::{K, LiveRows, OC, PADDED_LEN, PW, S};
     use crate::nn::simd::narrow::sum_lanes;
 
     /// Vectors per row.
@@ -327,7 +407,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn forward(n: usize, padded: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    pub unsafe fn forward(n: usize, padded: &[f32], live: &[LiveRows], weight: &[f32], bias: &[f32], out: &mut [f32]) {
         // Three channels of one output row at a time: twelve accumulators, and each input vector loaded serves
         // three FMAs.
         const G: usize = 3;
@@ -336,7 +416,7 @@ mod avx2 {
         // padded row stays inside its 36 values, and only the 28 values of an output row are stored.
         unsafe {
             let zero = _mm256_setzero_ps();
-            for b in 0..n {
+            for (b, &live) in live[..n].iter().enumerate() {
                 let img = padded.as_ptr().add(b * PADDED_LEN);
                 for o0 in (0..OC).step_by(G) {
                     for y in 0..S {
@@ -344,7 +424,7 @@ mod avx2 {
                         for (c, acc_c) in acc.iter_mut().enumerate() {
                             *acc_c = [_mm256_set1_ps(bias[o0 + c]); Q];
                         }
-                        for i in 0..K {
+                        for i in live.taps(y) {
                             let row = img.add((y + i) * PW);
                             for j in 0..K {
                                 let mut w = [zero; G];
@@ -376,7 +456,14 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn backward(n: usize, padded: &[f32], out_grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    pub unsafe fn backward(
+        n: usize,
+        padded: &[f32],
+        live: &[LiveRows],
+        out_grad: &[f32],
+        weight_grad: &mut [f32],
+        bias_grad: &mut [f32],
+    ) {
         // Two channels and one kernel row at a time: ten accumulators (2 channels x 5 taps); each image vector
         // loaded serves two channels and each gradient vector five taps. Lanes are summed at the end.
         const G: usize = 2;
@@ -389,9 +476,11 @@ mod avx2 {
                 let mut bias_acc = [_mm256_setzero_ps(); G];
                 for i in 0..K {
                     let mut acc = [[_mm256_setzero_ps(); K]; G];
-                    for b in 0..n {
+                    for (b, &live) in live[..n].iter().enumerate() {
                         let img = padded.as_ptr().add(b * PADDED_LEN);
-                        for y in 0..S {
+                        // As in the AVX-512 kernel, the first kernel row's pass takes every output row.
+                        for y in if i == 0 { 0..S } else { live.outputs(i) } {
+                            let meets = live.contains(y + i);
                             let row = img.add((y + i) * PW);
                             for q in 0..Q {
                                 let mut g = [_mm256_setzero_ps(); G];
@@ -403,6 +492,9 @@ mod avx2 {
                                     for (sum, g_c) in bias_acc.iter_mut().zip(g) {
                                         *sum = _mm256_add_ps(*sum, g_c);
                                     }
+                                }
+                                if !meets {
+                                    continue;
                                 }
                                 for j in 0..K {
                                     let v = _mm256_loadu_ps(row.add(8 * q + j));
@@ -444,13 +536,45 @@ mod tests {
         }
     }
 
+    /// Random images, some with blank rows: image 0 none, 1 its first six, 2 its last nine, 3 all of them, 4
+    /// all but row 13, 5 its first and last (and a blank row in the middle, which the kernels do not skip).
+    fn images_with_blank_rows(rng: &mut Rng) -> Vec<f32> {
+        let mut input = random(rng, 6 * S * S);
+        let blank: [&[usize]; 6] =
+            [&[], &[0, 1, 2, 3, 4, 5], &[19, 20, 21, 22, 23, 24, 25, 26, 27], &[], &[], &[0, 14, 27]];
+        for (b, img) in input.chunks_exact_mut(S * S).enumerate() {
+            for (y, row) in img.chunks_exact_mut(S).enumerate() {
+                if blank[b].contains(&y) || b == 3 || (b == 4 && y != 13) {
+                    row.fill(0.0);
+                }
+            }
+        }
+        input
+    }
+
+    #[test]
+    fn live_rows_are_the_rows_between_the_first_and_last_nonzero_ones() {
+        let input = images_with_blank_rows(&mut Rng::new(3));
+        let mut padded = PaddedImages::new(6);
+        padded.fill(6, &input);
+        let want = [(2, 30), (8, 30), (2, 21), (0, 0), (15, 16), (3, 29)];
+        for (live, (start, end)) in padded.live.iter().zip(want) {
+            assert_eq!(*live, LiveRows { start, end });
+        }
+        // Image 4 (row 13 only, padded row 15): output row 13 meets it with kernel row 2, row 11 with row 4.
+        let live = padded.live[4];
+        assert_eq!((live.taps(13), live.taps(11), live.taps(10), live.taps(16)), (2..3, 4..5, 5..5, 0..0));
+        assert_eq!((live.outputs(0), live.outputs(4)), (15..16, 11..12));
+        assert_eq!(padded.live[3].taps(5), 0..0);
+    }
+
     #[test]
     fn matches_im2col_gemm_forward_and_backward() {
         assert!(supports(&CONV1));
         let d = CONV1;
-        let n = 5;
+        let n = 6;
         let mut rng = Rng::new(9);
-        let input = random(&mut rng, n * d.in_len());
+        let input = images_with_blank_rows(&mut rng);
         let weight = random(&mut rng, d.weight_len());
         let bias = random(&mut rng, d.out_channels);
         let out_grad = random(&mut rng, n * d.out_len());
@@ -459,11 +583,17 @@ mod tests {
         let mut want = vec![0.0; n * d.out_len()];
         conv2d_forward(&d, n, &input, &weight, &bias, &mut col, &mut want);
         crate::nn::activation::relu_forward(&mut want);
-        let mut padded = vec![f32::NAN; n * PADDED_LEN];
-        pad_images(n, &input, &mut padded);
+        let mut padded = PaddedImages::new(n);
+        padded.values.fill(f32::NAN);
+        padded.fill(n, &input);
         let mut got = vec![f32::NAN; n * d.out_len()];
         conv_relu_forward(n, &padded, &weight, &bias, &mut got);
         assert_close(&got, &want);
+
+        // Image 3 is blank: its outputs are the ReLU of the bias alone.
+        for o in 0..6 {
+            assert!(got[(o * n + 3) * S * S..][..S * S].iter().all(|&v| v == bias[o].max(0.0)));
+        }
 
         let (mut gw_want, mut gb_want) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
         conv2d_backward(&d, n, &col, &weight, &out_grad, &mut gw_want, &mut gb_want, None);
@@ -478,21 +608,21 @@ mod tests {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             let mut got = vec![f32::NAN; n * d.out_len()];
             // SAFETY: the CPU has AVX2 and FMA, and the buffers are the kernels' sizes.
-            unsafe { avx2::forward(n, &padded, &weight, &bias, &mut got) };
+            unsafe { avx2::forward(n, &padded.values, &padded.live, &weight, &bias, &mut got) };
             assert_close(&got, &want);
             let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
             // SAFETY: as above.
-            unsafe { avx2::backward(n, &padded, &out_grad, &mut gw, &mut gb) };
+            unsafe { avx2::backward(n, &padded.values, &padded.live, &out_grad, &mut gw, &mut gb) };
             assert_close(&gw, &gw_want);
             assert_close(&gb, &gb_want);
         }
 
         // The baseline (no AVX2/FMA) build of the same kernels.
         let mut got = vec![f32::NAN; n * d.out_len()];
-        forward_relu_body::<false>(n, &padded, &weight, &bias, &mut got);
+        forward_relu_body::<false>(n, &padded.values, &padded.live, &weight, &bias, &mut got);
         assert_close(&got, &want);
         let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
-        backward_body::<false>(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);
+        backward_body::<false>(n, &padded.values, &padded.live, &out_grad, &mut gw, &mut gb, &mut scratch);
         assert_close(&gw, &gw_want);
         assert_close(&gb, &gb_want);
     }

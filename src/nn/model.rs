@@ -259,7 +259,7 @@ pub struct Workspace {
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
     pub input: AlignedBuf,
     /// The input zero-padded for conv1 `(n, 32, 36)`.
-    padded: AlignedBuf,
+    padded: conv1_direct::PaddedImages,
     conv1_scratch: AlignedBuf,
     /// After conv1 and ReLU `(6, n, 28, 28)`.
     pub conv1: AlignedBuf,
@@ -293,7 +293,7 @@ impl Workspace {
         Workspace {
             capacity,
             input: z(IMAGE_LEN),
-            padded: z(conv1_direct::PADDED_LEN),
+            padded: conv1_direct::PaddedImages::new(capacity),
             conv1_scratch: z(conv1_direct::SCRATCH_LEN),
             conv1: z(CONV1.out_len()),
             pool1: z(POOL1.out_len()),
@@ -399,7 +399,7 @@ pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: 
 pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mut impl StageClock) {
     assert!(n <= ws.capacity);
     let [c1w, c1b, c2w, c2b, ..] = split_params(params);
-    conv1_direct::pad_images(n, &ws.input, &mut ws.padded);
+    ws.padded.fill(n, &ws.input);
     conv1_direct::conv_relu_forward(n, &ws.padded, c1w, c1b, &mut ws.conv1);
     clock.lap(Stage::Conv1, false);
     avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
