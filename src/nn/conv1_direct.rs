@@ -38,8 +38,8 @@ pub fn supports(d: &Conv2dDims) -> bool {
 }
 
 /// The padded rows `start..end` of one image hold all its nonzero values (none when `start == end`). A row
-/// outside holds only zeros, whose products add nothing (the sum comes out the same, but for the sign of a
-/// zero), so the kernels leave it out.
+/// outside holds only zeros, whose products with finite weights and gradients add nothing (the sum comes out
+/// the same, but for the sign of a zero), so the kernels leave it out. A NaN counts as nonzero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveRows {
     start: u8,
