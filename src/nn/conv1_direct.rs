@@ -246,8 +246,8 @@ pub fn conv_backward(
     );
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
-        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         let (values, live) = (&padded.values, &padded.live);
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe {
             if super::simd::amd() {
                 avx512::backward::<false>(n, values, live, out_grad, weight_grad, bias_grad)
@@ -334,7 +334,7 @@ mod avx512 {
         // Three channels and one kernel row at a time: fifteen accumulators (3 channels x 5 taps), each half-row
         // of the image serves three channels and each gradient half-row five taps. Both halves of a row add into
         // the same accumulators; lanes are summed at the end. With `SHIFT`, the five shifted half-rows are made
-        // from whole vectors with `valignd`, without, read directly, when four of them cross a cache line each.
+        // from whole vectors with `valignd`; without, they are read directly, and four of them cross a cache line.
         // Which is faster depends on the CPU: measured alone, 8 images, the shifts on an Intel Xeon (20.5 ->
         // 17.8 us), the reads on an AMD EPYC (17.4 -> 13.2 us).
         const G: usize = 3;
