@@ -28,7 +28,7 @@ const W: usize = 32;
 const PW: usize = W + K - 1;
 const PH: usize = S + 2 * P;
 /// Values of one padded image.
-pub const PADDED_LEN: usize = PH * PW;
+const PADDED_LEN: usize = PH * PW;
 /// Values of the backward scratch per image.
 pub const SCRATCH_LEN: usize = S * W;
 

@@ -258,7 +258,7 @@ pub struct Workspace {
     capacity: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
     pub input: AlignedBuf,
-    /// The input zero-padded for conv1 `(n, 32, 36)`.
+    /// The input zero-padded for conv1 `(n, 32, 36)`, with the rows of each image that are not blank.
     padded: conv1_direct::PaddedImages,
     conv1_scratch: AlignedBuf,
     /// After conv1 and ReLU `(6, n, 28, 28)`.
