@@ -5,6 +5,7 @@ pub mod aligned;
 pub mod conv;
 pub mod conv1_direct;
 pub mod conv2_direct;
+pub mod conv2_winograd;
 pub mod gemm;
 pub mod linear;
 pub mod loss;

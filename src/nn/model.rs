@@ -22,7 +22,7 @@ use super::gemm::{MatRef, sgemm};
 use super::linear::{LinearDims, linear_backward, linear_forward, linear_input_grad};
 use super::loss::cross_entropy;
 use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
-use super::{conv1_direct, conv2_direct};
+use super::{conv1_direct, conv2_direct, conv2_winograd};
 use crate::rng::Rng;
 
 pub const IMAGE_SIZE: usize = 28;
@@ -267,6 +267,10 @@ pub struct Workspace {
     pub pool1: AlignedBuf,
     /// conv2's weight with each tap's 16 output channels side by side `(150, 16)`.
     conv2_packed: AlignedBuf,
+    /// conv2's weight transformed for [`conv2_winograd`] `(6, 6, 6, 16)`, when that runs.
+    conv2_winograd_weight: AlignedBuf,
+    /// conv2's input transformed for [`conv2_winograd`] `(6 n, 5, 6, 32)`, kept for the weight gradient.
+    conv2_winograd_input: AlignedBuf,
     /// After conv2 and ReLU, pixel-major `(n, 10, 10, 16)`.
     pub conv2: AlignedBuf,
     /// After the second pooling, flattened per image as `nn.Flatten` does: `(n, 400)`, i.e. `(n, 16, 5, 5)`.
@@ -285,6 +289,8 @@ pub struct Workspace {
     d_flat: AlignedBuf,
     /// Scratch for conv2's input gradient on the portable path: its output gradient as padded rows `(n, 16, 10, 20)`.
     d_conv2_rows: AlignedBuf,
+    /// Scratch for conv2's weight gradient with [`conv2_winograd`].
+    d_conv2_winograd: AlignedBuf,
 }
 
 impl Workspace {
@@ -298,6 +304,8 @@ impl Workspace {
             conv1: z(CONV1.out_len()),
             pool1: z(POOL1.out_len()),
             conv2_packed: AlignedBuf::zeroed(conv2_direct::PACKED_WEIGHT_LEN),
+            conv2_winograd_weight: AlignedBuf::zeroed(conv2_winograd::WEIGHT_LEN),
+            conv2_winograd_input: z(conv2_winograd::INPUT_LEN),
             conv2: z(conv2_direct::OUT_LEN),
             flat: z(POOL2.out_len()),
             linear1: z(LINEAR1.out_features),
@@ -310,6 +318,7 @@ impl Workspace {
             d_flat: z(POOL2.out_len()),
             // Zero once: only the values inside the padding are ever written.
             d_conv2_rows: z(conv2_direct::GRAD_ROWS_LEN),
+            d_conv2_winograd: AlignedBuf::zeroed(conv2_winograd::GRAD_SCRATCH_LEN),
         }
     }
 
@@ -329,9 +338,12 @@ impl Workspace {
         std::mem::swap(&mut self.conv1, &mut other.conv1);
         std::mem::swap(&mut self.pool1, &mut other.pool1);
         std::mem::swap(&mut self.conv2_packed, &mut other.conv2_packed);
+        std::mem::swap(&mut self.conv2_winograd_weight, &mut other.conv2_winograd_weight);
+        std::mem::swap(&mut self.conv2_winograd_input, &mut other.conv2_winograd_input);
         std::mem::swap(&mut self.conv2, &mut other.conv2);
         std::mem::swap(&mut self.d_flat, &mut other.d_flat);
         std::mem::swap(&mut self.d_conv2_rows, &mut other.d_conv2_rows);
+        std::mem::swap(&mut self.d_conv2_winograd, &mut other.d_conv2_winograd);
     }
 
     /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
@@ -405,7 +417,13 @@ pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mu
     avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
     clock.lap(Stage::Pool1, false);
     conv2_direct::pack_weight(c2w, &mut ws.conv2_packed);
-    conv2_direct::conv_relu_forward(n, &ws.pool1, &ws.conv2_packed, c2b, &mut ws.conv2);
+    if conv2_winograd::enabled() {
+        conv2_winograd::transform_weight(&ws.conv2_packed, &mut ws.conv2_winograd_weight);
+        conv2_winograd::transform_input(n, &ws.pool1, &mut ws.conv2_winograd_input);
+        conv2_winograd::conv_relu_forward(n, &ws.conv2_winograd_input, &ws.conv2_winograd_weight, c2b, &mut ws.conv2);
+    } else {
+        conv2_direct::conv_relu_forward(n, &ws.pool1, &ws.conv2_packed, c2b, &mut ws.conv2);
+    }
     clock.lap(Stage::Conv2, false);
     avgpool2_pixel_major_flatten(&POOL2, n, &ws.conv2, &mut ws.flat);
     clock.lap(Stage::Pool2, false);
@@ -533,7 +551,11 @@ pub fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32
     // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
     conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2);
     clock.lap(Stage::Pool2, true);
-    conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, c2, c2b);
+    if conv2_winograd::enabled() {
+        conv2_winograd::weight_grad(n, &ws.conv2_winograd_input, &ws.conv2, &mut ws.d_conv2_winograd, c2, c2b);
+    } else {
+        conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, c2, c2b);
+    }
     conv2_direct::input_grad(n, &ws.conv2, &mut ws.d_conv2_rows, &ws.conv2_packed, &mut ws.pool1);
     clock.lap(Stage::Conv2, true);
     avgpool2_relu_backward_in_place(&POOL1, n, &ws.pool1, &mut ws.conv1);
