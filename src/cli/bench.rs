@@ -159,6 +159,12 @@ pub fn run(a: BenchArgs) -> CliResult {
         a.batch_size[0]
     );
     println!(" thread count)");
+    if lenet5::nn::conv2_winograd::enabled() {
+        println!(
+            "(GFLOP/s counts the recipe's multiply-adds as a direct convolution does them; conv2's Winograd kernels \
+             do fewer)"
+        );
+    }
     if !offered.is_empty() {
         offered.sort_by(f64::total_cmp);
         println!(
