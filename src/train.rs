@@ -19,7 +19,7 @@ use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
     CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, Stage, StageClock, Workspace,
     backward_convolutions, backward_to_linear1, forward, forward_features, forward_head, linear1_forward_rows,
-    linear1_input_grad_rows, loss_and_grad, param_ranges,
+    linear1_input_grad_rows, loss_and_grad, param_ranges, retransform_conv2_input,
 };
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, PoisonOnPanic, SpinBarrier, Team, share};
@@ -741,8 +741,21 @@ impl Trainer {
                     }
                 }
             };
+            // With several slices, a worker keeps one buffer of conv2's transformed input instead of one per
+            // slice (the largest activation: 184 KB per slice, which at batch 256 would push a worker's 16 slices
+            // out of its cache), remaking each slice's before its backward pass.
+            let share_transformed_input = own_slices().nth(1).is_some();
+            let trade_transformed_input = |s: usize| {
+                if share_transformed_input && s != t {
+                    // SAFETY: slices t and s are this worker's, and distinct.
+                    let (own, other) = unsafe { (&mut slices.get_mut(t..t + 1)[0], &mut slices.get_mut(s..s + 1)[0]) };
+                    own.ws.swap_conv2_transformed_input(&mut other.ws);
+                }
+            };
             for s in own_slices() {
+                trade_transformed_input(s);
                 forward_slice(s, clock_for!(s));
+                trade_transformed_input(s);
                 features_done.fetch_add(1, Ordering::Release);
             }
             wait_for(&features_done, used);
@@ -777,8 +790,15 @@ impl Trainer {
             head_update(t, &mut scratch);
             wait_for(&input_grads_done, groups);
             for s in own_slices() {
+                if share_transformed_input {
+                    trade_transformed_input(s);
+                    // SAFETY: slice s is this worker's.
+                    let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
+                    retransform_conv2_input(&mut st.ws, st.n);
+                }
                 DynClock(clock_for!(s)).restart();
                 backward_slice(s, clock_for!(s));
+                trade_transformed_input(s);
             }
             barrier.wait();
             rest_update(t, &mut scratch);
