@@ -65,7 +65,8 @@ if peak > 0:
     print(f", {ours / measured:.1f}x the {measured:.2f} s of {threads:.0f} core(s) at the {peak:.0f} GFLOP/s measured above")
     # What the 10x target asks of this machine: the recipe's multiply-adds at that share of the peak.
     print(f"10x preloaded PyTorch would be {pre / 10:.2f} s per epoch: {measured / (pre / 10) * 100:.0f}% of that peak "
-          f"(lenet5 now: {measured / ours * 100:.0f}%)")
+          f"(lenet5 now: {measured / ours * 100:.0f}%, counting the multiply-adds of direct convolutions, of which "
+          f"conv2's Winograd kernels skip about a quarter on CPUs with AVX-512)")
 else:
     print()
 PY
