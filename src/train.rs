@@ -743,7 +743,7 @@ impl Trainer {
             };
             // With several slices, a worker keeps one buffer of conv2's transformed input instead of one per
             // slice (the largest activation: 184 KB per slice, which at batch 256 would push a worker's 16 slices
-            // out of its cache), remaking each slice's before its backward pass.
+            // out of its cache), remaking each slice's before its backward pass but the last one's.
             let share_transformed_input = own_slices().nth(1).is_some();
             let trade_transformed_input = |s: usize| {
                 if share_transformed_input && s != t {
@@ -789,12 +789,16 @@ impl Trainer {
             }
             head_update(t, &mut scratch);
             wait_for(&input_grads_done, groups);
-            for s in own_slices() {
+            // Last slice first: its activations are the most recent in the cache, and the shared buffer still
+            // holds its transformed input.
+            for (k, s) in own_slices().rev().enumerate() {
                 if share_transformed_input {
                     trade_transformed_input(s);
-                    // SAFETY: slice s is this worker's.
-                    let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
-                    retransform_conv2_input(&mut st.ws, st.n);
+                    if k > 0 {
+                        // SAFETY: slice s is this worker's.
+                        let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
+                        retransform_conv2_input(&mut st.ws, st.n);
+                    }
                 }
                 DynClock(clock_for!(s)).restart();
                 backward_slice(s, clock_for!(s));
