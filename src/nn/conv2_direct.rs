@@ -8,6 +8,9 @@
 //!   sums, summed across lanes at the end (the portable path vectorises over the columns of an input row
 //!   instead, reading the gradient as padded rows).
 //!
+//! On a CPU with AVX-512 the forward pass and the weight gradient run as Winograd convolutions instead
+//! ([`super::conv2_winograd`], which these kernels are also the reference for); the input gradient runs here.
+//!
 //! With AVX2 a pixel's channels are two 8-lane vectors and there are 16 registers instead of 32, so the
 //! blocks are smaller (see `mod avx2`); the portable code, for CPUs with neither, is the plain-Rust reference.
 //!
