@@ -696,8 +696,8 @@ impl Trainer {
                 // parameters staying as they were, and updates them all at the end: the same arithmetic in the
                 // same order as with several workers, with one slice's activations in the caches at a time
                 // instead of the whole batch's. To that end every slice also borrows slice 0's convolution
-                // buffers for its turn: one set of them (a third of a megabyte for 8 images) then serves the
-                // whole batch from this core's cache, where a batch of 64 would need 2.6 MB of its own.
+                // buffers for its turn: one set of them (half a megabyte for 8 images) then serves the
+                // whole batch from this core's cache, where a batch of 64 would need 4 MB of its own.
                 let trade_convolution_buffers = |s: usize| {
                     if s > 0 {
                         // SAFETY: one worker, and no other reference to the slices lives meanwhile.
