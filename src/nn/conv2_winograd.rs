@@ -187,6 +187,16 @@ pub fn weight_grad(
             && weight_grad.len() >= OC * C * K * K
             && bias_grad.len() >= OC,
     );
+    let (sums, rows) = scratch.split_at_mut(WEIGHT_LEN);
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx512() {
+        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
+        return unsafe {
+            avx512::weight_grad_sums(n, v, grad, rows, sums, bias_grad);
+            avx512::untransform_weight_grad(sums, weight_grad)
+        };
+    }
+    let _ = rows;
     let mut bias_sum = [0.0f32; OC];
     for px in grad[..n * OS * OS * OC].chunks_exact(OC) {
         for (s, g) in bias_sum.iter_mut().zip(px) {
@@ -196,16 +206,6 @@ pub fn weight_grad(
     for (g, s) in bias_grad.iter_mut().zip(bias_sum) {
         *g += s;
     }
-    let (sums, rows) = scratch.split_at_mut(WEIGHT_LEN);
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
-        // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
-        return unsafe {
-            avx512::weight_grad_sums(n, v, grad, rows, sums);
-            avx512::untransform_weight_grad(sums, weight_grad)
-        };
-    }
-    let _ = rows;
     reference::weight_grad_sums(n, v, grad, sums);
     untransform_weight_grad(sums, weight_grad)
 }
@@ -552,11 +552,20 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    pub unsafe fn weight_grad_sums(n: usize, v: &[f32], grad: &[f32], rows: &mut [f32], sums: &mut [f32]) {
+    pub unsafe fn weight_grad_sums(
+        n: usize,
+        v: &[f32],
+        grad: &[f32],
+        rows: &mut [f32],
+        sums: &mut [f32],
+        bias_grad: &mut [f32],
+    ) {
         sums[..WEIGHT_LEN].fill(0.0);
         let (vp, gp, rp, sp) = (v.as_ptr(), grad.as_ptr(), rows.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY (whole body): every offset is below the lengths `check` proved.
         unsafe {
+            // The bias gradient, from the pairs of pixels `h[1]` below adds up anyway.
+            let mut bias_sum = _mm512_setzero_ps();
             for b in 0..n {
                 let g_img = gp.add(b * OS * OS * OC);
                 // rows[(tile * 2 + a) * 6 + nu]: Σ_e G[a][e] V[nu][e] for the tile's gradient row a.
@@ -573,6 +582,7 @@ mod avx512 {
                             _mm512_fmadd_ps(splat(POINTS[4]), g1, g0),
                             g1,
                         ];
+                        bias_sum = _mm512_add_ps(bias_sum, h[1]);
                         for (nu, h_nu) in h.iter().enumerate() {
                             _mm512_storeu_ps(rp.add(((tile * 2 + a) * A + nu) * OC), *h_nu);
                         }
@@ -616,8 +626,14 @@ mod avx512 {
                     }
                 }
             }
+            let mut lanes = [0.0f32; OC];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), bias_sum);
+            for (g, s) in bias_grad.iter_mut().zip(lanes) {
+                *g += s;
+            }
         }
     }
+
     /// As `untransform_weight_grad_body`, with the zero coefficients of `A^T` skipped.
     ///
     /// # Safety
