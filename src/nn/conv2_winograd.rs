@@ -346,55 +346,29 @@ mod avx512 {
 
     use super::{A, BT, C, H, K, LANES, OC, OS, PLANE_LEN, POINTS, T, V5_SCALED, WEIGHT_LEN};
 
-    /// For the row pass of the input transform, lane `l` of the 32 per patch row (`nu = l / 5`, `tx = l % 5`):
-    /// which value of the image row the `k`-th term reads, `2 tx + k`.
-    const fn row_index(k: usize, half: usize) -> [i32; 16] {
-        let mut idx = [0i32; 16];
-        let mut l = 0;
-        while l < 16 {
-            let lane = half * 16 + l;
-            if lane < A * T {
-                idx[l] = (2 * (lane % T) + k) as i32;
-            }
-            l += 1;
-        }
-        idx
-    }
+    /// A vector's worth of values per half of a patch row and term of the row pass.
+    type PerTerm<V> = [[[V; 16]; A]; 2];
 
-    /// ... and its coefficient, `B^T[nu][k]` (zero in the padding lanes).
-    const fn row_coef(k: usize, half: usize) -> [f32; 16] {
-        let mut coef = [0.0f32; 16];
-        let mut l = 0;
-        while l < 16 {
-            let lane = half * 16 + l;
-            if lane < A * T {
-                coef[l] = BT[lane / T][k];
+    /// The row pass of the input transform, for lane `l` of the 32 per patch row (`nu = l / 5`, `tx = l % 5`) in
+    /// half `h` (lanes `16 h..16 h + 16`) and term `k`: which value of the image row it reads, `2 tx + k`
+    /// (`ROW_INDEX[h][k]`), and its coefficient, `B^T[nu][k]` (`ROW_COEF[h][k]`, zero in the padding lanes).
+    const ROW_TERMS: (PerTerm<i32>, PerTerm<f32>) = {
+        let (mut index, mut coef) = ([[[0; 16]; A]; 2], [[[0.0; 16]; A]; 2]);
+        let mut lane = 0;
+        while lane < A * T {
+            let (h, l) = (lane / 16, lane % 16);
+            let mut k = 0;
+            while k < A {
+                index[h][k][l] = (2 * (lane % T) + k) as i32;
+                coef[h][k][l] = BT[lane / T][k];
+                k += 1;
             }
-            l += 1;
+            lane += 1;
         }
-        coef
-    }
-
-    const ROW_INDEX: [[[i32; 16]; A]; 2] = {
-        let mut t = [[[0; 16]; A]; 2];
-        let mut k = 0;
-        while k < A {
-            t[0][k] = row_index(k, 0);
-            t[1][k] = row_index(k, 1);
-            k += 1;
-        }
-        t
+        (index, coef)
     };
-    const ROW_COEF: [[[f32; 16]; A]; 2] = {
-        let mut t = [[[0.0; 16]; A]; 2];
-        let mut k = 0;
-        while k < A {
-            t[0][k] = row_coef(k, 0);
-            t[1][k] = row_coef(k, 1);
-            k += 1;
-        }
-        t
-    };
+    const ROW_INDEX: PerTerm<i32> = ROW_TERMS.0;
+    const ROW_COEF: PerTerm<f32> = ROW_TERMS.1;
 
     #[inline(always)]
     unsafe fn splat(x: f32) -> __m512 {
