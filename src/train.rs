@@ -19,7 +19,7 @@ use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
     CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, Stage, StageClock, Workspace,
     backward_convolutions, backward_to_linear1, forward, forward_features, forward_head, linear1_forward_rows,
-    linear1_input_grad_rows, loss_and_grad, param_ranges, retransform_conv2_input,
+    linear1_input_grad_rows, loss_and_grad, param_ranges,
 };
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, PoisonOnPanic, SpinBarrier, Team, share};
@@ -343,8 +343,8 @@ struct HeadCopy {
 const LINEAR1_WEIGHT_AT: usize = CONV_PARAMS;
 
 /// Largest batch for which every worker keeps a copy of the head (measured, 2 threads: the copies make
-/// batch 16 faster and batch 256 slower).
-const MAX_BATCH_FOR_HEAD_COPIES: usize = 64;
+/// batch 16 faster, and batches 32, 64 and 256 slower).
+const MAX_BATCH_FOR_HEAD_COPIES: usize = 16;
 
 /// Parameters, momentum and every buffer a training step needs, allocated once.
 pub struct Trainer {
@@ -469,25 +469,27 @@ impl Trainer {
         let groups = self.groups;
         let (head, sgd) = (self.config.head, self.config.sgd);
         let workers = pool.current_num_threads();
-        // One job for the team. With several workers, it runs in phases that wait for each other through
-        // counters (with one, see `step` below). Worker t runs slices
-        // t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones: a slice's
-        // activations stay in one core's cache from step to step, and so does each block of linear1's weight,
-        // which only its group's worker ever reads or writes. (Shared between the cores, the 192 KB of that
-        // weight had to cross from one core's cache to the other's every step, and writing it meant taking
-        // every line back from the other core first: measured, that cost more than the arithmetic.)
+        // One job for the team. Worker t runs slices t, t + workers, ... and linear1's row groups t, t + workers,
+        // ..., always the same ones. When every worker has one slice at most (batch 16 with two threads), the
+        // step runs in phases that wait for each other through counters, so that a slice's activations stay in
+        // one core's cache from step to step, and so does each block of linear1's weight, which only its
+        // group's worker ever reads or writes. (Shared between the cores, the 192 KB of that weight had to
+        // cross from one core's cache to the other's every step, and writing it meant taking every line back
+        // from the other core first: at batch 16, measured, that cost more than the arithmetic.)
         //   (1) own slices: the convolutions, up to the flattened features;
         //   (2) own groups: their rows of linear1, for every slice;
         //   (3) own slices: the rest of the forward pass, the loss, backward down to linear1's output
         //       (leaving in the slice's workspace what the linear weights' gradients are made from);
         //   (4) own groups: their part of linear1's input gradient, for every slice; then their rows of linear1's
         //       weight, the gradient summed over the slices in order, updated;
-        //   (5) the head's gradients summed over the slices in order and updated: up to 64 images a batch, by
-        //       every worker on its own copy of the head; beyond, piece by piece, first come first served;
+        //   (5) the head's gradients summed over the slices in order and updated: at batch 16, by every worker
+        //       on its own copy of the head; beyond, piece by piece, first come first served;
         //   (6) own slices: linear1's input gradient parts summed in group order, then backward through the
         //       convolutions;
         //   (7) after a barrier, each sums the slices' other gradients in slice order and updates its own fixed
         //       share of the other parameters.
+        // With more slices than workers (or one worker), each worker runs (1), (2), (3), (4) without the update,
+        // and (6) for one slice after the other, then (4)'s update of its groups, (5) and (7): see `step` below.
         // The slices and groups depend on the batch size alone, so which worker does what never changes a number.
         if self.team.as_ref().map(Team::workers) != Some(workers) {
             self.team = None;
@@ -691,42 +693,6 @@ impl Trainer {
             }
             // For gradients summed over the slices, a piece at a time.
             let mut scratch = [0.0f32; 1024];
-            if workers == 1 {
-                // One worker takes each slice from its images to its convolutions' backward pass, the batch's
-                // parameters staying as they were, and updates them all at the end: the same arithmetic in the
-                // same order as with several workers, with one slice's activations in the caches at a time
-                // instead of the whole batch's. To that end every slice also borrows slice 0's convolution
-                // buffers for its turn: one set of them (half a megabyte for 8 images) then serves the
-                // whole batch from this core's cache, where a batch of 64 would need 4 MB of its own.
-                let trade_convolution_buffers = |s: usize| {
-                    if s > 0 {
-                        // SAFETY: one worker, and no other reference to the slices lives meanwhile.
-                        let (first, rest) = unsafe { slices.get_mut(0..s + 1) }.split_at_mut(1);
-                        first[0].ws.swap_convolution_buffers(&mut rest[s - 1].ws);
-                    }
-                };
-                for s in 0..used {
-                    trade_convolution_buffers(s);
-                    forward_slice(s, clock_for!(s));
-                    DynClock(clock_for!(s)).restart();
-                    for g in 0..groups {
-                        linear1_forward(g, s);
-                    }
-                    DynClock(clock_for!(s)).lap(Stage::Linear1, false);
-                    head_slice(t, s, clock_for!(s));
-                    for g in 0..groups {
-                        linear1_input_grad(g, s);
-                    }
-                    backward_slice(s, clock_for!(s));
-                    trade_convolution_buffers(s);
-                }
-                for g in 0..groups {
-                    linear1_update(g);
-                }
-                head_update(t, &mut scratch);
-                rest_update(t, &mut scratch);
-                return;
-            }
             let own_slices = || (t..used).step_by(workers);
             let own_groups = || (t..groups).step_by(workers);
             let wait_for = |counter: &AtomicUsize, target: usize| {
@@ -741,21 +707,52 @@ impl Trainer {
                     }
                 }
             };
-            // With several slices, a worker keeps one buffer of conv2's transformed input instead of one per
-            // slice (the largest activation: 184 KB per slice, which at batch 256 would push a worker's 16 slices
-            // out of its cache), remaking each slice's before its backward pass but the last one's.
-            let share_transformed_input = own_slices().nth(1).is_some();
-            let trade_transformed_input = |s: usize| {
-                if share_transformed_input && s != t {
-                    // SAFETY: slices t and s are this worker's, and distinct.
-                    let (own, other) = unsafe { (&mut slices.get_mut(t..t + 1)[0], &mut slices.get_mut(s..s + 1)[0]) };
-                    own.ws.swap_conv2_transformed_input(&mut other.ws);
+            if used > workers || workers == 1 {
+                // Several slices per worker (or one worker): each takes its slices one at a time from their images
+                // to their convolutions' backward pass, the batch's parameters staying as they were, and the
+                // updates wait for every slice: the same arithmetic in the same order as the phases below, with
+                // one slice's activations in the core's caches at a time instead of all of the worker's, and no
+                // waiting mid-step. To that end each of a worker's slices borrows the convolution buffers of its
+                // first one for its turn: one set of them (half a megabyte for 8 images) then serves all its
+                // slices from this core's cache, where a batch of 64 would need 4 MB. Each worker reads all of
+                // linear1's weight, and takes the rows the other updated from its cache once a step: at these
+                // batch sizes that costs less than a wait per phase.
+                let trade_convolution_buffers = |s: usize| {
+                    if s != t {
+                        // SAFETY: slices t and s are this worker's, and distinct.
+                        let (own, other) =
+                            unsafe { (&mut slices.get_mut(t..t + 1)[0], &mut slices.get_mut(s..s + 1)[0]) };
+                        own.ws.swap_convolution_buffers(&mut other.ws);
+                    }
+                };
+                for s in own_slices() {
+                    trade_convolution_buffers(s);
+                    forward_slice(s, clock_for!(s));
+                    DynClock(clock_for!(s)).restart();
+                    for g in 0..groups {
+                        linear1_forward(g, s);
+                    }
+                    DynClock(clock_for!(s)).lap(Stage::Linear1, false);
+                    head_slice(t, s, clock_for!(s));
+                    for g in 0..groups {
+                        linear1_input_grad(g, s);
+                    }
+                    backward_slice(s, clock_for!(s));
+                    trade_convolution_buffers(s);
+                    features_done.fetch_add(1, Ordering::Release);
                 }
-            };
+                wait_for(&features_done, used);
+                for g in own_groups() {
+                    linear1_update(g);
+                }
+                head_update(t, &mut scratch);
+                barrier.wait();
+                rest_update(t, &mut scratch);
+                return;
+            }
+            // One slice per worker at most: the phases above.
             for s in own_slices() {
-                trade_transformed_input(s);
                 forward_slice(s, clock_for!(s));
-                trade_transformed_input(s);
                 features_done.fetch_add(1, Ordering::Release);
             }
             wait_for(&features_done, used);
@@ -789,20 +786,9 @@ impl Trainer {
             }
             head_update(t, &mut scratch);
             wait_for(&input_grads_done, groups);
-            // Last slice first: its activations are the most recent in the cache, and the shared buffer still
-            // holds its transformed input.
-            for (k, s) in own_slices().rev().enumerate() {
-                if share_transformed_input {
-                    trade_transformed_input(s);
-                    if k > 0 {
-                        // SAFETY: slice s is this worker's.
-                        let st = unsafe { &mut slices.get_mut(s..s + 1)[0] };
-                        retransform_conv2_input(&mut st.ws, st.n);
-                    }
-                }
+            for s in own_slices() {
                 DynClock(clock_for!(s)).restart();
                 backward_slice(s, clock_for!(s));
-                trade_transformed_input(s);
             }
             barrier.wait();
             rest_update(t, &mut scratch);

@@ -346,15 +346,6 @@ impl Workspace {
         std::mem::swap(&mut self.d_conv2_winograd, &mut other.d_conv2_winograd);
     }
 
-    /// Trades with `other` only the buffer of conv2's transformed input, which [`forward_features`] writes and
-    /// [`backward_convolutions`] reads when conv2 runs Winograd's kernels (at 23 KB per image, the largest of the
-    /// activations). Workspaces that hold their activations from forward to backward can so share one such
-    /// buffer, each remaking its contents with [`retransform_conv2_input`] before its backward pass.
-    pub fn swap_conv2_transformed_input(&mut self, other: &mut Workspace) {
-        assert_eq!(self.capacity, other.capacity);
-        std::mem::swap(&mut self.conv2_winograd_input, &mut other.conv2_winograd_input);
-    }
-
     /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
     /// `layer` (an index into [`LINEAR_WEIGHTS`]), from which its weight gradient is made.
     pub fn linear_io(&self, layer: usize, n: usize) -> (&[f32], &[f32]) {
@@ -436,16 +427,6 @@ pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mu
     clock.lap(Stage::Conv2, false);
     avgpool2_pixel_major_flatten(&POOL2, n, &ws.conv2, &mut ws.flat);
     clock.lap(Stage::Pool2, false);
-}
-
-/// Remakes conv2's transformed input from its input (`pool1`), as [`forward_features`] left them, for a
-/// workspace whose transformed-input buffer served other images meanwhile (see
-/// [`Workspace::swap_conv2_transformed_input`]). Nothing to do when conv2 runs its direct kernels.
-pub fn retransform_conv2_input(ws: &mut Workspace, n: usize) {
-    assert!(n <= ws.capacity);
-    if conv2_winograd::enabled() {
-        conv2_winograd::transform_input(n, &ws.pool1, &mut ws.conv2_winograd_input);
-    }
 }
 
 /// Some rows of linear1 and its ReLU for `n` flattened feature vectors `flat (n, 400)`: those rows of its weight
