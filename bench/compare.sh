@@ -4,7 +4,10 @@
 # run, and the ratios. PyTorch is installed into a virtual environment outside the repository
 # ($LENET5_BENCH_VENV, default ~/.cache/lenet5-bench-venv) on first use; CI never runs this.
 #
-#   bench/compare.sh [THREADS] [EPOCHS]
+#   bench/compare.sh [THREADS] [EPOCHS] [ROUNDS]
+#
+# With ROUNDS > 1 the three programs take turns ROUNDS times, and the ratios are also given as the median of
+# the rounds' ratios: on a shared machine each program's own time wanders by tens of percent between runs.
 #
 # As on a CPU with AVX2 but not AVX-512, for both programs:
 #   LENET5_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 bench/compare.sh
@@ -12,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
 epochs=${2:-1}
+rounds=${3:-1}
 venv=${LENET5_BENCH_VENV:-$HOME/.cache/lenet5-bench-venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -34,29 +38,46 @@ if [ "$(uname -m)" = x86_64 ] && rustc -O --edition 2021 bench/fma_peak.rs -o "$
     peak=$(awk '{v=$(NF-1)} END {print v+0}' "$out/peak.txt")
   fi
 fi
-echo
-echo "== lenet5 (train + eval, $epochs epoch(s))"
-/usr/bin/time -f "peak RSS %M KiB" -o "$out/lenet5.time" \
-  ./target/release/lenet5 train --epochs "$epochs" --threads "$threads" --out "$out/run" --progress plain
-cat "$out/lenet5.time"
-ours=$(python3 -c "import json;h=[json.loads(l) for l in open('$out/run/metrics.jsonl')];print(sum(m['train_seconds']+m['val_seconds'] for m in h)/len(h))")
-
+run_ours() {
+  /usr/bin/time -f "peak RSS %M KiB" -o "$out/lenet5.time" \
+    ./target/release/lenet5 train --epochs "$epochs" --threads "$threads" --out "$out/run$1" --progress plain >&2
+  cat "$out/lenet5.time" >&2
+  python3 -c "import json;h=[json.loads(l) for l in open('$out/run$1/metrics.jsonl')];print(sum(m['train_seconds']+m['val_seconds'] for m in h)/len(h))"
+}
 run_torch() {
   "$venv/bin/python" bench/pytorch_recipe.py --data "$data" --pipeline "$1" --epochs "$epochs" --threads "$threads" --json \
-    | tee "$out/$1.log" | grep -v '^{'
+    | tee "$out/$1.log" | grep -v '^{' >&2
   "$venv/bin/python" -c "import json,sys;h=json.loads(open('$out/$1.log').read().splitlines()[-1])['history'];print(sum(m['train_seconds']+m['val_seconds'] for m in h)/len(h))"
 }
-echo
-echo "== PyTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'), preloaded tensors"
-pre=$(run_torch preloaded | tee -a /dev/stderr | tail -1)
-echo
-echo "== PyTorch, tutorial pipeline (torchvision DataLoader)"
-tut=$(run_torch tutorial | tee -a /dev/stderr | tail -1)
-echo
-python3 - "$ours" "$pre" "$tut" "$peak" "$threads" <<'PY'
-import sys
-ours, pre, tut, peak, threads = map(float, sys.argv[1:])
+torch_version=$("$venv/bin/python" -c 'import torch; print(torch.__version__)')
+all_ours="" all_pre="" all_tut=""
+for round in $(seq 1 "$rounds"); do
+  [ "$rounds" -gt 1 ] && printf '\n#### round %s of %s\n' "$round" "$rounds"
+  echo
+  echo "== lenet5 (train + eval, $epochs epoch(s))"
+  ours=$(run_ours "$round")
+  echo
+  echo "== PyTorch $torch_version, preloaded tensors"
+  pre=$(run_torch preloaded)
+  echo
+  echo "== PyTorch, tutorial pipeline (torchvision DataLoader)"
+  tut=$(run_torch tutorial)
+  echo
+  all_ours="$all_ours $ours" all_pre="$all_pre $pre" all_tut="$all_tut $tut"
+done
+python3 - "$all_ours" "$all_pre" "$all_tut" "$peak" "$threads" <<'PY'
+import statistics, sys
+rounds = [list(map(float, a.split())) for a in sys.argv[1:4]]
+peak, threads = map(float, sys.argv[4:])
 limit = 0.9  # seconds: ~144 GFLOP per epoch at two cores' ~157 GFLOP/s AVX2 fp32 FMA peak
+if len(rounds[0]) > 1:
+    print("round  lenet5 s  preloaded s  tutorial s  vs preloaded  vs tutorial")
+    for i, (o, p, t) in enumerate(zip(*rounds)):
+        print(f"{i + 1:5}  {o:8.2f}  {p:11.2f}  {t:10.2f}  {p / o:11.1f}x  {t / o:10.1f}x")
+    med = statistics.median
+    print(f"median of the rounds' ratios: {med(p / o for o, p in zip(rounds[0], rounds[1])):.1f}x preloaded, "
+          f"{med(t / o for o, t in zip(rounds[0], rounds[2])):.1f}x tutorial; the rest uses each program's median time")
+ours, pre, tut = (statistics.median(r) for r in rounds)
 print(f"seconds per epoch (train + eval): lenet5 {ours:.2f}, PyTorch preloaded {pre:.2f}, PyTorch tutorial {tut:.2f}")
 print(f"lenet5 is {pre / ours:.1f}x faster than preloaded PyTorch and {tut / ours:.1f}x faster than the tutorial pipeline;")
 print(f"lenet5 takes {ours / limit:.1f}x the {limit} s compute limit of two cores at 157 GFLOP/s", end="")
