@@ -502,7 +502,7 @@ impl Trainer {
         let team = self.team.as_mut().expect("just made");
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
-        let [features_done, linear1_done, dense_done, input_grads_done, next_head_part] =
+        let [slices_done, features_done, linear1_done, dense_done, input_grads_done, next_head_part] =
             std::array::from_fn(|_| AtomicUsize::new(0));
         let params = PhaseShared::new(&mut self.params);
         let velocity = PhaseShared::new(&mut self.velocity);
@@ -611,7 +611,7 @@ impl Trainer {
         };
         // (5) The head: each piece's gradient summed over the slices in slice order, then an SGD step, on every
         // worker's own copy, or on the one shared head by whichever worker takes the piece. After every slice's
-        // (3), and before any slice's (6) begins: (6) does not change what this reads, but it borrows the slice.
+        // (3), and while no slice's (6) runs: (6) does not change what this reads, but it borrows the slice.
         let head_update = |t: usize, scratch: &mut [f32]| {
             // SAFETY: the slices are only read while any worker is in this piece.
             let all_slices = unsafe { slices.get(0..used) };
@@ -739,9 +739,9 @@ impl Trainer {
                     }
                     backward_slice(s, clock_for!(s));
                     trade_convolution_buffers(s);
-                    features_done.fetch_add(1, Ordering::Release);
+                    slices_done.fetch_add(1, Ordering::Release);
                 }
-                wait_for(&features_done, used);
+                wait_for(&slices_done, used);
                 for g in own_groups() {
                     linear1_update(g);
                 }
