@@ -507,6 +507,39 @@ mod avx512 {
             }
         }
     }
+    /// Columns `p..p + 16` (masked by `mask` when `MASKED`) of the dot products of [`dots_block`], added into
+    /// `acc`.
+    ///
+    /// # Safety
+    /// As for [`dots_block`]; the columns lie inside the rows of `k` values, or are masked to them.
+    #[inline(always)]
+    unsafe fn dots_chunk<const R: usize, const C: usize, const MASKED: bool>(
+        a: &MatRef,
+        b: &MatRef,
+        i0: usize,
+        j0: usize,
+        p: usize,
+        mask: __mmask16,
+        acc: &mut [[__m512; 4]; 4],
+    ) {
+        // SAFETY: the caller's guarantees.
+        unsafe {
+            let load = |x: *const f32| if MASKED { _mm512_maskz_loadu_ps(mask, x) } else { _mm512_loadu_ps(x) };
+            let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
+            let mut yv = [_mm512_setzero_ps(); C];
+            for (q, y) in yv.iter_mut().enumerate() {
+                *y = load(bp.add((j0 + q) * b.col_stride + p));
+            }
+            for r in 0..R {
+                let xv = load(ap.add((i0 + r) * a.row_stride + p));
+                for (q, y) in yv.iter().enumerate() {
+                    let t = r * C + q;
+                    acc[t / 4][t % 4] = _mm512_fmadd_ps(xv, *y, acc[t / 4][t % 4]);
+                }
+            }
+        }
+    }
+
     /// `R` rows from `i0` and `C` columns from `j0` (`R * C <= 16`) of `c += alpha * a @ b`, `b` given as the
     /// transpose of a row-major matrix. Accumulator `r * C + q` holds element `(r, q)`.
     ///
@@ -524,23 +557,16 @@ mod avx512 {
         let (k, n) = (a.cols, b.cols);
         // SAFETY: rows i0..i0+R of a and j0..j0+C of b^T hold k values each; the last chunk is masked to k.
         unsafe {
-            let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
             let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            // Whole chunks of 16 with plain loads (a masked load costs more, even with every lane on), then the
+            // rest masked.
             let mut p = 0;
-            while p < k {
-                let mask = lanes(k - p);
-                let mut yv = [_mm512_setzero_ps(); C];
-                for (q, y) in yv.iter_mut().enumerate() {
-                    *y = _mm512_maskz_loadu_ps(mask, bp.add((j0 + q) * b.col_stride + p));
-                }
-                for r in 0..R {
-                    let xv = _mm512_maskz_loadu_ps(mask, ap.add((i0 + r) * a.row_stride + p));
-                    for (q, y) in yv.iter().enumerate() {
-                        let t = r * C + q;
-                        acc[t / 4][t % 4] = _mm512_fmadd_ps(xv, *y, acc[t / 4][t % 4]);
-                    }
-                }
+            while p + 16 <= k {
+                dots_chunk::<R, C, false>(a, b, i0, j0, p, 0xffff, &mut acc);
                 p += 16;
+            }
+            if p < k {
+                dots_chunk::<R, C, true>(a, b, i0, j0, p, lanes(k - p), &mut acc);
             }
             let mut sums = [0.0f32; 16];
             _mm512_storeu_ps(sums.as_mut_ptr(), reduce_4x4(&acc));
