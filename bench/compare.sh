@@ -16,6 +16,11 @@ cd "$(dirname "$0")/.."
 threads=${1:-2}
 epochs=${2:-1}
 rounds=${3:-1}
+for arg in "$threads" "$epochs" "$rounds"; do
+  case $arg in
+    '' | *[!0-9]* | 0) echo "compare.sh: THREADS, EPOCHS and ROUNDS must be positive integers, got '$arg'" >&2; exit 2 ;;
+  esac
+done
 venv=${LENET5_BENCH_VENV:-$HOME/.cache/lenet5-bench-venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
