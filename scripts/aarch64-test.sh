@@ -17,8 +17,11 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 dir=target/aarch64-check
 
-# The kernels against their references and PyTorch's tensors, and the finite-difference gradient checks.
-cargo test --release --locked --target "$target" --target-dir "$dir" --lib --test reference --test gradcheck
+# The kernels against their references and PyTorch's tensors, the finite-difference gradient checks, no
+# allocation per training step, and the parsers against damaged files. (The tests that start the binary
+# themselves cannot run here: the host cannot execute an aarch64 program directly.)
+cargo test --release --locked --target "$target" --target-dir "$dir" --lib --test reference --test gradcheck \
+  --test no_alloc --test fuzz_parsers
 
 # The same short run on both builds must print the same metrics.
 cargo build --release --locked
@@ -34,4 +37,12 @@ native=$(run target/release/lenet5)
 emulated=$(run qemu-aarch64 -L /usr/aarch64-linux-gnu "$dir/$target/release/lenet5")
 echo "native:  $native"
 echo "aarch64: $emulated"
-[ "$native" = "$emulated" ] && echo "same metrics" || { echo "metrics differ"; exit 1; }
+# The builds round differently (AVX-512 or AVX2 kernels against portable ones with NEON): the printed metrics
+# agree to the last digit in every run so far; allow one unit of it either way.
+if paste <(echo "$native" | tr -s ' ' '\n') <(echo "$emulated" | tr -s ' ' '\n') \
+  | awk '$1 != $2 && ($1 !~ /^[0-9.]+$/ || $2 !~ /^[0-9.]+$/ || ($1 - $2) ^ 2 > 1.01e-8) { bad = 1 } END { exit bad }'; then
+  echo "same metrics (to one unit of the last digit)"
+else
+  echo "metrics differ"
+  exit 1
+fi
