@@ -507,6 +507,7 @@ mod avx512 {
             }
         }
     }
+
     /// Columns `p..p + 16` (masked by `mask` when `MASKED`) of the dot products of [`dots_block`], added into
     /// `acc`.
     ///
