@@ -17,11 +17,10 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 dir=target/aarch64-check
 
-# The kernels against their references and PyTorch's tensors, the finite-difference gradient checks, no
-# allocation per training step, and the parsers against damaged files. (The tests that start the binary
+# The engine's tests: the kernels against their references and PyTorch's tensors, the finite-difference
+# gradient checks, no allocation per training step, and the parsers against damaged files. (The tests that start the binary
 # themselves cannot run here: the host cannot execute an aarch64 program directly.)
-cargo test --release --locked --target "$target" --target-dir "$dir" --lib --test reference --test gradcheck \
-  --test no_alloc --test fuzz_parsers
+cargo test --release --locked --target "$target" --target-dir "$dir" -p lenet5-core
 
 # The same short run on both builds must print the same metrics.
 cargo build --release --locked

@@ -16,8 +16,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            match err.downcast_ref::<lenet5::Error>() {
-                Some(lenet5::Error::Interrupted { .. }) => ExitCode::from(130),
+            match err.downcast_ref::<lenet5_core::Error>() {
+                Some(lenet5_core::Error::Interrupted { .. }) => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -7,8 +7,8 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
 
-use crate::error::{Error, Result};
-use crate::nn::model::{IMAGE_LEN, IMAGE_SIZE};
+use lenet5_core::error::{Error, Result};
+use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
 /// Larger files are refused before decoding.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;

@@ -24,11 +24,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::data::Split;
-use crate::infer::Predictor;
-use crate::nn::model::{CONV1, CONV2, IMAGE_LEN, NUM_PARAMS};
 use crate::preprocess::{Digit, decode, preprocess};
-use crate::rng::Rng;
+use lenet5_core::data::Split;
+use lenet5_core::infer::Predictor;
+use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN, NUM_PARAMS};
+use lenet5_core::rng::Rng;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 2 << 20;
@@ -87,7 +87,7 @@ async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
     let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
     let ck = &p.checkpoint;
     Json(json!({
-        "architecture": crate::summary::layers(1, ck.head),
+        "architecture": lenet5_core::summary::layers(1, ck.head),
         "parameters": NUM_PARAMS,
         "head": ck.head.name(),
         "class_names": ck.class_names,

@@ -8,9 +8,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use crate::checkpoint::write_atomic;
-use crate::error::{Error, Result};
-use crate::train::EpochMetrics;
+use lenet5_core::checkpoint::write_atomic;
+use lenet5_core::error::{Error, Result};
+use lenet5_core::train::EpochMetrics;
 
 const FONT: &str = "sans-serif";
 

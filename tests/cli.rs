@@ -29,7 +29,7 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
     let text = stdout(&o);
     assert_eq!(text.lines().filter(|l| l.starts_with("epoch")).count(), 3, "{text}");
     assert!(text.contains("saved best"), "{text}");
-    let history = lenet5::run::read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let history = lenet5_core::run::read_metrics(&out.join("metrics.jsonl")).unwrap();
     assert_eq!(history.len(), 3);
     let best = history.iter().map(|m| m.val_acc).fold(0.0, f64::max);
     assert!(best > 0.90, "val_acc only {best}: {text}");
@@ -49,7 +49,7 @@ fn trains_a_subset_to_over_90_percent_then_evaluates() {
     // An output "directory" that is a file.
     let args = ["train", "--dataset", data.to_str().unwrap(), "--epochs", "1", "--out", weights.to_str().unwrap()];
     assert_clean_error(&lenet5(&args), &["best.safetensors: exists and is not a directory"]);
-    assert!(lenet5::checkpoint::Checkpoint::load(&weights).is_ok(), "the file is left as it was");
+    assert!(lenet5_core::checkpoint::Checkpoint::load(&weights).is_ok(), "the file is left as it was");
 }
 
 /// `bench` prints every figure it promises: each batch size with one thread and with two, the scaling, what the
@@ -124,7 +124,7 @@ fn broken_idx_files_are_named_in_one_line_errors() {
         (
             "count mismatch",
             |d| {
-                let lab = lenet5::data::idx::encode_labels(&[1; 99]);
+                let lab = lenet5_core::data::idx::encode_labels(&[1; 99]);
                 std::fs::write(d.join("train-labels-idx1-ubyte"), lab).unwrap();
             },
             &["train-labels-idx1-ubyte", "99 labels", "200 images"],
@@ -162,8 +162,8 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     // A checkpoint with one tensor of the wrong shape.
     use safetensors::tensor::{Dtype, TensorView};
     let mut tensors = Vec::new();
-    let bufs: Vec<Vec<u8>> = lenet5::nn::PARAM_SPECS.iter().map(|s| vec![0u8; 4 * s.len()]).collect();
-    for (spec, buf) in lenet5::nn::PARAM_SPECS.iter().zip(&bufs) {
+    let bufs: Vec<Vec<u8>> = lenet5_core::nn::PARAM_SPECS.iter().map(|s| vec![0u8; 4 * s.len()]).collect();
+    for (spec, buf) in lenet5_core::nn::PARAM_SPECS.iter().zip(&bufs) {
         let shape = if spec.name == "linear2.weight" { vec![120, 84] } else { spec.shape.to_vec() };
         tensors.push((spec.name, TensorView::new(Dtype::F32, shape, buf).unwrap()));
     }
@@ -199,12 +199,12 @@ fn every_instruction_set_gives_the_same_results() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_subset(&data, 512, 256);
-    let run = |cap: &str| -> (serde_json::Value, Vec<lenet5::train::EpochMetrics>) {
+    let run = |cap: &str| -> (serde_json::Value, Vec<lenet5_core::train::EpochMetrics>) {
         let env = |args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_lenet5"))
                 .args(args)
                 .env_remove("LENET5_DATA")
-                .env(lenet5::nn::simd::CAP_VAR, cap)
+                .env(lenet5_core::nn::simd::CAP_VAR, cap)
                 .output()
                 .expect("run lenet5")
         };
@@ -233,7 +233,7 @@ fn every_instruction_set_gives_the_same_results() {
             "plain",
         ]);
         assert!(o.status.success(), "{cap}: {}", stderr(&o));
-        (eval, lenet5::run::read_metrics(&out.join("metrics.jsonl")).unwrap())
+        (eval, lenet5_core::run::read_metrics(&out.join("metrics.jsonl")).unwrap())
     };
     let (eval, history) = run("native");
     for cap in ["avx2", "baseline"] {

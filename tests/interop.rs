@@ -6,10 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use lenet5::checkpoint::Checkpoint;
-use lenet5::infer::Predictor;
 use lenet5::interop::{onnx, pth};
-use lenet5::nn::model::{Head, NUM_PARAMS, PARAM_SPECS};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::infer::Predictor;
+use lenet5_core::nn::model::{Head, NUM_PARAMS, PARAM_SPECS};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {

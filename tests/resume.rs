@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use lenet5::checkpoint::Checkpoint;
-use lenet5::run::read_metrics;
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::run::read_metrics;
 
 fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
     vec!["train", "--dataset", data, "--out", out, "--epochs", epochs, "--progress", "plain", "--head", "logits"]
@@ -130,7 +130,7 @@ fn sigkill_at_random_points_never_corrupts_and_resume_matches() {
     let (d, run, full) = (data.to_str().unwrap(), tmp.path().join("run"), tmp.path().join("full"));
     let epochs = "6";
     assert!(lenet5(&train_args(d, full.to_str().unwrap(), epochs)).status.success());
-    let mut rng = lenet5::rng::Rng::new(42);
+    let mut rng = lenet5_core::rng::Rng::new(42);
     let mut started = false;
     for _ in 0..40 {
         let mut child = spawn_training(d, run.to_str().unwrap(), epochs, started);

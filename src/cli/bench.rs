@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
-use lenet5::data::{Dataset, Split};
-use lenet5::machine::parallel_arithmetic;
-use lenet5::nn::model::{IMAGE_LEN, Stage, StageTimes, forward_flops_per_image, init_params, train_flops_per_image};
-use lenet5::rng::Rng;
-use lenet5::train::{Evaluator, TrainConfig, Trainer, thread_pool};
+use lenet5_core::data::{Dataset, Split};
+use lenet5_core::machine::parallel_arithmetic;
+use lenet5_core::nn::model::{
+    IMAGE_LEN, Stage, StageClock, forward_flops_per_image, init_params, train_flops_per_image,
+};
+use lenet5_core::rng::Rng;
+use lenet5_core::train::{Evaluator, TrainConfig, Trainer};
 
 use super::{CliResult, DataArgs, threads};
 
@@ -46,7 +48,8 @@ const ROUNDS: usize = 5;
 
 /// One configuration's trainer, timed a round at a time, so that the configurations compared can take turns.
 struct StepBench<'a> {
-    pool: rayon::ThreadPool,
+    batch: usize,
+    threads: usize,
     trainer: Trainer,
     train: &'a Split,
     batches: Vec<&'a [u32]>,
@@ -56,28 +59,25 @@ struct StepBench<'a> {
 
 impl<'a> StepBench<'a> {
     fn new(train: &'a Split, batch: usize, threads: usize, order: &'a [u32]) -> CliResult<Self> {
-        let pool = thread_pool(threads)?;
         let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
-        let mut trainer = Trainer::new(config, init_params(0), None)?;
+        let mut trainer = Trainer::new(config, init_params(0), None, threads)?;
         let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
         // warm up
         for b in batches.iter().take(20) {
-            trainer.step(&pool, train, b);
+            trainer.step(train, b);
         }
-        Ok(StepBench { pool, trainer, train, batches, steps: 0, best_seconds_per_step: f64::INFINITY })
+        Ok(StepBench { batch, threads, trainer, train, batches, steps: 0, best_seconds_per_step: f64::INFINITY })
     }
 
-    /// Steps for about `seconds`, from this thread, as the training loop runs them (the trainer's team does the
-    /// work; the pool only says how many threads).
+    /// Steps for about `seconds`, as the training loop runs them.
     fn round(&mut self, seconds: f64) {
-        let StepBench { pool, trainer, train, batches, steps, .. } = self;
         let t0 = Instant::now();
         let mut round = 0;
         while t0.elapsed().as_secs_f64() < seconds {
             for _ in 0..10 {
-                let (this, next) = (batches[*steps % batches.len()], batches[(*steps + 1) % batches.len()]);
-                trainer.step_prefetching(pool, train, this, next);
-                *steps += 1;
+                let [this, next] = [self.steps, self.steps + 1].map(|s| self.batches[s % self.batches.len()]);
+                self.trainer.step_prefetching(self.train, this, next);
+                self.steps += 1;
                 round += 1;
             }
         }
@@ -85,9 +85,8 @@ impl<'a> StepBench<'a> {
         self.best_seconds_per_step = self.best_seconds_per_step.min(s);
     }
 
-    /// Best ms per step and images per second.
-    fn figures(&self, batch: usize) -> (f64, f64) {
-        (self.best_seconds_per_step * 1e3, batch as f64 / self.best_seconds_per_step)
+    fn images_per_second(&self) -> f64 {
+        self.batch as f64 / self.best_seconds_per_step
     }
 }
 
@@ -105,10 +104,17 @@ pub fn run(a: BenchArgs) -> CliResult {
     }
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
-    let simd = lenet5::nn::simd::describe();
+    let simd = lenet5_core::nn::simd::describe();
     let plural = if threads == 1 { "" } else { "s" };
     println!("lenet5 bench: {name}, {threads} thread{plural}, SIMD {simd}");
     println!();
+    training_steps(&a, threads, &train, &order)?;
+    evaluation(&a, threads, &test)?;
+    layers(&a, &train, &order)
+}
+
+/// Steps per second for every batch size, with one thread and with all of them, taking rounds in turn.
+fn training_steps(a: &BenchArgs, threads: usize, train: &Split, order: &[u32]) -> CliResult {
     println!("training step (forward + backward + SGD)");
     println!(
         "{:>6} {:>8} {:>10} {:>12} {:>10} {:>9} {:>8} {:>10}",
@@ -120,10 +126,10 @@ pub fn run(a: BenchArgs) -> CliResult {
     let mut benches = Vec::new();
     for &batch in &a.batch_size {
         for &t in thread_counts {
-            benches.push((batch, t, StepBench::new(&train, batch, t, &order)?));
+            benches.push(StepBench::new(train, batch, t, order)?);
         }
     }
-    // Before each round, what the machine offers: two threads of pure arithmetic against one.
+    // Before each round, what the machine offers: `threads` threads of pure arithmetic against one.
     let mut offered = Vec::new();
     for _ in 0..ROUNDS {
         if threads > 1 {
@@ -132,26 +138,25 @@ pub fn run(a: BenchArgs) -> CliResult {
                     .map_err(|e| format!("cannot start {threads} threads to measure the machine: {e}"))?,
             );
         }
-        for (_, _, bench) in &mut benches {
+        for bench in &mut benches {
             bench.round(a.seconds / ROUNDS as f64);
         }
     }
     let images_per_second = |batch: usize, t: usize| {
-        benches.iter().find(|(b, bt, _)| (*b, *bt) == (batch, t)).map_or(f64::NAN, |(_, _, x)| x.figures(batch).1)
+        benches.iter().find(|b| (b.batch, b.threads) == (batch, t)).map_or(f64::NAN, StepBench::images_per_second)
     };
-    let train_flops = train_flops_per_image() as f64;
-    for (batch, t, bench) in &benches {
-        let (ms, ips) = bench.figures(*batch);
+    for bench in &benches {
+        let ips = bench.images_per_second();
         println!(
             "{:>6} {:>8} {:>10.3} {:>12.0} {:>10.2} {:>9.1} {:>7.2}x {:>9.2}x",
-            batch,
-            t,
-            ms,
+            bench.batch,
+            bench.threads,
+            bench.best_seconds_per_step * 1e3,
             ips,
             train.len() as f64 / ips,
-            ips * train_flops / 1e9,
-            ips / images_per_second(*batch, 1),
-            ips / images_per_second(a.batch_size[0], *t)
+            ips * train_flops_per_image() as f64 / 1e9,
+            ips / images_per_second(bench.batch, 1),
+            ips / images_per_second(a.batch_size[0], bench.threads)
         );
     }
     println!(
@@ -159,7 +164,7 @@ pub fn run(a: BenchArgs) -> CliResult {
         a.batch_size[0]
     );
     println!(" thread count)");
-    if lenet5::nn::conv2_winograd::enabled() {
+    if lenet5_core::nn::conv2_winograd::enabled() {
         println!(
             "(GFLOP/s counts the recipe's multiply-adds as a direct convolution does them; conv2's Winograd kernels \
              do fewer)"
@@ -175,16 +180,18 @@ pub fn run(a: BenchArgs) -> CliResult {
             offered[offered.len() / 2]
         );
     }
+    Ok(())
+}
 
-    // Evaluation of the whole test set, forward only.
-    let pool = thread_pool(threads)?;
+/// The whole test set, forward only.
+fn evaluation(a: &BenchArgs, threads: usize, test: &Split) -> CliResult {
     let params = init_params(0);
-    let mut evaluator = Evaluator::new(threads);
-    evaluator.evaluate(&pool, &params, Default::default(), &test, 16);
+    let mut evaluator = Evaluator::new(threads)?;
+    evaluator.evaluate(&params, Default::default(), test, 16);
     let t0 = Instant::now();
     let mut runs = 0;
     while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) || runs < 3 {
-        evaluator.evaluate(&pool, &params, Default::default(), &test, 16);
+        evaluator.evaluate(&params, Default::default(), test, 16);
         runs += 1;
     }
     let eval_s = t0.elapsed().as_secs_f64() / runs as f64;
@@ -196,30 +203,51 @@ pub fn run(a: BenchArgs) -> CliResult {
         test.len() as f64 / eval_s,
         test.len() as f64 * forward_flops_per_image() as f64 / eval_s / 1e9
     );
+    Ok(())
+}
 
-    // Per-layer split of one thread's slice, batch of the first size given.
+/// Accumulates wall time per stage, forward and backward apart.
+struct StageTimes {
+    last: Instant,
+    forward_ns: [u64; Stage::ALL.len()],
+    backward_ns: [u64; Stage::ALL.len()],
+}
+
+impl StageClock for StageTimes {
+    fn restart(&mut self) {
+        self.last = Instant::now();
+    }
+    fn lap(&mut self, stage: Stage, backward: bool) {
+        let now = Instant::now();
+        let ns = (now - self.last).as_nanos() as u64;
+        self.last = now;
+        let times = if backward { &mut self.backward_ns } else { &mut self.forward_ns };
+        times[stage as usize] += ns;
+    }
+}
+
+/// The time of each layer of one thread's first slice, batch of the first size given.
+fn layers(a: &BenchArgs, train: &Split, order: &[u32]) -> CliResult {
     let batch = a.batch_size[0];
-    let pool1 = thread_pool(1)?;
-    let mut trainer = Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, params, None)?;
+    let mut trainer =
+        Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None, 1)?;
     let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
     // Ten rounds; each layer's figure is its best round, which shrugs off other work on a shared machine.
     let mut best_fwd = [f64::INFINITY; Stage::ALL.len()];
     let mut best_bwd = [f64::INFINITY; Stage::ALL.len()];
     let mut steps = 0;
     for _ in 0..10 {
-        let mut times = StageTimes::default();
-        let round_steps = pool1.install(|| {
-            let t0 = Instant::now();
-            let mut round_steps = 0;
-            while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) / 10.0 {
-                times.start();
-                let (this, next) = (batches[steps % batches.len()], batches[(steps + 1) % batches.len()]);
-                trainer.step_with_clock(&pool1, &train, this, next, &mut times);
-                steps += 1;
-                round_steps += 1;
-            }
-            round_steps
-        });
+        let mut times =
+            StageTimes { last: Instant::now(), forward_ns: [0; Stage::ALL.len()], backward_ns: [0; Stage::ALL.len()] };
+        let t0 = Instant::now();
+        let mut round_steps = 0;
+        while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) / 10.0 {
+            times.restart();
+            let [this, next] = [steps, steps + 1].map(|s| batches[s % batches.len()]);
+            trainer.step_with_clock(train, this, next, &mut times);
+            steps += 1;
+            round_steps += 1;
+        }
         for i in 0..Stage::ALL.len() {
             best_fwd[i] = best_fwd[i].min(times.forward_ns[i] as f64 / round_steps as f64 / 1e3);
             best_bwd[i] = best_bwd[i].min(times.backward_ns[i] as f64 / round_steps as f64 / 1e3);

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use lenet5::train::{Evaluator, thread_pool};
+use lenet5_core::train::Evaluator;
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
 
@@ -31,10 +31,9 @@ pub fn run(a: EvalArgs) -> CliResult {
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     let test = a.data.load_test(Some(&id.name()))?;
     let threads = threads(a.threads)?;
-    let pool = thread_pool(threads)?;
-    let mut evaluator = Evaluator::new(threads);
+    let mut evaluator = Evaluator::new(threads)?;
     let t0 = Instant::now();
-    let r = evaluator.evaluate(&pool, &ck.params, ck.head, &test, a.batch_size);
+    let r = evaluator.evaluate(&ck.params, ck.head, &test, a.batch_size);
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
         println!(

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use lenet5::checkpoint::write_atomic;
 use lenet5::interop::{onnx, pth};
+use lenet5_core::checkpoint::write_atomic;
 
 use super::{CliResult, HeadArg, WeightsArg, load_weights};
 

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use lenet5::data::{Dataset, DatasetId, Split, data_root};
-use lenet5::nn::Head;
+use lenet5_core::data::{Dataset, DatasetId, Split, data_root};
+use lenet5_core::nn::Head;
 
 /// Errors from the library or from this front end, printed once by `main`.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -68,7 +68,7 @@ impl WeightsArg {
 }
 
 /// Loads the weights named by `--weights`.
-pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5::checkpoint::Checkpoint> {
+pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5_core::checkpoint::Checkpoint> {
     Ok(lenet5::interop::pth::load_weights(&w.weights, Head::Sigmoid)?)
 }
 
@@ -118,12 +118,12 @@ impl DataArgs {
     /// Makes sure a known data set is on disk, downloading it if it is missing and allowed.
     fn ensure(&self, id: &DatasetId) -> CliResult {
         let root = self.root();
-        if let Err(e) = lenet5::data::dataset::locate(id, &root) {
-            if self.no_download || lenet5::data::download::remote(id).is_none() {
+        if let Err(e) = lenet5_core::data::dataset::locate(id, &root) {
+            if self.no_download || lenet5::download::remote(id).is_none() {
                 return Err(e.into());
             }
             eprintln!("{} not found under {}; downloading it", id.name(), root.display());
-            lenet5::data::download::download(id, &root, &mut |url| eprintln!("  fetching {url}"))?;
+            lenet5::download::download(id, &root, &mut |url| eprintln!("  fetching {url}"))?;
         }
         Ok(())
     }

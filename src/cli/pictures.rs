@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use lenet5::infer::Predictor;
-use lenet5::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2, split_params};
 use lenet5::preprocess::load_digit;
-use lenet5::run::{METRICS_FILE, read_metrics};
-use lenet5::train::{Evaluator, thread_pool};
 use lenet5::viz::{Tile, plot_confusion, plot_curves, plot_grid};
+use lenet5_core::infer::Predictor;
+use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2, split_params};
+use lenet5_core::run::{METRICS_FILE, read_metrics};
+use lenet5_core::train::Evaluator;
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
 
@@ -25,7 +25,7 @@ pub struct PlotArgs {
 fn out_dir(flag: &Option<PathBuf>, default: &Path) -> CliResult<PathBuf> {
     let dir = flag.clone().unwrap_or_else(|| default.to_path_buf());
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    lenet5::checkpoint::create_dir(&dir)?;
+    lenet5_core::checkpoint::create_dir(&dir)?;
     Ok(dir)
 }
 
@@ -66,9 +66,8 @@ pub fn confusion(a: ConfusionArgs) -> CliResult {
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     let test = a.data.load_test(Some(&id.name()))?;
     let threads = threads(a.threads)?;
-    let pool = thread_pool(threads)?;
-    let mut ev = Evaluator::new(threads);
-    let r = ev.evaluate(&pool, &ck.params, ck.head, &test, 16);
+    let mut ev = Evaluator::new(threads)?;
+    let r = ev.evaluate(&ck.params, ck.head, &test, 16);
     let mut counts = [[0usize; 10]; 10];
     for (&p, &l) in ev.predictions.iter().zip(&test.labels) {
         counts[l as usize][p as usize] += 1;

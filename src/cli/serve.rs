@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use lenet5::infer::Predictor;
 use lenet5::serve::{AppState, serve};
+use lenet5_core::infer::Predictor;
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights};
 

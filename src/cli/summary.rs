@@ -1,6 +1,6 @@
 //! `lenet5 summary`: the architecture, shapes, parameters and FLOPs.
 
-use lenet5::summary::layers;
+use lenet5_core::summary::layers;
 
 use super::{CliResult, HeadArg};
 

@@ -4,8 +4,8 @@
 //! -> Gemm -> Relu -> Gemm [-> Sigmoid] -> `output [N,10]`, the batch axis dynamic, the weights stored as
 //! initializers under their `state_dict` names, bit for bit.
 
-use crate::checkpoint::Checkpoint;
-use crate::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE, NUM_CLASSES, PARAM_SPECS, param_ranges};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE, NUM_CLASSES, PARAM_SPECS, param_ranges};
 
 pub const OPSET: i64 = 13;
 const IR_VERSION: i64 = 7;
@@ -98,7 +98,7 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> Msg {
 /// The ONNX model bytes for these weights.
 pub fn export(ck: &Checkpoint) -> Vec<u8> {
     let mut graph = Msg::default();
-    let conv = |d: &crate::nn::conv::Conv2dDims| {
+    let conv = |d: &lenet5_core::nn::conv::Conv2dDims| {
         let (k, p) = (d.kernel as i64, d.padding as i64);
         vec![ints_attr("kernel_shape", &[k, k]), ints_attr("pads", &[p, p, p, p]), ints_attr("strides", &[1, 1])]
     };

@@ -6,9 +6,9 @@ use std::io::Read;
 use std::path::Path;
 
 use super::pickle::{self, Value};
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, IoContext, Result};
-use crate::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, param_ranges};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::error::{Error, IoContext, Result};
+use lenet5_core::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, param_ranges};
 
 /// Whether `bytes` look like a PyTorch file (zip, or a legacy pickle) rather than safetensors.
 pub fn is_pth(bytes: &[u8]) -> bool {

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use lenet5::checkpoint::Checkpoint;
-use lenet5::data::{Dataset, DatasetId};
-use lenet5::infer::Predictor;
 use lenet5::serve::{AppState, serve};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::data::{Dataset, DatasetId};
+use lenet5_core::infer::Predictor;
 
-use lenet5::data::idx::{encode_images, encode_labels, read_images, read_labels};
+use lenet5_core::data::idx::{encode_images, encode_labels, read_images, read_labels};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

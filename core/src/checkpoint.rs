@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::data::dataset::MNIST_CLASSES;
+use crate::base::MNIST_CLASSES;
 use crate::error::{Error, IoContext, Result};
 use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS, param_ranges};
 

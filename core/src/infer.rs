@@ -1,8 +1,8 @@
 //! Using trained weights: predictions with probabilities, and the activations behind them.
 
+use crate::base::Image as Digit;
 use crate::checkpoint::Checkpoint;
 use crate::nn::model::{Head, IMAGE_LEN, NUM_CLASSES, Stage, Workspace, forward};
-use crate::preprocess::Digit;
 
 /// One image's result.
 #[derive(Clone, Debug, PartialEq)]

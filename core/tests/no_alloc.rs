@@ -34,37 +34,35 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn training_steps_do_not_allocate() {
-    use lenet5::data::Split;
-    use lenet5::nn::model::init_params;
-    use lenet5::train::{TrainConfig, Trainer, thread_pool};
+    use lenet5_core::data::Split;
+    use lenet5_core::nn::model::init_params;
+    use lenet5_core::train::{TrainConfig, Trainer};
 
     let split = Split {
         images: (0..64 * 784).map(|i| (i % 251) as u8).collect(),
         labels: (0..64).map(|i| (i % 10) as u8).collect(),
     };
-    // Every pool lives to the end: a pool shutting down (its threads exit asynchronously) must not be counted
+    // Every trainer lives to the end: a team shutting down (its threads exit asynchronously) must not be counted
     // against the steps of the next configuration. The allocator counts every thread.
     let configs = [(16, 2), (16, 1), (64, 2)];
-    let pools: Vec<_> = configs.iter().map(|&(_, threads)| thread_pool(threads).unwrap()).collect();
-    // A pool's threads start asynchronously, and a starting thread allocates: wait until every one has run.
-    for pool in &pools {
-        pool.broadcast(|_| ());
-    }
-    for (&(batch, threads), pool) in configs.iter().zip(&pools) {
-        let mut trainer =
-            Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None).unwrap();
+    let mut trainers: Vec<_> = configs
+        .iter()
+        .map(|&(batch, threads)| {
+            Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None, threads)
+                .unwrap()
+        })
+        .collect();
+    for (&(batch, threads), trainer) in configs.iter().zip(&mut trainers) {
         let indices: Vec<u32> = (0..batch as u32).collect();
-        pool.install(|| {
-            for _ in 0..5 {
-                trainer.step(pool, &split, &indices); // warm-up: thread-local state, lazy detection, the team
-            }
-            ALLOCATIONS.store(0, Ordering::SeqCst);
-            COUNTING.store(true, Ordering::SeqCst);
-            for _ in 0..50 {
-                trainer.step(pool, &split, &indices);
-            }
-            COUNTING.store(false, Ordering::SeqCst);
-        });
+        for _ in 0..5 {
+            trainer.step(&split, &indices); // warm-up: thread-local state, lazy detection, the team's threads
+        }
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        for _ in 0..50 {
+            trainer.step(&split, &indices);
+        }
+        COUNTING.store(false, Ordering::SeqCst);
         let n = ALLOCATIONS.load(Ordering::SeqCst);
         assert_eq!(n, 0, "batch {batch}, {threads} threads: {n} allocations in 50 steps");
     }

@@ -13,7 +13,6 @@
 //! Cross-entropy is taken on the head's output, as the recipe does.
 
 use std::ops::Range;
-use std::time::Instant;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
 use super::aligned::AlignedBuf;
@@ -25,9 +24,7 @@ use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avg
 use super::{conv1_direct, conv2_direct, conv2_winograd};
 use crate::rng::Rng;
 
-pub const IMAGE_SIZE: usize = 28;
-pub const IMAGE_LEN: usize = IMAGE_SIZE * IMAGE_SIZE;
-pub const NUM_CLASSES: usize = 10;
+pub use crate::base::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};
 
 pub const CONV1: Conv2dDims = Conv2dDims { in_channels: 1, out_channels: 6, in_size: 28, kernel: 5, padding: 2 };
 pub const POOL1: Pool2Dims = Pool2Dims { channels: 6, in_size: CONV1.out_size() };
@@ -209,44 +206,6 @@ pub trait StageClock {
 }
 
 impl StageClock for () {}
-
-/// Accumulates wall time per stage, forward and backward apart.
-#[derive(Clone, Debug)]
-pub struct StageTimes {
-    last: Instant,
-    pub forward_ns: [u64; 8],
-    pub backward_ns: [u64; 8],
-}
-
-impl Default for StageTimes {
-    fn default() -> Self {
-        StageTimes { last: Instant::now(), forward_ns: [0; 8], backward_ns: [0; 8] }
-    }
-}
-
-impl StageTimes {
-    /// Starts the clock for the next stage.
-    pub fn start(&mut self) {
-        self.last = Instant::now();
-    }
-}
-
-impl StageClock for StageTimes {
-    fn restart(&mut self) {
-        self.start();
-    }
-    fn lap(&mut self, stage: Stage, backward: bool) {
-        let now = Instant::now();
-        let ns = (now - self.last).as_nanos() as u64;
-        self.last = now;
-        let i = stage as usize;
-        if backward {
-            self.backward_ns[i] += ns;
-        } else {
-            self.forward_ns[i] += ns;
-        }
-    }
-}
 
 /// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
 /// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (see [`super::conv`]), conv2 is

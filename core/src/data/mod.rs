@@ -1,7 +1,6 @@
 //! Data: the IDX format, data sets on disk, and batches.
 
 pub mod dataset;
-pub mod download;
 pub mod idx;
 
 pub use dataset::{Dataset, DatasetId, Split, data_root};

@@ -1,10 +1,12 @@
 //! The numbers of the recipe against PyTorch: forward, loss, every gradient, and SGD steps, for both heads.
 //! Fixtures come from `tests/fixtures/generate.py`.
 
-use lenet5::data::Split;
-use lenet5::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace, backward, forward, loss_and_grad, param_ranges};
-use lenet5::optim::Sgd;
-use lenet5::train::{TrainConfig, Trainer, thread_pool};
+use lenet5_core::data::Split;
+use lenet5_core::nn::model::{
+    Head, NUM_PARAMS, PARAM_SPECS, Workspace, backward, forward, loss_and_grad, param_ranges,
+};
+use lenet5_core::optim::Sgd;
+use lenet5_core::train::{TrainConfig, Trainer};
 use safetensors::SafeTensors;
 
 struct Fixture {
@@ -13,7 +15,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference.safetensors");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/reference.safetensors");
         Fixture { bytes: std::fs::read(path).expect("reference fixture") }
     }
 
@@ -112,11 +114,10 @@ fn check_three_steps(head: Head, threads: usize) {
     let fx = Fixture::load();
     let split = fx.split();
     let config = TrainConfig { head, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
-    let pool = thread_pool(threads).unwrap();
+    let mut trainer = Trainer::new(config, fx.params("init."), None, threads).unwrap();
     let indices: Vec<u32> = (0..16).collect();
     for _ in 0..3 {
-        trainer.step(&pool, &split, &indices);
+        trainer.step(&split, &indices);
     }
     let p = head_prefix(head);
     assert_close(&format!("{p} params after 3 steps"), trainer.params(), &fx.params(&format!("{p}.after3.")));
@@ -133,11 +134,10 @@ fn weight_decay_steps_match_pytorch() {
     let fx = Fixture::load();
     let split = fx.split();
     let config = TrainConfig { sgd: Sgd { lr: 1e-2, momentum: 0.9, weight_decay: 5e-2 }, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
-    let pool = thread_pool(2).unwrap();
+    let mut trainer = Trainer::new(config, fx.params("init."), None, 2).unwrap();
     let indices: Vec<u32> = (0..16).collect();
-    trainer.step(&pool, &split, &indices);
-    trainer.step(&pool, &split, &indices);
+    trainer.step(&split, &indices);
+    trainer.step(&split, &indices);
     assert_close("params after 2 steps with weight decay", trainer.params(), &fx.params("wd.after2."));
 }
 
@@ -147,11 +147,10 @@ fn thread_count_never_changes_the_numbers() {
     let split = fx.split();
     let run = |threads: usize, batch: usize| {
         let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
-        let mut trainer = Trainer::new(config, fx.params("init."), None).unwrap();
-        let pool = thread_pool(threads).unwrap();
+        let mut trainer = Trainer::new(config, fx.params("init."), None, threads).unwrap();
         for step in 0..4u32 {
             let idx: Vec<u32> = (0..batch as u32).map(|i| (i * 7 + step) % 16).collect();
-            trainer.step(&pool, &split, &idx);
+            trainer.step(&split, &idx);
         }
         trainer.params().to_vec()
     };

@@ -56,7 +56,7 @@ impl Error {
 }
 
 /// Adds the file path to an `std::io::Result`.
-pub(crate) trait IoContext<T> {
+pub trait IoContext<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T>;
 }
 

@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use super::idx::{read_images, read_labels};
+use crate::base::{IMAGE_LEN, IMAGE_SIZE, MNIST_CLASSES, NUM_CLASSES};
 use crate::error::{Error, Result};
-use crate::nn::model::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};
 
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
 pub const FILES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
-pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 

@@ -8,7 +8,6 @@
 //! `--threads` changes the speed and never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)` alone, so a run resumed at an epoch
 //! boundary continues exactly as if it had never stopped.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
@@ -129,16 +128,14 @@ pub struct EvalResult {
     pub total: usize,
 }
 
-/// A thread pool of the given size (0: one per core).
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))
+/// A team of `threads` workers (at least one), or the error that starting its threads gave.
+fn start_team(threads: usize) -> Result<Team> {
+    Team::new(threads).map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))
 }
 
 /// Forward-only passes over a whole split, in parallel, with buffers kept between calls.
 pub struct Evaluator {
+    team: Team,
     workspaces: Vec<Workspace>,
     /// Per image: loss, and predicted class.
     pub losses: Vec<f32>,
@@ -147,55 +144,54 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(threads: usize) -> Self {
-        Evaluator {
-            workspaces: (0..threads.max(1)).map(|_| Workspace::new(EVAL_CHUNK)).collect(),
+    /// An evaluator that runs on `threads` workers.
+    pub fn new(threads: usize) -> Result<Self> {
+        let team = start_team(threads)?;
+        Ok(Evaluator {
+            workspaces: (0..team.workers()).map(|_| Workspace::new(EVAL_CHUNK)).collect(),
+            team,
             losses: Vec::new(),
             predictions: Vec::new(),
             indices: Vec::new(),
-        }
+        })
     }
 
     /// Runs every image of `split`; per-batch means use `batch_size` like a `DataLoader` without `drop_last`.
-    pub fn evaluate(
-        &mut self,
-        pool: &rayon::ThreadPool,
-        params: &[f32],
-        head: Head,
-        split: &Split,
-        batch_size: usize,
-    ) -> EvalResult {
+    pub fn evaluate(&mut self, params: &[f32], head: Head, split: &Split, batch_size: usize) -> EvalResult {
         let n = split.len();
         self.losses.resize(n, 0.0);
         self.predictions.resize(n, 0);
         if self.indices.len() != n {
             self.indices = (0..n as u32).collect();
         }
+        // Worker w takes images w * per_worker.., in chunks of `EVAL_CHUNK`.
         let per_worker = n.div_ceil(self.workspaces.len()).max(1);
         let indices = &self.indices;
-        pool.install(|| {
-            self.workspaces
-                .par_iter_mut()
-                .zip(self.losses.par_chunks_mut(per_worker))
-                .zip(self.predictions.par_chunks_mut(per_worker))
-                .enumerate()
-                .for_each(|(w, ((ws, losses), preds))| {
-                    let start = w * per_worker;
-                    let mut labels = [0u8; EVAL_CHUNK];
-                    for (c, (losses, preds)) in
-                        losses.chunks_mut(EVAL_CHUNK).zip(preds.chunks_mut(EVAL_CHUNK)).enumerate()
-                    {
-                        let idx = &indices[start + c * EVAL_CHUNK..start + c * EVAL_CHUNK + losses.len()];
-                        let m = idx.len();
-                        split.gather(idx, &mut ws.input, &mut labels[..m]);
-                        forward(params, head, ws, m, &mut ());
-                        for k in 0..m {
-                            let s = &ws.scores[k * NUM_CLASSES..(k + 1) * NUM_CLASSES];
-                            losses[k] = cross_entropy(s, labels[k] as usize, None).0;
-                            preds[k] = argmax(s) as u8;
-                        }
-                    }
-                });
+        let workspaces = PhaseShared::new(&mut self.workspaces);
+        let all_losses = PhaseShared::new(&mut self.losses);
+        let all_predictions = PhaseShared::new(&mut self.predictions);
+        self.team.run(&|w| {
+            let (start, end) = ((w * per_worker).min(n), ((w + 1) * per_worker).min(n));
+            // SAFETY: worker w alone uses workspace w and images start..end.
+            let (ws, losses, preds) = unsafe {
+                (
+                    &mut workspaces.get_mut(w..w + 1)[0],
+                    all_losses.get_mut(start..end),
+                    all_predictions.get_mut(start..end),
+                )
+            };
+            let mut labels = [0u8; EVAL_CHUNK];
+            for (c, (losses, preds)) in losses.chunks_mut(EVAL_CHUNK).zip(preds.chunks_mut(EVAL_CHUNK)).enumerate() {
+                let idx = &indices[start + c * EVAL_CHUNK..start + c * EVAL_CHUNK + losses.len()];
+                let m = idx.len();
+                split.gather(idx, &mut ws.input, &mut labels[..m]);
+                forward(params, head, ws, m, &mut ());
+                for k in 0..m {
+                    let s = &ws.scores[k * NUM_CLASSES..(k + 1) * NUM_CLASSES];
+                    losses[k] = cross_entropy(s, labels[k] as usize, None).0;
+                    preds[k] = argmax(s) as u8;
+                }
+            }
         });
         let mut loss_sum = 0.0f64;
         let mut acc_sum = 0.0f64;
@@ -367,8 +363,8 @@ pub struct Trainer {
     /// [`MAX_BATCH_FOR_HEAD_COPIES`] images.
     copy_head: bool,
     order: Vec<u32>,
-    /// The threads that run the steps, one per thread of the pool the steps are given; made by the first step.
-    team: Option<Team>,
+    /// The workers that run the steps.
+    team: Team,
 }
 
 /// The mean loss and accuracy of one batch.
@@ -379,8 +375,11 @@ pub struct StepResult {
 }
 
 impl Trainer {
-    pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>) -> Result<Self> {
+    /// A trainer for `config` from `params` (and `velocity`, when resuming), whose steps run on `threads`
+    /// workers. The thread count never changes a number.
+    pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>, threads: usize) -> Result<Self> {
         config.validate()?;
+        let team = start_team(threads)?;
         assert_eq!(params.len(), NUM_PARAMS);
         let len = slice_len(config.batch_size);
         let groups = linear1_groups(config.batch_size);
@@ -397,14 +396,19 @@ impl Trainer {
                 correct: 0,
             })
             .collect();
+        let params = AlignedBuf::from_slice_at(&params, LINEAR1_WEIGHT_AT);
+        let velocity = velocity.map_or_else(
+            || AlignedBuf::zeroed_at(NUM_PARAMS, LINEAR1_WEIGHT_AT),
+            |v| AlignedBuf::from_slice_at(&v, LINEAR1_WEIGHT_AT),
+        );
+        let copies = if copy_head { team.workers() - 1 } else { 0 };
+        let head_copies =
+            (0..copies).map(|_| HeadCopy { params: params.clone(), velocity: velocity.clone() }).collect();
         Ok(Trainer {
-            velocity: velocity.map_or_else(
-                || AlignedBuf::zeroed_at(NUM_PARAMS, LINEAR1_WEIGHT_AT),
-                |v| AlignedBuf::from_slice_at(&v, LINEAR1_WEIGHT_AT),
-            ),
+            velocity,
             config,
-            params: AlignedBuf::from_slice_at(&params, LINEAR1_WEIGHT_AT),
-            head_copies: Vec::new(),
+            params,
+            head_copies,
             slices,
             groups,
             linear1_exchange: AlignedBuf::zeroed(capacity * LINEAR1.out_features),
@@ -412,7 +416,7 @@ impl Trainer {
             head_parts: HeadPart::all(),
             copy_head,
             order: Vec::new(),
-            team: None,
+            team,
         })
     }
 
@@ -437,26 +441,19 @@ impl Trainer {
     }
 
     /// One SGD step on the images of `split` at `indices` (at most `batch_size` of them).
-    pub fn step(&mut self, pool: &rayon::ThreadPool, split: &Split, indices: &[u32]) -> StepResult {
-        self.step_with_clock(pool, split, indices, &[], &mut ())
+    pub fn step(&mut self, split: &Split, indices: &[u32]) -> StepResult {
+        self.step_with_clock(split, indices, &[], &mut ())
     }
 
     /// [`Trainer::step`], and meanwhile each worker starts loading into its core's caches the images of `next`
     /// it will need at the next step (if that is a step on `next`; the numbers never depend on it).
-    pub fn step_prefetching(
-        &mut self,
-        pool: &rayon::ThreadPool,
-        split: &Split,
-        indices: &[u32],
-        next: &[u32],
-    ) -> StepResult {
-        self.step_with_clock(pool, split, indices, next, &mut ())
+    pub fn step_prefetching(&mut self, split: &Split, indices: &[u32], next: &[u32]) -> StepResult {
+        self.step_with_clock(split, indices, next, &mut ())
     }
 
     /// [`Trainer::step_prefetching`], reporting the time of each layer of the first slice to `clock`.
     pub fn step_with_clock(
         &mut self,
-        pool: &rayon::ThreadPool,
         split: &Split,
         indices: &[u32],
         next: &[u32],
@@ -468,7 +465,6 @@ impl Trainer {
         let used = b.div_ceil(len);
         let groups = self.groups;
         let (head, sgd) = (self.config.head, self.config.sgd);
-        let workers = pool.current_num_threads();
         // One job for the team. Worker t runs slices t, t + workers, ... and linear1's row groups t, t + workers,
         // ..., always the same ones. When every worker has one slice at most (batch 16 with two threads), the
         // step runs in phases that wait for each other through counters, so that a slice's activations stay in
@@ -491,15 +487,7 @@ impl Trainer {
         // With more slices than workers (or one worker), each worker runs (1), (2), (3), (4) without the update,
         // and (6) for one slice after the other, then (4)'s update of its groups, (5) and (7): see `step` below.
         // The slices and groups depend on the batch size alone, so which worker does what never changes a number.
-        if self.team.as_ref().map(Team::workers) != Some(workers) {
-            self.team = None;
-            self.team = Some(Team::new(workers).unwrap_or_else(|_| Team::new(1).expect("one worker starts no thread")));
-            let copies = if self.copy_head { self.team.as_ref().map_or(0, Team::workers) - 1 } else { 0 };
-            self.head_copies = (0..copies)
-                .map(|_| HeadCopy { params: self.params.clone(), velocity: self.velocity.clone() })
-                .collect();
-        }
-        let team = self.team.as_mut().expect("just made");
+        let team = &mut self.team;
         let workers = team.workers();
         let barrier = SpinBarrier::new(workers);
         let [slices_done, features_done, linear1_done, dense_done, input_grads_done, next_head_part] =
@@ -808,27 +796,20 @@ impl Trainer {
 
     /// Trains one epoch (1-based number); returns the mean per-batch loss and accuracy, or `None` when
     /// `observer` asked to stop part-way.
-    pub fn train_epoch(
-        &mut self,
-        pool: &rayon::ThreadPool,
-        split: &Split,
-        epoch: usize,
-        observer: &mut dyn TrainObserver,
-    ) -> Option<(f64, f64)> {
+    pub fn train_epoch(&mut self, split: &Split, epoch: usize, observer: &mut dyn TrainObserver) -> Option<(f64, f64)> {
         let mut order = std::mem::take(&mut self.order);
         Self::epoch_order(self.config.seed, epoch, split.len(), &mut order);
         let batches = split.len().div_ceil(self.config.batch_size);
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
         let mut stopped = false;
-        // The steps run on the trainer's own team of threads (the calling thread is its worker 0); the pool
-        // only sets how many.
+        // The steps run on the trainer's own team of threads (the calling thread is its worker 0).
         let mut batches_ahead = order.chunks(self.config.batch_size).skip(1);
         for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
             if observer.should_stop() {
                 stopped = true;
                 break;
             }
-            let r = self.step_prefetching(pool, split, indices, batches_ahead.next().unwrap_or_default());
+            let r = self.step_prefetching(split, indices, batches_ahead.next().unwrap_or_default());
             loss_sum += r.loss as f64;
             acc_sum += r.accuracy as f64;
             observer.on_batch(i + 1, batches, indices.len(), r);
@@ -893,7 +874,7 @@ mod tests {
     fn linear1_weight_starts_a_cache_line_in_the_trainer() {
         assert_eq!(LINEAR1_WEIGHT_AT, param_ranges()[4].start);
         let params = init_params(3);
-        let trainer = Trainer::new(TrainConfig::default(), params.clone(), None).unwrap();
+        let trainer = Trainer::new(TrainConfig::default(), params.clone(), None, 1).unwrap();
         assert_eq!(trainer.params(), &params[..]);
         for buf in [trainer.params(), trainer.velocity()] {
             assert_eq!(buf[LINEAR1_WEIGHT_AT..].as_ptr() as usize % 64, 0);

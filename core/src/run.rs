@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, create_dir, write_atomic};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
-use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer, thread_pool};
+use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer};
 
 pub const BEST_FILE: &str = "best.safetensors";
 pub const STATE_FILE: &str = "last.safetensors";
@@ -186,7 +186,6 @@ pub fn train_run(
     if train.is_empty() || test.is_empty() {
         return Err(Error::Config(format!("data set {} has an empty split", data.name)));
     }
-    let pool = thread_pool(threads)?;
     let (mut state, mut trainer) = match start {
         Start::Fresh { params } => {
             let state = TrainState {
@@ -198,13 +197,13 @@ pub fn train_run(
                 best_epoch: None,
                 history: Vec::new(),
             };
-            let trainer = Trainer::new(config, params, None)?;
+            let trainer = Trainer::new(config, params, None, threads)?;
             // A state from the start, so that even an interrupted first epoch can be resumed.
             run.save_state(&state, &trainer)?;
             (state, trainer)
         }
         Start::Resume { state, params, momentum } => {
-            let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum))?;
+            let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum), threads)?;
             trainer.set_epochs(config.epochs);
             // The state is written before the log, so a run killed between the two has a log one epoch short.
             run.write_metrics(&state.history)?;
@@ -212,18 +211,17 @@ pub fn train_run(
         }
     };
     state.config.epochs = trainer.config().epochs;
-    let mut evaluator = Evaluator::new(pool.current_num_threads());
+    let mut evaluator = Evaluator::new(threads)?;
     let batches = train.len().div_ceil(trainer.config().batch_size);
     for epoch in state.epoch + 1..=trainer.config().epochs {
         observer.on_epoch_start(epoch, trainer.config().epochs, batches);
         let t0 = Instant::now();
-        let Some((train_loss, train_acc)) = trainer.train_epoch(&pool, &train, epoch, observer) else {
+        let Some((train_loss, train_acc)) = trainer.train_epoch(&train, epoch, observer) else {
             return Err(Error::Interrupted { run_dir: run.dir.clone() });
         };
         let train_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let val =
-            evaluator.evaluate(&pool, trainer.params(), trainer.config().head, &test, trainer.config().batch_size);
+        let val = evaluator.evaluate(trainer.params(), trainer.config().head, &test, trainer.config().batch_size);
         let metrics = EpochMetrics {
             epoch,
             train_loss,
