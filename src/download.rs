@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use lenet5_core::checkpoint::{create_dir, write_atomic};
 use lenet5_core::data::dataset::{DatasetId, FILES};
 use lenet5_core::data::idx::decompress_if_gzip;
 use lenet5_core::error::{Error, Result};
+use lenet5_core::fs::{create_dir, write_atomic};
 
 /// No data set file we fetch is larger than this compressed.
 const MAX_DOWNLOAD: u64 = 64 << 20;

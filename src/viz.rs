@@ -8,8 +8,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use lenet5_core::checkpoint::write_atomic;
 use lenet5_core::error::{Error, Result};
+use lenet5_core::fs::write_atomic;
 use lenet5_core::train::EpochMetrics;
 
 const FONT: &str = "sans-serif";

@@ -4,10 +4,12 @@
 //! in one flat block in PyTorch's `state_dict` order (see [`nn::model::PARAM_SPECS`]); gradients and momentum
 //! share that layout.
 
+pub mod aligned;
 pub mod base;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod fs;
 pub mod infer;
 pub mod machine;
 pub mod nn;
@@ -15,6 +17,7 @@ pub mod optim;
 pub mod parallel;
 pub mod rng;
 pub mod run;
+pub mod simd;
 pub mod summary;
 pub mod train;
 

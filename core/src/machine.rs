@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use crate::nn::simd::mul_add;
+use crate::simd::mul_add;
 
 /// Independent chains of multiply-adds: with 16-lane vectors, as many as the latency of one multiply-add times
 /// the units (8 registers), which keeps them busy. With 8-lane vectors they take every register and a few spill,
@@ -28,7 +28,7 @@ fn arithmetic_body<const FMA: bool>(acc: &mut [f32; CHAINS], factor: &f32) {
     *acc = x;
 }
 
-crate::nn::simd::dispatch! {
+crate::simd::dispatch! {
     /// [`ROUNDS`] multiply-adds on each of `acc`'s chains, in registers, with the widest vectors the CPU has.
     fn arithmetic(acc: &mut [f32; CHAINS], factor: &f32) => arithmetic_body
 }

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::nn::simd::dispatch;
+use crate::simd::dispatch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {

@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, create_dir, write_atomic};
+use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::{create_dir, write_atomic};
 use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer};
 
 pub const BEST_FILE: &str = "best.safetensors";

@@ -104,7 +104,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     }
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
-    let simd = lenet5_core::nn::simd::describe();
+    let simd = lenet5_core::simd::describe();
     let plural = if threads == 1 { "" } else { "s" };
     println!("lenet5 bench: {name}, {threads} thread{plural}, SIMD {simd}");
     println!();

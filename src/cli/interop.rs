@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use lenet5::interop::{onnx, pth};
-use lenet5_core::checkpoint::write_atomic;
+use lenet5_core::fs::write_atomic;
 
 use super::{CliResult, HeadArg, WeightsArg, load_weights};
 

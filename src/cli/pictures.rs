@@ -25,7 +25,7 @@ pub struct PlotArgs {
 fn out_dir(flag: &Option<PathBuf>, default: &Path) -> CliResult<PathBuf> {
     let dir = flag.clone().unwrap_or_else(|| default.to_path_buf());
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    lenet5_core::checkpoint::create_dir(&dir)?;
+    lenet5_core::fs::create_dir(&dir)?;
     Ok(dir)
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use lenet5::preprocess::{Digit, digit_to_image, load_digit};
-use lenet5_core::checkpoint::{Checkpoint, create_dir};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::fs::create_dir;
 use lenet5_core::infer::{Prediction, Predictor};
 use lenet5_core::nn::model::IMAGE_LEN;
 
@@ -91,7 +92,7 @@ pub fn run(a: PredictArgs) -> CliResult {
             digit_to_image(&digit)
                 .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
-            lenet5_core::checkpoint::write_atomic(&out, &bytes)?;
+            lenet5_core::fs::write_atomic(&out, &bytes)?;
         }
         let p = predictor.predict(&[digit]).remove(0);
         report(a.json, &path.display().to_string(), &p, &predictor, a.top_k, None);

@@ -75,10 +75,10 @@ fn install_interrupt_handler(run_dir: PathBuf) -> CliResult<Arc<AtomicUsize>> {
             // Every file is written to a temporary name and renamed, so no real file can be half written. Let
             // the write in progress finish and start no other, then remove any temporary file a killed
             // earlier run may have left.
-            let _no_more_writes = lenet5_core::checkpoint::pause_writes();
+            let _no_more_writes = lenet5_core::fs::pause_writes();
             if let Ok(entries) = std::fs::read_dir(&run_dir) {
                 for e in entries.flatten() {
-                    if lenet5_core::checkpoint::is_temp_file(&e.file_name().to_string_lossy()) {
+                    if lenet5_core::fs::is_temp_file(&e.file_name().to_string_lossy()) {
                         let _ = std::fs::remove_file(e.path());
                     }
                 }

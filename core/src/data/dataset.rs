@@ -216,7 +216,7 @@ fn to_unit_range_body<const FMA: bool>(pixels: &[u8], out: &mut [f32]) {
     }
 }
 
-crate::nn::simd::dispatch! {
+crate::simd::dispatch! {
     /// `pixel / 255` for each pixel, as `ToTensor` divides (vectorised where the CPU allows).
     fn to_unit_range(pixels: &[u8], out: &mut [f32]) => to_unit_range_body
 }

@@ -1,6 +1,6 @@
 //! Element-wise activations. Backward passes read the forward *output*, as PyTorch does.
 
-use super::simd::relu_mask;
+use crate::simd::relu_mask;
 
 /// In place: `x = max(x, 0)`.
 pub fn relu_forward(x: &mut [f32]) {

@@ -13,9 +13,9 @@
 
 use std::ops::Range;
 
-use super::aligned::AlignedBuf;
 use super::conv::Conv2dDims;
-use super::simd::{BASELINE_FMA, mul_add};
+use crate::aligned::AlignedBuf;
+use crate::simd::{BASELINE_FMA, mul_add};
 
 const S: usize = 28;
 const K: usize = 5;
@@ -165,12 +165,12 @@ pub fn conv_relu_forward(n: usize, padded: &PaddedImages, weight: &[f32], bias: 
             && bias.len() == OC,
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::forward(n, &padded.values, &padded.live, weight, bias, out) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: as above.
         return unsafe { avx2::forward(n, &padded.values, &padded.live, weight, bias, out) };
     }
@@ -245,11 +245,11 @@ pub fn conv_backward(
         padded.holds(n) && out_grad.len() >= OC * n * S * S && weight_grad.len() >= OC * K * K && bias_grad.len() == OC,
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         let (values, live) = (&padded.values, &padded.live);
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe {
-            if super::simd::amd() {
+            if crate::simd::amd() {
                 avx512::backward::<false>(n, values, live, out_grad, weight_grad, bias_grad)
             } else {
                 avx512::backward::<true>(n, values, live, out_grad, weight_grad, bias_grad)
@@ -257,7 +257,7 @@ pub fn conv_backward(
         };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: as above.
         return unsafe { avx2::backward(n, &padded.values, &padded.live, out_grad, weight_grad, bias_grad) };
     }
@@ -410,7 +410,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{K, LiveRows, OC, PADDED_LEN, PW, S};
-    use crate::nn::simd::narrow::sum_lanes;
+    use crate::simd::narrow::sum_lanes;
 
     /// Vectors per row.
     const Q: usize = 4;
@@ -624,7 +624,7 @@ mod tests {
 
         // Both forms of the AVX-512 weight gradient, of which a CPU picks one.
         #[cfg(target_arch = "x86_64")]
-        if crate::nn::simd::avx512() {
+        if crate::simd::avx512() {
             type Backward = unsafe fn(usize, &[f32], &[LiveRows], &[f32], &mut [f32], &mut [f32]);
             let forms: [Backward; 2] = [avx512::backward::<true>, avx512::backward::<false>];
             for backward in forms {

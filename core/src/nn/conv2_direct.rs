@@ -23,7 +23,7 @@
 //! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(6, n, 14, 14)`.
 
 use super::conv::Conv2dDims;
-use super::simd::{BASELINE_FMA, dispatch, mul_add, relu_mask};
+use crate::simd::{BASELINE_FMA, dispatch, mul_add, relu_mask};
 
 const C: usize = 6;
 const OC: usize = 16;
@@ -157,12 +157,12 @@ pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], 
             && bias.len() >= OC,
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::forward(n, input, packed, bias, out) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: as above.
         return unsafe { avx2::forward(n, input, packed, bias, out) };
     }
@@ -224,12 +224,12 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
             && bias_grad.len() >= OC,
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::weight_grad(n, input, grad, weight_grad, bias_grad) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: as above.
         return unsafe { avx2::weight_grad(n, input, grad, weight_grad, bias_grad) };
     }
@@ -280,12 +280,12 @@ pub fn input_grad(n: usize, grad: &[f32], rows: &mut [f32], packed: &[f32], inpu
             && input_grad.len() >= C * n * PLANE,
     );
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::input_grad(n, grad, packed, input_grad) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: as above.
         return unsafe { avx2::input_grad(n, grad, packed, input_grad) };
     }
@@ -299,7 +299,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{C, H, K, OC, OS, OUT_LEN, PLANE, TAPS};
-    use crate::nn::simd::wide::reduce_4x4;
+    use crate::simd::wide::reduce_4x4;
 
     /// # Safety
     /// The CPU must have AVX-512F; the buffers must have passed `check`.
@@ -439,7 +439,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{C, H, K, OC, OS, OUT_LEN, PLANE, TAPS};
-    use crate::nn::simd::narrow::sum_lanes_8;
+    use crate::simd::narrow::sum_lanes_8;
 
     /// # Safety
     /// The CPU must have AVX2 and FMA; the buffers must have passed `check`.

@@ -24,7 +24,7 @@
 // The transforms index their small matrices by subscript, as the formulas write them.
 #![allow(clippy::needless_range_loop)]
 
-use super::simd::{dispatch, mul_add};
+use crate::simd::{dispatch, mul_add};
 
 const C: usize = 6;
 const OC: usize = 16;
@@ -97,7 +97,7 @@ const V5_SCALED: [[f32; K]; A] = {
 pub fn enabled() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::simd::avx512()
+        crate::simd::avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -150,7 +150,7 @@ dispatch! {
 pub fn transform_input(n: usize, input: &[f32], v: &mut [f32]) {
     check(input.len() >= C * n * H * H && v.len() >= n * INPUT_LEN);
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved both buffers large enough.
         return unsafe { avx512::transform_input(n, input, v) };
     }
@@ -162,7 +162,7 @@ pub fn transform_input(n: usize, input: &[f32], v: &mut [f32]) {
 pub fn conv_relu_forward(n: usize, v: &[f32], u: &[f32], bias: &[f32], out: &mut [f32]) {
     check(v.len() >= n * INPUT_LEN && u.len() >= WEIGHT_LEN && bias.len() >= OC && out.len() >= n * OS * OS * OC);
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe { avx512::forward(n, v, u, bias, out) };
     }
@@ -189,7 +189,7 @@ pub fn weight_grad(
     );
     let (sums, rows) = scratch.split_at_mut(WEIGHT_LEN);
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has the features, and `check` proved every buffer large enough.
         return unsafe {
             avx512::weight_grad_sums(n, v, grad, rows, sums, bias_grad);

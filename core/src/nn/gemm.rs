@@ -12,7 +12,7 @@
 //! Any other layout (only the tests' reference convolution uses one) is computed one dot product at a time.
 //! [`sgemm_reference`] is the plain triple loop all are tested against.
 
-use super::simd::{dispatch, mul_add};
+use crate::simd::{dispatch, mul_add};
 
 /// A matrix view: `data[row * row_stride + col * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -150,12 +150,12 @@ dispatch! {
 
 fn gemm_rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has AVX-512, and `sgemm` checked every bound the kernel relies on.
         return unsafe { avx512::rows(alpha, a, b, c) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, and `sgemm` checked every bound the kernel relies on.
         return unsafe { avx2::rows(alpha, a, b, c) };
     }
@@ -220,12 +220,12 @@ dispatch! {
 
 fn gemm_dots(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx512() {
+    if crate::simd::avx512() {
         // SAFETY: the CPU has AVX-512, and `sgemm` checked every bound the kernel relies on.
         return unsafe { avx512::dots(alpha, a, b, c) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2_fma() {
+    if crate::simd::avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA, and `sgemm` checked every bound the kernel relies on.
         return unsafe { avx2::dots(alpha, a, b, c) };
     }
@@ -240,7 +240,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::MatRef;
-    use crate::nn::simd::narrow::{lanes, sum_lanes};
+    use crate::simd::narrow::{lanes, sum_lanes};
 
     /// `c += alpha * a @ b`, rows of `b` contiguous: 4x16 blocks of `c` in eight registers, in panels of 16
     /// columns; then a panel of 8 columns and one of the last few, masked.
@@ -424,8 +424,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::MatRef;
-    use crate::nn::simd::lanes;
-    use crate::nn::simd::wide::reduce_4x4;
+    use crate::simd::lanes;
+    use crate::simd::wide::reduce_4x4;
 
     /// `R` rows from `i0` and `V` 16-lane vectors from column `j0` of `c += alpha * a @ b`, the last vector
     /// masked by `last`.
@@ -697,7 +697,7 @@ mod tests {
                 }
                 // The AVX2 kernels, which a CPU with AVX-512 never picks on its own.
                 #[cfg(target_arch = "x86_64")]
-                if crate::nn::simd::avx2_fma() && (bm.col_stride == 1 || (bm.row_stride == 1 && am.col_stride == 1)) {
+                if crate::simd::avx2_fma() && (bm.col_stride == 1 || (bm.row_stride == 1 && am.col_stride == 1)) {
                     let mut narrow = c0.clone();
                     // SAFETY: the CPU has AVX2 and FMA; the shapes are consistent, as `sgemm` checked above.
                     unsafe {

@@ -1,7 +1,6 @@
 //! The numeric core: each layer's forward and backward side by side, and the LeNet-5 model built from them.
 
 pub mod activation;
-pub mod aligned;
 pub mod conv;
 pub mod conv1_direct;
 pub mod conv2_direct;
@@ -11,6 +10,5 @@ pub mod linear;
 pub mod loss;
 pub mod model;
 pub mod pool;
-pub mod simd;
 
 pub use model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace};

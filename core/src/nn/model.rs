@@ -15,13 +15,13 @@
 use std::ops::Range;
 
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
-use super::aligned::AlignedBuf;
 use super::conv::Conv2dDims;
 use super::gemm::{MatRef, sgemm};
 use super::linear::{LinearDims, linear_backward, linear_forward, linear_input_grad};
 use super::loss::cross_entropy;
 use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
 use super::{conv1_direct, conv2_direct, conv2_winograd};
+use crate::aligned::AlignedBuf;
 use crate::rng::Rng;
 
 pub use crate::base::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};

@@ -5,7 +5,7 @@
 //! # Shapes
 //! input `(N, C, H, H)` with `H` even, output `(N, C, H/2, H/2)`.
 
-use super::simd::{dispatch, relu_mask};
+use crate::simd::{dispatch, relu_mask};
 
 /// The static description of a pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +34,12 @@ dispatch! {
 pub fn avgpool2_forward(d: &Pool2Dims, n: usize, input: &[f32], out: &mut [f32]) {
     assert!(input.len() >= n * d.in_len() && out.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
     #[cfg(target_arch = "x86_64")]
-    if d.in_size <= avx512::MAX_SIZE && super::simd::avx512() {
+    if d.in_size <= avx512::MAX_SIZE && crate::simd::avx512() {
         // SAFETY: the CPU has the features, the buffers were checked above and a row fits the kernel.
         return unsafe { avx512::forward(d, n, input, out) };
     }
     #[cfg(target_arch = "x86_64")]
-    if d.in_size <= avx2::MAX_SIZE && super::simd::avx2_fma() {
+    if d.in_size <= avx2::MAX_SIZE && crate::simd::avx2_fma() {
         // SAFETY: as above, with AVX2.
         return unsafe { avx2::forward(d, n, input, out) };
     }
@@ -128,12 +128,12 @@ dispatch! {
 pub fn avgpool2_relu_backward_in_place(d: &Pool2Dims, n: usize, out_grad: &[f32], act_grad: &mut [f32]) {
     assert!(act_grad.len() >= n * d.in_len() && out_grad.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
     #[cfg(target_arch = "x86_64")]
-    if d.in_size == avx512::BACKWARD_SIZE && super::simd::avx512() {
+    if d.in_size == avx512::BACKWARD_SIZE && crate::simd::avx512() {
         // SAFETY: the CPU has the features, the buffers were checked above and the size is the kernel's.
         return unsafe { avx512::relu_backward_in_place(d, n, out_grad, act_grad) };
     }
     #[cfg(target_arch = "x86_64")]
-    if d.in_size == avx2::BACKWARD_SIZE && super::simd::avx2_fma() {
+    if d.in_size == avx2::BACKWARD_SIZE && crate::simd::avx2_fma() {
         // SAFETY: as above, with AVX2.
         return unsafe { avx2::relu_backward_in_place(d, n, out_grad, act_grad) };
     }
@@ -148,7 +148,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::Pool2Dims;
-    use crate::nn::simd::lanes;
+    use crate::simd::lanes;
 
     /// Largest input row the kernels take.
     pub const MAX_SIZE: usize = 32;
@@ -259,7 +259,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::Pool2Dims;
-    use crate::nn::simd::narrow::lanes;
+    use crate::simd::narrow::lanes;
 
     /// Largest input row [`forward`] takes.
     pub const MAX_SIZE: usize = 32;
@@ -468,7 +468,7 @@ mod avx2 {
 pub fn avgpool2_pixel_major_flatten(d: &Pool2Dims, n: usize, input: &[f32], flat: &mut [f32]) {
     assert!(input.len() >= n * d.in_len() && flat.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
     #[cfg(target_arch = "x86_64")]
-    if d.channels == 16 && d.out_size() * d.out_size() >= avx2::MIN_PIXELS && super::simd::avx2_fma() {
+    if d.channels == 16 && d.out_size() * d.out_size() >= avx2::MIN_PIXELS && crate::simd::avx2_fma() {
         // SAFETY: the CPU has AVX2, the buffers were checked above, and the shape is the kernel's. (On AVX-512
         // this beats scattering each pixel's 16 channels: 1.3 against 1.7 us for 8 images.)
         return unsafe { avx2::flatten16(d, n, input, flat) };

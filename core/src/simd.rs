@@ -212,16 +212,16 @@ macro_rules! dispatch {
                 fn fast($($arg: $ty),*) {
                     $body::<true>($($arg),*)
                 }
-                if $crate::nn::simd::avx512() {
+                if $crate::simd::avx512() {
                     // SAFETY: the CPU was just checked to support these AVX-512 subsets, AVX2 and FMA.
                     return unsafe { wide($($arg),*) };
                 }
-                if $crate::nn::simd::avx2_fma() {
+                if $crate::simd::avx2_fma() {
                     // SAFETY: the CPU was just checked to support AVX2 and FMA.
                     return unsafe { fast($($arg),*) };
                 }
             }
-            $body::<{ $crate::nn::simd::BASELINE_FMA }>($($arg),*)
+            $body::<{ $crate::simd::BASELINE_FMA }>($($arg),*)
         }
     };
 }

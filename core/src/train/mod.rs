@@ -10,10 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aligned::AlignedBuf;
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::nn::aligned::AlignedBuf;
-use crate::nn::linear::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::model::{
     CONV_PARAMS, Head, LINEAR_WEIGHTS, LINEAR1, NUM_CLASSES, NUM_PARAMS, Stage, StageClock, Workspace,
@@ -23,7 +22,10 @@ use crate::nn::model::{
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{PhaseShared, PoisonOnPanic, SpinBarrier, Team, share};
 use crate::rng::Rng;
+use linear_step::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod linear_step;
 
 /// Images per slice for batches up to 64: the unit of parallel work and of gradient reduction.
 pub const MIN_SLICE: usize = 8;
