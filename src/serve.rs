@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 use crate::preprocess::{Digit, decode, preprocess};
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
-use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN, NUM_PARAMS};
+use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
+use lenet5_core::nn::params::NUM_PARAMS;
 use lenet5_core::rng::Rng;
 
 /// Request bodies larger than this are refused with 413.

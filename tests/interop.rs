@@ -9,7 +9,8 @@ use common::*;
 use lenet5::interop::{onnx, pth};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
-use lenet5_core::nn::model::{Head, NUM_PARAMS, PARAM_SPECS};
+use lenet5_core::nn::model::Head;
+use lenet5_core::nn::params::{NUM_PARAMS, PARAM_SPECS};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {

@@ -18,7 +18,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::base::MNIST_CLASSES;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write_atomic;
-use crate::nn::model::{Head, NUM_CLASSES, NUM_PARAMS, PARAM_SPECS, param_ranges};
+use crate::nn::model::{Head, NUM_CLASSES};
+use crate::nn::params::{NUM_PARAMS, Param};
 
 pub const FORMAT_VERSION: &str = "1";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
@@ -39,7 +40,7 @@ fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = &'a [u8]>) -> String {
 /// Weights plus what is known about them.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
-    /// Flat parameter block, in `PARAM_SPECS` order.
+    /// Flat parameter block, in [`Param::ALL`] order.
     pub params: Vec<f32>,
     pub head: Head,
     pub class_names: Vec<String>,
@@ -75,7 +76,8 @@ impl Checkpoint {
         let momentum = self.momentum.as_deref().map(to_le);
         meta.insert(CHECKSUM_KEY.into(), tensors_sha256(std::iter::once(&weights[..]).chain(momentum.as_deref())));
         let mut views = Vec::new();
-        for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+        for p in Param::ALL {
+            let (spec, r) = (p.spec(), p.range());
             let bytes = &weights[r.start * 4..r.end * 4];
             views.push((
                 spec.name.to_string(),
@@ -126,13 +128,13 @@ impl Checkpoint {
             Ok(())
         };
         let mut params = vec![0.0; NUM_PARAMS];
-        for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
-            read(spec.name, &mut params[r], spec.shape)?;
+        for p in Param::ALL {
+            read(p.name(), &mut params[p.range()], p.spec().shape)?;
         }
         let momentum = if st.names().iter().any(|n| n.starts_with(MOMENTUM_PREFIX)) {
             let mut m = vec![0.0; NUM_PARAMS];
-            for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
-                read(&format!("{MOMENTUM_PREFIX}{}", spec.name), &mut m[r], spec.shape)?;
+            for p in Param::ALL {
+                read(&format!("{MOMENTUM_PREFIX}{}", p.name()), &mut m[p.range()], p.spec().shape)?;
             }
             Some(m)
         } else {
@@ -140,9 +142,9 @@ impl Checkpoint {
         };
         // The SHA-256 of the bytes as stored, tensor by tensor in `state_dict` order: weights, then any momentum.
         let sha256_as_stored = || {
-            let weights = PARAM_SPECS.iter().map(|spec| spec.name.to_string());
-            let momentum = PARAM_SPECS.iter().filter(|_| momentum.is_some());
-            let names = weights.chain(momentum.map(|spec| format!("{MOMENTUM_PREFIX}{}", spec.name)));
+            let weights = Param::ALL.iter().map(|p| p.name().to_string());
+            let momentum = Param::ALL.iter().filter(|_| momentum.is_some());
+            let names = weights.chain(momentum.map(|p| format!("{MOMENTUM_PREFIX}{}", p.name())));
             tensors_sha256(names.map(|name| st.tensor(&name).expect("read above").data()))
         };
         if metadata.get(CHECKSUM_KEY).is_some_and(|stored| *stored != sha256_as_stored()) {
@@ -183,7 +185,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::model::init_params;
+    use crate::nn::params::init_params;
 
     #[test]
     fn round_trip_keeps_every_bit_and_metadata() {

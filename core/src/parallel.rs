@@ -12,8 +12,26 @@ use std::thread::JoinHandle;
 /// How long a waiting thread spins before it yields or sleeps: about the gap between two training steps.
 const SPINS: u32 = 1 << 14;
 
+/// Waits until `done()` holds: spins (the waits between the parts of a step last microseconds, and putting a
+/// thread to sleep and waking it costs as much), then, after about the gap between two steps, calls `idle`
+/// (yield, or park) between checks. Every wait of the team goes through here.
+fn wait_until(mut done: impl FnMut() -> bool, mut idle: impl FnMut()) {
+    let mut spins = 0;
+    while !done() {
+        if spins < SPINS {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            idle();
+        }
+    }
+}
+
 /// A barrier for `n` threads that spins, then yields, instead of sleeping: the phases it separates last tens of
-/// microseconds, and putting a thread to sleep and waking it costs as much.
+/// microseconds, and putting a thread to sleep and waking it costs as much. It has cache lines of its own (as
+/// does [`Counter`]): a line that one core writes while another reads what else sits on it is moved between
+/// the cores at every write.
+#[repr(align(128))]
 pub struct SpinBarrier {
     n: usize,
     arrived: AtomicUsize,
@@ -54,16 +72,52 @@ impl SpinBarrier {
             self.generation.fetch_add(1, Ordering::Release);
             return;
         }
-        let mut spins = 0;
-        while self.generation.load(Ordering::Acquire) == generation {
-            self.check();
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        wait_until(
+            || {
+                self.check();
+                self.generation.load(Ordering::Acquire) != generation
+            },
+            std::thread::yield_now,
+        );
+    }
+}
+
+/// A count of finished pieces of a step's work, which workers wait on: the phases of a step are separated by
+/// these rather than by a barrier where each worker waits only for the pieces it needs.
+#[repr(align(128))]
+pub struct Counter(AtomicUsize);
+
+impl Counter {
+    pub fn new() -> Self {
+        Counter(AtomicUsize::new(0))
+    }
+
+    /// One more piece is finished. Everything this thread wrote before is visible to every thread that then
+    /// sees the count reach it in [`Counter::wait_for`].
+    pub fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+
+    /// Returns once `target` pieces are finished; panics instead if a worker panicked (`barrier` is poisoned).
+    pub fn wait_for(&self, target: usize, barrier: &SpinBarrier) {
+        wait_until(
+            || {
+                barrier.check();
+                self.0.load(Ordering::Acquire) >= target
+            },
+            std::thread::yield_now,
+        );
+    }
+
+    /// The next number from 0 up, each handed out once: pieces taken first come, first served.
+    pub fn take(&self) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
     }
 }
 
@@ -106,8 +160,10 @@ pub struct Team {
 }
 
 impl Team {
+    /// A team of `workers` workers (at least one). Without the `threads` feature it has one, the caller, and
+    /// starts no thread.
     pub fn new(workers: usize) -> std::io::Result<Team> {
-        let workers = workers.max(1);
+        let workers = if cfg!(feature = "threads") { workers.max(1) } else { 1 };
         let state = Arc::new(TeamState {
             generation: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
@@ -149,15 +205,7 @@ impl Team {
             t.thread().unpark();
         }
         let own = catch_unwind(AssertUnwindSafe(|| f(0)));
-        let mut spins = 0;
-        while state.finished.load(Ordering::Acquire) < self.workers - 1 {
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        wait_until(|| state.finished.load(Ordering::Acquire) >= self.workers - 1, std::thread::yield_now);
         // SAFETY: every thread has finished with the job.
         unsafe { *state.job.get() = None };
         if let Err(payload) = own {
@@ -172,21 +220,16 @@ impl Team {
 fn worker_loop(state: &TeamState, index: usize) {
     let mut seen = 0;
     loop {
-        let mut spins = 0;
-        loop {
-            let generation = state.generation.load(Ordering::Acquire);
-            if generation != seen {
-                seen = generation;
-                break;
-            }
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                // `run` unparks every thread after bumping the generation, so this cannot miss a job.
-                std::thread::park();
-            }
-        }
+        // `run` unparks every thread after bumping the generation, so parking cannot miss a job.
+        let mut generation = seen;
+        wait_until(
+            || {
+                generation = state.generation.load(Ordering::Acquire);
+                generation != seen
+            },
+            std::thread::park,
+        );
+        seen = generation;
         if state.stop.load(Ordering::Acquire) {
             return;
         }

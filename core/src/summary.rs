@@ -70,7 +70,7 @@ pub fn layers(batch: usize, head: Head) -> Vec<LayerRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::model::NUM_PARAMS;
+    use crate::nn::params::NUM_PARAMS;
 
     #[test]
     fn totals_match_the_model() {

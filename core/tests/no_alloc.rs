@@ -35,7 +35,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn training_steps_do_not_allocate() {
     use lenet5_core::data::Split;
-    use lenet5_core::nn::model::init_params;
+    use lenet5_core::nn::params::init_params;
     use lenet5_core::train::{TrainConfig, Trainer};
 
     let split = Split {

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::idx::{decompress_if_gzip, encode_images, encode_labels, parse_images, parse_labels};
-use lenet5_core::nn::model::{Head, init_params};
+use lenet5_core::nn::model::Head;
+use lenet5_core::nn::params::init_params;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -2,9 +2,8 @@
 //! Fixtures come from `tests/fixtures/generate.py`.
 
 use lenet5_core::data::Split;
-use lenet5_core::nn::model::{
-    Head, NUM_PARAMS, PARAM_SPECS, Workspace, backward, forward, loss_and_grad, param_ranges,
-};
+use lenet5_core::nn::model::{Head, Workspace, backward, forward, loss_and_grad};
+use lenet5_core::nn::params::{NUM_PARAMS, PARAM_SPECS, Param};
 use lenet5_core::optim::Sgd;
 use lenet5_core::train::{TrainConfig, Trainer};
 use safetensors::SafeTensors;
@@ -90,7 +89,7 @@ fn check_forward_and_gradients(head: Head) {
     assert_close(&format!("{p} loss"), &[loss_sum / 16.0], &fx.f32(&format!("{p}.loss")));
     let mut grads = vec![0.0; NUM_PARAMS];
     backward(&params, head, &mut ws, 16, &mut grads, &mut ());
-    for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+    for (spec, r) in Param::ALL.map(|p| (p.spec(), p.range())) {
         let want = fx.f32(&format!("{p}.grad.{}", spec.name));
         // Gradients are small; compare them relative to the tensor's own scale.
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);

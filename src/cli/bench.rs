@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use lenet5_core::data::{Dataset, Split};
 use lenet5_core::machine::parallel_arithmetic;
-use lenet5_core::nn::model::{
-    IMAGE_LEN, Stage, StageClock, forward_flops_per_image, init_params, train_flops_per_image,
-};
+use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock, forward_flops_per_image, train_flops_per_image};
+use lenet5_core::nn::params::init_params;
 use lenet5_core::rng::Rng;
 use lenet5_core::train::{Evaluator, TrainConfig, Trainer};
 
@@ -244,7 +243,7 @@ fn layers(a: &BenchArgs, train: &Split, order: &[u32]) -> CliResult {
         while t0.elapsed().as_secs_f64() < a.seconds.min(2.0) / 10.0 {
             times.restart();
             let [this, next] = [steps, steps + 1].map(|s| batches[s % batches.len()]);
-            trainer.step_with_clock(train, this, next, &mut times);
+            trainer.step_timed(train, this, next, &mut times);
             steps += 1;
             round_steps += 1;
         }

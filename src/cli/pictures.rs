@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use lenet5::preprocess::load_digit;
 use lenet5::viz::{Tile, plot_confusion, plot_curves, plot_grid};
 use lenet5_core::infer::Predictor;
-use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2, split_params};
+use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2};
+use lenet5_core::nn::params::Tensors;
 use lenet5_core::run::{METRICS_FILE, read_metrics};
 use lenet5_core::train::Evaluator;
 
@@ -141,7 +142,8 @@ pub fn inspect(a: InspectArgs) -> CliResult {
     let params = ck.params.clone();
     let mut predictor = Predictor::new(ck);
     let (p, acts) = predictor.predict_with_activations(&digit);
-    let [c1w, _, c2w, ..] = split_params(&params);
+    let weights = Tensors::of(&params);
+    let (c1w, c2w) = (weights.conv1_weight, weights.conv2_weight);
     let k = CONV1.kernel;
     let kk = k * k;
     let mut written = Vec::new();

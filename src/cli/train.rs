@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5_core::nn::model::init_params;
+use lenet5_core::nn::params::init_params;
 use lenet5_core::optim::Sgd;
 use lenet5_core::run::{RunDir, Start, train_run};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};

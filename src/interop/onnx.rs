@@ -5,7 +5,8 @@
 //! initializers under their `state_dict` names, bit for bit.
 
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE, NUM_CLASSES, PARAM_SPECS, param_ranges};
+use lenet5_core::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE, NUM_CLASSES};
+use lenet5_core::nn::params::Param;
 
 pub const OPSET: i64 = 13;
 const IR_VERSION: i64 = 7;
@@ -126,7 +127,7 @@ pub fn export(ck: &Checkpoint) -> Vec<u8> {
         graph.msg(1, &node("Sigmoid", "sigmoid", &["logits"], "output", vec![]));
     }
     graph.str(2, "lenet5");
-    for (spec, r) in PARAM_SPECS.iter().zip(param_ranges()) {
+    for (spec, r) in Param::ALL.map(|p| (p.spec(), p.range())) {
         let mut t = Msg::default();
         for &d in spec.shape {
             t.int(1, d as i64);

@@ -8,7 +8,8 @@ use std::path::Path;
 use super::pickle::{self, Value};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::error::{Error, IoContext, Result};
-use lenet5_core::nn::model::{Head, NUM_PARAMS, PARAM_SPECS, param_ranges};
+use lenet5_core::nn::model::Head;
+use lenet5_core::nn::params::{NUM_PARAMS, PARAM_SPECS, Param};
 
 /// Whether `bytes` look like a PyTorch file (zip, or a legacy pickle) rather than safetensors.
 pub fn is_pth(bytes: &[u8]) -> bool {
@@ -54,7 +55,7 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
         return Err(fail(format!("not a LeNet-5 state_dict: missing {:?}, unexpected {:?}", missing, extra)));
     }
     let mut params = vec![0.0f32; NUM_PARAMS];
-    for (spec, range) in PARAM_SPECS.iter().zip(param_ranges()) {
+    for (spec, range) in Param::ALL.map(|p| (p.spec(), p.range())) {
         let Some(Value::Tensor { storage, offset, size, stride }) = tensors.get(spec.name) else {
             return Err(Error::tensor(path, spec.name, "is not a tensor"));
         };

@@ -9,6 +9,8 @@ pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod model;
+pub mod params;
 pub mod pool;
 
-pub use model::{Head, NUM_PARAMS, PARAM_SPECS, Workspace};
+pub use model::{Head, Workspace};
+pub use params::{NUM_PARAMS, PARAM_SPECS, Param, Tensors};

@@ -1,0 +1,100 @@
+//! Forward-only passes over a whole split: the recipe's validation loss and accuracy.
+
+use crate::data::Split;
+use crate::error::Result;
+use crate::nn::loss::{argmax, cross_entropy};
+use crate::nn::model::{Head, NUM_CLASSES, Workspace, forward};
+use crate::parallel::{PhaseShared, Team};
+
+/// Images per forward call.
+const EVAL_CHUNK: usize = 64;
+
+/// Loss and accuracy over a split, as the recipe reports them: means of per-batch values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+}
+
+/// Forward-only passes over a whole split, on a team of workers, with buffers kept between calls.
+pub struct Evaluator {
+    team: Team,
+    workspaces: Vec<Workspace>,
+    /// Per image, after [`Evaluator::evaluate`]: the loss.
+    pub losses: Vec<f32>,
+    /// Per image, after [`Evaluator::evaluate`]: the predicted class.
+    pub predictions: Vec<u8>,
+    indices: Vec<u32>,
+}
+
+impl Evaluator {
+    /// An evaluator that runs on `threads` workers (the count never changes a number).
+    pub fn new(threads: usize) -> Result<Self> {
+        let team = super::start_team(threads)?;
+        Ok(Evaluator {
+            workspaces: (0..team.workers()).map(|_| Workspace::new(EVAL_CHUNK)).collect(),
+            team,
+            losses: Vec::new(),
+            predictions: Vec::new(),
+            indices: Vec::new(),
+        })
+    }
+
+    /// Runs every image of `split`; per-batch means use `batch_size` like a `DataLoader` without `drop_last`.
+    pub fn evaluate(&mut self, params: &[f32], head: Head, split: &Split, batch_size: usize) -> EvalResult {
+        let n = split.len();
+        self.losses.resize(n, 0.0);
+        self.predictions.resize(n, 0);
+        if self.indices.len() != n {
+            self.indices = (0..n as u32).collect();
+        }
+        // Worker w takes images w * per_worker.., in chunks of `EVAL_CHUNK`.
+        let per_worker = n.div_ceil(self.workspaces.len()).max(1);
+        let indices = &self.indices;
+        let workspaces = PhaseShared::new(&mut self.workspaces);
+        let all_losses = PhaseShared::new(&mut self.losses);
+        let all_predictions = PhaseShared::new(&mut self.predictions);
+        self.team.run(&|w| {
+            let images = (w * per_worker).min(n)..((w + 1) * per_worker).min(n);
+            // SAFETY: worker w alone uses workspace w and these images' results.
+            let (ws, losses, predictions) = unsafe {
+                let ws = &mut workspaces.get_mut(w..w + 1)[0];
+                (ws, all_losses.get_mut(images.clone()), all_predictions.get_mut(images.clone()))
+            };
+            let mut labels = [0u8; EVAL_CHUNK];
+            let chunks = losses.chunks_mut(EVAL_CHUNK).zip(predictions.chunks_mut(EVAL_CHUNK));
+            for ((losses, predictions), idx) in chunks.zip(indices[images].chunks(EVAL_CHUNK)) {
+                let m = idx.len();
+                split.gather(idx, &mut ws.input, &mut labels[..m]);
+                forward(params, head, ws, m, &mut ());
+                for k in 0..m {
+                    let scores = &ws.scores[k * NUM_CLASSES..(k + 1) * NUM_CLASSES];
+                    losses[k] = cross_entropy(scores, labels[k] as usize, None).0;
+                    predictions[k] = argmax(scores) as u8;
+                }
+            }
+        });
+        self.batch_means(split, batch_size)
+    }
+
+    /// The recipe's figures from the per-image results: means over batches of `batch_size` images.
+    fn batch_means(&self, split: &Split, batch_size: usize) -> EvalResult {
+        let mut loss_sum = 0.0f64;
+        let mut acc_sum = 0.0f64;
+        let mut correct = 0;
+        let mut batches = 0;
+        for (losses, (preds, labels)) in
+            self.losses.chunks(batch_size).zip(self.predictions.chunks(batch_size).zip(split.labels.chunks(batch_size)))
+        {
+            let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
+            loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
+            acc_sum += ok as f64 / losses.len() as f64;
+            correct += ok;
+            batches += 1;
+        }
+        let batches = batches.max(1) as f64;
+        EvalResult { loss: loss_sum / batches, accuracy: acc_sum / batches, correct, total: split.len() }
+    }
+}

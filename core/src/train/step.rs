@@ -1,0 +1,484 @@
+//! One training step: forward, backward and update, as named parts that a small schedule hands to the
+//! workers of the trainer's team.
+//!
+//! The parts, in the order a batch needs them (numbered as the comments below refer to them):
+//!   (1) [`Step::forward_features`]: a slice's images through the convolutions, up to the flattened features;
+//!   (2) [`Step::linear1_forward`]: a group's rows of linear1, for a slice;
+//!   (3) [`Step::tail`]: a slice through the tail (linear2, the output layer, the head), the loss, and backward
+//!       down to linear1's output, leaving in the slice's workspace what the linear weights' gradients are made
+//!       from;
+//!   (4) [`Step::linear1_input_grad`], a group's part of a slice's input gradient, and [`Step::update_linear1`],
+//!       a group's rows of linear1's weight, the gradient summed over the slices in order, updated;
+//!   (5) [`Step::update_tail`]: the tail's gradients summed over the slices in order, and updated;
+//!   (6) [`Step::backward_convolutions`]: linear1's input gradient parts summed in group order for a slice, then
+//!       backward through the convolutions;
+//!   (7) [`Step::update_rest`]: a worker's fixed share of the other parameters, the slices' gradients summed in
+//!       slice order, updated.
+//!
+//! Worker t runs slices t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones.
+//! Two schedules call these parts: [`Step::phased`] when every worker has one slice at most (batch 16 with two
+//! threads), and [`Step::whole_slices`] otherwise. The slices and groups depend on the batch size alone, so
+//! which worker does what never changes a number.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::linear_step::{STEP_ROWS, weight_grad_step_rows};
+use super::plan::{LayerParts, SHARED_UPDATES, SLICE_GRADIENTS, SliceState, TailCopy, TailPart, group_rows, slice_len};
+use crate::data::Split;
+use crate::nn::model::{
+    CONV_PARAMS, Head, LINEAR1, LinearLayer, Stage, StageClock, backward_convolutions, backward_to_linear1,
+    forward_features, forward_tail, linear1_forward_rows, linear1_input_grad_rows, loss_and_grad,
+};
+use crate::nn::params::{NUM_PARAMS, Param};
+use crate::optim::{Sgd, add_assign};
+use crate::parallel::{Counter, PhaseShared, PoisonOnPanic, SpinBarrier, share};
+
+/// What the trainer keeps from step to step: the parameters and every buffer a step needs, allocated once.
+pub(super) struct Buffers {
+    pub params: crate::aligned::AlignedBuf,
+    pub velocity: crate::aligned::AlignedBuf,
+    /// Worker t's own copy of the tail for t >= 1 (worker 0 uses `params` and `velocity`), when `copy_tail`.
+    /// Every worker updates its copy with the same arithmetic, so the copies stay equal.
+    pub tail_copies: Vec<TailCopy>,
+    /// Whether each worker keeps its own copy of the tail (see [`TailCopy`]).
+    pub copy_tail: bool,
+    pub slices: Vec<SliceState>,
+    /// Row groups of linear1 (see [`super::plan::linear1_groups`]).
+    pub groups: usize,
+    /// linear1's output, written by the groups and read by the slices.
+    pub linear1_exchange: crate::aligned::AlignedBuf,
+    /// Each group's part of linear1's input gradient, for every image.
+    pub linear1_partials: crate::aligned::AlignedBuf,
+    pub tail_parts: Vec<TailPart>,
+}
+
+/// Counts of finished parts, which the phased schedule waits on.
+#[derive(Default)]
+struct Done {
+    /// Slices through (1).
+    features: Counter,
+    /// Groups through (2), for every slice.
+    linear1: Counter,
+    /// Slices through (3).
+    tail: Counter,
+    /// Groups through (4).
+    input_grads: Counter,
+    /// Slices through (6), in the whole-slices schedule.
+    slices: Counter,
+}
+
+/// One step's view of the trainer's buffers, shared by the workers. Within each phase every part of a buffer is
+/// either read by any number of workers or written by exactly one (see [`PhaseShared`]); the phases are
+/// separated by the counters in `done` and by `barrier`.
+pub(super) struct Step<'a> {
+    split: &'a Split,
+    indices: &'a [u32],
+    /// The next step's images, to prefetch (the numbers never depend on them).
+    next: &'a [u32],
+    head: Head,
+    sgd: Sgd,
+    workers: usize,
+    /// Images per slice, slices in this batch, linear1's row groups.
+    slice_len: usize,
+    used: usize,
+    groups: usize,
+    params: PhaseShared<'a, f32>,
+    velocity: PhaseShared<'a, f32>,
+    tail_copies: PhaseShared<'a, TailCopy>,
+    copy_tail: bool,
+    slices: PhaseShared<'a, SliceState>,
+    exchange: PhaseShared<'a, f32>,
+    partials: PhaseShared<'a, f32>,
+    tail_parts: &'a [TailPart],
+    /// The next piece of the tail to update, when the workers share the tail's update.
+    next_tail_part: Counter,
+    done: Done,
+    barrier: SpinBarrier,
+    /// Reported to by worker 0 for slice 0.
+    clock: Mutex<&'a mut (dyn StageClock + Send)>,
+}
+
+/// The clock each slice's work reports to: the caller's for slice 0 (worker 0's first), none for the rest.
+struct Clocks<'c> {
+    first: Option<&'c mut dyn StageClock>,
+    silent: (),
+}
+
+impl Clocks<'_> {
+    fn of(&mut self, s: usize) -> &mut dyn StageClock {
+        match (&mut self.first, s) {
+            (Some(clock), 0) => &mut **clock,
+            _ => &mut self.silent,
+        }
+    }
+}
+
+impl<'a> Step<'a> {
+    /// A step on the images of `split` at `indices` (at most the batch size the buffers were made for).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        buffers: &'a mut Buffers,
+        batch_size: usize,
+        head: Head,
+        sgd: Sgd,
+        workers: usize,
+        split: &'a Split,
+        indices: &'a [u32],
+        next: &'a [u32],
+        clock: &'a mut (dyn StageClock + Send),
+    ) -> Self {
+        let slice_len = slice_len(batch_size);
+        let used = indices.len().div_ceil(slice_len);
+        Step {
+            split,
+            indices,
+            next,
+            head,
+            sgd,
+            workers,
+            slice_len,
+            used,
+            groups: buffers.groups,
+            params: PhaseShared::new(&mut buffers.params),
+            velocity: PhaseShared::new(&mut buffers.velocity),
+            tail_copies: PhaseShared::new(&mut buffers.tail_copies),
+            copy_tail: buffers.copy_tail,
+            slices: PhaseShared::new(&mut buffers.slices[..used]),
+            exchange: PhaseShared::new(&mut buffers.linear1_exchange),
+            partials: PhaseShared::new(&mut buffers.linear1_partials),
+            tail_parts: &buffers.tail_parts,
+            next_tail_part: Counter::new(),
+            done: Done::default(),
+            barrier: SpinBarrier::new(workers),
+            clock: Mutex::new(clock),
+        }
+    }
+
+    /// Worker t's part of the step.
+    pub fn run(&self, t: usize) {
+        // A worker that panics must not leave the others waiting for it.
+        let _guard = PoisonOnPanic(&self.barrier);
+        let mut own_clock = if t == 0 { self.clock.try_lock().ok() } else { None };
+        let mut clocks =
+            Clocks { first: own_clock.as_deref_mut().map(|c| &mut **c as &mut dyn StageClock), silent: () };
+        // For gradients summed over the slices, a piece at a time.
+        let mut scratch = [0.0f32; 1024];
+        if self.used > self.workers || self.workers == 1 {
+            self.whole_slices(t, &mut clocks, &mut scratch);
+        } else {
+            self.phased(t, &mut clocks, &mut scratch);
+        }
+    }
+
+    /// Several slices per worker (or one worker): each takes its slices one at a time from their images to their
+    /// convolutions' backward pass, the batch's parameters staying as they were, and the updates wait for every
+    /// slice: the same arithmetic in the same order as [`Step::phased`], with one slice's activations in the
+    /// core's caches at a time instead of all of the worker's, and no waiting mid-step. Each of a worker's
+    /// slices borrows the convolution buffers of its first one for its turn (see
+    /// [`Step::trade_convolution_buffers`]). Each worker reads all of linear1's weight, and takes the rows the
+    /// other updated from its cache once a step: at these batch sizes that costs less than a wait per phase.
+    fn whole_slices(&self, t: usize, clocks: &mut Clocks, scratch: &mut [f32]) {
+        for s in self.own_slices(t) {
+            self.trade_convolution_buffers(t, s);
+            self.forward_features(s, clocks.of(s));
+            clocks.of(s).restart();
+            for g in 0..self.groups {
+                self.linear1_forward(g, s);
+            }
+            clocks.of(s).lap(Stage::Linear1, false);
+            self.tail(t, s, clocks.of(s));
+            for g in 0..self.groups {
+                self.linear1_input_grad(g, s);
+            }
+            self.backward_convolutions(s, clocks.of(s));
+            self.trade_convolution_buffers(t, s);
+            self.done.slices.add_one();
+        }
+        self.done.slices.wait_for(self.used, &self.barrier);
+        for g in self.own_groups(t) {
+            self.update_linear1(g);
+        }
+        self.update_tail(t, scratch);
+        self.barrier.wait();
+        self.update_rest(t, scratch);
+    }
+
+    /// One slice per worker at most: the parts in phases that wait for each other on counters, so that a
+    /// slice's activations stay in one core's cache from step to step, and so does each block of linear1's
+    /// weight, which only its group's worker ever reads or writes. (Shared between the cores, the 192 KB of
+    /// that weight had to cross from one core's cache to the other's every step, and writing it meant taking
+    /// every line back from the other core first: at batch 16, measured, that cost more than the arithmetic.)
+    fn phased(&self, t: usize, clocks: &mut Clocks, scratch: &mut [f32]) {
+        for s in self.own_slices(t) {
+            self.forward_features(s, clocks.of(s));
+            self.done.features.add_one();
+        }
+        self.done.features.wait_for(self.used, &self.barrier);
+        // Group 0 is worker 0's first, and the one timed (at batch 16, half the rows for all sixteen images:
+        // as much work as one slice).
+        clocks.of(0).restart();
+        for g in self.own_groups(t) {
+            for s in 0..self.used {
+                self.linear1_forward(g, s);
+            }
+            if g == 0 {
+                clocks.of(0).lap(Stage::Linear1, false);
+            }
+            self.done.linear1.add_one();
+        }
+        self.done.linear1.wait_for(self.groups, &self.barrier);
+        for s in self.own_slices(t) {
+            clocks.of(s).restart();
+            self.tail(t, s, clocks.of(s));
+            self.done.tail.add_one();
+        }
+        self.done.tail.wait_for(self.used, &self.barrier);
+        // The groups' update right after their input gradients, with the slices' inputs and output gradients
+        // still in this core's cache; then the tail, while the other groups finish.
+        for g in self.own_groups(t) {
+            for s in 0..self.used {
+                self.linear1_input_grad(g, s);
+            }
+            self.update_linear1(g);
+            self.done.input_grads.add_one();
+        }
+        self.update_tail(t, scratch);
+        self.done.input_grads.wait_for(self.groups, &self.barrier);
+        for s in self.own_slices(t) {
+            clocks.of(s).restart();
+            self.backward_convolutions(s, clocks.of(s));
+        }
+        self.barrier.wait();
+        self.update_rest(t, scratch);
+    }
+
+    fn own_slices(&self, t: usize) -> impl Iterator<Item = usize> {
+        (t..self.used).step_by(self.workers)
+    }
+
+    fn own_groups(&self, t: usize) -> impl Iterator<Item = usize> {
+        (t..self.groups).step_by(self.workers)
+    }
+
+    /// Slice s of this batch, for its worker alone.
+    ///
+    /// # Safety
+    /// No other thread may use slice s while the reference lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, s: usize) -> &mut SliceState {
+        // SAFETY: the caller's promise.
+        unsafe { &mut self.slices.get_mut(s..s + 1)[0] }
+    }
+
+    /// Where rows `rows` of linear1's weight live in the flat parameters.
+    fn linear1_weight_rows(rows: &Range<usize>) -> Range<usize> {
+        let (start, i_len) = (Param::Linear1Weight.start(), LINEAR1.in_features);
+        start + rows.start * i_len..start + rows.end * i_len
+    }
+
+    /// Where rows `rows` of linear1's bias live in the flat parameters.
+    fn linear1_bias_rows(rows: &Range<usize>) -> Range<usize> {
+        let start = Param::Linear1Bias.start();
+        start + rows.start..start + rows.end
+    }
+
+    /// Where slice s's linear1 output from group g lives in the exchange buffer: the slice's `len x 120` values,
+    /// cut into the groups' `len x rows` blocks.
+    fn exchange_at(&self, g: usize, s: usize) -> usize {
+        s * self.slice_len * LINEAR1.out_features + self.slice_len * group_rows(g, self.groups).start
+    }
+
+    /// Where group g's part of slice s's input gradient lives.
+    fn partial_at(&self, g: usize, s: usize) -> usize {
+        (g * self.used + s) * self.slice_len * LINEAR1.in_features
+    }
+
+    /// With several slices per worker, slice s trades its convolution buffers with the worker's first slice t
+    /// before and after its turn: one set of them (half a megabyte for 8 images) then serves all the worker's
+    /// slices from this core's cache, where a batch of 64 would need 4 MB.
+    fn trade_convolution_buffers(&self, t: usize, s: usize) {
+        if s != t {
+            // SAFETY: slices t and s are this worker's, and distinct.
+            let (own, other) = unsafe { (self.slice_mut(t), self.slice_mut(s)) };
+            own.ws.swap_convolution_buffers(&mut other.ws);
+        }
+    }
+
+    /// (1) Slice s's images through the convolutions, up to the flattened features.
+    fn forward_features(&self, s: usize, clock: &mut dyn StageClock) {
+        // SAFETY: nobody writes a parameter while any slice is in this part; one worker runs slice s.
+        let (params, st) = unsafe { (self.params.get(0..NUM_PARAMS), self.slice_mut(s)) };
+        let images = s * self.slice_len..((s + 1) * self.slice_len).min(self.indices.len());
+        let idx = &self.indices[images.clone()];
+        let n = idx.len();
+        self.split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+        self.split.prefetch(self.next.get(images.start..images.end.min(self.next.len())).unwrap_or_default());
+        forward_features(params, &mut st.ws, n, clock);
+        st.n = n;
+    }
+
+    /// (2) Group g's rows of linear1 for slice s.
+    fn linear1_forward(&self, g: usize, s: usize) {
+        let rows = group_rows(g, self.groups);
+        // SAFETY: nobody writes linear1's parameters while any slice is in this part, nor slice s; each group
+        // writes its own blocks of the exchange buffer.
+        let (weight, bias, st) = unsafe {
+            let slice = &self.slices.get(s..s + 1)[0];
+            (self.params.get(Self::linear1_weight_rows(&rows)), self.params.get(Self::linear1_bias_rows(&rows)), slice)
+        };
+        let at = self.exchange_at(g, s);
+        // SAFETY: as above.
+        let out = unsafe { self.exchange.get_mut(at..at + st.n * rows.len()) };
+        linear1_forward_rows(weight, bias, &st.ws.flat, st.n, out);
+    }
+
+    /// (3) Slice s: the tail forward, the loss, and backward down to linear1's output (leaving in the slice's
+    /// workspace what the linear weights' gradients are made from). Worker t reads the tail from its own copy
+    /// when there are copies.
+    fn tail(&self, t: usize, s: usize, clock: &mut dyn StageClock) {
+        // SAFETY: nobody writes the tail while any slice is in this part, nor the exchange buffer's blocks of
+        // slice s; one worker runs slice s.
+        let (params, st, exchange) = unsafe {
+            let params = if t == 0 || !self.copy_tail {
+                self.params.get(0..NUM_PARAMS)
+            } else {
+                &self.tail_copies.get(t - 1..t)[0].params[..]
+            };
+            (params, self.slice_mut(s), self.exchange.get(0..self.exchange_len()))
+        };
+        let n = st.n;
+        let o_len = LINEAR1.out_features;
+        for g in 0..self.groups {
+            let rows = group_rows(g, self.groups);
+            let block = &exchange[self.exchange_at(g, s)..][..n * rows.len()];
+            for (dst, src) in st.ws.linear1.chunks_exact_mut(o_len).zip(block.chunks_exact(rows.len())) {
+                dst[rows.clone()].copy_from_slice(src);
+            }
+        }
+        forward_tail(params, self.head, &mut st.ws, n, clock);
+        let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.indices.len());
+        st.loss = loss;
+        st.correct = correct;
+        for r in SLICE_GRADIENTS {
+            st.grads[r].fill(0.0);
+        }
+        backward_to_linear1(params, self.head, &mut st.ws, n, &mut st.grads, false, clock);
+    }
+
+    fn exchange_len(&self) -> usize {
+        self.used * self.slice_len * LINEAR1.out_features
+    }
+
+    /// (4a) Group g's part of slice s's input gradient.
+    fn linear1_input_grad(&self, g: usize, s: usize) {
+        let rows = group_rows(g, self.groups);
+        // SAFETY: linear1's weight is not written while any slice is in this part; slice s is only read; each
+        // group writes its own parts.
+        let (weight, st) =
+            unsafe { (self.params.get(Self::linear1_weight_rows(&rows)), &self.slices.get(s..s + 1)[0]) };
+        let at = self.partial_at(g, s);
+        // SAFETY: as above.
+        let out = unsafe { self.partials.get_mut(at..at + st.n * LINEAR1.in_features) };
+        linear1_input_grad_rows(weight, st.ws.linear1_grad(st.n), st.n, rows, out);
+    }
+
+    /// (4b) Group g's rows of linear1's weight: the gradient summed over the slices in order, updated. After
+    /// every slice's (3) and every (4a) of the group.
+    fn update_linear1(&self, g: usize) {
+        let rows = group_rows(g, self.groups);
+        // SAFETY: the slices are only read while any group is in this part.
+        let slices = unsafe { self.slices.get(0..self.used) };
+        let parts = LayerParts { slices, layer: LinearLayer::Linear1 };
+        for r in rows.clone().step_by(STEP_ROWS) {
+            let block = r..(r + STEP_ROWS).min(rows.end);
+            let range = Self::linear1_weight_rows(&block);
+            // SAFETY: one worker runs group g, and nobody reads these rows again this step.
+            let (p, v) = unsafe { (self.params.get_mut(range.clone()), self.velocity.get_mut(range)) };
+            weight_grad_step_rows(&LINEAR1, &parts, block, self.sgd, p, v);
+        }
+    }
+
+    /// (5) The tail: each piece's gradient summed over the slices in slice order, then an SGD step, on every
+    /// worker's own copy, or on the one shared tail by whichever worker takes the piece. After every slice's
+    /// (3), and while no slice's (6) runs: (6) does not change what this reads, but it borrows the slice.
+    fn update_tail(&self, t: usize, scratch: &mut [f32]) {
+        // SAFETY: the slices are only read while any worker is in this part.
+        let slices = unsafe { self.slices.get(0..self.used) };
+        if self.copy_tail {
+            for part in self.tail_parts {
+                let r = part.range();
+                // SAFETY: after (3) worker 0's tail in `params`, and each copy, is touched by its worker alone.
+                let (p, v) = unsafe {
+                    match t {
+                        0 => (self.params.get_mut(r.clone()), self.velocity.get_mut(r)),
+                        _ => {
+                            let copy = &mut self.tail_copies.get_mut(t - 1..t)[0];
+                            (&mut copy.params[r.clone()], &mut copy.velocity[r])
+                        }
+                    }
+                };
+                part.update(slices, self.sgd, p, v, scratch);
+            }
+        } else {
+            while let Some(part) = self.tail_parts.get(self.next_tail_part.take()) {
+                let r = part.range();
+                // SAFETY: this worker alone took the piece, and after (3) nobody else reads the tail.
+                let (p, v) = unsafe { (self.params.get_mut(r.clone()), self.velocity.get_mut(r)) };
+                part.update(slices, self.sgd, p, v, scratch);
+            }
+        }
+    }
+
+    /// (6) Slice s: linear1's input gradient parts summed in group order, then backward through the
+    /// convolutions. After every group's (4a) for the slice.
+    fn backward_convolutions(&self, s: usize, clock: &mut dyn StageClock) {
+        // SAFETY: one worker runs slice s; the partial input gradients are no longer written; the convolutions
+        // read no parameter (conv2's weight as the slice's forward pass packed it).
+        let (st, partials) = unsafe { (self.slice_mut(s), self.partials.get(0..self.partials_len())) };
+        let (n, i_len) = (st.n, LINEAR1.in_features);
+        let d_flat = st.ws.features_grad_mut(n);
+        d_flat.copy_from_slice(&partials[self.partial_at(0, s)..][..n * i_len]);
+        for g in 1..self.groups {
+            add_assign(d_flat, &partials[self.partial_at(g, s)..][..n * i_len]);
+        }
+        clock.lap(Stage::Linear1, true);
+        backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], clock);
+    }
+
+    fn partials_len(&self) -> usize {
+        self.groups * self.used * self.slice_len * LINEAR1.in_features
+    }
+
+    /// (7) Worker t's fixed share of everything else: the slices' gradients summed in slice order, a piece at a
+    /// time (the piece staying in L1), and updated. After every slice's (6).
+    fn update_rest(&self, t: usize, scratch: &mut [f32]) {
+        // SAFETY: the slices are finished; each part of these parameters is given to one worker.
+        let slices = unsafe { self.slices.get(0..self.used) };
+        for range in SHARED_UPDATES {
+            let mine = share(range.len(), self.workers, t, 16);
+            let range = range.start + mine.start..range.start + mine.end;
+            for start in range.clone().step_by(scratch.len()) {
+                let piece = start..(start + scratch.len()).min(range.end);
+                // SAFETY: as above.
+                let (p, v) = unsafe { (self.params.get_mut(piece.clone()), self.velocity.get_mut(piece.clone())) };
+                let g = &mut scratch[..p.len()];
+                g.copy_from_slice(&slices[0].grads[piece.clone()]);
+                for slice in &slices[1..] {
+                    add_assign(g, &slice.grads[piece.clone()]);
+                }
+                self.sgd.step(p, v, g);
+            }
+        }
+    }
+
+    /// The batch's mean loss and accuracy, once the team has run the step.
+    pub fn result(&self) -> (f32, f32) {
+        // SAFETY: the team has finished; nobody else uses the slices.
+        let slices = unsafe { self.slices.get(0..self.used) };
+        let b = self.indices.len() as f32;
+        let loss = slices.iter().map(|s| s.loss).sum::<f32>() / b;
+        let correct: usize = slices.iter().map(|s| s.correct).sum();
+        (loss, correct as f32 / b)
+    }
+}
