@@ -77,8 +77,16 @@ fn weight(v: &Value, limit: usize) -> usize {
     n
 }
 
-fn err<T>(pos: usize, msg: impl Into<String>) -> Result<T, String> {
-    Err(format!("pickle byte {pos}: {}", msg.into()))
+/// Why a pickle was refused: the byte where it went wrong, and what was wrong there.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("pickle byte {pos}: {reason}")]
+pub struct PickleError {
+    pub pos: usize,
+    pub reason: String,
+}
+
+fn err<T>(pos: usize, reason: impl Into<String>) -> Result<T, PickleError> {
+    Err(PickleError { pos, reason: reason.into() })
 }
 
 struct Reader<'a> {
@@ -87,7 +95,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         if n > self.data.len() - self.pos {
             return err(self.pos, format!("truncated: needs {n} more bytes, {} left", self.data.len() - self.pos));
         }
@@ -95,26 +103,43 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<usize, String> {
+    fn u16(&mut self) -> Result<usize, PickleError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
     }
-    fn u32(&mut self) -> Result<usize, String> {
+    fn u32(&mut self) -> Result<usize, PickleError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| format!("pickle byte {}: unterminated line", self.pos))?;
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else { return err(self.pos, "unterminated line") };
         let s = String::from_utf8_lossy(&rest[..end]).into_owned();
         self.pos += end + 1;
         Ok(s)
+    }
+    /// `n` bytes as text.
+    fn text(&mut self, n: usize) -> Result<Value, PickleError> {
+        Ok(Value::Str(String::from_utf8_lossy(self.take(n)?).into_owned()))
+    }
+    /// LONG1's little-endian two's complement of `n` bytes.
+    fn long(&mut self) -> Result<Value, PickleError> {
+        let n = self.u8()? as usize;
+        let b = self.take(n)?;
+        if n > 8 {
+            return Ok(Value::Int(i64::MAX)); // only the legacy magic number is this long
+        }
+        let mut v: i64 = 0;
+        for (i, &x) in b.iter().enumerate() {
+            v |= (x as i64) << (8 * i);
+        }
+        if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+            v -= 1 << (8 * n);
+        }
+        Ok(Value::Int(v))
     }
 }
 
@@ -133,25 +158,25 @@ fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
 }
 
 /// Applies an allowed callable.
-fn call(func: &Value, args: Value, pos: usize) -> Result<Value, String> {
-    let Value::Global(module, name) = func else { return err(pos, format!("cannot call {func:?}")) };
+fn call(func: &Value, args: Value) -> Result<Value, String> {
+    let Value::Global(module, name) = func else { return Err(format!("cannot call {func:?}")) };
     let args = match args {
         Value::Tuple(a) => a,
-        other => return err(pos, format!("arguments are not a tuple: {other:?}")),
+        other => return Err(format!("arguments are not a tuple: {other:?}")),
     };
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             if args.len() < 4 {
-                return err(pos, "_rebuild_tensor needs (storage, offset, size, stride)");
+                return Err("_rebuild_tensor needs (storage, offset, size, stride)".into());
             }
             if !matches!(args[0], Value::Storage { .. }) {
-                return err(pos, "_rebuild_tensor's first argument is not a storage");
+                return Err("_rebuild_tensor's first argument is not a storage".into());
             }
             let size = as_usizes(&args[2], "tensor size")?;
             let stride = as_usizes(&args[3], "tensor stride")?;
             if size.len() != stride.len() {
-                return err(pos, "tensor size and stride have different lengths");
+                return Err("tensor size and stride have different lengths".into());
             }
             Ok(Value::Tensor {
                 storage: Box::new(args[0].clone()),
@@ -160,136 +185,185 @@ fn call(func: &Value, args: Value, pos: usize) -> Result<Value, String> {
                 stride,
             })
         }
-        _ => err(pos, format!("cannot call {module}.{name}")),
+        _ => Err(format!("cannot call {module}.{name}")),
     }
 }
 
 /// Turns a persistent id into a storage reference. Zip format: `('storage', type, key, location, numel)`;
 /// legacy: `('storage', type, key, location, numel, view_metadata)`.
-fn persistent_load(pid: Value, pos: usize) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else { return err(pos, "persistent id is not a tuple") };
+fn persistent_load(pid: Value) -> Result<Value, String> {
+    let Value::Tuple(items) = pid else { return Err("persistent id is not a tuple".into()) };
     match items.as_slice() {
         [Value::Str(tag), Value::Global(_, dtype), key, _location, numel, ..] if tag == "storage" => {
             let key = match key {
                 Value::Str(s) => s.clone(),
                 Value::Int(i) => i.to_string(),
-                other => return err(pos, format!("storage key {other:?}")),
+                other => return Err(format!("storage key {other:?}")),
             };
             Ok(Value::Storage { key, dtype: dtype.clone(), numel: as_usize(numel, "storage size")? })
         }
-        _ => err(pos, "unsupported persistent id (not a tensor storage)"),
+        _ => Err("unsupported persistent id (not a tensor storage)".into()),
     }
 }
 
 /// Runs one pickle from `data[start..]`; returns the value and the position after its STOP.
-pub fn load(data: &[u8], start: usize) -> Result<(Value, usize), String> {
-    let mut r = Reader { data, pos: start };
-    let mut stack: Vec<Value> = Vec::new();
-    let mut memo: HashMap<usize, Value> = HashMap::new();
-    let mut budget = COPY_BUDGET;
-    // Every copy of a value is paid for from the budget.
-    let mut copy = |v: &Value, pos: usize| -> Result<Value, String> {
-        let w = weight(v, budget + 1);
-        if w > budget {
-            return err(pos, "the pickle copies more values than any state_dict needs");
-        }
-        budget -= w;
-        Ok(v.clone())
-    };
-    let pop =
-        |stack: &mut Vec<Value>, pos: usize| stack.pop().ok_or_else(|| format!("pickle byte {pos}: stack underflow"));
-    let pop_mark = |stack: &mut Vec<Value>, pos: usize| -> Result<Vec<Value>, String> {
-        let m = stack.iter().rposition(|v| *v == Value::Mark).ok_or_else(|| format!("pickle byte {pos}: no mark"))?;
-        let items = stack.split_off(m + 1);
-        stack.pop();
-        Ok(items)
-    };
+pub fn load(data: &[u8], start: usize) -> Result<(Value, usize), PickleError> {
+    let mut machine =
+        Machine { r: Reader { data, pos: start }, stack: Vec::new(), memo: HashMap::new(), budget: COPY_BUDGET };
     loop {
-        let pos = r.pos;
-        let op = r.u8()?;
+        let pos = machine.r.pos;
+        match machine.r.u8()? {
+            b'.' => return Ok((machine.pop(pos)?, machine.r.pos)), // STOP
+            op => machine.step(op, pos)?,
+        }
+    }
+}
+
+/// The pickle machine: its stack, its memo, and what it may still copy.
+struct Machine<'a> {
+    r: Reader<'a>,
+    stack: Vec<Value>,
+    memo: HashMap<usize, Value>,
+    /// Value nodes it may still copy (see [`COPY_BUDGET`]).
+    budget: usize,
+}
+
+impl Machine<'_> {
+    /// Runs opcode `op`, read at byte `pos`.
+    fn step(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
+        if let Some(v) = self.literal(op)? {
+            self.stack.push(v);
+            return Ok(());
+        }
         match op {
-            0x80 => {
-                r.u8()?; // PROTO n
-            }
-            0x95 => {
-                r.take(8)?; // FRAME
-            }
-            b'.' => return Ok((pop(&mut stack, pos)?, r.pos)), // STOP
-            b'(' => stack.push(Value::Mark),
-            b'}' => stack.push(Value::Dict(Vec::new())),
-            b']' => stack.push(Value::List(Vec::new())),
-            b')' => stack.push(Value::Tuple(Vec::new())),
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
-            b'K' => stack.push(Value::Int(r.u8()? as i64)),
-            b'M' => stack.push(Value::Int(r.u16()? as i64)),
+            0x80 => drop(self.r.u8()?),    // PROTO n
+            0x95 => drop(self.r.take(8)?), // FRAME
+            b'q' | b'r' | 0x94 | b'h' | b'j' | b'2' | b'0' => self.memo_and_stack(op, pos)?,
+            b't' | 0x85..=0x87 | b'l' | b'a' | b'e' | b'd' | b's' | b'u' => self.containers(op, pos)?,
+            b'c' | 0x93 | b'R' | b'b' | b'Q' => self.objects(op, pos)?,
+            other => return err(pos, format!("unsupported pickle opcode 0x{other:02x}")),
+        }
+        Ok(())
+    }
+
+    /// The value that opcode `op` pushes by itself (a mark, an empty container, a number, a string), if it is
+    /// one of those.
+    fn literal(&mut self, op: u8) -> Result<Option<Value>, PickleError> {
+        let r = &mut self.r;
+        Ok(Some(match op {
+            b'(' => Value::Mark,
+            b'}' => Value::Dict(Vec::new()),
+            b']' => Value::List(Vec::new()),
+            b')' => Value::Tuple(Vec::new()),
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'K' => Value::Int(r.u8()? as i64),
+            b'M' => Value::Int(r.u16()? as i64),
             b'J' => {
                 let b = r.take(4)?;
-                stack.push(Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
+                Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
             }
-            0x8a => {
-                // LONG1: little-endian two's complement of n bytes
-                let n = r.u8()? as usize;
-                let b = r.take(n)?;
-                if n > 8 {
-                    stack.push(Value::Int(i64::MAX)); // only the legacy magic number is this long
-                } else {
-                    let mut v: i64 = 0;
-                    for (i, &x) in b.iter().enumerate() {
-                        v |= (x as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1 << (8 * n);
-                    }
-                    stack.push(Value::Int(v));
-                }
-            }
-            b'G' => {
-                let b = r.take(8)?;
-                stack.push(Value::Float(f64::from_be_bytes(b.try_into().unwrap())));
-            }
-            b'X' => {
+            0x8a => r.long()?,
+            b'G' => Value::Float(f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"))),
+            b'X' | b'T' => {
                 let n = r.u32()?;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
+                r.text(n)?
             }
-            0x8c => {
+            0x8c | b'U' => {
                 let n = r.u8()? as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
-            }
-            b'U' => {
-                let n = r.u8()? as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
-            }
-            b'T' => {
-                let n = r.u32()?;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
+                r.text(n)?
             }
             b'C' => {
                 let n = r.u8()? as usize;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                Value::Bytes(r.take(n)?.to_vec())
             }
             b'B' => {
                 let n = r.u32()?;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                Value::Bytes(r.take(n)?.to_vec())
             }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// MEMOIZE, PUT, GET, DUP and POP: copies between the memo and the stack, each paid for from the budget.
+    fn memo_and_stack(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
+        match op {
             b'q' | b'r' | 0x94 => {
                 let i = match op {
-                    b'q' => r.u8()? as usize,
-                    b'r' => r.u32()?,
-                    _ => memo.len(),
+                    b'q' => self.r.u8()? as usize,
+                    b'r' => self.r.u32()?,
+                    _ => self.memo.len(),
                 };
-                let top = stack.last().ok_or_else(|| format!("pickle byte {pos}: empty stack"))?;
-                memo.insert(i, copy(top, pos)?);
+                let Some(top) = self.stack.last() else { return err(pos, "empty stack") };
+                let v = copy(&mut self.budget, top, pos)?;
+                self.memo.insert(i, v);
             }
             b'h' | b'j' => {
-                let i = if op == b'h' { r.u8()? as usize } else { r.u32()? };
-                let v = memo.get(&i).ok_or_else(|| format!("pickle byte {pos}: memo {i} unset"))?;
-                stack.push(copy(v, pos)?);
+                let i = if op == b'h' { self.r.u8()? as usize } else { self.r.u32()? };
+                let Some(v) = self.memo.get(&i) else { return err(pos, format!("memo {i} unset")) };
+                let v = copy(&mut self.budget, v, pos)?;
+                self.stack.push(v);
             }
+            b'2' => {
+                let Some(top) = self.stack.last() else { return err(pos, "empty stack") };
+                let top = copy(&mut self.budget, top, pos)?;
+                self.stack.push(top);
+            }
+            _ => drop(self.pop(pos)?),
+        }
+        Ok(())
+    }
+
+    /// Tuples, lists and dicts, built from the top of the stack.
+    fn containers(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
+        match op {
+            b't' => {
+                let items = self.pop_mark(pos)?;
+                self.stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if self.stack.len() < n {
+                    return err(pos, "stack underflow");
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.stack.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = self.pop_mark(pos)?;
+                self.stack.push(Value::List(items));
+            }
+            b'a' | b'e' => {
+                let items = if op == b'a' { vec![self.pop(pos)?] } else { self.pop_mark(pos)? };
+                let Some(Value::List(list)) = self.stack.last_mut() else { return err(pos, "APPEND to a non-list") };
+                list.extend(items);
+            }
+            b'd' => {
+                let items = self.pop_mark(pos)?;
+                self.stack.push(Value::Dict(pairs(items)));
+            }
+            _ => {
+                let items = if op == b's' {
+                    let v = self.pop(pos)?;
+                    vec![self.pop(pos)?, v]
+                } else {
+                    self.pop_mark(pos)?
+                };
+                let Some(Value::Dict(dict)) = self.stack.last_mut() else { return err(pos, "SETITEM on a non-dict") };
+                dict.extend(pairs(items));
+            }
+        }
+        Ok(())
+    }
+
+    /// GLOBAL (only the allowed ones), REDUCE, BUILD and persistent ids: what a state_dict makes of tensors.
+    fn objects(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
+        let at = |reason: String| PickleError { pos, reason };
+        match op {
             b'c' => {
-                let module = r.line()?;
-                let name = r.line()?;
+                let module = self.r.line()?;
+                let name = self.r.line()?;
                 if !ALLOWED.iter().any(|(m, n)| *m == module && *n == name) {
                     return err(
                         pos,
@@ -298,96 +372,61 @@ pub fn load(data: &[u8], start: usize) -> Result<(Value, usize), String> {
                         ),
                     );
                 }
-                stack.push(Value::Global(module, name));
+                self.stack.push(Value::Global(module, name));
             }
             0x93 => return err(pos, "refusing to load: STACK_GLOBAL is not used by state_dict files"),
-            b't' => {
-                let items = pop_mark(&mut stack, pos)?;
-                stack.push(Value::Tuple(items));
-            }
-            0x85 => {
-                let a = pop(&mut stack, pos)?;
-                stack.push(Value::Tuple(vec![a]));
-            }
-            0x86 => {
-                let b = pop(&mut stack, pos)?;
-                let a = pop(&mut stack, pos)?;
-                stack.push(Value::Tuple(vec![a, b]));
-            }
-            0x87 => {
-                let c = pop(&mut stack, pos)?;
-                let b = pop(&mut stack, pos)?;
-                let a = pop(&mut stack, pos)?;
-                stack.push(Value::Tuple(vec![a, b, c]));
-            }
-            b'l' => {
-                let items = pop_mark(&mut stack, pos)?;
-                stack.push(Value::List(items));
-            }
-            b'a' => {
-                let v = pop(&mut stack, pos)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.push(v),
-                    _ => return err(pos, "APPEND to a non-list"),
-                }
-            }
-            b'e' => {
-                let items = pop_mark(&mut stack, pos)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    _ => return err(pos, "APPENDS to a non-list"),
-                }
-            }
-            b'd' => {
-                let items = pop_mark(&mut stack, pos)?;
-                let mut pairs = Vec::new();
-                let mut it = items.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                stack.push(Value::Dict(pairs));
-            }
-            b's' => {
-                let v = pop(&mut stack, pos)?;
-                let k = pop(&mut stack, pos)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.push((k, v)),
-                    _ => return err(pos, "SETITEM on a non-dict"),
-                }
-            }
-            b'u' => {
-                let items = pop_mark(&mut stack, pos)?;
-                let Some(Value::Dict(d)) = stack.last_mut() else { return err(pos, "SETITEMS on a non-dict") };
-                let mut it = items.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    d.push((k, v));
-                }
-            }
             b'R' => {
-                let args = pop(&mut stack, pos)?;
-                let func = pop(&mut stack, pos)?;
-                stack.push(call(&func, args, pos)?);
+                let args = self.pop(pos)?;
+                let func = self.pop(pos)?;
+                self.stack.push(call(&func, args).map_err(at)?);
             }
             b'b' => {
                 // BUILD: state for the object below; a state_dict's `_metadata` is not needed.
-                pop(&mut stack, pos)?;
-                if stack.is_empty() {
+                self.pop(pos)?;
+                if self.stack.is_empty() {
                     return err(pos, "BUILD on an empty stack");
                 }
             }
-            b'Q' => {
-                let pid = pop(&mut stack, pos)?;
-                stack.push(persistent_load(pid, pos)?);
+            _ => {
+                let pid = self.pop(pos)?;
+                self.stack.push(persistent_load(pid).map_err(at)?);
             }
-            b'0' => {
-                pop(&mut stack, pos)?;
-            }
-            b'2' => {
-                let top = stack.last().ok_or_else(|| format!("pickle byte {pos}: empty stack"))?;
-                let top = copy(top, pos)?;
-                stack.push(top);
-            }
-            other => return err(pos, format!("unsupported pickle opcode 0x{other:02x}")),
+        }
+        Ok(())
+    }
+
+    fn pop(&mut self, pos: usize) -> Result<Value, PickleError> {
+        match self.stack.pop() {
+            Some(v) => Ok(v),
+            None => err(pos, "stack underflow"),
         }
     }
+
+    /// The values above the topmost mark, which is removed.
+    fn pop_mark(&mut self, pos: usize) -> Result<Vec<Value>, PickleError> {
+        let Some(m) = self.stack.iter().rposition(|v| *v == Value::Mark) else { return err(pos, "no mark") };
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+}
+
+/// A copy of `v`, paid for from `budget`.
+fn copy(budget: &mut usize, v: &Value, pos: usize) -> Result<Value, PickleError> {
+    let w = weight(v, *budget + 1);
+    if w > *budget {
+        return err(pos, "the pickle copies more values than any state_dict needs");
+    }
+    *budget -= w;
+    Ok(v.clone())
+}
+
+/// `[k0, v0, k1, v1, ...]` as pairs (an odd last item is dropped).
+fn pairs(items: Vec<Value>) -> Vec<(Value, Value)> {
+    let mut it = items.into_iter();
+    let mut pairs = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        pairs.push((k, v));
+    }
+    pairs
 }

@@ -16,6 +16,11 @@ pub fn is_pth(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a])
 }
 
+/// One pickle from `data[start..]` (see [`pickle::load`]), its error as text for the file's error.
+fn unpickle(data: &[u8], start: usize) -> std::result::Result<(Value, usize), String> {
+    pickle::load(data, start).map_err(|e| e.to_string())
+}
+
 /// Bytes per element of a storage type, for the ones a float32 state_dict could mention.
 fn element_size(dtype: &str) -> usize {
     match dtype {
@@ -125,7 +130,7 @@ fn read_zip(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
         return Err(format!("byte order {:?} is not supported", String::from_utf8_lossy(&order)));
     }
     let data = read(&pkl)?.ok_or("data.pkl unreadable")?;
-    let (root, _) = pickle::load(&data, 0)?;
+    let (root, _) = unpickle(&data, 0)?;
     let mut storages = HashMap::new();
     for key in storage_keys(&root) {
         if let Some(d) = read(&format!("{prefix}data/{key}"))? {
@@ -165,14 +170,14 @@ fn read_legacy(bytes: &[u8]) -> std::result::Result<(Value, Storages), String> {
                 .into()
         });
     }
-    let (magic, pos) = pickle::load(bytes, 0)?;
+    let (magic, pos) = unpickle(bytes, 0)?;
     if magic != Value::Int(i64::MAX) {
         return Err("not a PyTorch checkpoint (neither zip nor the legacy magic number)".into());
     }
-    let (_protocol, pos) = pickle::load(bytes, pos)?;
-    let (_sys_info, pos) = pickle::load(bytes, pos)?;
-    let (root, pos) = pickle::load(bytes, pos)?;
-    let (keys, mut pos) = pickle::load(bytes, pos)?;
+    let (_protocol, pos) = unpickle(bytes, pos)?;
+    let (_sys_info, pos) = unpickle(bytes, pos)?;
+    let (root, pos) = unpickle(bytes, pos)?;
+    let (keys, mut pos) = unpickle(bytes, pos)?;
     let Value::List(keys) = keys else { return Err("legacy checkpoint without a storage list".into()) };
     let sizes: HashMap<String, usize> = storage_sizes(&root);
     let mut storages = HashMap::new();
