@@ -12,7 +12,6 @@ use std::sync::OnceLock;
 pub const CAP_VAR: &str = "LENET5_SIMD";
 
 /// The cap set by [`CAP_VAR`]: 0 baseline, 1 AVX2, 2 no cap. Read once.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn cap() -> u8 {
     static CAP: OnceLock<u8> = OnceLock::new();
     *CAP.get_or_init(|| match std::env::var(CAP_VAR).as_deref() {
@@ -22,40 +21,53 @@ fn cap() -> u8 {
     })
 }
 
-/// Whether this CPU has AVX2 and FMA (x86-64), and [`CAP_VAR`] allows them. Detected once.
-pub fn avx2_fma() -> bool {
-    static DETECTED: OnceLock<bool> = OnceLock::new();
+/// The instruction sets the kernels are written for, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// Plain Rust, compiled for the baseline target (any x86-64, aarch64, wasm32).
+    Portable,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 F, VL, BW and DQ, with AVX2 and FMA.
+    Avx512,
+}
+
+/// The widest instruction set this CPU has that [`CAP_VAR`] allows. Detected once.
+pub(crate) fn isa() -> Isa {
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            cap() >= 1 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
+        let cap = cap();
+        if cap >= 2 && cpu_has(Isa::Avx512) {
+            Isa::Avx512
+        } else if cap >= 1 && cpu_has(Isa::Avx2) {
+            Isa::Avx2
+        } else {
+            Isa::Portable
         }
     })
 }
 
-/// Whether this CPU also has the AVX-512 subsets the wide kernels use (F, VL, BW, DQ), and [`CAP_VAR`] allows
-/// them. Detected once.
-pub fn avx512() -> bool {
-    static DETECTED: OnceLock<bool> = OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            cap() >= 2
-                && avx2_fma()
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512vl")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512dq")
+/// Whether this CPU can run `isa`'s kernels, whatever [`CAP_VAR`] says (for tests of every version).
+pub(crate) fn cpu_has(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = || std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        match isa {
+            Isa::Portable => true,
+            Isa::Avx2 => avx2(),
+            Isa::Avx512 => {
+                avx2()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        isa == Isa::Portable
+    }
 }
 
 /// Whether the CPU is AMD's, for the one kernel whose fastest form differs between AMD's and Intel's AVX-512
@@ -168,14 +180,12 @@ pub(crate) fn lanes(w: usize) -> std::arch::x86_64::__mmask16 {
 
 /// The instruction set the kernels run with on this CPU, for reports.
 pub fn describe() -> &'static str {
-    if avx512() {
-        "avx512+fma"
-    } else if avx2_fma() {
-        "avx2+fma"
-    } else if cfg!(target_arch = "aarch64") {
-        "neon"
-    } else {
-        "baseline (no avx2/fma)"
+    match isa() {
+        Isa::Avx512 => "avx512+fma",
+        Isa::Avx2 => "avx2+fma",
+        Isa::Portable if cfg!(target_arch = "aarch64") => "neon",
+        Isa::Portable if cfg!(target_arch = "wasm32") => "wasm32",
+        Isa::Portable => "baseline (no avx2/fma)",
     }
 }
 
@@ -196,34 +206,56 @@ pub fn relu_mask(out: f32, grad: f32) -> f32 {
     f32::from_bits(grad.to_bits() & ((out > 0.0) as u32).wrapping_neg())
 }
 
-/// Defines `pub fn $name(args) -> ret` that calls `$body::<true>` compiled for AVX-512 or AVX2+FMA, the widest
-/// the CPU has, and `$body::<BASELINE_FMA>` compiled for the baseline target otherwise.
+/// Evaluates the kernel for the widest instruction set that this CPU has and [`CAP_VAR`] allows: the
+/// `avx512` arm, else the `avx2` arm (which CPUs with AVX-512 also take when there is no `avx512` arm), else
+/// `portable`. The instruction-set arms are compiled on x86-64 only, and are `unsafe` calls of
+/// `#[target_feature]` functions, which this macro makes only when [`isa`] found those features. Every choice
+/// of instruction set in the crate is made here.
+macro_rules! select {
+    ($(avx512 => $wide:expr,)? $(avx2 => $narrow:expr,)? portable => $portable:expr $(,)?) => {
+        #[allow(unreachable_patterns)]
+        match $crate::simd::isa() {
+            $(
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unused_unsafe)]
+                // SAFETY: `isa()` found AVX-512 (F, VL, BW, DQ), AVX2 and FMA on this CPU.
+                $crate::simd::Isa::Avx512 => unsafe { $wide },
+            )?
+            $(
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unused_unsafe)]
+                // SAFETY: `isa()` found AVX2 and FMA on this CPU (every CPU with AVX-512 has them).
+                $crate::simd::Isa::Avx2 | $crate::simd::Isa::Avx512 => unsafe { $narrow },
+            )?
+            _ => $portable,
+        }
+    };
+}
+
+/// Defines `fn $name(args)` that runs `$body::<true>` compiled for AVX-512 or for AVX2+FMA, the widest the CPU
+/// has (see [`select`]), and `$body::<BASELINE_FMA>` compiled for the baseline target otherwise: one plain body,
+/// vectorised by the compiler for each instruction set.
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-                fn wide($($arg: $ty),*) {
-                    $body::<true>($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn fast($($arg: $ty),*) {
-                    $body::<true>($($arg),*)
-                }
-                if $crate::simd::avx512() {
-                    // SAFETY: the CPU was just checked to support these AVX-512 subsets, AVX2 and FMA.
-                    return unsafe { wide($($arg),*) };
-                }
-                if $crate::simd::avx2_fma() {
-                    // SAFETY: the CPU was just checked to support AVX2 and FMA.
-                    return unsafe { fast($($arg),*) };
-                }
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+            fn wide($($arg: $ty),*) {
+                $body::<true>($($arg),*)
             }
-            $body::<{ $crate::simd::BASELINE_FMA }>($($arg),*)
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn narrow($($arg: $ty),*) {
+                $body::<true>($($arg),*)
+            }
+            $crate::simd::select! {
+                avx512 => wide($($arg),*),
+                avx2 => narrow($($arg),*),
+                portable => $body::<{ $crate::simd::BASELINE_FMA }>($($arg),*),
+            }
         }
     };
 }
 
-pub(crate) use dispatch;
+pub(crate) use {dispatch, select};
