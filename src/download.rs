@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, Result};
 use lenet5_core::data::dataset::{DatasetId, FILES};
 use lenet5_core::data::idx::decompress_if_gzip;
-use lenet5_core::error::{Error, Result};
 use lenet5_core::fs::{create_dir, write_atomic};
 
 /// No data set file we fetch is larger than this compressed.
@@ -58,28 +58,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a (possibly gzipped) file's decompressed content against the expected hash.
-pub fn verify(gz_or_raw: Vec<u8>, expected: &str) -> std::result::Result<(), String> {
-    let raw = decompress_if_gzip(gz_or_raw)?;
-    let got = sha256_hex(&raw);
-    if got == expected {
-        Ok(())
-    } else {
-        Err(format!("SHA-256 of the decompressed data is {got}, expected {expected}"))
-    }
+/// Why a downloaded file was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Http(String),
+    #[error("larger than {MAX_DOWNLOAD} bytes")]
+    TooLarge,
+    #[error(transparent)]
+    Damaged(#[from] lenet5_core::data::idx::IdxError),
+    #[error("SHA-256 of the decompressed data is {found}, expected {expected}")]
+    Checksum { found: String, expected: String },
 }
 
-fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
+/// Checks a (possibly gzipped) file's decompressed content against the expected hash.
+pub fn verify(gz_or_raw: Vec<u8>, expected: &str) -> std::result::Result<(), FetchError> {
+    let raw = decompress_if_gzip(gz_or_raw)?;
+    let found = sha256_hex(&raw);
+    if found == expected { Ok(()) } else { Err(FetchError::Checksum { found, expected: expected.to_string() }) }
+}
+
+fn fetch(url: &str) -> std::result::Result<Vec<u8>, FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(15)))
         .timeout_global(Some(std::time::Duration::from_secs(600)))
         .build()
         .into();
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let resp = agent.get(url).call().map_err(|e| FetchError::Http(e.to_string()))?;
     let mut body = Vec::new();
-    resp.into_body().into_reader().take(MAX_DOWNLOAD + 1).read_to_end(&mut body).map_err(|e| e.to_string())?;
+    resp.into_body()
+        .into_reader()
+        .take(MAX_DOWNLOAD + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| FetchError::Http(e.to_string()))?;
     if body.len() as u64 > MAX_DOWNLOAD {
-        return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+        return Err(FetchError::TooLarge);
     }
     Ok(body)
 }
@@ -87,7 +100,7 @@ fn fetch(url: &str) -> std::result::Result<Vec<u8>, String> {
 /// Downloads the four files of `id` into `root/<subdir>`, trying each mirror in turn and keeping only
 /// verified files. `progress` is told each file as it starts.
 pub fn download(id: &DatasetId, root: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let remote = remote(id).ok_or_else(|| Error::DataNotFound(format!("{} cannot be downloaded", id.name())))?;
+    let remote = remote(id).ok_or_else(|| Error::NotDownloadable(id.name()))?;
     let dir = root.join(remote.subdir);
     create_dir(&dir)?;
     for (file, sha) in FILES.iter().zip(remote.sha256) {
@@ -110,13 +123,7 @@ pub fn download(id: &DatasetId, root: &Path, progress: &mut dyn FnMut(&str)) -> 
             }
         }
         if !done {
-            return Err(Error::DataNotFound(format!(
-                "could not download {} ({}); put the four IDX files ({}, raw or .gz) in {}",
-                id.name(),
-                errors.join("; "),
-                FILES.join(", "),
-                dir.display()
-            )));
+            return Err(Error::Download { dataset: id.name(), attempts: errors, dir });
         }
     }
     Ok(dir)
@@ -136,6 +143,6 @@ mod tests {
         let mut labels = std::fs::read(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
         labels = decompress_if_gzip(labels).unwrap();
         labels[100] ^= 1;
-        assert!(verify(labels, MNIST.sha256[3]).unwrap_err().contains("SHA-256"));
+        assert!(verify(labels, MNIST.sha256[3]).unwrap_err().to_string().contains("SHA-256"));
     }
 }

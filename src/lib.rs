@@ -2,7 +2,10 @@
 //! pictures, PyTorch and ONNX interoperation, image preparation and data downloads.
 
 pub mod download;
+pub mod error;
 pub mod interop;
 pub mod preprocess;
 pub mod serve;
 pub mod viz;
+
+pub use error::{Error, Result};

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", cli::message(&err));
             match err.downcast_ref::<lenet5_core::Error>() {
                 Some(lenet5_core::Error::Interrupted { .. }) => ExitCode::from(130),
                 _ => ExitCode::FAILURE,

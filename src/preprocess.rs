@@ -7,7 +7,9 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
 
-use lenet5_core::error::{Error, Result};
+use lenet5_core::error::IoContext;
+
+use crate::error::{Error, Result};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
 /// Larger files are refused before decoding.
@@ -20,34 +22,53 @@ const BOX: u32 = 20;
 /// A 28x28 image in [0, 1], row-major.
 pub type Digit = [f32; IMAGE_LEN];
 
+/// Why an image cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("empty file")]
+    EmptyFile,
+    #[error("{len} bytes is larger than the {MAX_FILE_BYTES}-byte limit")]
+    TooLarge { len: u64 },
+    #[error("not a PNG, JPEG, BMP, GIF or PGM image")]
+    UnknownFormat,
+    #[error("cannot read ({0})")]
+    Unreadable(String),
+    #[error("cannot decode image ({0})")]
+    Undecodable(String),
+    #[error("image has no pixels")]
+    NoPixels,
+    #[error("no digit found: the image is blank or has too little contrast")]
+    NoDigit,
+}
+
 /// Decodes PNG, JPEG, BMP, GIF or PNM bytes, refusing images larger than [`MAX_SIDE`] on a side.
-pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| format!("cannot read ({e})"))?;
+        .map_err(|e| ImageError::Unreadable(e.to_string()))?;
     if reader.format().is_none() {
-        return Err("not a PNG, JPEG, BMP, GIF or PGM image".into());
+        return Err(ImageError::UnknownFormat);
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(512 << 20);
     reader.limits(limits);
-    reader.decode().map_err(|e| format!("cannot decode image ({e})"))
+    reader.decode().map_err(|e| ImageError::Undecodable(e.to_string()))
 }
 
 /// Reads and preprocesses one image file.
 pub fn load_digit(path: &Path) -> Result<Digit> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let image = |source| Error::Image { path: path.to_path_buf(), source };
+    let len = std::fs::metadata(path).at(path)?.len();
     if len == 0 {
-        return Err(Error::format(path, "empty file"));
+        return Err(image(ImageError::EmptyFile));
     }
     if len > MAX_FILE_BYTES {
-        return Err(Error::format(path, format!("{len} bytes is larger than the {MAX_FILE_BYTES}-byte limit")));
+        return Err(image(ImageError::TooLarge { len }));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = decode(&bytes).map_err(|e| Error::format(path, e))?;
-    preprocess(&img).map_err(|e| Error::format(path, e))
+    let bytes = std::fs::read(path).at(path)?;
+    preprocess(&decode(&bytes).map_err(image)?).map_err(image)
 }
 
 /// Grey levels with transparency composited over white (drawings often have a transparent background).
@@ -61,11 +82,11 @@ fn to_grey(img: &DynamicImage) -> GrayImage {
 }
 
 /// MNIST-style preprocessing of any picture holding one digit.
-pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, String> {
+pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
     let mut grey = to_grey(img);
     let (w, h) = grey.dimensions();
     if w == 0 || h == 0 {
-        return Err("image has no pixels".into());
+        return Err(ImageError::NoPixels);
     }
     // The border tells the background: a light one means dark ink, which MNIST stores inverted.
     let border: Vec<u8> = (0..w)
@@ -81,7 +102,7 @@ pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, String> {
     let background = if border_mean > 127.0 { 255 - sorted[sorted.len() / 2] } else { sorted[sorted.len() / 2] };
     let peak = grey.pixels().map(|p| p[0]).max().unwrap_or(0);
     if peak as i32 - (background as i32) < 32 {
-        return Err("no digit found: the image is blank or has too little contrast".into());
+        return Err(ImageError::NoDigit);
     }
     // Stretch ink to [0, 255] over the background, then crop to the ink.
     let range = (peak - background) as f32;
@@ -156,7 +177,9 @@ mod tests {
 
     #[test]
     fn blank_and_undecodable_images_are_refused() {
-        assert!(preprocess(&DynamicImage::ImageLuma8(GrayImage::new(30, 30))).unwrap_err().contains("no digit"));
+        assert!(
+            preprocess(&DynamicImage::ImageLuma8(GrayImage::new(30, 30))).unwrap_err().to_string().contains("no digit")
+        );
         assert!(decode(b"definitely not an image").is_err());
         assert!(decode(&[]).is_err());
     }

@@ -178,8 +178,8 @@ async fn predict(
         | "image/gif"
         | "image/x-portable-graymap"
         | "application/octet-stream" => {
-            let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-            preprocess(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?
+            let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+            preprocess(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
         }
         _ => {
             return Err(ApiError(

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use lenet5_core::error::{Error, Result};
+use crate::error::{Error, Result};
 use lenet5_core::fs::write_atomic;
 use lenet5_core::train::EpochMetrics;
 
@@ -24,7 +24,7 @@ fn ensure_font() {
 }
 
 fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::format(path, format!("cannot draw: {e}"))
+    lenet5_core::Error::format(path, format!("cannot draw: {e}")).into()
 }
 
 /// Encodes an RGB buffer as PNG and writes it atomically.
@@ -32,7 +32,7 @@ fn save_png(path: &Path, rgb: Vec<u8>, w: u32, h: u32) -> Result<()> {
     let img = image::RgbImage::from_raw(w, h, rgb).expect("buffer matches its size");
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| draw_err(path, e))?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 fn curves_on<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, history: &[EpochMetrics]) -> Result<(), String>
@@ -82,7 +82,7 @@ where
 pub fn plot_curves(history: &[EpochMetrics], png: &Path, svg: &Path) -> Result<()> {
     ensure_font();
     if history.is_empty() {
-        return Err(Error::Config("the metrics log holds no finished epoch yet".into()));
+        return Err(Error::NothingToDraw("the metrics log holds no finished epoch yet"));
     }
     let (w, h) = (1100u32, 420u32);
     let mut rgb = vec![0u8; (w * h * 3) as usize];
@@ -96,7 +96,7 @@ pub fn plot_curves(history: &[EpochMetrics], png: &Path, svg: &Path) -> Result<(
         let root = SVGBackend::with_string(&mut text, (w, h)).into_drawing_area();
         curves_on(&root, history).map_err(|e| draw_err(svg, e))?;
     }
-    write_atomic(svg, text.as_bytes())
+    Ok(write_atomic(svg, text.as_bytes())?)
 }
 
 /// The confusion matrix (`counts[actual][predicted]`) as a heat map with the counts written in.
@@ -159,7 +159,7 @@ pub struct Tile<'a> {
 pub fn plot_grid(tiles: &[Tile], columns: usize, scale: u32, title: &str, png: &Path) -> Result<()> {
     ensure_font();
     if tiles.is_empty() {
-        return Err(Error::Config("nothing to draw".into()));
+        return Err(Error::NothingToDraw("no tiles"));
     }
     let columns = columns.clamp(1, tiles.len());
     let rows = tiles.len().div_ceil(columns);

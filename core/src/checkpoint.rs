@@ -92,7 +92,7 @@ impl Checkpoint {
             }
         }
         safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::Config(format!("cannot serialise checkpoint: {e}")))
+            .map_err(|e| Error::Shape { expected: "tensors that fit their shapes".into(), found: e.to_string() })
     }
 
     /// Writes atomically to `path`.

@@ -1,5 +1,6 @@
 //! One error type for the whole library. Every variant names the file (when there is one) and says what was
-//! expected and what was found, so the binary can print it as a single line.
+//! expected and what was found, so a program can print it as a single line. None names a command-line flag: a
+//! front end that wants its own words matches on the variant.
 
 use std::path::{Path, PathBuf};
 
@@ -24,21 +25,74 @@ pub enum Error {
     #[error("{path}: tensor `{name}`: {reason}")]
     Tensor { path: PathBuf, name: String, reason: String },
 
-    /// A data set cannot be found.
-    #[error("{0}")]
-    DataNotFound(String),
+    /// A data set cannot be found: none of the directories looked in holds its files.
+    #[error(
+        "data set {dataset} not found: looked for {} (or .gz) in {}",
+        files.join(", "),
+        looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    DataNotFound { dataset: String, files: &'static [&'static str], looked_in: Vec<PathBuf> },
 
-    /// A setting given by the user is out of range or inconsistent.
-    #[error("invalid setting: {0}")]
-    Config(String),
+    /// A setting is out of range: `value` is not `expected`.
+    #[error("invalid setting: {setting} must be {expected}, got {value}")]
+    Setting { setting: Setting, value: String, expected: &'static str },
 
     /// An input tensor or image has the wrong size.
     #[error("shape mismatch: expected {expected}, found {found}")]
     Shape { expected: String, found: String },
 
-    /// Training stopped because a signal asked it to; the resumable checkpoint was written.
-    #[error("interrupted; resume with: lenet5 train --resume {}", run_dir.display())]
+    /// A data set split that training or evaluation needs holds no image.
+    #[error("data set {dataset} has an empty {split} split")]
+    EmptySplit { dataset: String, split: &'static str },
+
+    /// A new run would overwrite the run already in `dir`.
+    #[error("{} already holds a training run", dir.display())]
+    RunExists { dir: PathBuf },
+
+    /// `dir` holds no resumable training state.
+    #[error("{} holds no resumable run ({missing} is missing)", dir.display())]
+    NotResumable { dir: PathBuf, missing: &'static str },
+
+    /// The worker threads could not be started.
+    #[error("cannot start {count} threads: {source}")]
+    Threads {
+        count: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Training stopped because the observer asked it to; the state of the last finished epoch is in `run_dir`.
+    #[error("interrupted; the run in {} can be resumed", run_dir.display())]
     Interrupted { run_dir: PathBuf },
+}
+
+/// The settings of a run that are checked before it starts, named for error messages (which front ends may
+/// put in their own words, such as the name of a command-line flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Epochs,
+    BatchSize,
+    LearningRate,
+    Momentum,
+    WeightDecay,
+    TrainLimit,
+    TestLimit,
+    Threads,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Setting::Epochs => "the number of epochs",
+            Setting::BatchSize => "the batch size",
+            Setting::LearningRate => "the learning rate",
+            Setting::Momentum => "the momentum",
+            Setting::WeightDecay => "the weight decay",
+            Setting::TrainLimit => "the training-image limit",
+            Setting::TestLimit => "the test-image limit",
+            Setting::Threads => "the thread count",
+        })
+    }
 }
 
 impl Error {

@@ -21,4 +21,4 @@ pub mod simd;
 pub mod summary;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Setting};

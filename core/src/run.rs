@@ -71,12 +71,7 @@ impl RunDir {
     /// Prepares a new run: refuses to overwrite a previous one unless `force`.
     pub fn create(&self, force: bool) -> Result<()> {
         if self.holds_run() && !force {
-            return Err(Error::Config(format!(
-                "{} already holds a training run; pass --force to overwrite it, --resume {} to continue it, \
-                 or --out to choose another directory",
-                self.dir.display(),
-                self.dir.display()
-            )));
+            return Err(Error::RunExists { dir: self.dir.clone() });
         }
         create_dir(&self.dir)?;
         for p in [self.best(), self.state(), self.metrics()] {
@@ -91,10 +86,7 @@ impl RunDir {
     pub fn load_state(&self) -> Result<(TrainState, Vec<f32>, Vec<f32>)> {
         let path = self.state();
         if !path.exists() {
-            return Err(Error::Config(format!(
-                "{} holds no resumable run ({STATE_FILE} is missing)",
-                self.dir.display()
-            )));
+            return Err(Error::NotResumable { dir: self.dir.clone(), missing: STATE_FILE });
         }
         let ck = Checkpoint::load(&path)?;
         let state: TrainState = ck
@@ -184,8 +176,10 @@ pub fn train_run(
     config.validate()?;
     let train = limited(&data.train, config.train_limit);
     let test = limited(&data.test, config.test_limit);
-    if train.is_empty() || test.is_empty() {
-        return Err(Error::Config(format!("data set {} has an empty split", data.name)));
+    for (split, images) in [("training", &train), ("test", &test)] {
+        if images.is_empty() {
+            return Err(Error::EmptySplit { dataset: data.name.clone(), split });
+        }
     }
     let (mut state, mut trainer) = match start {
         Start::Fresh { params } => {

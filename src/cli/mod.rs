@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use lenet5_core::data::{Dataset, DatasetId, Split, data_root};
+use lenet5_core::data::{Dataset, DatasetId, Split};
 use lenet5_core::nn::Head;
+use lenet5_core::{Error, Setting};
 
 /// Errors from the library or from this front end, printed once by `main`.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -107,8 +108,15 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
     pub fn root(&self) -> PathBuf {
-        data_root(self.data.as_deref())
+        if let Some(dir) = &self.data {
+            return dir.clone();
+        }
+        match std::env::var_os("LENET5_DATA") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => PathBuf::from("data"),
+        }
     }
     /// The data set named by the flag, else `fallback`, else MNIST.
     pub fn id(&self, fallback: Option<&str>) -> DatasetId {
@@ -154,6 +162,47 @@ pub fn threads(flag: Option<usize>) -> CliResult<usize> {
         Some(n) if n > MAX_THREADS => Err(format!("--threads must be at most {MAX_THREADS}, got {n}").into()),
         Some(n) => Ok(n),
         None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    }
+}
+
+/// The one line a user sees for `err`: the library's message, in the command line's words where it names a
+/// setting or where the user can do something about it.
+pub fn message(err: &CliError) -> String {
+    let core = match err.downcast_ref::<lenet5::Error>() {
+        Some(lenet5::Error::Core(e)) => Some(e),
+        _ => err.downcast_ref::<Error>(),
+    };
+    let Some(e) = core else { return err.to_string() };
+    match e {
+        Error::Setting { setting, value, expected } => {
+            format!("invalid setting: {} must be {expected}, got {value}", flag(*setting))
+        }
+        Error::RunExists { dir } => format!(
+            "{e}; pass --force to overwrite it, --resume {} to continue it, or --out to choose another directory",
+            dir.display()
+        ),
+        Error::NotResumable { .. } => format!("{e}; only a directory written by `lenet5 train` can be resumed"),
+        Error::DataNotFound { .. } => format!(
+            "{e}; put the four IDX files in one of these directories, or point --data / LENET5_DATA at their parent"
+        ),
+        Error::Interrupted { run_dir } => {
+            format!("interrupted; resume with: lenet5 train --resume {}", run_dir.display())
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The flag that sets `setting`.
+fn flag(setting: Setting) -> &'static str {
+    match setting {
+        Setting::Epochs => "--epochs",
+        Setting::BatchSize => "--batch-size",
+        Setting::LearningRate => "--lr",
+        Setting::Momentum => "--momentum",
+        Setting::WeightDecay => "--weight-decay",
+        Setting::TrainLimit => "--train-limit",
+        Setting::TestLimit => "--test-limit",
+        Setting::Threads => "--threads",
     }
 }
 

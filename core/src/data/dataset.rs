@@ -59,17 +59,6 @@ impl DatasetId {
     }
 }
 
-/// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
-pub fn data_root(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
-    }
-    match std::env::var_os("LENET5_DATA") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from("data"),
-    }
-}
-
 /// The path of one of the four files in `dir`, raw or gzipped.
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
@@ -83,14 +72,7 @@ pub fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
             return Ok(dir.clone());
         }
     }
-    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    Err(Error::DataNotFound(format!(
-        "data set {} not found: looked for {} (or .gz) in {}; put the four IDX files in one of these \
-         directories, or point --data / LENET5_DATA at their parent",
-        id.name(),
-        FILES.join(", "),
-        looked.join(", ")
-    )))
+    Err(Error::DataNotFound { dataset: id.name(), files: &FILES, looked_in: candidates })
 }
 
 /// One split: 28x28 grey images kept as bytes, and their labels.

@@ -14,6 +14,27 @@ pub const LABELS_MAGIC: u32 = 2049;
 /// rather than allowed to fill memory.
 pub const MAX_DECOMPRESSED: u64 = 1 << 30;
 
+/// What is wrong with the bytes of an IDX file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdxError {
+    #[error("not an IDX {what} file: {len} bytes is shorter than the 4-byte magic")]
+    NoMagic { what: &'static str, len: usize },
+    #[error("not an IDX {what} file: magic number {found}, expected {expected}")]
+    Magic { what: &'static str, found: u32, expected: u32 },
+    #[error("truncated IDX header: {len} bytes, expected at least {expected}")]
+    ShortHeader { len: usize, expected: usize },
+    #[error("truncated: header says {dims:?} ({expected} data bytes), file holds {found}")]
+    Truncated { dims: Vec<usize>, expected: usize, found: usize },
+    #[error("{} trailing bytes after the {expected} data bytes of {dims:?}", found - expected)]
+    Trailing { dims: Vec<usize>, expected: usize, found: usize },
+    #[error("dimensions {dims:?} overflow")]
+    Overflow { dims: Vec<usize> },
+    #[error("corrupt gzip stream ({0})")]
+    Gzip(String),
+    #[error("decompresses to more than {MAX_DECOMPRESSED} bytes")]
+    TooLarge,
+}
+
 /// Images as stored: `count` images of `rows x cols` bytes, row-major.
 #[derive(Clone, Debug)]
 pub struct IdxImages {
@@ -26,11 +47,11 @@ pub struct IdxImages {
 /// Reads a file whole, decompressing it if it is gzip.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).at(path)?;
-    decompress_if_gzip(raw).map_err(|e| Error::format(path, e))
+    decompress_if_gzip(raw).map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Decompresses `raw` if it starts with the gzip magic, else returns it as is.
-pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, IdxError> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
         return Ok(raw);
     }
@@ -42,26 +63,26 @@ pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> 
     flate2::read::MultiGzDecoder::new(raw.as_slice())
         .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("corrupt gzip stream ({e})"))?;
+        .map_err(|e| IdxError::Gzip(e.to_string()))?;
     if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(format!("decompresses to more than {MAX_DECOMPRESSED} bytes"));
+        return Err(IdxError::TooLarge);
     }
     Ok(out)
 }
 
 /// Parses the header; returns the dimensions and the byte offset of the data.
-fn parse_header(bytes: &[u8], magic: u32, what: &str) -> std::result::Result<(Vec<usize>, usize), String> {
+fn parse_header(bytes: &[u8], magic: u32, what: &'static str) -> std::result::Result<(Vec<usize>, usize), IdxError> {
     if bytes.len() < 4 {
-        return Err(format!("not an IDX {what} file: {} bytes is shorter than the 4-byte magic", bytes.len()));
+        return Err(IdxError::NoMagic { what, len: bytes.len() });
     }
     let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if found != magic {
-        return Err(format!("not an IDX {what} file: magic number {found}, expected {magic}"));
+        return Err(IdxError::Magic { what, found, expected: magic });
     }
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndims;
     if bytes.len() < header_len {
-        return Err(format!("truncated IDX header: {} bytes, expected at least {header_len}", bytes.len()));
+        return Err(IdxError::ShortHeader { len: bytes.len(), expected: header_len });
     }
     let dims = (0..ndims)
         .map(|i| {
@@ -78,23 +99,23 @@ fn check_len(
     header_len: usize,
     expected: Option<usize>,
     dims: &[usize],
-) -> std::result::Result<(), String> {
-    let have = bytes.len() - header_len;
+) -> std::result::Result<(), IdxError> {
+    let (found, dims) = (bytes.len() - header_len, dims.to_vec());
     match expected {
-        Some(e) if e == have => Ok(()),
-        Some(e) if have < e => Err(format!("truncated: header says {dims:?} ({e} data bytes), file holds {have}")),
-        Some(e) => Err(format!("{} trailing bytes after the {e} data bytes of {dims:?}", have - e)),
-        None => Err(format!("dimensions {dims:?} overflow")),
+        Some(expected) if expected == found => Ok(()),
+        Some(expected) if found < expected => Err(IdxError::Truncated { dims, expected, found }),
+        Some(expected) => Err(IdxError::Trailing { dims, expected, found }),
+        None => Err(IdxError::Overflow { dims }),
     }
 }
 
 /// Parses an images file held in memory.
-pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, String> {
+pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, IdxError> {
     parse_images_owned(bytes.to_vec())
 }
 
 /// [`parse_images`] reusing the buffer for the pixels (no second copy of a 47 MB file).
-pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, String> {
+pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, IdxError> {
     let (dims, header_len) = parse_header(&bytes, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     check_len(&bytes, header_len, count.checked_mul(rows).and_then(|n| n.checked_mul(cols)), &dims)?;
@@ -103,7 +124,7 @@ pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, 
 }
 
 /// Parses a labels file held in memory.
-pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, IdxError> {
     let (dims, header_len) = parse_header(bytes, LABELS_MAGIC, "labels")?;
     check_len(bytes, header_len, Some(dims[0]), &dims)?;
     Ok(bytes[header_len..].to_vec())
@@ -111,12 +132,12 @@ pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
 
 /// Reads an images file (raw or gzip).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    parse_images_owned(read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
+    parse_images_owned(read_maybe_gzip(path)?).map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Reads a labels file (raw or gzip).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    parse_labels(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e))
+    parse_labels(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Encodes an images file (used by tests and tools that write small data sets).
@@ -154,16 +175,16 @@ mod tests {
     #[test]
     fn rejects_wrong_magic_truncation_and_trailing_bytes() {
         let good = encode_images(2, 3, 4, &[0; 24]);
-        assert!(parse_labels(&good).unwrap_err().contains("magic number 2051, expected 2049"));
-        assert!(parse_images(&good[..good.len() - 1]).unwrap_err().contains("truncated"));
-        assert!(parse_images(&good[..10]).unwrap_err().contains("truncated IDX header"));
+        assert!(parse_labels(&good).unwrap_err().to_string().contains("magic number 2051, expected 2049"));
+        assert!(parse_images(&good[..good.len() - 1]).unwrap_err().to_string().contains("truncated"));
+        assert!(parse_images(&good[..10]).unwrap_err().to_string().contains("truncated IDX header"));
         let mut long = good.clone();
         long.push(0);
-        assert!(parse_images(&long).unwrap_err().contains("trailing"));
-        assert!(parse_images(&[]).unwrap_err().contains("shorter"));
+        assert!(parse_images(&long).unwrap_err().to_string().contains("trailing"));
+        assert!(parse_images(&[]).unwrap_err().to_string().contains("shorter"));
         // a header claiming 4 billion images must not allocate for them
         let huge = encode_images(u32::MAX as usize, 28, 28, &[]);
-        assert!(parse_images(&huge).unwrap_err().contains("truncated"));
+        assert!(parse_images(&huge).unwrap_err().to_string().contains("truncated"));
     }
 
     #[test]
@@ -174,6 +195,6 @@ mod tests {
         enc.write_all(&plain).unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(decompress_if_gzip(gz.clone()).unwrap(), plain);
-        assert!(decompress_if_gzip(gz[..gz.len() / 2].to_vec()).unwrap_err().contains("corrupt gzip"));
+        assert!(decompress_if_gzip(gz[..gz.len() / 2].to_vec()).unwrap_err().to_string().contains("corrupt gzip"));
     }
 }

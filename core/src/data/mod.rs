@@ -3,4 +3,4 @@
 pub mod dataset;
 pub mod idx;
 
-pub use dataset::{Dataset, DatasetId, Split, data_root};
+pub use dataset::{Dataset, DatasetId, Split};

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aligned::AlignedBuf;
 use crate::data::Split;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::nn::model::{CONV_PARAMS, Head, LINEAR1, StageClock};
 use crate::nn::params::NUM_PARAMS;
 use crate::optim::Sgd;
@@ -58,26 +58,32 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks every setting's range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
+        let bad = |setting, value: &dyn std::fmt::Display, expected| {
+            Err(Error::Setting { setting, value: value.to_string(), expected })
+        };
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return bad(Setting::Epochs, &self.epochs, "at least 1");
         }
-        if self.batch_size == 0 || self.batch_size > 65_536 {
-            return bad(format!("--batch-size must be in 1..=65536, got {}", self.batch_size));
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return bad(Setting::BatchSize, &self.batch_size, "in 1..=65536");
         }
         let Sgd { lr, momentum, weight_decay } = self.sgd;
         if !(lr.is_finite() && lr > 0.0) {
-            return bad(format!("--lr must be a positive number, got {lr}"));
+            return bad(Setting::LearningRate, &lr, "a positive number");
         }
         if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
-            return bad(format!("--momentum must be in [0, 1), got {momentum}"));
+            return bad(Setting::Momentum, &momentum, "in [0, 1)");
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return bad(format!("--weight-decay must be >= 0, got {weight_decay}"));
+            return bad(Setting::WeightDecay, &weight_decay, ">= 0");
         }
-        if self.train_limit == Some(0) || self.test_limit == Some(0) {
-            return bad("--train-limit and --test-limit must be at least 1".into());
+        if self.train_limit == Some(0) {
+            return bad(Setting::TrainLimit, &0, "at least 1");
+        }
+        if self.test_limit == Some(0) {
+            return bad(Setting::TestLimit, &0, "at least 1");
         }
         Ok(())
     }
@@ -116,9 +122,15 @@ pub struct StepResult {
     pub accuracy: f32,
 }
 
+/// Largest batch a trainer takes.
+pub const MAX_BATCH_SIZE: usize = 65_536;
+
 /// A team of `threads` workers (at least one), or the error that starting its threads gave.
 fn start_team(threads: usize) -> Result<Team> {
-    Team::new(threads).map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))
+    if threads == 0 {
+        return Err(Error::Setting { setting: Setting::Threads, value: "0".into(), expected: "at least 1" });
+    }
+    Team::new(threads).map_err(|source| Error::Threads { count: threads, source })
 }
 
 /// Where linear1's weight starts in the flat parameters (right after the convolutions'): the parameters and
