@@ -204,7 +204,7 @@ fn every_instruction_set_gives_the_same_results() {
             std::process::Command::new(env!("CARGO_BIN_EXE_lenet5"))
                 .args(args)
                 .env_remove("LENET5_DATA")
-                .env(lenet5_core::simd::CAP_VAR, cap)
+                .env(lenet5_core::SIMD_CAP_VAR, cap)
                 .output()
                 .expect("run lenet5")
         };

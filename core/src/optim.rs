@@ -57,7 +57,7 @@ fn update_body<const FMA: bool>(sgd: Sgd, params: &mut [f32], velocity: &mut [f3
 
 /// `v`, or zero if `v` is subnormal (see the module's documentation).
 #[inline(always)]
-pub fn flush_subnormal(v: f32) -> f32 {
+pub(crate) fn flush_subnormal(v: f32) -> f32 {
     if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v }
 }
 
@@ -74,7 +74,7 @@ fn add_assign_body<const FMA: bool>(sum: &mut [f32], x: &[f32]) {
 
 dispatch! {
     /// `sum += x`, element-wise (the shorter length).
-    pub fn add_assign(sum: &mut [f32], x: &[f32]) => add_assign_body
+    pub(crate) fn add_assign(sum: &mut [f32], x: &[f32]) => add_assign_body
 }
 
 #[cfg(test)]

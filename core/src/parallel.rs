@@ -304,6 +304,19 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "threads"))]
+    fn without_threads_the_team_is_its_caller() {
+        let mut team = Team::new(4).unwrap();
+        assert_eq!(team.workers(), 1);
+        let ran = AtomicUsize::new(0);
+        team.run(&|t| {
+            assert_eq!(t, 0);
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn shares_cover_the_range_once_in_order() {
         for len in [0, 1, 15, 16, 61_706] {
             for workers in 1..5 {
@@ -320,6 +333,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "threads")]
     fn team_runs_every_worker_and_the_barrier_separates_phases() {
         // Each worker writes its own cell in phase one and reads every cell in phase two, many times over: a
         // barrier that let a worker through early would make some read miss a write.
@@ -343,6 +357,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "threads")]
     fn a_panic_before_the_barrier_reaches_the_caller_instead_of_hanging() {
         let mut team = Team::new(2).unwrap();
         let barrier = SpinBarrier::new(2);
@@ -357,6 +372,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "threads")]
     fn a_panic_in_a_worker_reaches_the_caller_and_the_team_still_works() {
         let mut team = Team::new(2).unwrap();
         let hit = catch_unwind(AssertUnwindSafe(|| {

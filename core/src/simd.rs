@@ -72,20 +72,14 @@ pub(crate) fn cpu_has(isa: Isa) -> bool {
 
 /// Whether the CPU is AMD's, for the one kernel whose fastest form differs between AMD's and Intel's AVX-512
 /// (conv1's weight gradient). Detected once.
-pub fn amd() -> bool {
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn amd() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // Leaf 0 of `cpuid`, which every x86-64 CPU has: the vendor in ebx, edx, ecx.
-            let v = std::arch::x86_64::__cpuid(0);
-            [v.ebx, v.edx, v.ecx]
-                == [u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD")]
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        // Leaf 0 of `cpuid`, which every x86-64 CPU has: the vendor in ebx, edx, ecx.
+        let v = std::arch::x86_64::__cpuid(0);
+        [v.ebx, v.edx, v.ecx]
+            == [u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD")]
     })
 }
 

@@ -1,11 +1,10 @@
 //! Finite-difference checks of every layer's backward pass: for a random projection `L = sum(out * r)`, the
 //! analytic gradient from backward must match central differences of the forward pass.
 
-use lenet5_core::nn::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
-use lenet5_core::nn::conv::{Conv2dDims, conv2d_backward, conv2d_forward};
-use lenet5_core::nn::linear::{LinearDims, linear_backward, linear_forward};
-use lenet5_core::nn::loss::cross_entropy;
-use lenet5_core::nn::pool::{Pool2Dims, avgpool2_backward, avgpool2_forward};
+use lenet5_core::nn::reference::{
+    Conv2dDims, LinearDims, Pool2Dims, avgpool2_backward, avgpool2_forward, conv2d_backward, conv2d_forward,
+    cross_entropy, linear_backward, linear_forward, relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+};
 use lenet5_core::rng::Rng;
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {

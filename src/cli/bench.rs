@@ -103,7 +103,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     }
     let mut order: Vec<u32> = (0..train.len() as u32).collect();
     Rng::new(0).shuffle(&mut order);
-    let simd = lenet5_core::simd::describe();
+    let simd = lenet5_core::instruction_set();
     let plural = if threads == 1 { "" } else { "s" };
     println!("lenet5 bench: {name}, {threads} thread{plural}, SIMD {simd}");
     println!();
@@ -163,7 +163,7 @@ fn training_steps(a: &BenchArgs, threads: usize, train: &Split, order: &[u32]) -
         a.batch_size[0]
     );
     println!(" thread count)");
-    if lenet5_core::nn::conv2_winograd::enabled() {
+    if lenet5_core::nn::model::conv2_runs_winograd() {
         println!(
             "(GFLOP/s counts the recipe's multiply-adds as a direct convolution does them; conv2's Winograd kernels \
              do fewer)"

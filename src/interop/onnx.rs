@@ -99,7 +99,7 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> Msg {
 /// The ONNX model bytes for these weights.
 pub fn export(ck: &Checkpoint) -> Vec<u8> {
     let mut graph = Msg::default();
-    let conv = |d: &lenet5_core::nn::conv::Conv2dDims| {
+    let conv = |d: &lenet5_core::nn::Conv2dDims| {
         let (k, p) = (d.kernel as i64, d.padding as i64);
         vec![ints_attr("kernel_shape", &[k, k]), ints_attr("pads", &[p, p, p, p]), ints_attr("strides", &[1, 1])]
     };

@@ -31,7 +31,7 @@ pub fn linear_forward(d: &LinearDims, n: usize, input: &[f32], weight: &[f32], b
     sgemm(1.0, x, w.t(), 1.0, &mut out[..n * d.out_features]);
 }
 
-/// Adds to `weight_grad (O, I)` when given (see [`linear_weight_grad_rows`] for computing it elsewhere) and to
+/// Adds to `weight_grad (O, I)` when given (training computes it elsewhere, fused with the update) and to
 /// `bias_grad (O)`; overwrites `input_grad (n, I)` when given (`weight` is read only then).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(

@@ -1,16 +1,24 @@
 //! The numeric core: each layer's forward and backward side by side, and the LeNet-5 model built from them.
+//!
+//! Public: the model ([`model`]: forward, backward, the loss, the workspace), its parameter block ([`params`]),
+//! and the general layers that the specialised kernels are checked against ([`mod@reference`]). The kernels
+//! themselves, one directory per layer with a portable version beside the AVX-512 and AVX2 ones, are private.
 
-pub mod activation;
-pub mod conv;
-pub mod conv1_direct;
-pub mod conv2_direct;
-pub mod conv2_winograd;
-pub mod gemm;
-pub mod linear;
-pub mod loss;
+pub(crate) mod activation;
+pub(crate) mod conv;
+pub(crate) mod conv1_direct;
+pub(crate) mod conv2_direct;
+pub(crate) mod conv2_winograd;
+pub(crate) mod gemm;
+pub(crate) mod linear;
+pub(crate) mod loss;
 pub mod model;
 pub mod params;
-pub mod pool;
+pub(crate) mod pool;
+pub mod reference;
 
+pub use conv::Conv2dDims;
+pub use linear::LinearDims;
 pub use model::{Head, Workspace};
 pub use params::{NUM_PARAMS, PARAM_SPECS, Param, Tensors};
+pub use pool::Pool2Dims;

@@ -141,8 +141,8 @@ pub trait StageClock {
 impl StageClock for () {}
 
 /// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
-/// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (see [`super::conv`]), conv2 is
-/// pixel-major `(n, H, W, C)` (see [`super::conv2_direct`]); [`Workspace::feature_maps`] reads one image's
+/// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (as the convolution kernels take them), conv2 is
+/// pixel-major `(n, H, W, C)` (one pixel's 16 channels are one AVX-512 vector); [`Workspace::feature_maps`] reads one image's
 /// planes whatever the layout.
 /// [`backward`] overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
 /// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
@@ -154,9 +154,9 @@ pub struct Workspace {
     padded: conv1_direct::PaddedImages,
     conv1_scratch: AlignedBuf,
     /// After conv1 and ReLU `(6, n, 28, 28)`.
-    pub conv1: AlignedBuf,
+    pub(crate) conv1: AlignedBuf,
     /// After the first pooling `(6, n, 14, 14)`.
-    pub pool1: AlignedBuf,
+    pub(crate) pool1: AlignedBuf,
     /// conv2's weight with each tap's 16 output channels side by side `(150, 16)`.
     conv2_packed: AlignedBuf,
     /// conv2's weight transformed for [`conv2_winograd`] `(6, 6, 6, 16)`, when that runs.
@@ -164,15 +164,15 @@ pub struct Workspace {
     /// conv2's input transformed for [`conv2_winograd`] `(6 n, 5, 6, 32)`, kept for the weight gradient.
     conv2_winograd_input: AlignedBuf,
     /// After conv2 and ReLU, pixel-major `(n, 10, 10, 16)`.
-    pub conv2: AlignedBuf,
+    pub(crate) conv2: AlignedBuf,
     /// After the second pooling, flattened per image as `nn.Flatten` does: `(n, 400)`, i.e. `(n, 16, 5, 5)`.
-    pub flat: AlignedBuf,
+    pub(crate) flat: AlignedBuf,
     /// `(n, 120)` after ReLU.
-    pub linear1: AlignedBuf,
+    pub(crate) linear1: AlignedBuf,
     /// `(n, 84)` after ReLU.
-    pub linear2: AlignedBuf,
+    pub(crate) linear2: AlignedBuf,
     /// The last linear layer's output `(n, 10)`.
-    pub logits: AlignedBuf,
+    pub(crate) logits: AlignedBuf,
     /// The head's output `(n, 10)`: sigmoid of the logits, or the logits themselves. Loss and argmax use it.
     pub scores: AlignedBuf,
     d_scores: AlignedBuf,
@@ -222,7 +222,7 @@ impl Workspace {
     /// [`forward_features`] to [`backward_convolutions`] of the same images: the images and the convolutions'
     /// activations and gradients, almost all of its memory. Several workspaces that run one after the other
     /// can so take turns with one set of those buffers, which then stays in the core's cache.
-    pub fn swap_convolution_buffers(&mut self, other: &mut Workspace) {
+    pub(crate) fn swap_convolution_buffers(&mut self, other: &mut Workspace) {
         assert_eq!(self.capacity, other.capacity);
         std::mem::swap(&mut self.input, &mut other.input);
         std::mem::swap(&mut self.padded, &mut other.padded);
@@ -240,7 +240,7 @@ impl Workspace {
 
     /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
     /// `layer`, from which its weight gradient is made.
-    pub fn linear_io(&self, layer: LinearLayer, n: usize) -> (&[f32], &[f32]) {
+    pub(crate) fn linear_io(&self, layer: LinearLayer, n: usize) -> (&[f32], &[f32]) {
         let (input, grad, d) = match layer {
             LinearLayer::Linear1 => (&self.flat, &self.d_linear1, LINEAR1),
             LinearLayer::Linear2 => (&self.linear1, &self.d_linear2, LINEAR2),
@@ -250,13 +250,13 @@ impl Workspace {
     }
 
     /// linear1's output gradient `(n, 120)` (after its ReLU), left by [`backward_to_linear1`].
-    pub fn linear1_grad(&self, n: usize) -> &[f32] {
+    pub(crate) fn linear1_grad(&self, n: usize) -> &[f32] {
         &self.d_linear1[..n * LINEAR1.out_features]
     }
 
     /// The flattened features' gradient `(n, 400)`, which [`backward_convolutions`] reads: for a caller that
     /// makes it from parts (see [`linear1_input_grad_rows`]) instead of [`backward`].
-    pub fn features_grad_mut(&mut self, n: usize) -> &mut [f32] {
+    pub(crate) fn features_grad_mut(&mut self, n: usize) -> &mut [f32] {
         &mut self.d_flat[..n * POOL2.out_len()]
     }
 
@@ -283,7 +283,7 @@ impl Workspace {
 
 /// One `size x size` plane (channel `channel` of image `image`) of a channel-major activation `(C, n, S, S)`
 /// holding `n` images, e.g. `feature_map(&ws.conv1, n, 28, 0, 3)`.
-pub fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, channel: usize) -> &[f32] {
+pub(crate) fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, channel: usize) -> &[f32] {
     let hw = size * size;
     &activation[(channel * n + image) * hw..(channel * n + image + 1) * hw]
 }
@@ -299,7 +299,7 @@ pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: 
 }
 
 /// The first part of [`forward`]: the convolutions and pooling, leaving the flattened features in `ws.flat`.
-pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
+pub(crate) fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
     let p = Tensors::of(params);
     ws.padded.fill(n, &ws.input);
@@ -330,7 +330,7 @@ pub fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mu
 /// `weight_rows (rows, 400)` and bias `bias_rows (rows)` -> `out (n, rows)`. [`forward`] computes all the rows at
 /// once; a training step splits them among its workers, so that each block of linear1's weight is only ever
 /// read and written by one core.
-pub fn linear1_forward_rows(weight_rows: &[f32], bias_rows: &[f32], flat: &[f32], n: usize, out: &mut [f32]) {
+pub(crate) fn linear1_forward_rows(weight_rows: &[f32], bias_rows: &[f32], flat: &[f32], n: usize, out: &mut [f32]) {
     let rows = bias_rows.len();
     let d = LinearDims { in_features: LINEAR1.in_features, out_features: rows };
     assert_eq!(weight_rows.len(), d.weight_len());
@@ -340,7 +340,7 @@ pub fn linear1_forward_rows(weight_rows: &[f32], bias_rows: &[f32], flat: &[f32]
 
 /// The tail of [`forward`]: linear2, the output layer and the head, from linear1's output after ReLU in
 /// `ws.linear1`.
-pub fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
+pub(crate) fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
     let p = Tensors::of(params);
     linear_forward(&LINEAR2, n, &ws.linear1, p.linear2_weight, p.linear2_bias, &mut ws.linear2);
@@ -389,13 +389,13 @@ pub fn backward(
 }
 
 /// The convolutions' parameters, which come first in the flat block: conv1's and conv2's weights and biases.
-pub const CONV_PARAMS: usize = Param::Conv2Bias.end();
+pub(crate) const CONV_PARAMS: usize = Param::Conv2Bias.end();
 
 /// The first part of [`backward`]: the head and the linear layers, down to linear1's output gradient
 /// (`d_linear1`, see [`Workspace::linear1_grad`]). Adds the linear layers' gradients into `grads`, their weights'
 /// only if `linear_weights`: otherwise the caller makes those from [`Workspace::linear_io`], for all the slices
 /// of a batch at once (as a training step does, fused with the update).
-pub fn backward_to_linear1(
+pub(crate) fn backward_to_linear1(
     params: &[f32],
     head: Head,
     ws: &mut Workspace,
@@ -429,7 +429,13 @@ pub fn backward_to_linear1(
 /// The part of linear1's input gradient that comes from its rows `rows` (whose weights are `weight_rows
 /// (rows, 400)`), for `n` images: `out (n, 400) = d_linear1[:, rows] @ weight_rows`, from linear1's output
 /// gradient `d_linear1 (n, 120)`. The sum of these parts over rows that cover 0..120 is the whole input gradient.
-pub fn linear1_input_grad_rows(weight_rows: &[f32], d_linear1: &[f32], n: usize, rows: Range<usize>, out: &mut [f32]) {
+pub(crate) fn linear1_input_grad_rows(
+    weight_rows: &[f32],
+    d_linear1: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
     let (i_len, o_len) = (LINEAR1.in_features, LINEAR1.out_features);
     assert_eq!(weight_rows.len(), rows.len() * i_len);
     let g =
@@ -440,7 +446,7 @@ pub fn linear1_input_grad_rows(weight_rows: &[f32], d_linear1: &[f32], n: usize,
 /// The last part of [`backward`], after linear1's input gradient: pooling and the convolutions. Reads no parameter
 /// (conv2's weight as [`forward`] packed it into the workspace); adds into `conv_grads`, the first
 /// [`CONV_PARAMS`] values of a flat gradient.
-pub fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut dyn StageClock) {
+pub(crate) fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
     let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(Param::Conv1Weight.numel());
     let (c1b, rest) = rest.split_at_mut(Param::Conv1Bias.numel());
@@ -460,6 +466,12 @@ pub fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32
     clock.lap(Stage::Pool1, true);
     conv1_direct::conv_backward(n, &ws.padded, &ws.conv1, c1, c1b, &mut ws.conv1_scratch);
     clock.lap(Stage::Conv1, true);
+}
+
+/// Whether conv2 runs with Winograd's minimal filtering on this CPU (AVX-512), which does fewer multiply-adds
+/// than the direct convolution the FLOP counts describe, and rounds differently.
+pub fn conv2_runs_winograd() -> bool {
+    conv2_winograd::enabled()
 }
 
 /// Forward multiply-adds (x2) of one image: about 0.83 MFLOP.

@@ -13,7 +13,6 @@
 
 use std::ops::Range;
 
-use super::conv::Conv2dDims;
 use crate::aligned::AlignedBuf;
 use crate::simd::{BASELINE_FMA, mul_add, select};
 
@@ -33,7 +32,8 @@ const PADDED_LEN: usize = PH * PW;
 pub const SCRATCH_LEN: usize = S * W;
 
 /// Whether these are the dimensions this kernel is written for.
-pub fn supports(d: &Conv2dDims) -> bool {
+#[cfg(test)]
+pub fn supports(d: &super::Conv2dDims) -> bool {
     d.in_channels == 1 && d.out_channels == OC && d.in_size == S && d.kernel == K && d.padding == P
 }
 

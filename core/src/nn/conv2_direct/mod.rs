@@ -22,7 +22,6 @@
 //! weight `(150, 16)`, output `(n, 10, 10, 16)` (pixel-major), output gradient pixel-major `(n, 10, 10, 16)`
 //! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(6, n, 14, 14)`.
 
-use super::conv::Conv2dDims;
 use crate::simd::{BASELINE_FMA, dispatch, mul_add, relu_mask, select};
 
 const C: usize = 6;
@@ -47,7 +46,8 @@ pub const OUT_LEN: usize = OS * OS * OC;
 pub const GRAD_ROWS_LEN: usize = OC * OS * ROW;
 
 /// Whether these are the dimensions this kernel is written for.
-pub fn supports(d: &Conv2dDims) -> bool {
+#[cfg(test)]
+pub fn supports(d: &super::Conv2dDims) -> bool {
     d.in_channels == C && d.out_channels == OC && d.in_size == H && d.kernel == K && d.padding == 0
 }
 

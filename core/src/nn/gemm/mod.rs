@@ -226,7 +226,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// The definition of [`sgemm`], one dot product at a time.
+/// `c = alpha * a @ b + beta * c` by its definition, one dot product at a time: what the fast GEMM is
+/// tested against.
 pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     let (m, n) = (a.rows, b.cols);
     check(&a, &b, c, m, n);

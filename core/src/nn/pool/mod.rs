@@ -68,6 +68,7 @@ fn forward_body<const FMA: bool>(d: &Pool2Dims, n: usize, input: &[f32], out: &m
 }
 
 dispatch! {
+    #[cfg(test)]
     /// Backward of ReLU then pooling in one pass: `input_grad = (activation > 0) * out_grad / 4` spread over each
     /// 2x2 window. `activation` is the ReLU output that was pooled, same shape as `input_grad`.
     pub fn avgpool2_relu_backward(
@@ -79,6 +80,7 @@ dispatch! {
     ) => relu_backward_body
 }
 
+#[cfg(test)]
 #[inline(always)]
 fn relu_backward_body<const FMA: bool>(
     d: &Pool2Dims,
@@ -130,7 +132,8 @@ dispatch! {
     ) => relu_backward_in_place_body
 }
 
-/// [`avgpool2_relu_backward`] over the activation itself: `act_grad` holds the ReLU output on entry and its
+/// Backward of ReLU then pooling in one pass, `act_grad = (activation > 0) * out_grad / 4` spread over each
+/// 2x2 window, over the activation itself: `act_grad` holds the ReLU output on entry and its
 /// gradient on return, which spares the step a buffer the size of the activation.
 pub fn avgpool2_relu_backward_in_place(d: &Pool2Dims, n: usize, out_grad: &[f32], act_grad: &mut [f32]) {
     assert!(act_grad.len() >= n * d.in_len() && out_grad.len() >= n * d.out_len() && d.in_size.is_multiple_of(2));
@@ -194,6 +197,7 @@ fn flatten_body<const FMA: bool>(d: &Pool2Dims, n: usize, input: &[f32], flat: &
 
 /// Backward of [`avgpool2_pixel_major_flatten`] after a ReLU: `flat_grad (n, C * H/2 * H/2)` and the ReLU output
 /// `activation (n, H, H, C)` -> `input_grad (n, H, H, C)` (overwritten).
+#[cfg(test)]
 pub fn avgpool2_pixel_major_relu_backward(
     d: &Pool2Dims,
     n: usize,
