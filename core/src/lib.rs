@@ -54,6 +54,7 @@ pub mod fs;
 pub mod infer;
 #[cfg(feature = "threads")]
 pub mod machine;
+pub mod math;
 pub mod nn;
 pub mod optim;
 mod parallel;

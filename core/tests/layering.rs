@@ -10,11 +10,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("base", &[]),
     ("error", &[]),
     ("rng", &[]),
+    ("math", &[]),
     ("simd", &[]),
     ("aligned", &[]),
     ("fs", &["error"]),
     // The layers and the model; the optimiser; the worker team; data sets.
-    ("nn", &["aligned", "base", "rng", "simd"]),
+    ("nn", &["aligned", "base", "math", "rng", "simd"]),
     ("optim", &["simd"]),
     ("parallel", &[]),
     ("data", &["base", "error", "simd"]),

@@ -1,5 +1,6 @@
 //! Element-wise activations. Backward passes read the forward *output*, as PyTorch does.
 
+use crate::math;
 use crate::simd::relu_mask;
 
 /// In place: `x = max(x, 0)`.
@@ -16,10 +17,10 @@ pub fn relu_backward(out: &[f32], grad: &mut [f32]) {
     }
 }
 
-/// `out = 1 / (1 + exp(-x))`.
+/// `out = 1 / (1 + exp(-x))`, with the crate's own `exp` (see [`crate::math`]).
 pub fn sigmoid_forward(x: &[f32], out: &mut [f32]) {
     for (o, v) in out.iter_mut().zip(x) {
-        *o = 1.0 / (1.0 + (-v).exp());
+        *o = 1.0 / (1.0 + math::exp(-v));
     }
 }
 

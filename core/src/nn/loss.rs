@@ -5,6 +5,10 @@
 //!
 //! # Shapes
 //! scores `(N, classes)`, targets `(N)`.
+//!
+//! `exp` and `ln` are the crate's own (see [`crate::math`]), so the loss has the same bits on every platform.
+
+use crate::math::{exp, ln};
 
 /// One sample's loss, whether it was classified right (argmax, first index on ties), and, when `grad` is
 /// given, `(softmax - onehot) * scale` written into it.
@@ -17,12 +21,12 @@ pub fn cross_entropy(scores: &[f32], target: usize, grad: Option<(&mut [f32], f3
             argmax = i;
         }
     }
-    let sum_exp: f32 = scores.iter().map(|s| (s - max).exp()).sum();
-    let log_sum = sum_exp.ln();
+    let sum_exp: f32 = scores.iter().map(|s| exp(s - max)).sum();
+    let log_sum = ln(sum_exp);
     let loss = -(scores[target] - max - log_sum);
     if let Some((grad, scale)) = grad {
         for (i, (g, s)) in grad.iter_mut().zip(scores).enumerate() {
-            let p = (s - max - log_sum).exp();
+            let p = exp(s - max - log_sum);
             *g = (p - if i == target { 1.0 } else { 0.0 }) * scale;
         }
     }
@@ -43,7 +47,7 @@ pub fn argmax(scores: &[f32]) -> usize {
 /// Probabilities that sum to one: softmax of the scores.
 pub fn softmax(scores: &[f32]) -> Vec<f32> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let exps: Vec<f32> = scores.iter().map(|s| exp(s - max)).collect();
     let sum: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
 }

@@ -1,0 +1,126 @@
+//! `exp` and `ln` of `f32`, computed the same way on every platform.
+//!
+//! `f32::exp` and `f32::ln` call the platform's math library (glibc natively, a port of musl's on wasm32, the
+//! system's elsewhere), and two libraries may differ in the last bit for some inputs: then a training run would
+//! give other bits in a browser than natively. These are our own: the value is computed in `f64` with a relative
+//! error below 1e-14, then rounded once to `f32`, with nothing but IEEE additions, multiplications, divisions and
+//! exact bit operations, which every platform does alike. The result is the correctly rounded one except when
+//! the exact value lies within 1e-14 of halfway between two `f32`s, and within one ulp always (the tests check
+//! both functions against `f64` over millions of inputs).
+
+/// ln 2, to `f64` precision.
+const LN_2: f64 = std::f64::consts::LN_2;
+
+/// e^x.
+pub fn exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    // Beyond these e^x rounds to infinity or to zero in f32 (e^89 > f32::MAX, e^-104 < half the smallest
+    // subnormal), and inside them 2^k below is a normal f64.
+    if x > 89.0 {
+        return f32::INFINITY;
+    }
+    if x < -104.0 {
+        return 0.0;
+    }
+    // x = k ln 2 + r with |r| <= ln 2 / 2: e^x = 2^k e^r. k ln 2 is exact enough in f64: |k| <= 150, so its
+    // rounding error is below 1e-14 of ln 2's, far under what rounding to f32 can see.
+    let x = x as f64;
+    let k = (x / LN_2).round();
+    let r = x - k * LN_2;
+    // e^r by its Taylor series to r^12 / 12!: the next term is below 2e-16 for |r| <= 0.35.
+    let mut p = 1.0 / 479_001_600.0;
+    for factorial in [39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
+        p = p * r + 1.0 / factorial;
+    }
+    let two_k = f64::from_bits(((k as i64 + 1023) as u64) << 52);
+    (p * two_k) as f32
+}
+
+/// The natural logarithm: NaN below zero, minus infinity at zero.
+pub fn ln(x: f32) -> f32 {
+    if x.is_nan() || x < 0.0 {
+        return f32::NAN;
+    }
+    if x == 0.0 {
+        return f32::NEG_INFINITY;
+    }
+    if x == f32::INFINITY {
+        return x;
+    }
+    // x = m 2^e with m in [sqrt(1/2), sqrt(2)) (every f32, subnormals included, is a normal f64).
+    let bits = (x as f64).to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        e += 1;
+    }
+    // ln m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...) with s = (m - 1) / (m + 1), |s| <= 0.172: to s^23, the
+    // next term is below 1e-18.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut p = 1.0 / 23.0;
+    for odd in [21.0, 19.0, 17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0, 1.0] {
+        p = p * s2 + 1.0 / odd;
+    }
+    (2.0 * s * p + e as f64 * LN_2) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// How many f32 steps apart `a` and `b` are (both finite, or equal).
+    fn ulps(a: f32, b: f32) -> u32 {
+        if a == b || (a.is_nan() && b.is_nan()) {
+            return 0;
+        }
+        let key = |v: f32| {
+            let i = v.to_bits() as i32;
+            if i < 0 { i32::MIN - i } else { i }
+        };
+        key(a).abs_diff(key(b))
+    }
+
+    /// Every input checked: a sweep of the range that matters, random bit patterns, and the edges.
+    fn inputs(low: f32, high: f32) -> Vec<f32> {
+        let mut rng = Rng::new(7);
+        let mut v: Vec<f32> = (0..1_000_000).map(|i| low + (high - low) * i as f32 / 1e6).collect();
+        v.extend((0..1_000_000).map(|_| f32::from_bits(rng.next_u64() as u32)).filter(|x| x.is_finite()));
+        v.extend([0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, 1e-45, f32::MAX, -f32::MAX, 88.72, -87.33, -103.9]);
+        v
+    }
+
+    #[test]
+    fn exp_is_within_one_ulp_of_the_exact_value_and_mostly_exact() {
+        let (mut worst, mut off) = (0, 0);
+        for x in inputs(-110.0, 90.0) {
+            let want = (x as f64).exp() as f32;
+            let d = ulps(exp(x), want);
+            assert!(d <= 1, "exp({x:e}) = {:e}, want {want:e}", exp(x));
+            worst = worst.max(d);
+            off += (d > 0) as usize;
+        }
+        assert!(off < 100, "{off} results are one ulp off the correctly rounded value");
+        assert_eq!(worst.min(1), worst);
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!((exp(f32::INFINITY), exp(f32::NEG_INFINITY), exp(0.0)), (f32::INFINITY, 0.0, 1.0));
+    }
+
+    #[test]
+    fn ln_is_within_one_ulp_of_the_exact_value_and_mostly_exact() {
+        let mut off = 0;
+        for x in inputs(0.0, 100.0).into_iter().map(f32::abs) {
+            let want = (x as f64).ln() as f32;
+            let d = ulps(ln(x), want);
+            assert!(d <= 1, "ln({x:e}) = {:e}, want {want:e}", ln(x));
+            off += (d > 0) as usize;
+        }
+        assert!(off < 100, "{off} results are one ulp off the correctly rounded value");
+        assert!(ln(-1.0).is_nan() && ln(f32::NAN).is_nan());
+        assert_eq!((ln(0.0), ln(f32::INFINITY), ln(1.0)), (f32::NEG_INFINITY, f32::INFINITY, 0.0));
+    }
+}
