@@ -1,5 +1,6 @@
-//! A training run on disk: its directory, the best weights, the resumable state written every epoch, and the
-//! metrics log.
+//! A training run: [`Training`] in memory (the trainer, the evaluator and the run's record, an epoch or a few
+//! batches at a time), and [`train_run`], the same on disk, with its directory, the best weights, the resumable
+//! state written every epoch, and the metrics log.
 //!
 //! ```text
 //! RUN_DIR/best.safetensors   weights with the best val_acc so far (PyTorch state_dict names)
@@ -17,7 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{create_dir, write_atomic};
-use crate::train::{EpochMetrics, Evaluator, TrainConfig, TrainObserver, Trainer};
+use crate::train::{EpochMetrics, EpochProgress, Evaluator, TrainConfig, TrainObserver, Trainer};
 
 pub const BEST_FILE: &str = "best.safetensors";
 pub const STATE_FILE: &str = "last.safetensors";
@@ -100,26 +101,6 @@ impl RunDir {
         Ok((state, ck.params, momentum))
     }
 
-    fn save_state(&self, state: &TrainState, trainer: &Trainer) -> Result<()> {
-        let mut ck = Checkpoint::new(trainer.params().to_vec(), state.config.head);
-        ck.class_names = state.class_names.clone();
-        ck.momentum = Some(trainer.velocity().to_vec());
-        ck.metadata.insert("train_state".into(), serde_json::to_string(state).expect("serialisable"));
-        ck.metadata.insert("dataset".into(), state.dataset.clone());
-        ck.metadata.insert("epoch".into(), state.epoch.to_string());
-        ck.save(&self.state())
-    }
-
-    fn save_best(&self, state: &TrainState, params: &[f32], metrics: &EpochMetrics) -> Result<()> {
-        let mut ck = Checkpoint::new(params.to_vec(), state.config.head);
-        ck.class_names = state.class_names.clone();
-        ck.metadata.insert("dataset".into(), state.dataset.clone());
-        ck.metadata.insert("epoch".into(), metrics.epoch.to_string());
-        ck.metadata.insert("metrics".into(), serde_json::to_string(metrics).expect("serialisable"));
-        ck.metadata.insert("config".into(), serde_json::to_string(&state.config).expect("serialisable"));
-        ck.save(&self.best())
-    }
-
     /// Rewrites the whole log from the history, so it always agrees with the state.
     fn write_metrics(&self, history: &[EpochMetrics]) -> Result<()> {
         let mut text = String::new();
@@ -144,7 +125,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
-fn limited(split: &Split, limit: Option<usize>) -> Cow<'_, Split> {
+/// The first `limit` images of `split` (all of them when `None`).
+pub fn limited(split: &Split, limit: Option<usize>) -> Cow<'_, Split> {
     match limit {
         Some(n) if n < split.len() => {
             let mut s = split.clone();
@@ -161,6 +143,152 @@ pub enum Start {
     Fresh { params: Vec<f32> },
     /// A run resumed from its state.
     Resume { state: Box<TrainState>, params: Vec<f32>, momentum: Vec<f32> },
+}
+
+/// A training run in memory: the trainer and the evaluator, and the run's record (its settings, the epochs
+/// finished, the best one and its weights, the history). Its data are the caller's: every call takes the
+/// training or the test split, which must be the same ones throughout (see [`limited`]).
+pub struct Training {
+    state: TrainState,
+    trainer: Trainer,
+    evaluator: Evaluator,
+    /// The epoch being trained, if one was begun and not yet finished.
+    epoch: Option<EpochProgress>,
+    /// The weights of the best epoch so far.
+    best: Option<Vec<f32>>,
+}
+
+/// A finished epoch: its figures, and whether its val_acc is the best so far.
+#[derive(Clone, Debug)]
+pub struct EpochOutcome {
+    pub metrics: EpochMetrics,
+    pub new_best: bool,
+}
+
+impl Training {
+    /// A run of `config` on a data set called `dataset`, from `start`, on `threads` workers.
+    pub fn new(
+        config: TrainConfig,
+        dataset: &str,
+        class_names: &[String],
+        start: Start,
+        threads: usize,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (state, trainer) = match start {
+            Start::Fresh { params } => {
+                let state = TrainState {
+                    config: config.clone(),
+                    dataset: dataset.to_string(),
+                    class_names: class_names.to_vec(),
+                    epoch: 0,
+                    best_val_acc: None,
+                    best_epoch: None,
+                    history: Vec::new(),
+                };
+                (state, Trainer::new(config, params, None, threads)?)
+            }
+            Start::Resume { mut state, params, momentum } => {
+                let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum), threads)?;
+                trainer.set_epochs(config.epochs);
+                state.config.epochs = config.epochs;
+                (*state, trainer)
+            }
+        };
+        Ok(Training { state, trainer, evaluator: Evaluator::new(threads)?, epoch: None, best: None })
+    }
+
+    /// The run's record so far.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The current weights and momentum.
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    /// Whether every epoch of the run is finished.
+    pub fn is_finished(&self) -> bool {
+        self.state.epoch >= self.state.config.epochs
+    }
+
+    /// The epoch being trained, if any.
+    pub fn epoch_in_progress(&self) -> Option<&EpochProgress> {
+        self.epoch.as_ref()
+    }
+
+    /// Trains at most `max_batches` batches of `train`, beginning the next epoch if none is in progress (and
+    /// telling `observer`). Returns `false` when the observer asked to stop; `true` otherwise (the epoch is done
+    /// when [`EpochProgress::is_done`]; see [`Training::finish_epoch`]).
+    pub fn train_batches(&mut self, train: &Split, max_batches: usize, observer: &mut dyn TrainObserver) -> bool {
+        if self.is_finished() {
+            return true;
+        }
+        let progress = self.epoch.get_or_insert_with(|| {
+            let epoch = self.trainer.begin_epoch(self.state.epoch + 1, train.len());
+            observer.on_epoch_start(epoch.epoch, self.state.config.epochs, epoch.batches());
+            epoch
+        });
+        self.trainer.train_batches(train, progress, max_batches, observer)
+    }
+
+    /// Evaluates the epoch whose batches are all trained on `test`, and records it. `train_seconds` is the time
+    /// its training took; `now` is a clock in seconds, for the evaluation's. The caller saves what it keeps.
+    pub fn finish_epoch(&mut self, test: &Split, train_seconds: f64, now: &dyn Fn() -> f64) -> EpochOutcome {
+        let progress = self.epoch.take().expect("an epoch whose batches are all trained");
+        assert!(progress.is_done(), "epoch {} has batches left", progress.epoch);
+        let (train_loss, train_acc) = progress.means();
+        let t0 = now();
+        let config = self.trainer.config();
+        let val = self.evaluator.evaluate(self.trainer.params(), config.head, test, config.batch_size);
+        let metrics = EpochMetrics {
+            epoch: progress.epoch,
+            train_loss,
+            train_acc,
+            val_loss: val.loss,
+            val_acc: val.accuracy,
+            train_seconds,
+            val_seconds: now() - t0,
+        };
+        let new_best = self.state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
+        if new_best {
+            self.state.best_val_acc = Some(metrics.val_acc);
+            self.state.best_epoch = Some(metrics.epoch);
+            self.best = Some(self.trainer.params().to_vec());
+        }
+        self.state.epoch = metrics.epoch;
+        self.state.history.push(metrics.clone());
+        EpochOutcome { metrics, new_best }
+    }
+
+    /// The best epoch's weights as `best.safetensors` holds them (metadata: the data set, the epoch, its metrics
+    /// and the run's settings), or `None` before an epoch is finished (in this process).
+    pub fn best_checkpoint(&self) -> Option<Checkpoint> {
+        let (params, epoch) = (self.best.as_ref()?, self.state.best_epoch?);
+        let metrics = self.state.history.iter().find(|m| m.epoch == epoch)?;
+        let mut ck = self.checkpoint(params.clone());
+        ck.metadata.insert("epoch".into(), epoch.to_string());
+        ck.metadata.insert("metrics".into(), serde_json::to_string(metrics).expect("serialisable"));
+        ck.metadata.insert("config".into(), serde_json::to_string(&self.state.config).expect("serialisable"));
+        Some(ck)
+    }
+
+    /// The resumable state as `last.safetensors` holds it: the weights, the momentum and the record.
+    pub fn state_checkpoint(&self) -> Checkpoint {
+        let mut ck = self.checkpoint(self.trainer.params().to_vec());
+        ck.momentum = Some(self.trainer.velocity().to_vec());
+        ck.metadata.insert("train_state".into(), serde_json::to_string(&self.state).expect("serialisable"));
+        ck.metadata.insert("epoch".into(), self.state.epoch.to_string());
+        ck
+    }
+
+    fn checkpoint(&self, params: Vec<f32>) -> Checkpoint {
+        let mut ck = Checkpoint::new(params, self.state.config.head);
+        ck.class_names = self.state.class_names.clone();
+        ck.metadata.insert("dataset".into(), self.state.dataset.clone());
+        ck
+    }
 }
 
 /// Trains to the end of `config.epochs`, writing the run's files after every epoch. Returns
@@ -181,62 +309,29 @@ pub fn train_run(
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
     }
-    let (mut state, mut trainer) = match start {
-        Start::Fresh { params } => {
-            let state = TrainState {
-                config: config.clone(),
-                dataset: data.name.clone(),
-                class_names: data.class_names.clone(),
-                epoch: 0,
-                best_val_acc: None,
-                best_epoch: None,
-                history: Vec::new(),
-            };
-            let trainer = Trainer::new(config, params, None, threads)?;
-            // A state from the start, so that even an interrupted first epoch can be resumed.
-            run.save_state(&state, &trainer)?;
-            (state, trainer)
-        }
-        Start::Resume { state, params, momentum } => {
-            let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum), threads)?;
-            trainer.set_epochs(config.epochs);
-            // The state is written before the log, so a run killed between the two has a log one epoch short.
-            run.write_metrics(&state.history)?;
-            (*state, trainer)
-        }
-    };
-    state.config.epochs = trainer.config().epochs;
-    let mut evaluator = Evaluator::new(threads)?;
-    let batches = train.len().div_ceil(trainer.config().batch_size);
-    for epoch in state.epoch + 1..=trainer.config().epochs {
-        observer.on_epoch_start(epoch, trainer.config().epochs, batches);
-        let t0 = Instant::now();
-        let Some((train_loss, train_acc)) = trainer.train_epoch(&train, epoch, observer) else {
-            return Err(Error::Interrupted { run_dir: run.dir.clone() });
-        };
-        let train_seconds = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let val = evaluator.evaluate(trainer.params(), trainer.config().head, &test, trainer.config().batch_size);
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss,
-            train_acc,
-            val_loss: val.loss,
-            val_acc: val.accuracy,
-            train_seconds,
-            val_seconds: t1.elapsed().as_secs_f64(),
-        };
-        let new_best = state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
-        if new_best {
-            state.best_val_acc = Some(metrics.val_acc);
-            state.best_epoch = Some(epoch);
-            run.save_best(&state, trainer.params(), &metrics)?;
-        }
-        state.epoch = epoch;
-        state.history.push(metrics.clone());
-        run.save_state(&state, &trainer)?;
-        run.write_metrics(&state.history)?;
-        observer.on_epoch_end(&metrics, new_best);
+    let resumed = matches!(start, Start::Resume { .. });
+    let mut training = Training::new(config, &data.name, &data.class_names, start, threads)?;
+    if resumed {
+        // The state is written before the log, so a run killed between the two has a log one epoch short.
+        run.write_metrics(&training.state().history)?;
+    } else {
+        // A state from the start, so that even an interrupted first epoch can be resumed.
+        training.state_checkpoint().save(&run.state())?;
     }
-    Ok(RunSummary { state, run_dir: run.dir.clone() })
+    let clock = Instant::now();
+    let now = || clock.elapsed().as_secs_f64();
+    while !training.is_finished() {
+        let t0 = now();
+        if !training.train_batches(&train, usize::MAX, observer) {
+            return Err(Error::Interrupted { run_dir: run.dir.clone() });
+        }
+        let outcome = training.finish_epoch(&test, now() - t0, &now);
+        if outcome.new_best {
+            training.best_checkpoint().expect("the epoch just finished is the best").save(&run.best())?;
+        }
+        training.state_checkpoint().save(&run.state())?;
+        run.write_metrics(&training.state().history)?;
+        observer.on_epoch_end(&outcome.metrics, outcome.new_best);
+    }
+    Ok(RunSummary { state: training.state().clone(), run_dir: run.dir.clone() })
 }

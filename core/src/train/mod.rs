@@ -145,7 +145,6 @@ pub struct Trainer {
     config: TrainConfig,
     buffers: Buffers,
     team: Team,
-    order: Vec<u32>,
 }
 
 impl Trainer {
@@ -180,7 +179,7 @@ impl Trainer {
             linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
             tail_parts: TailPart::all(),
         };
-        Ok(Trainer { config, buffers, team, order: Vec::new() })
+        Ok(Trainer { config, buffers, team })
     }
 
     /// What the trainer was built with (the number of epochs as last set).
@@ -238,31 +237,88 @@ impl Trainer {
         Rng::derived(seed, 2, epoch as u64).shuffle(order);
     }
 
+    /// Epoch `epoch` (1-based) over `images` training images, ready to train a few batches at a time.
+    pub fn begin_epoch(&self, epoch: usize, images: usize) -> EpochProgress {
+        let mut order = Vec::new();
+        Self::epoch_order(self.config.seed, epoch, images, &mut order);
+        let batch_size = self.config.batch_size;
+        EpochProgress { epoch, order, batch_size, done: 0, loss_sum: 0.0, acc_sum: 0.0 }
+    }
+
+    /// Trains the next batches of `progress`, at most `max_batches`, on the images of `split` (the split the
+    /// epoch was begun for). Returns `false` when `observer` asked to stop before a batch.
+    pub fn train_batches(
+        &mut self,
+        split: &Split,
+        progress: &mut EpochProgress,
+        max_batches: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> bool {
+        let end = progress.done.saturating_add(max_batches).min(progress.batches());
+        while progress.done < end {
+            if observer.should_stop() {
+                return false;
+            }
+            // While this batch trains, each worker prefetches its share of the next one's images.
+            let (this, next) = (progress.batch(progress.done), progress.batch(progress.done + 1));
+            let images = this.len();
+            let r = self.step_prefetching(split, this, next);
+            progress.loss_sum += r.loss as f64;
+            progress.acc_sum += r.accuracy as f64;
+            progress.done += 1;
+            observer.on_batch(progress.done, progress.batches(), images, r);
+        }
+        true
+    }
+
     /// Trains one epoch (1-based number); returns the mean per-batch loss and accuracy, or `None` when
     /// `observer` asked to stop part-way.
     pub fn train_epoch(&mut self, split: &Split, epoch: usize, observer: &mut dyn TrainObserver) -> Option<(f64, f64)> {
-        let mut order = std::mem::take(&mut self.order);
-        Self::epoch_order(self.config.seed, epoch, split.len(), &mut order);
-        let batches = split.len().div_ceil(self.config.batch_size);
-        let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
-        let mut stopped = false;
-        // The steps run on the trainer's own team of threads (the calling thread is its worker 0).
-        let mut batches_ahead = order.chunks(self.config.batch_size).skip(1);
-        for (i, indices) in order.chunks(self.config.batch_size).enumerate() {
-            if observer.should_stop() {
-                stopped = true;
-                break;
-            }
-            let r = self.step_prefetching(split, indices, batches_ahead.next().unwrap_or_default());
-            loss_sum += r.loss as f64;
-            acc_sum += r.accuracy as f64;
-            observer.on_batch(i + 1, batches, indices.len(), r);
-        }
-        self.order = order;
-        if stopped {
-            return None;
-        }
-        Some((loss_sum / batches as f64, acc_sum / batches as f64))
+        let mut progress = self.begin_epoch(epoch, split.len());
+        self.train_batches(split, &mut progress, usize::MAX, observer).then(|| progress.means())
+    }
+}
+
+/// An epoch being trained a few batches at a time: the order of its images, how many batches are done, and the
+/// sums of their losses and accuracies. The same steps in the same order as one call of
+/// [`Trainer::train_epoch`], whatever the batches are trained in.
+#[derive(Clone, Debug)]
+pub struct EpochProgress {
+    /// 1-based.
+    pub epoch: usize,
+    order: Vec<u32>,
+    batch_size: usize,
+    done: usize,
+    loss_sum: f64,
+    acc_sum: f64,
+}
+
+impl EpochProgress {
+    /// Batches in the epoch.
+    pub fn batches(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// Batches trained so far.
+    pub fn batches_done(&self) -> usize {
+        self.done
+    }
+
+    /// Whether every batch is trained.
+    pub fn is_done(&self) -> bool {
+        self.done == self.batches()
+    }
+
+    /// The images of batch `i` (none past the last batch).
+    fn batch(&self, i: usize) -> &[u32] {
+        let start = (i * self.batch_size).min(self.order.len());
+        &self.order[start..(start + self.batch_size).min(self.order.len())]
+    }
+
+    /// The mean per-batch loss and accuracy of the batches trained so far (the epoch's, once it is done).
+    pub fn means(&self) -> (f64, f64) {
+        let n = self.done.max(1) as f64;
+        (self.loss_sum / n, self.acc_sum / n)
     }
 }
 
