@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
+use lenet5_core::digit::{FrameError, GreyImage, frame};
 
 use lenet5_core::error::IoContext;
 
@@ -16,8 +16,6 @@ use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
 /// Larger images are refused by the decoder, before it allocates for them.
 pub const MAX_SIDE: u32 = 8192;
-/// The box the digit is scaled into, as in MNIST.
-const BOX: u32 = 20;
 
 /// A 28x28 image in [0, 1], row-major.
 pub type Digit = [f32; IMAGE_LEN];
@@ -35,10 +33,8 @@ pub enum ImageError {
     Unreadable(String),
     #[error("cannot decode image ({0})")]
     Undecodable(String),
-    #[error("image has no pixels")]
-    NoPixels,
-    #[error("no digit found: the image is blank or has too little contrast")]
-    NoDigit,
+    #[error(transparent)]
+    NoDigit(#[from] FrameError),
 }
 
 /// Decodes PNG, JPEG, BMP, GIF or PNM bytes, refusing images larger than [`MAX_SIDE`] on a side.
@@ -72,76 +68,21 @@ pub fn load_digit(path: &Path) -> Result<Digit> {
 }
 
 /// Grey levels with transparency composited over white (drawings often have a transparent background).
-fn to_grey(img: &DynamicImage) -> GrayImage {
+fn to_grey(img: &DynamicImage) -> GreyImage {
     let la = img.to_luma_alpha8();
-    GrayImage::from_fn(la.width(), la.height(), |x, y| {
-        let p = la.get_pixel(x, y);
-        let (l, a) = (p[0] as f32, p[1] as f32 / 255.0);
-        Luma([(a * l + (1.0 - a) * 255.0).round() as u8])
-    })
+    let pixels = la
+        .pixels()
+        .map(|p| {
+            let (l, a) = (p[0] as f32, p[1] as f32 / 255.0);
+            (a * l + (1.0 - a) * 255.0).round() as u8
+        })
+        .collect();
+    GreyImage::new(la.width() as usize, la.height() as usize, pixels).expect("one byte per pixel")
 }
 
-/// MNIST-style preprocessing of any picture holding one digit.
+/// MNIST-style preprocessing of any picture holding one digit (see [`lenet5_core::digit::frame`]).
 pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
-    let mut grey = to_grey(img);
-    let (w, h) = grey.dimensions();
-    if w == 0 || h == 0 {
-        return Err(ImageError::NoPixels);
-    }
-    // The border tells the background: a light one means dark ink, which MNIST stores inverted.
-    let border: Vec<u8> = (0..w)
-        .flat_map(|x| [grey.get_pixel(x, 0)[0], grey.get_pixel(x, h - 1)[0]])
-        .chain((0..h).flat_map(|y| [grey.get_pixel(0, y)[0], grey.get_pixel(w - 1, y)[0]]))
-        .collect();
-    let border_mean = border.iter().map(|&v| v as f32).sum::<f32>() / border.len() as f32;
-    if border_mean > 127.0 {
-        image::imageops::invert(&mut grey);
-    }
-    let mut sorted = border.clone();
-    sorted.sort_unstable();
-    let background = if border_mean > 127.0 { 255 - sorted[sorted.len() / 2] } else { sorted[sorted.len() / 2] };
-    let peak = grey.pixels().map(|p| p[0]).max().unwrap_or(0);
-    if peak as i32 - (background as i32) < 32 {
-        return Err(ImageError::NoDigit);
-    }
-    // Stretch ink to [0, 255] over the background, then crop to the ink.
-    let range = (peak - background) as f32;
-    let stretched = GrayImage::from_fn(w, h, |x, y| {
-        let v = grey.get_pixel(x, y)[0].saturating_sub(background) as f32 / range;
-        Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8])
-    });
-    let threshold = 64;
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for (x, y, p) in stretched.enumerate_pixels() {
-        if p[0] > threshold {
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-        }
-    }
-    let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
-    let crop = image::imageops::crop_imm(&stretched, x0, y0, cw, ch).to_image();
-    // Fit into 20x20 keeping the aspect ratio.
-    let scale = BOX as f32 / cw.max(ch) as f32;
-    let (nw, nh) =
-        (((cw as f32 * scale).round() as u32).clamp(1, BOX), ((ch as f32 * scale).round() as u32).clamp(1, BOX));
-    let filter = if scale < 1.0 { FilterType::Triangle } else { FilterType::CatmullRom };
-    let small = image::imageops::resize(&crop, nw, nh, filter);
-    // Centre of mass to the centre of the 28x28 field.
-    let (mut mass, mut mx, mut my) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y, p) in small.enumerate_pixels() {
-        let v = p[0] as f32;
-        mass += v;
-        mx += v * x as f32;
-        my += v * y as f32;
-    }
-    let (cx, cy) = if mass > 0.0 { (mx / mass, my / mass) } else { (nw as f32 / 2.0, nh as f32 / 2.0) };
-    let centre = IMAGE_SIZE as f32 / 2.0 - 0.5;
-    let ox = ((centre - cx).round() as i64).clamp(0, (IMAGE_SIZE as u32 - nw) as i64) as usize;
-    let oy = ((centre - cy).round() as i64).clamp(0, (IMAGE_SIZE as u32 - nh) as i64) as usize;
-    let mut digit = [0.0f32; IMAGE_LEN];
-    for (x, y, p) in small.enumerate_pixels() {
-        digit[(oy + y as usize) * IMAGE_SIZE + ox + x as usize] = p[0] as f32 / 255.0;
-    }
-    Ok(digit)
+    Ok(frame(&to_grey(img))?)
 }
 
 /// A digit as an 8-bit grey image (for `--save-preprocessed` and the web page).
@@ -164,15 +105,15 @@ mod tests {
     }
 
     #[test]
-    fn dark_on_light_and_light_on_dark_give_the_same_digit() {
-        let a = preprocess(&DynamicImage::ImageLuma8(canvas(90, 120, 255, 0))).unwrap();
-        let b = preprocess(&DynamicImage::ImageLuma8(canvas(90, 120, 0, 255))).unwrap();
-        assert_eq!(a, b);
-        // ink in the middle, background at the corners, the digit 20 pixels tall
-        assert!(a[14 * 28 + 14] > 0.9);
-        assert_eq!(a[0], 0.0);
-        let rows: Vec<usize> = (0..28).filter(|y| (0..28).any(|x| a[y * 28 + x] > 0.5)).collect();
-        assert!((19..=21).contains(&rows.len()), "{rows:?}");
+    fn a_transparent_background_reads_as_white_paper() {
+        let opaque = preprocess(&DynamicImage::ImageLuma8(canvas(90, 120, 255, 0))).unwrap();
+        // The same dark bar on a fully transparent background (whose colour is black, and must not count).
+        let ink = canvas(90, 120, 255, 0);
+        let transparent = image::RgbaImage::from_fn(90, 120, |x, y| {
+            if ink.get_pixel(x, y)[0] == 0 { image::Rgba([0, 0, 0, 255]) } else { image::Rgba([0, 0, 0, 0]) }
+        });
+        assert_eq!(preprocess(&DynamicImage::ImageRgba8(transparent)).unwrap(), opaque);
+        assert!(opaque[14 * 28 + 14] > 0.9 && opaque[0] == 0.0);
     }
 
     #[test]

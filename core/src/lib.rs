@@ -49,6 +49,7 @@ mod aligned;
 pub mod base;
 pub mod checkpoint;
 pub mod data;
+pub mod digit;
 pub mod error;
 pub mod fs;
 pub mod infer;

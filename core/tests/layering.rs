@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("optim", &["simd"]),
     ("parallel", &[]),
     ("data", &["base", "error", "simd"]),
+    ("digit", &["base"]),
     // Checkpoints, training, inference, and what is built on them.
     ("checkpoint", &["base", "error", "fs", "nn"]),
     ("train", &["aligned", "base", "data", "error", "nn", "optim", "parallel", "rng", "simd"]),
