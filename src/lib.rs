@@ -7,5 +7,6 @@ pub mod interop;
 pub mod preprocess;
 pub mod serve;
 pub mod viz;
+pub mod web;
 
 pub use error::{Error, Result};

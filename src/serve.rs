@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! GET  /              the page (everything inline: no external assets)
+//! GET  /train         the page that trains LeNet-5 in the browser (see [`crate::web`]), with its worker
+//!                     (/train-worker.js), the engine (/lenet5.wasm) and the data sets found under the data root
+//!                     (/data/datasets.json, /data/NAME/FILE.gz)
 //! GET  /healthz       "ok"
 //! GET  /api/model     architecture summary, class names, checkpoint metadata
 //! GET  /api/sample    a random test-set image (or ?index=N) with its label
@@ -11,12 +14,13 @@
 //! Bad requests get a 4xx status and `{"error": "..."}`; no input can make a handler panic.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,12 +46,26 @@ pub struct AppState {
     test: Option<Split>,
     weights: String,
     samples: AtomicU64,
+    /// Where the training page's data sets are looked for.
+    data_root: Option<PathBuf>,
 }
 
 impl AppState {
     /// `test` feeds `/api/sample`; without it that endpoint answers 404.
     pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
-        AppState { predictor: Mutex::new(predictor), test, weights: weights.into(), samples: AtomicU64::new(0) }
+        AppState {
+            predictor: Mutex::new(predictor),
+            test,
+            weights: weights.into(),
+            samples: AtomicU64::new(0),
+            data_root: None,
+        }
+    }
+
+    /// The training page's data sets are the known ones found under `root`.
+    pub fn with_data_root(mut self, root: PathBuf) -> Self {
+        self.data_root = Some(root);
+        self
     }
 }
 
@@ -70,6 +88,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/model", get(model_info))
         .route("/api/sample", get(sample))
         .route("/api/predict", post(predict))
+        .route("/train", get(|| async { Html(crate::web::PAGE) }))
+        .route("/train-worker.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], crate::web::WORKER) }))
+        .route("/lenet5.wasm", get(|| async { ([(header::CONTENT_TYPE, "application/wasm")], crate::web::WASM) }))
+        .route("/data/datasets.json", get(datasets))
+        .route("/data/{name}/{file}", get(data_file))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -95,6 +118,26 @@ async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
         "metadata": ck.metadata,
         "weights": s.weights,
     }))
+}
+
+/// The training page's data sets: the known ones found under the data root.
+async fn datasets(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let found = s.data_root.as_deref().map(crate::web::available).unwrap_or_default();
+    Json(crate::web::datasets_json(&found, true))
+}
+
+/// One of the four files of a data set, as the training page fetches them.
+async fn data_file(
+    State(s): State<Arc<AppState>>,
+    UrlPath((name, file)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("data set file {name}/{file} is not on this server"));
+    let root = s.data_root.as_deref().ok_or_else(not_found)?;
+    let path = crate::web::data_file(root, &name, &file).ok_or_else(not_found)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {name}/{file} on the server: {e}"))
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ mod interop;
 mod pictures;
 mod predict;
 mod serve;
+mod site;
 mod summary;
 mod train;
 
@@ -48,8 +49,11 @@ enum Command {
     Import(interop::ImportArgs),
     /// Export weights as an ONNX model.
     Export(interop::ExportArgs),
-    /// Serve a page to draw digits on and watch the network read them, with a JSON API.
+    /// Serve a page to draw digits on and watch the network read them, with a JSON API, and a page that trains
+    /// LeNet-5 in the browser (/train).
     Serve(serve::ServeArgs),
+    /// Write the page that trains LeNet-5 in the browser as a static site, with its data sets.
+    Site(site::SiteArgs),
     /// Measure training and evaluation speed, per layer.
     Bench(bench::BenchArgs),
 }
@@ -219,6 +223,7 @@ pub fn run() -> CliResult {
         Command::Import(a) => interop::import(a),
         Command::Export(a) => interop::export(a),
         Command::Serve(a) => serve::run(a),
+        Command::Site(a) => site::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

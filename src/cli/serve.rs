@@ -48,7 +48,9 @@ pub fn run(a: ServeArgs) -> CliResult {
             None
         }
     };
-    let state = Arc::new(AppState::new(Predictor::new(ck), test, a.weights.weights.display().to_string()));
+    let state = Arc::new(
+        AppState::new(Predictor::new(ck), test, a.weights.weights.display().to_string()).with_data_root(a.data.root()),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,7 +60,10 @@ pub fn run(a: ServeArgs) -> CliResult {
         let listener =
             tokio::net::TcpListener::bind(&a.addr).await.map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
         let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
-        println!("serving {} on http://{addr}/ (Ctrl-C to stop)", a.weights.weights.display());
+        println!(
+            "serving {} on http://{addr}/ and a page to train LeNet-5 in the browser on http://{addr}/train (Ctrl-C to stop)",
+            a.weights.weights.display()
+        );
         serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))?;
         println!("stopped");
         Ok::<(), super::CliError>(())

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::idx::{read_images, read_labels};
+use super::idx::{IdxError, IdxImages, decompress_if_gzip, parse_images_owned, parse_labels, read_images, read_labels};
 use crate::base::{IMAGE_LEN, IMAGE_SIZE, MNIST_CLASSES, NUM_CLASSES};
 use crate::error::{Error, Result};
 
@@ -60,7 +60,7 @@ impl DatasetId {
 }
 
 /// The path of one of the four files in `dir`, raw or gzipped.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
 }
 
@@ -138,14 +138,28 @@ impl Split {
     }
 
     fn load(images: &Path, labels: &Path) -> Result<Split> {
-        let img = read_images(images)?;
+        Split::from_idx(read_images(images)?, read_labels(labels)?, images, labels)
+    }
+
+    /// A split from the contents of its two IDX files, raw or gzipped (`images` and `labels` name them in
+    /// errors): images of 28x28, as many labels as images, each a class.
+    pub fn from_idx_bytes(images: Vec<u8>, labels: Vec<u8>, images_name: &Path, labels_name: &Path) -> Result<Split> {
+        let img = decompress_if_gzip(images)
+            .and_then(parse_images_owned)
+            .map_err(|e: IdxError| Error::format(images_name, e.to_string()))?;
+        let lab = decompress_if_gzip(labels)
+            .and_then(|b| parse_labels(&b))
+            .map_err(|e: IdxError| Error::format(labels_name, e.to_string()))?;
+        Split::from_idx(img, lab, images_name, labels_name)
+    }
+
+    fn from_idx(img: IdxImages, lab: Vec<u8>, images: &Path, labels: &Path) -> Result<Split> {
         if img.rows != IMAGE_SIZE || img.cols != IMAGE_SIZE {
             return Err(Error::format(
                 images,
                 format!("images are {}x{}, expected {IMAGE_SIZE}x{IMAGE_SIZE}", img.rows, img.cols),
             ));
         }
-        let lab = read_labels(labels)?;
         if lab.len() != img.count {
             return Err(Error::format(
                 labels,

@@ -1,0 +1,181 @@
+// The training page's Web Worker: it runs lenet5's engine, compiled to WebAssembly (lenet5.wasm), so that the
+// page stays responsive while it trains. The page sends commands; the worker answers with progress.
+//
+//   page -> worker: {type: "load", dataset, files: {trainImages, trainLabels, testImages, testLabels}}
+//                   {type: "start", settings}   {type: "pause"}   {type: "resume"}   {type: "stop"}
+//                   {type: "predict", pixels, width, height}      {type: "download"}
+//   worker -> page: {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
+//                   {type: "progress", status, kernels}           {type: "epoch", status}
+//                   {type: "prediction", ...}   {type: "weights", bytes}   {type: "state", state}
+//                   {type: "error", message}
+"use strict";
+
+let engine = null;        // the module's exports
+let state = "idle";       // idle, loading, ready, training, paused, stopped, done
+let epochStarted = 0;     // when the epoch in progress started (performance.now), for the seconds it took
+let rateWindow = null;    // {time, images}: images/s over the last stretch
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+async function instantiate() {
+  const bytes = await (await fetch("lenet5.wasm")).arrayBuffer();
+  const imports = { env: { now_seconds: () => performance.now() / 1000 } };
+  const { instance } = await WebAssembly.instantiate(bytes, imports);
+  return instance.exports;
+}
+
+// The engine's last result (a JSON text, an error message or bytes), copied out of its memory.
+function resultBytes() {
+  return new Uint8Array(engine.memory.buffer, engine.result_ptr(), engine.result_len()).slice();
+}
+function resultText() {
+  return decoder.decode(resultBytes());
+}
+// Calls an export that returns a status (negative on failure, the message in the result).
+function check(status) {
+  if (status < 0) throw new Error(resultText());
+  return status;
+}
+// Copies bytes into the engine's memory; returns [ptr, len]; free with release().
+function place(bytes) {
+  const ptr = engine.alloc(bytes.length);
+  new Uint8Array(engine.memory.buffer, ptr, bytes.length).set(bytes);
+  return [ptr, bytes.length];
+}
+function release(placed) {
+  for (const [ptr, len] of placed) engine.dealloc(ptr, len);
+}
+
+function setState(s) {
+  state = s;
+  postMessage({ type: "state", state });
+}
+
+// Fetches one file, reporting progress over all of them.
+async function download(url, progress) {
+  const res = await fetch(url);
+  if (!res.ok) {
+    let detail = "";
+    try { detail = (await res.json()).error || ""; } catch (_) { /* not JSON */ }
+    throw new Error(`${url}: ${res.status} ${res.statusText}${detail ? ": " + detail : ""}`);
+  }
+  const total = Number(res.headers.get("Content-Length")) || 0;
+  progress.total += total;
+  const reader = res.body.getReader();
+  const chunks = [];
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    progress.loaded += value.length;
+    postMessage({ type: "download-progress", loaded: progress.loaded, total: progress.total });
+  }
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+async function load(dataset, files) {
+  setState("loading");
+  if (!engine) engine = await instantiate();
+  const progress = { loaded: 0, total: 0 };
+  const order = ["trainImages", "trainLabels", "testImages", "testLabels"];
+  const bytes = await Promise.all(order.map(k => download(files[k], progress)));
+  const placed = [...bytes, encoder.encode(dataset)].map(place);
+  try {
+    check(engine.load_data(...placed.flat()));
+  } finally {
+    release(placed);
+  }
+  const info = JSON.parse(resultText());
+  setState("ready");
+  postMessage({ type: "loaded", ...info });
+}
+
+function status() {
+  check(engine.status());
+  return JSON.parse(resultText());
+}
+
+function kernels() {
+  // conv1's weight comes first in the flat parameter block: 6 kernels of 5x5.
+  return new Float32Array(engine.memory.buffer, engine.params_ptr(), 150).slice();
+}
+
+// Trains in pieces of about 40 ms, letting messages (pause, predict, stop) in between.
+let batchesPerPiece = 8;
+function trainPiece() {
+  if (state !== "training") return;
+  try {
+    const t0 = performance.now();
+    const s0 = status();
+    if (s0.finished) { setState("done"); return; }
+    if (s0.batch === 0) epochStarted = t0;
+    check(engine.train(batchesPerPiece));
+    const elapsed = performance.now() - t0;
+    batchesPerPiece = Math.max(1, Math.min(500, Math.round(batchesPerPiece * 40 / Math.max(elapsed, 1))));
+    let s = status();
+    const now = performance.now();
+    const images = s.images_seen;
+    if (!rateWindow || now - rateWindow.time > 2000) rateWindow = { time: t0, images: s0.images_seen };
+    s.images_per_second = (images - rateWindow.images) / Math.max((now - rateWindow.time) / 1000, 1e-3);
+    postMessage({ type: "progress", status: s, kernels: kernels() });
+    if (s.batch === s.batches) {
+      check(engine.finish_epoch());
+      s = status();
+      rateWindow = null;
+      postMessage({ type: "epoch", status: s, kernels: kernels() });
+      if (s.finished) { setState("done"); return; }
+    }
+  } catch (e) {
+    setState("stopped");
+    postMessage({ type: "error", message: e.message });
+    return;
+  }
+  setTimeout(trainPiece, 0);
+}
+
+self.onmessage = async (event) => {
+  const m = event.data;
+  try {
+    switch (m.type) {
+      case "load":
+        await load(m.dataset, m.files);
+        break;
+      case "start": {
+        const placed = [place(encoder.encode(JSON.stringify(m.settings)))];
+        try { check(engine.configure(...placed.flat())); } finally { release(placed); }
+        rateWindow = null;
+        setState("training");
+        postMessage({ type: "progress", status: status(), kernels: kernels() });
+        setTimeout(trainPiece, 0);
+        break;
+      }
+      case "pause":
+        if (state === "training") setState("paused");
+        break;
+      case "resume":
+        if (state === "paused") { setState("training"); rateWindow = null; setTimeout(trainPiece, 0); }
+        break;
+      case "stop":
+        if (state === "training" || state === "paused") setState("stopped");
+        break;
+      case "predict": {
+        const placed = [place(m.pixels)];
+        let status;
+        try { status = engine.predict(placed[0][0], m.width, m.height); } finally { release(placed); }
+        postMessage(status < 0 ? { type: "prediction", error: resultText() } : { type: "prediction", ...JSON.parse(resultText()) });
+        break;
+      }
+      case "download":
+        check(engine.checkpoint());
+        postMessage({ type: "weights", bytes: resultBytes() });
+        break;
+    }
+  } catch (e) {
+    if (state === "loading") setState("idle");
+    postMessage({ type: "error", message: e.message });
+  }
+};

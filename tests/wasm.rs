@@ -1,0 +1,103 @@
+//! The engine compiled to WebAssembly (`assets/web/lenet5.wasm`, which the training page runs) gives the bits
+//! of the native build running the same kernels on one thread (`LENET5_SIMD=baseline --threads 1`): the same
+//! weights and momentum (their SHA-256) after a few hundred steps, and the same metrics, epoch by epoch. It runs
+//! under Node, through the exports the page's worker uses (`web/tests/train.mjs`); skipped, saying why, where
+//! Node is missing. (CI checks that the committed module is built from the current source:
+//! `scripts/build-web.sh --check`.)
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn node_available() -> bool {
+    Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// The SHA-256 of the weights and momentum, and the metrics without their timings, of a native run.
+fn native(args: &[&str]) -> (String, Vec<Value>) {
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let data = repo().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["train", "--threads", "1", "--no-download", "--progress", "plain", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .args(args)
+        .env(lenet5_core::SIMD_CAP_VAR, "baseline")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = lenet5_core::checkpoint::Checkpoint::load(&run.join("last.safetensors")).unwrap();
+    let history = lenet5_core::run::read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let history = history.into_iter().map(without_timings).collect();
+    (state.metadata["tensors_sha256"].clone(), history)
+}
+
+fn without_timings(m: impl serde::Serialize) -> Value {
+    let mut v = serde_json::to_value(m).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("train_seconds");
+    o.remove("val_seconds");
+    v
+}
+
+/// The same run in WebAssembly under Node.
+fn webassembly(settings: &str) -> (String, Vec<Value>, f64) {
+    let o = Command::new("node")
+        .arg(repo().join("web/tests/train.mjs"))
+        .arg(repo().join("assets/web/lenet5.wasm"))
+        .arg(repo().join("data/MNIST/raw"))
+        .arg(settings)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let history = v["history"].as_array().unwrap().clone();
+    (v["tensors_sha256"].as_str().unwrap().to_string(), history, v["images_per_second"].as_f64().unwrap())
+}
+
+#[test]
+fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
+    if !node_available() {
+        println!("skipped: no Node.js to run the WebAssembly engine with");
+        return;
+    }
+    let runs: [(&str, &[&str]); 2] = [
+        // The recipe's settings, three epochs of 2,000 images: 375 steps.
+        (
+            r#"{"epochs": 3, "train_limit": 2000, "test_limit": 500}"#,
+            &["--epochs", "3", "--train-limit", "2000", "--test-limit", "500"],
+        ),
+        // The logits head, a batch that is not a whole number of slices, one epoch.
+        (
+            r#"{"epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 50, "seed": 7, "train_limit": 3000, "test_limit": 1000}"#,
+            &[
+                "--epochs",
+                "1",
+                "--head",
+                "logits",
+                "--lr",
+                "0.05",
+                "--batch-size",
+                "50",
+                "--seed",
+                "7",
+                "--train-limit",
+                "3000",
+                "--test-limit",
+                "1000",
+            ],
+        ),
+    ];
+    for (settings, args) in runs {
+        let (wasm_sha, wasm_history, rate) = webassembly(settings);
+        let (native_sha, native_history) = native(args);
+        assert_eq!(wasm_history, native_history, "{settings}");
+        assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
+        println!("{settings}: same bits; {rate:.0} training images/s in WebAssembly under Node");
+    }
+}
