@@ -30,10 +30,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        drop(f);
+        {
+            let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+            f.write_all(bytes).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
         std::fs::rename(&tmp, path).at(path)?;
         // Make the rename itself durable. Not every platform can open a directory; that is not an error.
         if let Ok(d) = std::fs::File::open(&dir) {

@@ -24,8 +24,11 @@ fn cap() -> u8 {
 /// The instruction sets the kernels are written for, narrowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {
-    /// Plain Rust, compiled for the baseline target (any x86-64, aarch64, wasm32).
+    /// Plain Rust, compiled for the baseline target (any x86-64, aarch64, wasm32 without SIMD).
     Portable,
+    /// WebAssembly's 128-bit SIMD, chosen when the module is compiled with it (there is no detection at run
+    /// time): kernels written with its intrinsics that give the portable ones' bits.
+    Simd128,
     /// AVX2 and FMA.
     Avx2,
     /// AVX-512 F, VL, BW and DQ, with AVX2 and FMA.
@@ -34,6 +37,9 @@ pub(crate) enum Isa {
 
 /// The widest instruction set this CPU has that [`CAP_VAR`] allows. Detected once.
 pub(crate) fn isa() -> Isa {
+    if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+        return Isa::Simd128;
+    }
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         let cap = cap();
@@ -54,6 +60,7 @@ pub(crate) fn cpu_has(isa: Isa) -> bool {
         let avx2 = || std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         match isa {
             Isa::Portable => true,
+            Isa::Simd128 => false,
             Isa::Avx2 => avx2(),
             Isa::Avx512 => {
                 avx2()
@@ -66,7 +73,7 @@ pub(crate) fn cpu_has(isa: Isa) -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        isa == Isa::Portable
+        isa == Isa::Portable || (isa == Isa::Simd128 && cfg!(all(target_arch = "wasm32", target_feature = "simd128")))
     }
 }
 
@@ -177,6 +184,7 @@ pub fn describe() -> &'static str {
     match isa() {
         Isa::Avx512 => "avx512+fma",
         Isa::Avx2 => "avx2+fma",
+        Isa::Simd128 => "wasm simd128",
         Isa::Portable if cfg!(target_arch = "aarch64") => "neon",
         Isa::Portable if cfg!(target_arch = "wasm32") => "wasm32",
         Isa::Portable => "baseline (no avx2/fma)",
@@ -202,11 +210,11 @@ pub fn relu_mask(out: f32, grad: f32) -> f32 {
 
 /// Evaluates the kernel for the widest instruction set that this CPU has and [`CAP_VAR`] allows: the
 /// `avx512` arm, else the `avx2` arm (which CPUs with AVX-512 also take when there is no `avx512` arm), else
-/// `portable`. The instruction-set arms are compiled on x86-64 only, and are `unsafe` calls of
-/// `#[target_feature]` functions, which this macro makes only when [`isa`] found those features. Every choice
-/// of instruction set in the crate is made here.
+/// `portable`; in WebAssembly compiled with SIMD128, the `simd128` arm when there is one. The x86 arms are
+/// compiled on x86-64 only, and are `unsafe` calls of `#[target_feature]` functions, which this macro makes
+/// only when [`isa`] found those features. Every choice of instruction set in the crate is made here.
 macro_rules! select {
-    ($(avx512 => $wide:expr,)? $(avx2 => $narrow:expr,)? portable => $portable:expr $(,)?) => {
+    ($(avx512 => $wide:expr,)? $(avx2 => $narrow:expr,)? $(simd128 => $wasm:expr,)? portable => $portable:expr $(,)?) => {
         #[allow(unreachable_patterns)]
         match $crate::simd::isa() {
             $(
@@ -220,6 +228,12 @@ macro_rules! select {
                 #[allow(unused_unsafe)]
                 // SAFETY: `isa()` found AVX2 and FMA on this CPU (every CPU with AVX-512 has them).
                 $crate::simd::Isa::Avx2 | $crate::simd::Isa::Avx512 => unsafe { $narrow },
+            )?
+            $(
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                #[allow(unused_unsafe)]
+                // SAFETY: the module was compiled with SIMD128, which every engine that loads it has.
+                $crate::simd::Isa::Simd128 => unsafe { $wasm },
             )?
             _ => $portable,
         }

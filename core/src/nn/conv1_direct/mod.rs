@@ -169,6 +169,7 @@ pub fn conv_relu_forward(n: usize, padded: &PaddedImages, weight: &[f32], bias: 
     select! {
         avx512 => avx512::forward(n, values, live, weight, bias, out),
         avx2 => avx2::forward(n, values, live, weight, bias, out),
+        simd128 => simd128::forward(n, values, live, weight, bias, out),
         portable => forward_relu_body::<BASELINE_FMA>(n, values, live, weight, bias, out),
     }
 }
@@ -249,6 +250,7 @@ pub fn conv_backward(
             false => avx512::backward::<true>(n, values, live, out_grad, weight_grad, bias_grad),
         },
         avx2 => avx2::backward(n, values, live, out_grad, weight_grad, bias_grad),
+        simd128 => simd128::backward(n, values, live, out_grad, weight_grad, bias_grad, scratch),
         portable => backward_body::<BASELINE_FMA>(n, values, live, out_grad, weight_grad, bias_grad, scratch),
     }
 }
@@ -260,6 +262,10 @@ mod avx512;
 /// Both kernels with AVX2 intrinsics: a 28-value row is four 8-lane vectors, the last one half used.
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+/// Both kernels with WebAssembly's SIMD128, with the portable ones' bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 #[cfg(test)]
 mod tests;

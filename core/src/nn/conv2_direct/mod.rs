@@ -160,6 +160,7 @@ pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], 
     select! {
         avx512 => avx512::forward(n, input, packed, bias, out),
         avx2 => avx2::forward(n, input, packed, bias, out),
+        simd128 => simd128::forward(n, input, packed, bias, out),
         portable => forward_body::<BASELINE_FMA>(n, input, packed, bias, out),
     }
 }
@@ -222,6 +223,7 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
     select! {
         avx512 => avx512::weight_grad(n, input, grad, weight_grad, bias_grad),
         avx2 => avx2::weight_grad(n, input, grad, weight_grad, bias_grad),
+        simd128 => simd128::weight_grad(n, input, grad, weight_grad, bias_grad),
         portable => weight_grad_body::<BASELINE_FMA>(n, input, grad, weight_grad, bias_grad),
     }
 }
@@ -273,6 +275,10 @@ pub fn input_grad(n: usize, grad: &[f32], rows: &mut [f32], packed: &[f32], inpu
     select! {
         avx512 => avx512::input_grad(n, grad, packed, input_grad),
         avx2 => avx2::input_grad(n, grad, packed, input_grad),
+        simd128 => {
+            pad_grad_rows(n, grad, rows);
+            simd128::input_grad(n, rows, packed, input_grad)
+        },
         portable => {
             pad_grad_rows(n, grad, rows);
             input_grad_body::<BASELINE_FMA>(n, rows, packed, input_grad)
@@ -289,6 +295,10 @@ mod avx512;
 /// columns of an input row in the input gradient).
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+/// The three kernels with WebAssembly's SIMD128, with the portable ones' bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 #[cfg(test)]
 mod tests;

@@ -149,6 +149,7 @@ fn gemm_rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
     select! {
         avx512 => avx512::rows(alpha, a, b, c),
         avx2 => avx2::rows(alpha, a, b, c),
+        simd128 => simd128::rows(alpha, a, b, c),
         portable => rows_body::<BASELINE_FMA>(alpha, a, b, c),
     }
 }
@@ -210,6 +211,7 @@ fn gemm_dots(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
     select! {
         avx512 => avx512::dots(alpha, a, b, c),
         avx2 => avx2::dots(alpha, a, b, c),
+        simd128 => simd128::dots(alpha, a, b, c),
         portable => dots_body::<BASELINE_FMA>(alpha, a, b, c),
     }
 }
@@ -239,6 +241,10 @@ pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32
         }
     }
 }
+
+/// Both kernels with WebAssembly's SIMD128, with the portable ones' bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,7 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
     select! {
         avx512 => avx512::weight_grad_step_rows(d, parts, rows, sgd, params, velocity),
         avx2 => avx2::weight_grad_step_rows(d, parts, rows, sgd, params, velocity),
+        simd128 => simd128::weight_grad_step_rows(d, parts, rows, sgd, params, velocity),
         portable => weight_grad_step_rows_body::<BASELINE_FMA, P>(d, parts, rows, sgd, params, velocity),
     }
 }
@@ -100,6 +101,10 @@ mod avx2;
 /// The fused gradient and update with AVX-512 intrinsics: a tile of 8 rows by 32 columns in registers.
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+
+/// The fused gradient and update with WebAssembly's SIMD128, with the portable code's bits.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 #[cfg(test)]
 mod tests;

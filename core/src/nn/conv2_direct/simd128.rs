@@ -1,0 +1,182 @@
+//! The three kernels with WebAssembly's SIMD128, with the portable kernels' bits: every output is the portable
+//! code's sum, term by term in the same order (a multiply, then an add). Blocks are sized so that the
+//! accumulators stay in the 16 vector registers of the machines that run the module, and values broadcast to
+//! every lane are loaded that way (`v128.load32_splat`) rather than loaded, then spread. The buffers passed the
+//! checks of the kernels' entry points, so the loops index with pointers.
+
+use core::arch::wasm32::*;
+
+use super::{C, H, K, OC, OS, PLANE};
+
+/// Pixels per block of the forward pass.
+const XB: usize = 5;
+
+/// `p[at..at + 4]`.
+///
+/// # Safety
+/// The four values must be there.
+#[inline(always)]
+unsafe fn load(p: *const f32, at: usize) -> v128 {
+    // SAFETY: the caller's promise.
+    unsafe { v128_load(p.add(at) as *const v128) }
+}
+
+/// `p[at]` in every lane.
+///
+/// # Safety
+/// The value must be there.
+#[inline(always)]
+unsafe fn splat(p: *const f32, at: usize) -> v128 {
+    // SAFETY: the caller's promise.
+    unsafe { v128_load32_splat(p.add(at) as *const u32) }
+}
+
+/// `acc + a * b`, rounded twice, as the portable code.
+#[inline(always)]
+fn mul_add(a: v128, b: v128, acc: v128) -> v128 {
+    f32x4_add(f32x4_mul(a, b), acc)
+}
+
+/// As [`super::conv_relu_forward`]: five pixels of a row at a time, eight output channels at a time.
+pub fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
+    let zero = f32x4_splat(0.0);
+    let (input, packed, out) = (input.as_ptr(), packed.as_ptr(), out.as_mut_ptr());
+    // SAFETY (whole body): `check` proved `input` holds 6 planes of n images, `packed` 150 x 16 weights, the
+    // bias 16 values and `out` n images of 10 x 10 x 16; every offset below is inside those.
+    unsafe {
+        for b in 0..n {
+            for y in 0..OS {
+                for half in 0..2 {
+                    let channels = half * OC / 2;
+                    let bias = [load(bias.as_ptr(), channels), load(bias.as_ptr(), channels + 4)];
+                    for x0 in (0..OS).step_by(XB) {
+                        let mut acc = [bias; XB];
+                        for c in 0..C {
+                            let plane = input.add((c * n + b) * PLANE);
+                            for i in 0..K {
+                                let row = plane.add((y + i) * H + x0);
+                                for j in 0..K {
+                                    let w = packed.add(((c * K + i) * K + j) * OC + channels);
+                                    let (w0, w1) = (load(w, 0), load(w, 4));
+                                    for (x, acc_x) in acc.iter_mut().enumerate() {
+                                        let v = splat(row, x + j);
+                                        acc_x[0] = mul_add(v, w0, acc_x[0]);
+                                        acc_x[1] = mul_add(v, w1, acc_x[1]);
+                                    }
+                                }
+                            }
+                        }
+                        for (x, acc_x) in acc.iter().enumerate() {
+                            // Rust's `max(v, 0)`: zero for NaN and for either zero.
+                            let dst = out.add(((b * OS + y) * OS + x0 + x) * OC + channels) as *mut v128;
+                            v128_store(dst, f32x4_pmax(zero, acc_x[0]));
+                            v128_store(dst.add(1), f32x4_pmax(zero, acc_x[1]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// As [`super::weight_grad`]: the bias gradient summed pixel by pixel, then, per input channel and kernel row,
+/// the five taps' sums over every output pixel, eight output channels at a time.
+pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    let (input, grad) = (input.as_ptr(), grad.as_ptr());
+    let mut sums = [[0.0f32; OC / 2]; K];
+    // SAFETY (whole body): `check` proved `input` holds 6 planes of n images and `grad` n images of
+    // 10 x 10 x 16; every offset below is inside those.
+    unsafe {
+        let mut bias = [f32x4_splat(0.0); 4];
+        for px in 0..n * OS * OS {
+            for (q, sum) in bias.iter_mut().enumerate() {
+                *sum = f32x4_add(*sum, load(grad, px * OC + 4 * q));
+            }
+        }
+        for (q, sum) in bias.iter().enumerate() {
+            let mut lanes = [0.0f32; 4];
+            v128_store(lanes.as_mut_ptr() as *mut v128, *sum);
+            for (l, v) in lanes.iter().enumerate() {
+                bias_grad[4 * q + l] += v;
+            }
+        }
+        for c in 0..C {
+            for i in 0..K {
+                for half in 0..2 {
+                    let channels = half * OC / 2;
+                    let mut acc = [[f32x4_splat(0.0); 2]; K];
+                    for b in 0..n {
+                        let plane = input.add((c * n + b) * PLANE);
+                        for y in 0..OS {
+                            let row = plane.add((y + i) * H);
+                            let g = grad.add((b * OS + y) * OS * OC + channels);
+                            for x in 0..OS {
+                                let (g0, g1) = (load(g, x * OC), load(g, x * OC + 4));
+                                for (j, acc_j) in acc.iter_mut().enumerate() {
+                                    let v = splat(row, x + j);
+                                    acc_j[0] = mul_add(v, g0, acc_j[0]);
+                                    acc_j[1] = mul_add(v, g1, acc_j[1]);
+                                }
+                            }
+                        }
+                    }
+                    for (sums_j, acc_j) in sums.iter_mut().zip(&acc) {
+                        v128_store(sums_j.as_mut_ptr() as *mut v128, acc_j[0]);
+                        v128_store(sums_j.as_mut_ptr().add(4) as *mut v128, acc_j[1]);
+                    }
+                    for (j, sums_j) in sums.iter().enumerate() {
+                        for (o, v) in sums_j.iter().enumerate() {
+                            weight_grad[(channels + o) * C * K * K + (c * K + i) * K + j] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// As [`super::input_grad`] on the portable path: from the gradient as padded rows `(n, 16, 10, 20)` (see
+/// [`super::pad_grad_rows`]), each input row of every channel as lanes over its columns, eight at a time.
+pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) {
+    const ROW: usize = super::ROW;
+    const ROW_PAD: usize = super::ROW_PAD;
+    input_grad[..C * n * PLANE].fill(0.0);
+    let (rows, packed) = (rows.as_ptr(), packed.as_ptr());
+    let mut sums = [[0.0f32; 8]; C];
+    // SAFETY (whole body): `check` proved `rows` holds n images of 16 x 10 padded rows of 20, `packed` 150 x 16
+    // weights; a read of eight values at ROW_PAD - j + 8 stays inside a row of 20.
+    unsafe {
+        for b in 0..n {
+            for y in 0..OS {
+                for i in 0..K {
+                    // Columns 0..8, then 8..16 (of which 14 exist).
+                    for half in 0..2 {
+                        let mut acc = [[f32x4_splat(0.0); 2]; C];
+                        for o in 0..OC {
+                            let row = rows.add(((b * OC + o) * OS + y) * ROW + 8 * half);
+                            for j in 0..K {
+                                let (s0, s1) = (load(row, ROW_PAD - j), load(row, ROW_PAD - j + 4));
+                                let w = packed.add((i * K + j) * OC + o);
+                                for (c, acc_c) in acc.iter_mut().enumerate() {
+                                    let wc = splat(w, c * K * K * OC);
+                                    acc_c[0] = mul_add(wc, s0, acc_c[0]);
+                                    acc_c[1] = mul_add(wc, s1, acc_c[1]);
+                                }
+                            }
+                        }
+                        for (sums_c, acc_c) in sums.iter_mut().zip(&acc) {
+                            v128_store(sums_c.as_mut_ptr() as *mut v128, acc_c[0]);
+                            v128_store(sums_c.as_mut_ptr().add(4) as *mut v128, acc_c[1]);
+                        }
+                        for (c, sums_c) in sums.iter().enumerate() {
+                            let dst = &mut input_grad[((c * n + b) * H + y + i) * H..][..H];
+                            for (x, v) in dst.iter_mut().enumerate().skip(8 * half).take(8) {
+                                *v += sums_c[x - 8 * half];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
