@@ -348,6 +348,66 @@ fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
     assert_eq!(status, 200);
 }
 
+/// Training speed in headless Chromium against the native build's portable and AVX2 kernels, on one thread, in
+/// the same minutes: an epoch of 20,000 images with each (`cargo test --release --test browser -- --ignored
+/// --nocapture`; figures in BENCHMARKS.md).
+#[test]
+#[ignore = "a benchmark: run it with --ignored --nocapture"]
+fn training_speed_in_chromium_against_native() {
+    let Some(chromium) = find_chromium() else {
+        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
+        return;
+    };
+    const IMAGES: usize = 20_000;
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    let mut browser = Vec::new();
+    for _ in 0..3 {
+        b.open(&format!("http://{}/train", server.addr));
+        b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+        b.eval(&format!("{SHORT_RUN} set('limit', '{IMAGES}');"));
+        b.eval("document.getElementById('start').click()");
+        let seconds = b.wait_for_up_to(
+            "document.querySelector('#epochs-table tr')?.dataset.trainSeconds",
+            "the epoch",
+            Duration::from_secs(300),
+        );
+        browser.push(IMAGES as f64 / seconds.as_str().unwrap().parse::<f64>().unwrap());
+    }
+    let native = |simd: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+            .args([
+                "train",
+                "--threads",
+                "1",
+                "--epochs",
+                "1",
+                "--head",
+                "logits",
+                "--lr",
+                "0.05",
+                "--progress",
+                "plain",
+            ])
+            .args(["--train-limit", &IMAGES.to_string(), "--no-download", "--data"])
+            .arg(repo().join("data"))
+            .arg("--out")
+            .arg(out.path().join("run"))
+            .env(lenet5_core::SIMD_CAP_VAR, simd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let history = lenet5_core::run::read_metrics(&out.path().join("run/metrics.jsonl")).unwrap();
+        IMAGES as f64 / history[0].train_seconds
+    };
+    let rates = |v: Vec<f64>| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+    println!("training images/s on one thread, an epoch of {IMAGES} images:");
+    println!("  WebAssembly in headless Chromium: {}", rates(browser));
+    println!("  native, portable kernels:         {}", rates((0..3).map(|_| native("baseline")).collect()));
+    println!("  native, AVX2 kernels:             {}", rates((0..3).map(|_| native("avx2")).collect()));
+}
+
 /// Python's plain static file server on a free loopback port, stopped when dropped.
 struct StaticServer {
     child: Child,

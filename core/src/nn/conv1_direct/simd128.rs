@@ -70,13 +70,7 @@ pub fn backward(
     for o in 0..OC {
         let g = &out_grad[o * n * S * S..(o + 1) * n * S * S];
         let rows = &mut scratch[..n * S * W];
-        let mut bias_sum = 0.0f32;
-        for (dst, src) in rows.chunks_exact_mut(W).zip(g.chunks_exact(S)) {
-            dst[..S].copy_from_slice(src);
-            dst[S..].fill(0.0);
-            bias_sum += src.iter().sum::<f32>();
-        }
-        bias_grad[o] += bias_sum;
+        bias_grad[o] += widen_and_sum_rows(g, rows);
         let rows = &*rows;
         for i in 0..K {
             let mut taps = [0.0f32; K];
@@ -118,4 +112,52 @@ pub fn backward(
             }
         }
     }
+}
+
+/// Copies the rows of 28 values of `g` into `rows` widened to 32 with zeros, and returns the sum of the rows'
+/// sums, in order, each row's taken value by value from the left as `iter().sum()` takes it (four rows at a
+/// time, one per lane), as the portable code adds them.
+fn widen_and_sum_rows(g: &[f32], rows: &mut [f32]) -> f32 {
+    let count = g.len() / S;
+    let mut total = 0.0f32;
+    let mut sums = [0.0f32; 4];
+    let zero = f32x4_splat(0.0);
+    for (r, (dst, src)) in rows.chunks_exact_mut(W).zip(g.chunks_exact(S)).enumerate() {
+        for v in 0..S / 4 {
+            // SAFETY: four of the row's 28 values, and of the widened row's 32.
+            unsafe { v128_store(dst.as_mut_ptr().add(4 * v) as *mut v128, load(src.as_ptr(), 4 * v)) };
+        }
+        // SAFETY: the widened row's last four values.
+        unsafe { v128_store(dst.as_mut_ptr().add(S) as *mut v128, zero) };
+        if r % 4 == 3 {
+            // Rows r - 3..=r: each lane adds its row's values in order, starting from -0.0 as `sum` does.
+            let mut acc = f32x4_splat(-0.0);
+            let base = (r - 3) * S;
+            for x0 in (0..S).step_by(4) {
+                // SAFETY: four values of each of the four rows.
+                let [a, b, c, d] = [0, 1, 2, 3].map(|k| unsafe { load(g.as_ptr(), base + k * S + x0) });
+                // Transpose: column x0 + q of the four rows, then the next column.
+                let (ab_lo, ab_hi) = (i32x4_shuffle::<0, 4, 1, 5>(a, b), i32x4_shuffle::<2, 6, 3, 7>(a, b));
+                let (cd_lo, cd_hi) = (i32x4_shuffle::<0, 4, 1, 5>(c, d), i32x4_shuffle::<2, 6, 3, 7>(c, d));
+                let columns = [
+                    i64x2_shuffle::<0, 2>(ab_lo, cd_lo),
+                    i64x2_shuffle::<1, 3>(ab_lo, cd_lo),
+                    i64x2_shuffle::<0, 2>(ab_hi, cd_hi),
+                    i64x2_shuffle::<1, 3>(ab_hi, cd_hi),
+                ];
+                for column in columns {
+                    acc = f32x4_add(acc, column);
+                }
+            }
+            // SAFETY: four sums.
+            unsafe { v128_store(sums.as_mut_ptr() as *mut v128, acc) };
+            for sum in sums {
+                total += sum;
+            }
+        }
+    }
+    for r in count - count % 4..count {
+        total += g[r * S..(r + 1) * S].iter().sum::<f32>();
+    }
+    total
 }

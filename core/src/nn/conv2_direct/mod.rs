@@ -276,7 +276,7 @@ pub fn input_grad(n: usize, grad: &[f32], rows: &mut [f32], packed: &[f32], inpu
         avx512 => avx512::input_grad(n, grad, packed, input_grad),
         avx2 => avx2::input_grad(n, grad, packed, input_grad),
         simd128 => {
-            pad_grad_rows(n, grad, rows);
+            simd128::pad_grad_rows(n, grad, rows);
             simd128::input_grad(n, rows, packed, input_grad)
         },
         portable => {

@@ -139,7 +139,6 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
 /// [`super::pad_grad_rows`]), each input row of every channel as lanes over its columns, eight at a time.
 pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) {
     const ROW: usize = super::ROW;
-    const ROW_PAD: usize = super::ROW_PAD;
     input_grad[..C * n * PLANE].fill(0.0);
     let (rows, packed) = (rows.as_ptr(), packed.as_ptr());
     let mut sums = [[0.0f32; 8]; C];
@@ -154,13 +153,21 @@ pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]
                         let mut acc = [[f32x4_splat(0.0); 2]; C];
                         for o in 0..OC {
                             let row = rows.add(((b * OC + o) * OS + y) * ROW + 8 * half);
-                            for j in 0..K {
-                                let (s0, s1) = (load(row, ROW_PAD - j), load(row, ROW_PAD - j + 4));
-                                let w = packed.add((i * K + j) * OC + o);
-                                for (c, acc_c) in acc.iter_mut().enumerate() {
-                                    let wc = splat(w, c * K * K * OC);
-                                    acc_c[0] = mul_add(wc, s0, acc_c[0]);
-                                    acc_c[1] = mul_add(wc, s1, acc_c[1]);
+                            // A vector that reads only the row's zero padding (columns 0..4 with j = 4; columns 12..16
+                            // with j < 3) would add w * 0 to every lane, which changes no finite sum (a sum that
+                            // starts at +0 never becomes -0), so it is left out.
+                            let w = packed.add(i * K * OC + o);
+                            if half == 0 {
+                                for j in 0..K - 1 {
+                                    taps::<true, true>(&mut acc, row, j, w);
+                                }
+                                taps::<false, true>(&mut acc, row, K - 1, w);
+                            } else {
+                                for j in 0..3 {
+                                    taps::<true, false>(&mut acc, row, j, w);
+                                }
+                                for j in 3..K {
+                                    taps::<true, true>(&mut acc, row, j, w);
                                 }
                             }
                         }
@@ -176,6 +183,74 @@ pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// As [`super::pad_grad_rows`]: four pixels' sixteen channels at a time, turned into the channels' rows by 4x4
+/// transposes; the last two pixels of a row one value at a time.
+pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
+    const ROW: usize = super::ROW;
+    const ROW_PAD: usize = super::ROW_PAD;
+    let (g, r) = (grad.as_ptr(), rows.as_mut_ptr());
+    for b in 0..n {
+        for y in 0..OS {
+            let pixel = |x: usize| (b * OS + y) * OS + x;
+            let row = |o: usize| ((b * OC + o) * OS + y) * ROW + ROW_PAD;
+            for x0 in [0, 4] {
+                for q in 0..OC / 4 {
+                    // SAFETY: `check` proved `grad` holds n images of 10 x 10 x 16 and `rows` n images of 16 x 10
+                    // rows of 20; x0 + 4 <= 8 stays inside a row after its padding.
+                    unsafe {
+                        let [a, bb, c, d] = [0, 1, 2, 3].map(|k| load(g, pixel(x0 + k) * OC + 4 * q));
+                        let (ab_lo, ab_hi) = (i32x4_shuffle::<0, 4, 1, 5>(a, bb), i32x4_shuffle::<2, 6, 3, 7>(a, bb));
+                        let (cd_lo, cd_hi) = (i32x4_shuffle::<0, 4, 1, 5>(c, d), i32x4_shuffle::<2, 6, 3, 7>(c, d));
+                        let channels = [
+                            i64x2_shuffle::<0, 2>(ab_lo, cd_lo),
+                            i64x2_shuffle::<1, 3>(ab_lo, cd_lo),
+                            i64x2_shuffle::<0, 2>(ab_hi, cd_hi),
+                            i64x2_shuffle::<1, 3>(ab_hi, cd_hi),
+                        ];
+                        for (m, channel) in channels.into_iter().enumerate() {
+                            v128_store(r.add(row(4 * q + m) + x0) as *mut v128, channel);
+                        }
+                    }
+                }
+            }
+            for x in 8..OS {
+                for o in 0..OC {
+                    rows[row(o) + x] = grad[pixel(x) * OC + o];
+                }
+            }
+        }
+    }
+}
+
+/// One tap `j` of one output channel for every input channel in [`input_grad`]: the gradient row shifted by `j`
+/// (its first and second vector, where `FIRST` and `SECOND`) times each channel's weight, into `acc`.
+///
+/// # Safety
+/// `row` must be a padded gradient row (from its eighth value on, for the second half of the columns), `w` the
+/// packed weight at the kernel row and output channel.
+#[inline(always)]
+unsafe fn taps<const FIRST: bool, const SECOND: bool>(
+    acc: &mut [[v128; 2]; C],
+    row: *const f32,
+    j: usize,
+    w: *const f32,
+) {
+    const ROW_PAD: usize = super::ROW_PAD;
+    // SAFETY: the caller's promise.
+    unsafe {
+        let (s0, s1) = (load(row, ROW_PAD - j), load(row, ROW_PAD - j + 4));
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            let wc = splat(w, c * K * K * OC + j * OC);
+            if FIRST {
+                acc_c[0] = mul_add(wc, s0, acc_c[0]);
+            }
+            if SECOND {
+                acc_c[1] = mul_add(wc, s1, acc_c[1]);
             }
         }
     }
