@@ -2,7 +2,7 @@
 // training speed: the page working in Firefox, and its speed there. Needs Node 20+ (with its WebSocket) and a
 // Firefox started with remote debugging, the page served by `lenet5 serve` or any static server of `lenet5 site`:
 //
-//   lenet5 serve --addr 127.0.0.1:18765 &
+//   lenet5 serve --weights models/lenet5-mnist.safetensors --addr 127.0.0.1:18765 &
 //   firefox-esr --headless --remote-debugging-port=9333 --profile "$(mktemp -d)" about:blank &
 //   node --experimental-websocket bench/firefox.mjs http://127.0.0.1:18765/train [IMAGES] [PORT]
 const [url, images = "20000", port = "9333"] = process.argv.slice(2);
@@ -36,5 +36,6 @@ await evaluate(`const set = (id, v) => { document.getElementById(id).value = v; 
 const acc = await waitFor("document.querySelector('#epochs-table tr')?.dataset.valAcc", 300000);
 const seconds = await evaluate("document.querySelector('#epochs-table tr').dataset.trainSeconds");
 console.log(`${await evaluate("navigator.userAgent")}: val_acc ${acc}, ${Math.round(Number(images) / Number(seconds))} training images/s`);
+await call("session.end", {});
 ws.close();
 process.exit(0);
