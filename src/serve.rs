@@ -40,6 +40,12 @@ pub const MAX_BODY: usize = 2 << 20;
 
 const PAGE: &str = include_str!("../assets/web/index.html");
 
+/// The model that ships with lenet5 (`models/lenet5-mnist.safetensors`: the 50-epoch recipe on MNIST), which
+/// `lenet5 serve` falls back on before any model has been trained, so that its pages work at once.
+pub const BUNDLED_MODEL: &[u8] = include_bytes!("../models/lenet5-mnist.safetensors");
+/// How [`BUNDLED_MODEL`] is named in messages and in `/api/model`.
+pub const BUNDLED_MODEL_NAME: &str = "the bundled MNIST model (models/lenet5-mnist.safetensors)";
+
 /// What the handlers share.
 pub struct AppState {
     predictor: Mutex<Predictor>,

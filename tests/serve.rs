@@ -93,26 +93,47 @@ fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     assert_eq!(srv.request("GET", "/healthz", None, b"").0, 200);
 }
 
-#[test]
-fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
-    use std::io::{BufRead, BufReader};
+/// `lenet5 serve ARGS` on an ephemeral port, run in `dir`: the child, its address, its stdout after the first
+/// line, and that first line.
+fn spawn_serve(
+    args: &[&str],
+    dir: &std::path::Path,
+) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStdout>, String) {
+    use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
-        .args(["serve", "--weights", repo().join("models/lenet5-mnist.safetensors").to_str().unwrap()])
+        .arg("serve")
+        .args(args)
         .args(["--addr", "127.0.0.1:0", "--data", repo().join("data").to_str().unwrap()])
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let addr = line.split("http://").nth(1).and_then(|s| s.split('/').next()).unwrap_or_else(|| panic!("{line}"));
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    (child, addr.to_string(), out, line)
+}
+
+/// The status line and body of `GET path` from `addr`.
+fn get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+#[test]
+fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
+    use std::io::Read;
+    use std::process::Command;
+    let weights = repo().join("models/lenet5-mnist.safetensors");
+    let (mut child, addr, mut out, _) = spawn_serve(&["--weights", weights.to_str().unwrap()], &repo());
+    let resp = get(&addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
@@ -123,4 +144,30 @@ fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
     // A port that cannot be had is a clean error.
     let o = lenet5(&["serve", "--weights", "models/lenet5-mnist.safetensors", "--addr", "not-an-address"]);
     assert_clean_error(&o, &["cannot listen on not-an-address"]);
+}
+
+#[test]
+fn before_any_training_serve_falls_back_on_the_bundled_model_and_after_it_serves_the_trained_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _, line) = spawn_serve(&[], dir.path());
+    assert!(line.contains("the bundled MNIST model"), "{line}");
+    for path in ["/", "/train", "/lenet5.wasm", "/api/sample?index=0"] {
+        assert!(get(&addr, path).starts_with("HTTP/1.1 200"), "{path}");
+    }
+    let model = get(&addr, "/api/model");
+    assert!(
+        model.contains("\"weights\":\"the bundled MNIST model") && model.contains("\"dataset\":\"mnist\""),
+        "{model}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Once `lenet5 train` has left save_model/best.safetensors, that is what is served.
+    std::fs::create_dir(dir.path().join("save_model")).unwrap();
+    std::fs::copy(repo().join("models/lenet5-mnist.safetensors"), dir.path().join("save_model/best.safetensors"))
+        .unwrap();
+    let (mut child, _, _, line) = spawn_serve(&[], dir.path());
+    assert!(line.starts_with("serving save_model/best.safetensors on http://"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

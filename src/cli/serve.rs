@@ -1,16 +1,24 @@
 //! `lenet5 serve`: the drawing page and the JSON API on the user's own machine.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lenet5::serve::{AppState, serve};
+use lenet5::serve::{AppState, BUNDLED_MODEL, BUNDLED_MODEL_NAME, serve};
+use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights};
 
+/// Where `lenet5 train` leaves its best weights by default.
+const TRAINED: &str = "save_model/best.safetensors";
+
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub weights: WeightsArg,
+    /// Trained weights: a .safetensors checkpoint, or a PyTorch .pth state_dict (read with the sigmoid head).
+    /// Default: save_model/best.safetensors, else, before any model is trained there, the MNIST model bundled
+    /// with lenet5.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
     /// Address to listen on (loopback by default; use 0.0.0.0:PORT to accept other machines).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -37,8 +45,23 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// The weights to serve and their name: `--weights`, else the default run's, else the bundled model.
+fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
+    let path = match flag {
+        Some(path) => path,
+        None if Path::new(TRAINED).exists() => PathBuf::from(TRAINED),
+        None => {
+            eprintln!("note: no {TRAINED} yet (`lenet5 train` makes one); serving {BUNDLED_MODEL_NAME}");
+            let ck = Checkpoint::from_bytes(BUNDLED_MODEL, Path::new(BUNDLED_MODEL_NAME))?;
+            return Ok((ck, BUNDLED_MODEL_NAME.to_string()));
+        }
+    };
+    let name = path.display().to_string();
+    Ok((load_weights(&WeightsArg { weights: path })?, name))
+}
+
 pub fn run(a: ServeArgs) -> CliResult {
-    let ck = load_weights(&a.weights)?;
+    let (ck, weights_name) = weights(a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     // The test set feeds the "random test image" button; the page works without it.
     let test = match a.data.load_test(Some(&id.name())) {
@@ -48,9 +71,7 @@ pub fn run(a: ServeArgs) -> CliResult {
             None
         }
     };
-    let state = Arc::new(
-        AppState::new(Predictor::new(ck), test, a.weights.weights.display().to_string()).with_data_root(a.data.root()),
-    );
+    let state = Arc::new(AppState::new(Predictor::new(ck), test, weights_name.clone()).with_data_root(a.data.root()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -62,7 +83,7 @@ pub fn run(a: ServeArgs) -> CliResult {
         let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
         println!(
             "serving {} on http://{addr}/ and a page to train LeNet-5 in the browser on http://{addr}/train (Ctrl-C to stop)",
-            a.weights.weights.display()
+            weights_name
         );
         serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))?;
         println!("stopped");
