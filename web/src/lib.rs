@@ -54,10 +54,10 @@ fn now() -> f64 {
 }
 
 /// Keeps `value` as the result and returns `status` (or the message and -1 on failure).
-fn finish<T>(outcome: Result<T, String>, result: impl FnOnce(&T) -> Vec<u8>, status: impl FnOnce(&T) -> i32) -> i32 {
+fn finish<T>(outcome: session::Result<T>, result: impl FnOnce(&T) -> Vec<u8>, status: impl FnOnce(&T) -> i32) -> i32 {
     let (bytes, code) = match &outcome {
         Ok(v) => (result(v), status(v)),
-        Err(message) => (message.clone().into_bytes(), -1),
+        Err(error) => (error.to_string().into_bytes(), -1),
     };
     RESULT.with(|r| *r.borrow_mut() = bytes);
     code

@@ -10,13 +10,39 @@ use serde::{Deserialize, Serialize};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::Split;
 use lenet5_core::data::dataset::{DatasetId, FILES};
-use lenet5_core::digit::{GreyImage, frame};
+use lenet5_core::digit::{FrameError, GreyImage, frame};
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::Head;
 use lenet5_core::nn::params::init_params;
 use lenet5_core::optim::Sgd;
 use lenet5_core::run::{Start, Training, limited};
 use lenet5_core::train::{EpochMetrics, TrainConfig};
+
+/// What a session refuses, and why; the page shows the message.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The engine's: a data set's files, a setting out of range, a checkpoint.
+    #[error(transparent)]
+    Engine(#[from] lenet5_core::Error),
+    /// The settings are not the JSON of [`Settings`].
+    #[error("settings: {0}")]
+    Settings(#[from] serde_json::Error),
+    #[error("the head must be sigmoid or logits, got {0}")]
+    Head(String),
+    #[error("no data set is loaded")]
+    NoData,
+    #[error("no run: start one first")]
+    NoRun,
+    #[error("the epoch has batches left to train")]
+    EpochUnfinished,
+    #[error("the drawing's size does not match its pixels")]
+    DrawingSize,
+    #[error(transparent)]
+    Drawing(#[from] FrameError),
+}
+
+/// A session's result.
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// A data set, loaded.
 struct Data {
@@ -96,17 +122,18 @@ pub struct Session {
 impl Session {
     /// Loads a data set from its four files as fetched (gzipped or raw), in the order of [`FILES`]; returns how
     /// many training and test images it holds.
-    pub fn load(&mut self, name: &str, files: [Vec<u8>; 4]) -> Result<(usize, usize), String> {
+    pub fn load(&mut self, name: &str, files: [Vec<u8>; 4]) -> Result<(usize, usize)> {
         let [train_images, train_labels, test_images, test_labels] = files;
         let path = |i: usize| Path::new(name).join(format!("{}.gz", FILES[i]));
-        let split = |images, labels, i| {
-            Split::from_idx_bytes(images, labels, &path(i), &path(i + 1)).map_err(|e| e.to_string())
+        let split = |images, labels, i, split| {
+            let s = Split::from_idx_bytes(images, labels, &path(i), &path(i + 1))?;
+            match s.is_empty() {
+                true => Err(lenet5_core::Error::EmptySplit { dataset: name.to_string(), split }),
+                false => Ok(s),
+            }
         };
-        let train = split(train_images, train_labels, 0)?;
-        let test = split(test_images, test_labels, 2)?;
-        if train.is_empty() || test.is_empty() {
-            return Err(format!("data set {name} has an empty split"));
-        }
+        let train = split(train_images, train_labels, 0, "training")?;
+        let test = split(test_images, test_labels, 2, "test")?;
         let class_names = DatasetId::parse(name).class_names();
         self.run = None;
         let sizes = (train.len(), test.len());
@@ -120,10 +147,10 @@ impl Session {
     }
 
     /// Starts a new run with `settings` (JSON, see [`Settings`]), from PyTorch's initialisation for its seed.
-    pub fn configure(&mut self, settings: &str) -> Result<(), String> {
-        let data = self.data.as_ref().ok_or("no data set is loaded")?;
-        let s: Settings = serde_json::from_str(settings).map_err(|e| format!("settings: {e}"))?;
-        let head = Head::parse(&s.head).ok_or_else(|| format!("the head must be sigmoid or logits, got {}", s.head))?;
+    pub fn configure(&mut self, settings: &str) -> Result<()> {
+        let data = self.data.as_ref().ok_or(SessionError::NoData)?;
+        let s: Settings = serde_json::from_str(settings)?;
+        let head = Head::parse(&s.head).ok_or_else(|| SessionError::Head(s.head.clone()))?;
         let config = TrainConfig {
             epochs: s.epochs,
             batch_size: s.batch_size,
@@ -133,7 +160,7 @@ impl Session {
             train_limit: s.train_limit,
             test_limit: s.test_limit,
         };
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate()?;
         // Cut-short splits are copied once here, as `lenet5 train` cuts them.
         let cut = |split: &Split, limit| match limited(split, limit) {
             std::borrow::Cow::Owned(s) => Some(s),
@@ -141,22 +168,22 @@ impl Session {
         };
         let (train, test) = (cut(&data.train, config.train_limit), cut(&data.test, config.test_limit));
         let start = Start::Fresh { params: init_params(config.seed) };
-        let training = Training::new(config, &data.name, &data.class_names, start, 1).map_err(|e| e.to_string())?;
+        let training = Training::new(config, &data.name, &data.class_names, start, 1)?;
         self.run = Some(Run { training, train, test, epoch_seconds: 0.0, images_seen: 0 });
         Ok(())
     }
 
-    fn run(&self) -> Result<(&Run, &Data), String> {
+    fn run(&self) -> Result<(&Run, &Data)> {
         match (&self.run, &self.data) {
             (Some(run), Some(data)) => Ok((run, data)),
-            _ => Err("no run: start one first".into()),
+            _ => Err(SessionError::NoRun),
         }
     }
 
     /// Trains at most `max_batches` batches of the epoch in progress (beginning the next one if none is);
     /// returns how many it trained. `now` is a clock in seconds.
-    pub fn train(&mut self, max_batches: usize, now: &dyn Fn() -> f64) -> Result<usize, String> {
-        let (Some(run), Some(data)) = (&mut self.run, &self.data) else { return Err("no run: start one first".into()) };
+    pub fn train(&mut self, max_batches: usize, now: &dyn Fn() -> f64) -> Result<usize> {
+        let (Some(run), Some(data)) = (&mut self.run, &self.data) else { return Err(SessionError::NoRun) };
         let train = run.train.as_ref().unwrap_or(&data.train);
         let before = run.training.epoch_in_progress().map_or(0, |e| e.batches_done());
         let t0 = now();
@@ -170,10 +197,10 @@ impl Session {
     }
 
     /// Evaluates the epoch whose batches are all done on the test images, and records it.
-    pub fn finish_epoch(&mut self, now: &dyn Fn() -> f64) -> Result<EpochMetrics, String> {
-        let (Some(run), Some(data)) = (&mut self.run, &self.data) else { return Err("no run: start one first".into()) };
+    pub fn finish_epoch(&mut self, now: &dyn Fn() -> f64) -> Result<EpochMetrics> {
+        let (Some(run), Some(data)) = (&mut self.run, &self.data) else { return Err(SessionError::NoRun) };
         if !run.training.epoch_in_progress().is_some_and(|e| e.is_done()) {
-            return Err("the epoch has batches left to train".into());
+            return Err(SessionError::EpochUnfinished);
         }
         let test = run.test.as_ref().unwrap_or(&data.test);
         let outcome = run.training.finish_epoch(test, run.epoch_seconds, now);
@@ -182,7 +209,7 @@ impl Session {
     }
 
     /// Where the run stands.
-    pub fn status(&self) -> Result<Status, String> {
+    pub fn status(&self) -> Result<Status> {
         let (run, data) = self.run()?;
         let state = run.training.state();
         let train_len = run.train.as_ref().unwrap_or(&data.train).len();
@@ -220,10 +247,10 @@ impl Session {
 
     /// Reads a drawing (`width x height` grey bytes, light ink on dark or the reverse) with the weights as they
     /// are now: the class, every class's probability, and the 28x28 image the network saw.
-    pub fn predict(&self, grey: Vec<u8>, width: usize, height: usize) -> Result<Prediction, String> {
+    pub fn predict(&self, grey: Vec<u8>, width: usize, height: usize) -> Result<Prediction> {
         let (run, _) = self.run()?;
-        let picture = GreyImage::new(width, height, grey).ok_or("the drawing's size does not match its pixels")?;
-        let image = frame(&picture).map_err(|e| e.to_string())?;
+        let picture = GreyImage::new(width, height, grey).ok_or(SessionError::DrawingSize)?;
+        let image = frame(&picture)?;
         let trainer = run.training.trainer();
         let checkpoint = Checkpoint::new(trainer.params().to_vec(), trainer.config().head);
         let p = Predictor::new(checkpoint).predict(&[image]).remove(0);
@@ -232,7 +259,7 @@ impl Session {
 
     /// The weights as a safetensors checkpoint: the best epoch's, as `lenet5 train` writes `best.safetensors`,
     /// or, before an epoch is finished, the current ones.
-    pub fn checkpoint(&self) -> Result<Vec<u8>, String> {
+    pub fn checkpoint(&self) -> Result<Vec<u8>> {
         let (run, _) = self.run()?;
         let ck = run.training.best_checkpoint().unwrap_or_else(|| {
             let mut ck = run.training.state_checkpoint();
@@ -240,7 +267,7 @@ impl Session {
             ck.metadata.retain(|k, _| k == "dataset");
             ck
         });
-        ck.to_bytes().map_err(|e| e.to_string())
+        Ok(ck.to_bytes()?)
     }
 }
 
