@@ -40,29 +40,39 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let panels = root.split_evenly((1, 2));
     let last = history.last().map_or(1, |m| m.epoch).max(2) as f64;
     /// A named line: how to read it from an epoch, and its colour.
     type Line = (&'static str, fn(&EpochMetrics) -> f64, RGBColor);
-    let series: [(&str, [Line; 2]); 2] = [
-        ("loss", [("train_loss", |m| m.train_loss, BLUE), ("val_loss", |m| m.val_loss, RED)]),
-        ("accuracy", [("train_acc", |m| m.train_acc, BLUE), ("val_acc", |m| m.val_acc, RED)]),
+    let mut series: Vec<(&str, Vec<Line>)> = vec![
+        ("loss", vec![("train_loss", |m| m.train_loss, BLUE), ("val_loss", |m| m.val_loss, RED)]),
+        ("accuracy", vec![("train_acc", |m| m.train_acc, BLUE), ("val_acc", |m| m.val_acc, RED)]),
     ];
+    if lr_moves(history) {
+        series.push(("learning rate", vec![("lr", |m| m.lr.unwrap_or(f64::NAN), GREEN)]));
+    }
+    let panels = root.split_evenly((1, series.len()));
     for (panel, (title, lines)) in panels.iter().zip(series) {
-        let values: Vec<f64> = history.iter().flat_map(|m| lines.iter().map(move |(_, f, _)| f(m))).collect();
+        let values: Vec<f64> =
+            history.iter().flat_map(|m| lines.iter().map(move |(_, f, _)| f(m))).filter(|v| v.is_finite()).collect();
         let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         let pad = ((hi - lo) * 0.05).max(1e-3);
         let mut chart = ChartBuilder::on(panel)
             .caption(title, (FONT, 22))
             .margin(12)
             .x_label_area_size(36)
-            .y_label_area_size(56)
+            .y_label_area_size(60)
             .build_cartesian_2d(1.0..last, (lo - pad)..(hi + pad))
             .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("epoch").label_style((FONT, 13)).draw().map_err(|e| e.to_string())?;
+        let mut mesh = chart.configure_mesh();
+        let scientific = |v: &f64| format!("{v:.1e}");
+        if title == "learning rate" {
+            mesh.y_label_formatter(&scientific);
+        }
+        mesh.x_desc("epoch").label_style((FONT, 13)).draw().map_err(|e| e.to_string())?;
         for (name, f, color) in lines {
+            let points = history.iter().map(|m| (m.epoch as f64, f(m))).filter(|(_, v)| v.is_finite());
             chart
-                .draw_series(LineSeries::new(history.iter().map(|m| (m.epoch as f64, f(m))), color.stroke_width(2)))
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
@@ -78,13 +88,20 @@ where
     root.present().map_err(|e| e.to_string())
 }
 
-/// Loss and accuracy per epoch, train and validation, as `png` and `svg`.
+/// Whether the run's learning rate changed from epoch to epoch (a schedule), which earns it a panel.
+fn lr_moves(history: &[EpochMetrics]) -> bool {
+    let mut rates = history.iter().filter_map(|m| m.lr);
+    rates.next().is_some_and(|first| rates.any(|r| r != first))
+}
+
+/// Loss and accuracy per epoch, train and validation, and the learning rate when a schedule moved it, as `png`
+/// and `svg`.
 pub fn plot_curves(history: &[EpochMetrics], png: &Path, svg: &Path) -> Result<()> {
     ensure_font();
     if history.is_empty() {
         return Err(Error::NothingToDraw("the metrics log holds no finished epoch yet"));
     }
-    let (w, h) = (1100u32, 420u32);
+    let (w, h) = (if lr_moves(history) { 1500u32 } else { 1100 }, 420u32);
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();

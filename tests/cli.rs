@@ -248,3 +248,41 @@ fn every_instruction_set_gives_the_same_results() {
         assert_eq!(h.len(), history.len());
     }
 }
+
+/// A schedule's rate of each epoch is in the log and on the epoch lines; patience ends a run that stopped
+/// improving, says so and keeps the best weights; out-of-range settings name their flag.
+#[test]
+fn schedules_and_early_stopping_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--dataset", d, "--out", o, "--force", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        lenet5(&args)
+    };
+    let r = train(&["--epochs", "4", "--lr-schedule", "step", "--step-size", "2", "--gamma", "0.5"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let lrs: Vec<f64> =
+        lenet5_core::run::read_metrics(&out.join("metrics.jsonl")).unwrap().iter().map(|m| m.lr.unwrap()).collect();
+    let (a, b) = (1e-3f32 as f64, 5e-4f32 as f64);
+    assert_eq!(lrs, [a, a, b, b]);
+    assert!(stdout(&r).contains("lr 5.000e-4"), "{}", stdout(&r));
+
+    // At a learning rate this small nothing improves for long.
+    let r = train(&["--epochs", "30", "--lr", "1e-9", "--patience", "2"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let text = stdout(&r);
+    assert!(text.contains("stopped early after epoch") && text.contains("not improved for 2 epochs"), "{text}");
+    assert!(text.lines().filter(|l| l.starts_with("epoch")).count() < 30, "{text}");
+    assert!(out.join("best.safetensors").exists());
+
+    assert_clean_error(
+        &train(&["--lr-schedule", "cosine", "--epochs", "3", "--warmup-epochs", "3"]),
+        &["--warmup-epochs"],
+    );
+    assert_clean_error(&train(&["--patience", "0"]), &["--patience", "at least 1"]);
+    assert_clean_error(&train(&["--lr-schedule", "step", "--step-size", "0"]), &["--step-size"]);
+}

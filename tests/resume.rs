@@ -61,6 +61,34 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert_same_run(&full, &part);
 }
 
+/// A resume is told nothing of the data: it reads them from where the run did (not from ./data, which here
+/// holds the whole of MNIST), a flag given again overrides that, and other data are refused.
+#[test]
+fn resume_remembers_its_data_and_refuses_other_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, copy, run) = (tmp.path().join("root"), tmp.path().join("copy"), tmp.path().join("run"));
+    write_subset(&root, 500, 100);
+    write_subset(&copy, 500, 100);
+    let (r, o) = (root.to_str().unwrap(), run.to_str().unwrap());
+    let first = lenet5(&["train", "--data", r, "--out", o, "--epochs", "1", "--progress", "plain"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("500 train / 100 test"), "{}", stdout(&first));
+    let again = lenet5(&["train", "--resume", o, "--epochs", "2", "--progress", "plain"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("500 train / 100 test"), "{}", stdout(&again));
+    let other = ["train", "--resume", o, "--epochs", "3", "--progress", "plain", "--data", copy.to_str().unwrap()];
+    let moved = lenet5(&other);
+    assert!(moved.status.success(), "the same data elsewhere: {}", stderr(&moved));
+    assert!(stdout(&moved).contains(copy.to_str().unwrap()), "{}", stdout(&moved));
+    assert_eq!(figures(&run).len(), 3);
+
+    // The run now reads from the copy, where the data change.
+    write_subset(&copy, 400, 100);
+    let changed = lenet5(&["train", "--resume", o, "--epochs", "4", "--progress", "plain"]);
+    assert_clean_error(&changed, &["not the data this run was trained on", "--dataset"]);
+    assert_eq!(figures(&run).len(), 3, "the refused resume left the run as it was");
+}
+
 /// No temporary file of an atomic write is left in `dir`.
 fn assert_no_temp_files(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap() {

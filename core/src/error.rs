@@ -53,6 +53,10 @@ pub enum Error {
     #[error("{} holds no resumable run ({missing} is missing)", dir.display())]
     NotResumable { dir: PathBuf, missing: &'static str },
 
+    /// A run is resumed on data other than the images and labels it was trained on.
+    #[error("data set {dataset} in {} is not the data this run was trained on (its images or labels differ)", dir.display())]
+    DataChanged { dataset: String, dir: PathBuf },
+
     /// The worker threads could not be started.
     #[error("cannot start {count} threads: {source}")]
     Threads {
@@ -78,6 +82,10 @@ pub enum Setting {
     TrainLimit,
     TestLimit,
     Threads,
+    Patience,
+    StepSize,
+    Gamma,
+    Warmup,
 }
 
 impl std::fmt::Display for Setting {
@@ -91,6 +99,10 @@ impl std::fmt::Display for Setting {
             Setting::TrainLimit => "the training-image limit",
             Setting::TestLimit => "the test-image limit",
             Setting::Threads => "the thread count",
+            Setting::Patience => "the early-stopping patience",
+            Setting::StepSize => "the learning-rate schedule's step size",
+            Setting::Gamma => "the learning-rate schedule's gamma",
+            Setting::Warmup => "the learning-rate schedule's warm-up epochs",
         })
     }
 }

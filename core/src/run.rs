@@ -35,6 +35,22 @@ pub struct TrainState {
     pub best_val_acc: Option<f64>,
     pub best_epoch: Option<usize>,
     pub history: Vec<EpochMetrics>,
+    /// The directory the data set was read from, for a resume that is not told it again.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// [`Split::fingerprint`] of the training and the test images used (after any limit).
+    #[serde(default)]
+    pub data_fingerprint: Option<[u64; 2]>,
+}
+
+impl TrainState {
+    /// Whether val_acc has gone `config.patience` epochs without improving, which ends the run early.
+    pub fn stopped_early(&self) -> bool {
+        match (self.config.patience, self.best_epoch) {
+            (Some(patience), Some(best)) => self.epoch < self.config.epochs && self.epoch - best >= patience,
+            _ => false,
+        }
+    }
 }
 
 /// The result of a finished run.
@@ -185,6 +201,8 @@ impl Training {
                     best_val_acc: None,
                     best_epoch: None,
                     history: Vec::new(),
+                    data_dir: None,
+                    data_fingerprint: None,
                 };
                 (state, Trainer::new(config, params, None, threads)?)
             }
@@ -208,9 +226,14 @@ impl Training {
         &self.trainer
     }
 
-    /// Whether every epoch of the run is finished.
+    /// Whether the run is over: every epoch finished, or stopped early (see [`Training::stopped_early`]).
     pub fn is_finished(&self) -> bool {
-        self.state.epoch >= self.state.config.epochs
+        self.state.epoch >= self.state.config.epochs || self.stopped_early()
+    }
+
+    /// Whether val_acc has not improved for the run's patience (its `patience` epochs since the best).
+    pub fn stopped_early(&self) -> bool {
+        self.state.stopped_early()
     }
 
     /// The epoch being trained, if any.
@@ -248,6 +271,7 @@ impl Training {
             train_acc,
             val_loss: val.loss,
             val_acc: val.accuracy,
+            lr: Some(self.trainer.epoch_lr(progress.epoch) as f64),
             train_seconds,
             val_seconds: now() - t0,
         };
@@ -309,8 +333,16 @@ pub fn train_run(
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
     }
+    let fingerprint = [train.fingerprint(), test.fingerprint()];
+    if let Start::Resume { state, .. } = &start
+        && state.data_fingerprint.is_some_and(|f| f != fingerprint)
+    {
+        return Err(Error::DataChanged { dataset: data.name.clone(), dir: data.dir.clone() });
+    }
     let resumed = matches!(start, Start::Resume { .. });
     let mut training = Training::new(config, &data.name, &data.class_names, start, threads)?;
+    training.state.data_fingerprint = Some(fingerprint);
+    training.state.data_dir = Some(std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone()));
     if resumed {
         // The state is written before the log, so a run killed between the two has a log one epoch short.
         run.write_metrics(&training.state().history)?;

@@ -189,6 +189,9 @@ pub fn message(err: &CliError) -> String {
         Error::DataNotFound { .. } => format!(
             "{e}; put the four IDX files in one of these directories, or point --data / LENET5_DATA at their parent"
         ),
+        Error::DataChanged { .. } => {
+            format!("{e}; resume with the run's own data (--dataset / --data), or start a new run")
+        }
         Error::Interrupted { run_dir } => {
             format!("interrupted; resume with: lenet5 train --resume {}", run_dir.display())
         }
@@ -207,6 +210,10 @@ fn flag(setting: Setting) -> &'static str {
         Setting::TrainLimit => "--train-limit",
         Setting::TestLimit => "--test-limit",
         Setting::Threads => "--threads",
+        Setting::Patience => "--patience",
+        Setting::StepSize => "--step-size",
+        Setting::Gamma => "--gamma",
+        Setting::Warmup => "--warmup-epochs",
     }
 }
 

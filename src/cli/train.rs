@@ -8,12 +8,35 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use lenet5_core::data::DatasetId;
 use lenet5_core::nn::params::init_params;
-use lenet5_core::optim::Sgd;
-use lenet5_core::run::{RunDir, Start, train_run};
+use lenet5_core::optim::{LrSchedule, Sgd};
+use lenet5_core::run::{RunDir, Start, TrainState, train_run};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
 use super::{CliResult, DataArgs, HeadArg, threads};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+    Onecycle,
+}
+
+impl TrainArgs {
+    /// The schedule the flags ask for, over a run of `epochs`.
+    fn lr_schedule(&self, epochs: usize) -> LrSchedule {
+        match self.lr_schedule {
+            ScheduleArg::Constant => LrSchedule::Constant,
+            ScheduleArg::Step => LrSchedule::Step { step_size: self.step_size, gamma: self.gamma },
+            ScheduleArg::Cosine => LrSchedule::Cosine { warmup: self.warmup_epochs.unwrap_or(0) },
+            ScheduleArg::Onecycle => LrSchedule::OneCycle {
+                warmup: self.warmup_epochs.unwrap_or(((epochs as f64 * 0.3).round() as usize).max(1)),
+            },
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -38,6 +61,23 @@ pub struct TrainArgs {
     /// The network's head: `sigmoid` (the recipe) or `logits`.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub head: HeadArg,
+    /// Learning-rate schedule, one rate per epoch: `constant` (the recipe), `step` (times --gamma every
+    /// --step-size epochs), `cosine` (cosine annealing after --warmup-epochs), or `onecycle` (PyTorch's
+    /// OneCycleLR, one step per epoch, peaking at --lr after --warmup-epochs).
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: ScheduleArg,
+    /// Epochs between two cuts of the `step` schedule.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub step_size: usize,
+    /// Factor of each cut of the `step` schedule.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    pub gamma: f32,
+    /// Warm-up epochs of `cosine` [default: 0] and `onecycle` [default: 30% of the epochs].
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// Stop when val_acc has not improved for N epochs (the best weights are kept, as always).
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
     /// Worker threads (default: every core). Never changes the results.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -100,6 +140,8 @@ struct Reporter {
     loss_sum: f64,
     acc_sum: f64,
     epochs: usize,
+    /// Whether the epoch lines show the learning rate (when it moves).
+    show_lr: bool,
 }
 
 impl TrainObserver for Reporter {
@@ -136,13 +178,17 @@ impl TrainObserver for Reporter {
 
     fn on_epoch_end(&mut self, m: &EpochMetrics, new_best: bool) {
         let line = format!(
-            "epoch {:>3}/{}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}  {:.2}s ({:.0} img/s){}",
+            "epoch {:>3}/{}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_acc {:.4}{}  {:.2}s ({:.0} img/s){}",
             m.epoch,
             self.epochs,
             m.train_loss,
             m.train_acc,
             m.val_loss,
             m.val_acc,
+            match m.lr {
+                Some(lr) if self.show_lr => format!("  lr {lr:.3e}"),
+                _ => String::new(),
+            },
             m.train_seconds + m.val_seconds,
             self.images as f64 / m.train_seconds,
             if new_best { "  saved best" } else { "" }
@@ -172,14 +218,17 @@ pub fn run(a: TrainArgs) -> CliResult {
             (run, config, Start::Resume { state: Box::new(state), params, momentum })
         }
         None => {
+            let epochs = a.epochs.unwrap_or(50);
             let config = TrainConfig {
-                epochs: a.epochs.unwrap_or(50),
+                epochs,
                 batch_size: a.batch_size,
                 sgd: Sgd { lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay },
                 seed: a.seed,
                 head: a.head.into(),
                 train_limit: a.train_limit,
                 test_limit: a.test_limit,
+                lr_schedule: a.lr_schedule(epochs),
+                patience: a.patience,
             };
             config.validate()?;
             let params = match &a.init_weights {
@@ -189,12 +238,10 @@ pub fn run(a: TrainArgs) -> CliResult {
             (RunDir::new(&a.out), config, Start::Fresh { params })
         }
     };
-    let dataset_name = match &start {
-        Start::Resume { state, .. } => Some(state.dataset.clone()),
-        Start::Fresh { .. } => None,
+    let data = match &start {
+        Start::Resume { state, .. } => resume_data(&a.data, state).load(None)?,
+        Start::Fresh { .. } => a.data.load(None)?,
     };
-    let id = a.data.id(dataset_name.as_deref());
-    let data = a.data.load(Some(&id.name()))?;
     if matches!(start, Start::Fresh { .. }) {
         run_dir.create(a.force)?;
     }
@@ -216,7 +263,7 @@ pub fn run(a: TrainArgs) -> CliResult {
     let resuming = matches!(start, Start::Resume { .. });
     println!(
         "{} LeNet-5 on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
-         seed {}, {} threads -> {}",
+         seed {}{}, {} threads -> {}",
         if resuming { "resuming" } else { "training" },
         data.name,
         config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
@@ -228,6 +275,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         config.sgd.momentum,
         config.head.name(),
         config.seed,
+        schedule_and_patience(&config),
         threads,
         run_dir.dir.display()
     );
@@ -239,6 +287,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         loss_sum: 0.0,
         acc_sum: 0.0,
         epochs: config.epochs,
+        show_lr: config.lr_schedule != LrSchedule::Constant,
     };
     let result = train_run(&run_dir, config, &data, start, threads, &mut reporter);
     if let Some(bar) = &reporter.bar {
@@ -246,8 +295,46 @@ pub fn run(a: TrainArgs) -> CliResult {
     }
     let summary = result?;
     let s = &summary.state;
+    if s.stopped_early() {
+        println!(
+            "stopped early after epoch {}: val_acc has not improved for {} epochs",
+            s.epoch,
+            s.config.patience.unwrap_or_default()
+        );
+    }
     if let (Some(acc), Some(epoch)) = (s.best_val_acc, s.best_epoch) {
         println!("best val_acc {:.4} at epoch {}: weights in {}", acc, epoch, run_dir.best().display());
     }
     Ok(())
+}
+
+/// The schedule and the patience for the run's first line, when they are not the recipe's.
+fn schedule_and_patience(config: &TrainConfig) -> String {
+    let mut text = String::new();
+    match config.lr_schedule {
+        LrSchedule::Constant => {}
+        LrSchedule::Step { step_size, gamma } => text += &format!(", lr schedule step (x{gamma} every {step_size})"),
+        s => text += &format!(", lr schedule {} ({} warm-up epochs)", s.name(), s.warmup()),
+    }
+    if let Some(p) = config.patience {
+        text += &format!(", patience {p}");
+    }
+    text
+}
+
+/// Where a resumed run's data are: the flags where given, else the directory and the data set it recorded (read
+/// from there, never downloaded: it must be the same data, which `train_run` checks).
+fn resume_data(flags: &DataArgs, state: &TrainState) -> DataArgs {
+    let mut data = flags.clone();
+    if flags.dataset.is_none() {
+        data.dataset = Some(state.dataset.clone());
+    }
+    if let (None, None, Some(dir)) = (&flags.data, &flags.dataset, &state.data_dir) {
+        data.data = Some(dir.clone());
+        if let DatasetId::Dir(_) = DatasetId::parse(&state.dataset) {
+            data.dataset = Some(dir.display().to_string());
+        }
+        data.no_download = true;
+    }
+    data
 }

@@ -159,6 +159,7 @@ impl Session {
             head,
             train_limit: s.train_limit,
             test_limit: s.test_limit,
+            ..TrainConfig::default()
         };
         config.validate()?;
         // Cut-short splits are copied once here, as `lenet5 train` cuts them.

@@ -91,6 +91,25 @@ impl Split {
         self.labels.is_empty()
     }
 
+    /// A 64-bit digest of the images and labels, in order: a run records it, so that it can tell when it is
+    /// resumed on other data. Not cryptographic; any change of a pixel, a label or the order shows.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ self.len() as u64;
+        let mut mix = |word: u64| {
+            h = (h ^ word).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        };
+        for bytes in [&self.images, &self.labels] {
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            let mut tail = [0u8; 8];
+            tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+            mix(u64::from_le_bytes(tail) ^ (bytes.len() as u64).rotate_left(32));
+        }
+        h
+    }
+
     /// The raw bytes of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN]

@@ -20,7 +20,7 @@ use crate::data::Split;
 use crate::error::{Error, Result, Setting};
 use crate::nn::model::{CONV_PARAMS, Head, LINEAR1, StageClock};
 use crate::nn::params::NUM_PARAMS;
-use crate::optim::Sgd;
+use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::Team;
 use crate::rng::Rng;
 use plan::{MAX_BATCH_FOR_TAIL_COPIES, SliceState, TailCopy, TailPart};
@@ -41,6 +41,12 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images (all when `None`).
     pub test_limit: Option<usize>,
+    /// The learning rate of each epoch, from `sgd.lr` (constant in the recipe).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Stop when val_acc has not improved for this many epochs (never in the recipe).
+    #[serde(default)]
+    pub patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +59,8 @@ impl Default for TrainConfig {
             head: Head::Sigmoid,
             train_limit: None,
             test_limit: None,
+            lr_schedule: LrSchedule::Constant,
+            patience: None,
         }
     }
 }
@@ -85,7 +93,26 @@ impl TrainConfig {
         if self.test_limit == Some(0) {
             return bad(Setting::TestLimit, &0, "at least 1");
         }
-        Ok(())
+        if self.patience == Some(0) {
+            return bad(Setting::Patience, &0, "at least 1");
+        }
+        self.validate_schedule()
+    }
+
+    fn validate_schedule(&self) -> Result<()> {
+        let bad = |setting, value: &dyn std::fmt::Display, expected| {
+            Err(Error::Setting { setting, value: value.to_string(), expected })
+        };
+        match self.lr_schedule {
+            LrSchedule::Step { step_size: 0, .. } => bad(Setting::StepSize, &0, "at least 1"),
+            LrSchedule::Step { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => {
+                bad(Setting::Gamma, &gamma, "a positive number")
+            }
+            s if s.warmup() >= self.epochs && s.warmup() > 0 => {
+                bad(Setting::Warmup, &s.warmup(), "fewer than the number of epochs")
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -111,6 +138,9 @@ pub struct EpochMetrics {
     pub train_acc: f64,
     pub val_loss: f64,
     pub val_acc: f64,
+    /// The learning rate of the epoch (absent in logs written before schedules).
+    #[serde(default)]
+    pub lr: Option<f64>,
     pub train_seconds: f64,
     pub val_seconds: f64,
 }
@@ -143,6 +173,8 @@ const LINEAR1_WEIGHT_AT: usize = CONV_PARAMS;
 pub struct Trainer {
     /// Fixed at construction but for `epochs`: the buffers are sized for its batch size.
     config: TrainConfig,
+    /// The learning rate of the steps: `config.sgd.lr` moved by the schedule at each epoch's first batch.
+    lr: f32,
     buffers: Buffers,
     team: Team,
 }
@@ -179,7 +211,7 @@ impl Trainer {
             linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
             tail_parts: TailPart::all(),
         };
-        Ok(Trainer { config, buffers, team })
+        Ok(Trainer { lr: config.sgd.lr, config, buffers, team })
     }
 
     /// What the trainer was built with (the number of epochs as last set).
@@ -190,6 +222,11 @@ impl Trainer {
     /// Changes the number of epochs a run goes to (as when a run is resumed with a new `--epochs`).
     pub fn set_epochs(&mut self, epochs: usize) {
         self.config.epochs = epochs;
+    }
+
+    /// The learning rate of epoch `epoch` (1-based) under the run's schedule.
+    pub fn epoch_lr(&self, epoch: usize) -> f32 {
+        self.config.lr_schedule.rate(self.config.sgd.lr, epoch, self.config.epochs)
     }
 
     /// The parameters, in [`crate::nn::params::Param::ALL`] order.
@@ -223,6 +260,7 @@ impl Trainer {
     ) -> StepResult {
         assert!(!indices.is_empty() && indices.len() <= self.config.batch_size);
         let TrainConfig { batch_size, head, sgd, .. } = self.config;
+        let sgd = Sgd { lr: self.lr, ..sgd };
         let workers = self.team.workers();
         let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, indices, next, clock);
         self.team.run(&|t| step.run(t));
@@ -255,6 +293,7 @@ impl Trainer {
         observer: &mut dyn TrainObserver,
     ) -> bool {
         let end = progress.done.saturating_add(max_batches).min(progress.batches());
+        self.lr = self.epoch_lr(progress.epoch);
         while progress.done < end {
             if observer.should_stop() {
                 return false;

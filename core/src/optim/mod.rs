@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::simd::dispatch;
 
+mod schedule;
+pub use schedule::LrSchedule;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {
     pub lr: f32,

@@ -1,0 +1,116 @@
+//! Learning-rate schedules: one rate per epoch, as PyTorch's `torch.optim.lr_scheduler` stepped once after each
+//! epoch. The constant schedule (the recipe) returns the base rate itself, so it changes no bit.
+
+use serde::{Deserialize, Serialize};
+
+/// How the learning rate moves from epoch to epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The base rate throughout (the recipe).
+    #[default]
+    Constant,
+    /// PyTorch's `StepLR`: the base rate times `gamma` for every `step_size` epochs finished.
+    Step { step_size: usize, gamma: f32 },
+    /// `warmup` epochs rising linearly to the base rate (epoch `e` of them at `e / warmup` of it), then
+    /// PyTorch's `CosineAnnealingLR` from the base rate towards zero over the epochs left.
+    Cosine { warmup: usize },
+    /// PyTorch's `OneCycleLR` with one step per epoch and its defaults: from a 25th of the base rate up to the
+    /// base rate over `warmup` epochs, then down to a 250,000th of it at the last epoch, both halves on a cosine.
+    #[serde(rename = "onecycle")]
+    OneCycle { warmup: usize },
+}
+
+impl LrSchedule {
+    /// The schedule's name, as the command line spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::Cosine { .. } => "cosine",
+            LrSchedule::OneCycle { .. } => "onecycle",
+        }
+    }
+
+    /// The warm-up epochs of the schedule (none for `constant` and `step`).
+    pub fn warmup(&self) -> usize {
+        match *self {
+            LrSchedule::Cosine { warmup } | LrSchedule::OneCycle { warmup } => warmup,
+            LrSchedule::Constant | LrSchedule::Step { .. } => 0,
+        }
+    }
+
+    /// The rate of epoch `epoch` (1-based) of a run of `epochs` from the base rate `base`.
+    pub fn rate(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
+        let step = epoch.saturating_sub(1); // epochs finished before this one
+        let (base64, pi) = (base as f64, std::f64::consts::PI);
+        match *self {
+            LrSchedule::Constant => base,
+            LrSchedule::Step { step_size, gamma } => {
+                (base64 * (gamma as f64).powi((step / step_size.max(1)).min(i32::MAX as usize) as i32)) as f32
+            }
+            LrSchedule::Cosine { warmup } if epoch <= warmup => (base64 * epoch as f64 / warmup as f64) as f32,
+            LrSchedule::Cosine { warmup } => {
+                let span = epochs.saturating_sub(warmup).max(1) as f64;
+                let t = (step - warmup) as f64;
+                (base64 * (1.0 + (pi * t / span).cos()) / 2.0) as f32
+            }
+            LrSchedule::OneCycle { warmup } => {
+                let (low, end) = (base64 / 25.0, base64 / 25.0 / 1e4);
+                // OneCycleLR's phases end at steps `warmup - 1` and `epochs - 1`.
+                let peak = warmup.saturating_sub(1) as f64;
+                let last = epochs.saturating_sub(1).max(1) as f64;
+                let anneal = |from: f64, to: f64, pct: f64| to + (from - to) / 2.0 * (1.0 + (pi * pct).cos());
+                let s = step as f64;
+                if warmup > 0 && s <= peak {
+                    let pct = if peak > 0.0 { s / peak } else { 1.0 };
+                    anneal(low, base64, pct) as f32
+                } else {
+                    anneal(base64, end, ((s - peak) / (last - peak).max(1.0)).min(1.0)) as f32
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(s: LrSchedule, epochs: usize) -> Vec<f32> {
+        (1..=epochs).map(|e| s.rate(0.1, e, epochs)).collect()
+    }
+
+    #[test]
+    fn constant_is_the_base_rate_itself() {
+        assert!(rates(LrSchedule::Constant, 5).iter().all(|&r| r == 0.1));
+    }
+
+    #[test]
+    fn step_multiplies_by_gamma_every_step_size_epochs() {
+        let r = rates(LrSchedule::Step { step_size: 2, gamma: 0.5 }, 5);
+        assert_eq!(r, [0.1, 0.1, 0.05, 0.05, 0.025]);
+    }
+
+    #[test]
+    fn cosine_warms_up_then_follows_cosine_annealing() {
+        let r = rates(LrSchedule::Cosine { warmup: 2 }, 6);
+        // torch: CosineAnnealingLR(T_max=4) gives 0.1, 0.0854, 0.05, 0.0146 on its first four steps.
+        let expected = [0.05, 0.1, 0.1, 0.085_355_34, 0.05, 0.014_644_66];
+        for (a, b) in r.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-7, "{r:?}");
+        }
+        assert_eq!(rates(LrSchedule::Cosine { warmup: 0 }, 3)[0], 0.1);
+    }
+
+    #[test]
+    fn onecycle_matches_pytorch_one_step_per_epoch() {
+        // torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=5, pct_start=0.4): 0.004, 0.1,
+        // then cosine down to 0.1 / 25 / 1e4 = 4e-7.
+        let r = rates(LrSchedule::OneCycle { warmup: 2 }, 5);
+        let expected = [0.004, 0.1, 0.075_000_1, 0.025_000_3, 4e-7];
+        for (a, b) in r.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+    }
+}

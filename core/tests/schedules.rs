@@ -1,0 +1,78 @@
+//! Learning-rate schedules and early stopping in a training run: the constant schedule is the recipe's bits, a
+//! moving one changes them and records each epoch's rate, and patience ends a run that stopped improving.
+
+use lenet5_core::base::IMAGE_LEN;
+use lenet5_core::data::Split;
+use lenet5_core::nn::params::init_params;
+use lenet5_core::optim::LrSchedule;
+use lenet5_core::run::{Start, Training};
+use lenet5_core::train::TrainConfig;
+
+/// `n` images: class k is a bright band across rows 2k..2k+4, with one pixel that varies by image.
+fn bands(n: usize) -> Split {
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let mut images = vec![0u8; n * IMAGE_LEN];
+    for (i, &k) in labels.iter().enumerate() {
+        let img = &mut images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN];
+        img[2 * k as usize * 28..(2 * k as usize + 4) * 28].fill(255);
+        img[(i * 13) % IMAGE_LEN] = 128;
+    }
+    Split { images, labels }
+}
+
+/// Trains `config` to its end on the bands; returns the weights and the run's record.
+fn train(config: TrainConfig) -> (Vec<f32>, lenet5_core::run::TrainState) {
+    let (train, test) = (bands(96), bands(40));
+    let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    let start = Start::Fresh { params: init_params(config.seed) };
+    let mut run = Training::new(config, "bands", &names, start, 2).unwrap();
+    while !run.is_finished() {
+        assert!(run.train_batches(&train, usize::MAX, &mut ()));
+        run.finish_epoch(&test, 0.0, &|| 0.0);
+    }
+    (run.trainer().params().to_vec(), run.state().clone())
+}
+
+fn config(lr_schedule: LrSchedule) -> TrainConfig {
+    TrainConfig { epochs: 4, lr_schedule, ..TrainConfig::default() }
+}
+
+#[test]
+fn a_schedule_that_never_moves_gives_the_recipes_bits_and_a_moving_one_does_not() {
+    let (recipe, state) = train(config(LrSchedule::Constant));
+    assert!(state.history.iter().all(|m| m.lr == Some(1e-3f32 as f64)));
+    let (flat, _) = train(config(LrSchedule::Step { step_size: 1, gamma: 1.0 }));
+    assert_eq!(recipe, flat);
+    let (cosine, state) = train(config(LrSchedule::Cosine { warmup: 1 }));
+    assert_ne!(recipe, cosine);
+    let lrs: Vec<f64> = state.history.iter().map(|m| m.lr.unwrap()).collect();
+    let expected: Vec<f64> = (1..=4).map(|e| LrSchedule::Cosine { warmup: 1 }.rate(1e-3, e, 4) as f64).collect();
+    assert_eq!(lrs, expected);
+    assert!(lrs[0] == 1e-3f32 as f64 && lrs[3] < lrs[2] && lrs[2] < lrs[1]);
+}
+
+#[test]
+fn patience_stops_a_run_whose_val_acc_stopped_improving() {
+    // At this tiny learning rate val_acc barely moves, so it soon stops improving.
+    let sgd = lenet5_core::optim::Sgd { lr: 1e-9, ..Default::default() };
+    let (_, state) = train(TrainConfig { epochs: 30, sgd, patience: Some(3), ..TrainConfig::default() });
+    assert!(state.stopped_early(), "{state:?}");
+    let best = state.best_epoch.unwrap();
+    assert_eq!(state.epoch, best + 3);
+    assert!(state.history.iter().skip(best).all(|m| m.val_acc <= state.best_val_acc.unwrap()));
+    let (_, state) = train(TrainConfig { epochs: 5, sgd, patience: None, ..TrainConfig::default() });
+    assert!(!state.stopped_early() && state.epoch == 5);
+}
+
+#[test]
+fn out_of_range_schedules_and_patience_are_refused() {
+    for bad in [
+        config(LrSchedule::Step { step_size: 0, gamma: 0.5 }),
+        config(LrSchedule::Step { step_size: 2, gamma: -1.0 }),
+        config(LrSchedule::Cosine { warmup: 4 }),
+        config(LrSchedule::OneCycle { warmup: 9 }),
+        TrainConfig { patience: Some(0), ..TrainConfig::default() },
+    ] {
+        assert!(matches!(bad.validate(), Err(lenet5_core::Error::Setting { .. })), "{bad:?}");
+    }
+}
