@@ -32,7 +32,6 @@ use crate::preprocess::{Digit, decode, preprocess};
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
-use lenet5_core::nn::params::NUM_PARAMS;
 use lenet5_core::rng::Rng;
 
 /// Request bodies larger than this are refused with 413.
@@ -117,8 +116,8 @@ async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
     let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
     let ck = &p.checkpoint;
     Json(json!({
-        "architecture": lenet5_core::summary::layers(1, ck.head),
-        "parameters": NUM_PARAMS,
+        "architecture": lenet5_core::summary::layers(1, ck.head, ck.classes()),
+        "parameters": ck.params.len(),
         "head": ck.head.name(),
         "class_names": ck.class_names,
         "metadata": ck.metadata,

@@ -162,10 +162,11 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     // A checkpoint with one tensor of the wrong shape.
     use safetensors::tensor::{Dtype, TensorView};
     let mut tensors = Vec::new();
-    let bufs: Vec<Vec<u8>> = lenet5_core::nn::PARAM_SPECS.iter().map(|s| vec![0u8; 4 * s.len()]).collect();
-    for (spec, buf) in lenet5_core::nn::PARAM_SPECS.iter().zip(&bufs) {
-        let shape = if spec.name == "linear2.weight" { vec![120, 84] } else { spec.shape.to_vec() };
-        tensors.push((spec.name, TensorView::new(Dtype::F32, shape, buf).unwrap()));
+    let all = lenet5_core::nn::Param::ALL;
+    let bufs: Vec<Vec<u8>> = all.iter().map(|p| vec![0u8; 4 * p.numel(10)]).collect();
+    for (p, buf) in all.iter().zip(&bufs) {
+        let shape = if p.name() == "linear2.weight" { vec![120, 84] } else { p.shape(10) };
+        tensors.push((p.name(), TensorView::new(Dtype::F32, shape, buf).unwrap()));
     }
     let bad = tmp.path().join("misshapen.safetensors");
     std::fs::write(&bad, safetensors::serialize(tensors, None).unwrap()).unwrap();

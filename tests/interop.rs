@@ -10,7 +10,7 @@ use lenet5::interop::pth;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::Head;
-use lenet5_core::nn::params::{NUM_PARAMS, PARAM_SPECS};
+use lenet5_core::nn::params::{MNIST_PARAMS, Param};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {
@@ -24,9 +24,9 @@ fn reference(name: &str) -> Vec<f32> {
 }
 
 fn init_params() -> Vec<f32> {
-    let mut flat = Vec::with_capacity(NUM_PARAMS);
-    for spec in PARAM_SPECS {
-        flat.extend(reference(&format!("init.{}", spec.name)));
+    let mut flat = Vec::with_capacity(MNIST_PARAMS);
+    for p in Param::ALL {
+        flat.extend(reference(&format!("init.{}", p.name())));
     }
     flat
 }
@@ -42,7 +42,7 @@ fn every_pth_format_imports_bit_identically_and_matches_pytorch_outputs() {
     for name in ["tutorial.pth", "tutorial_strided.pth", "tutorial_legacy.pth"] {
         let ck = pth::read_pth(&fixture(name), Head::Sigmoid).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(ck.params == want, "{name}: weights differ from the state_dict");
-        let scores: Vec<f32> = Predictor::new(ck).predict(&batch()).iter().flat_map(|p| p.scores).collect();
+        let scores: Vec<f32> = Predictor::new(ck).predict(&batch()).iter().flat_map(|p| p.scores.clone()).collect();
         for (a, b) in scores.iter().zip(&torch_scores) {
             assert!((a - b).abs() <= 1e-5, "{name}: {a} vs PyTorch {b}");
         }
@@ -107,8 +107,8 @@ fn pth_round_trips_through_safetensors_and_onnx_bit_identically() {
     assert!(o.status.success(), "{}", stderr(&o));
     // The ONNX initializers hold the very same bits.
     let bytes = std::fs::read(&model).unwrap();
-    for spec in PARAM_SPECS {
-        let raw: Vec<u8> = reference(&format!("init.{}", spec.name)).iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert!(bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "{} not found bit-identical", spec.name);
+    for p in Param::ALL {
+        let raw: Vec<u8> = reference(&format!("init.{}", p.name())).iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "{} not found bit-identical", p.name());
     }
 }

@@ -1,5 +1,5 @@
 //! Checkpoints as safetensors files whose tensors are PyTorch's `state_dict` for the reference model
-//! (`conv1.weight` `[6,1,5,5]` ... `output.bias` `[10]`, float32), so that
+//! (`conv1.weight` `[6,1,5,5]` ... `output.bias` `[K]`, float32, K classes: 10 in the recipe), so that
 //! `model.load_state_dict(safetensors.torch.load_file(path))` works in PyTorch.
 //!
 //! Metadata (string to string) carries what a reader needs besides the weights: the format version, the head,
@@ -15,11 +15,11 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::base::MNIST_CLASSES;
+use crate::base::{MAX_CLASSES, MIN_CLASSES};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::write_atomic;
-use crate::nn::model::{Head, NUM_CLASSES};
-use crate::nn::params::{NUM_PARAMS, Param};
+use crate::nn::model::Head;
+use crate::nn::params::{Param, classes_of, num_params};
 
 pub const FORMAT_VERSION: &str = "1";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
@@ -40,9 +40,10 @@ fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = &'a [u8]>) -> String {
 /// Weights plus what is known about them.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
-    /// Flat parameter block, in [`Param::ALL`] order.
+    /// Flat parameter block, in [`Param::ALL`] order, of [`num_params`] values for K classes.
     pub params: Vec<f32>,
     pub head: Head,
+    /// One name per class (K of them), in label order.
     pub class_names: Vec<String>,
     /// Present in resumable training states.
     pub momentum: Option<Vec<f32>>,
@@ -51,21 +52,34 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Fresh weights with default metadata (digits, the given head).
+    /// Weights (of a network of any number of classes) with default metadata: the given head, and the classes
+    /// named by their numbers (MNIST's names, for ten).
     pub fn new(params: Vec<f32>, head: Head) -> Self {
+        let classes = classes_of(params.len());
         Checkpoint {
             params,
             head,
-            class_names: MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+            class_names: (0..classes).map(|k| k.to_string()).collect(),
             momentum: None,
             metadata: HashMap::new(),
         }
     }
 
+    /// Classes the network tells apart: the rows of its output layer.
+    pub fn classes(&self) -> usize {
+        classes_of(self.params.len())
+    }
+
     /// Serialises to safetensors bytes; `head`, `class_names` and `format_version` overwrite any metadata
     /// entries of the same name.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        assert_eq!(self.params.len(), NUM_PARAMS);
+        let classes = self.classes();
+        if self.class_names.len() != classes || self.momentum.as_ref().is_some_and(|m| m.len() != self.params.len()) {
+            return Err(Error::Shape {
+                expected: format!("{classes} class names and momentum like the weights"),
+                found: format!("{} class names", self.class_names.len()),
+            });
+        }
         let mut meta = self.metadata.clone();
         meta.insert("format".into(), "lenet5".into());
         meta.insert("format_version".into(), FORMAT_VERSION.into());
@@ -77,17 +91,14 @@ impl Checkpoint {
         meta.insert(CHECKSUM_KEY.into(), tensors_sha256(std::iter::once(&weights[..]).chain(momentum.as_deref())));
         let mut views = Vec::new();
         for p in Param::ALL {
-            let (spec, r) = (p.spec(), p.range());
+            let (shape, r) = (p.shape(classes), p.range(classes));
             let bytes = &weights[r.start * 4..r.end * 4];
-            views.push((
-                spec.name.to_string(),
-                TensorView::new(Dtype::F32, spec.shape.to_vec(), bytes).expect("sizes agree"),
-            ));
+            views.push((p.name().to_string(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes agree")));
             if let Some(m) = &momentum {
                 let bytes = &m[r.start * 4..r.end * 4];
                 views.push((
-                    format!("{MOMENTUM_PREFIX}{}", spec.name),
-                    TensorView::new(Dtype::F32, spec.shape.to_vec(), bytes).expect("sizes agree"),
+                    format!("{MOMENTUM_PREFIX}{}", p.name()),
+                    TensorView::new(Dtype::F32, shape, bytes).expect("sizes agree"),
                 ));
             }
         }
@@ -127,14 +138,15 @@ impl Checkpoint {
             }
             Ok(())
         };
-        let mut params = vec![0.0; NUM_PARAMS];
+        let classes = classes_in(&st, path)?;
+        let mut params = vec![0.0; num_params(classes)];
         for p in Param::ALL {
-            read(p.name(), &mut params[p.range()], p.spec().shape)?;
+            read(p.name(), &mut params[p.range(classes)], &p.shape(classes))?;
         }
         let momentum = if st.names().iter().any(|n| n.starts_with(MOMENTUM_PREFIX)) {
-            let mut m = vec![0.0; NUM_PARAMS];
+            let mut m = vec![0.0; num_params(classes)];
             for p in Param::ALL {
-                read(&format!("{MOMENTUM_PREFIX}{}", p.name()), &mut m[p.range()], p.spec().shape)?;
+                read(&format!("{MOMENTUM_PREFIX}{}", p.name()), &mut m[p.range(classes)], &p.shape(classes))?;
             }
             Some(m)
         } else {
@@ -167,18 +179,34 @@ impl Checkpoint {
             Some(h) => Head::parse(h).ok_or_else(|| Error::format(path, format!("unknown head `{h}` in metadata")))?,
         };
         let class_names = match metadata.get("class_names") {
-            None => MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+            None => (0..classes).map(|k| k.to_string()).collect(),
             Some(s) => match serde_json::from_str::<Vec<String>>(s) {
-                Ok(v) if v.len() == NUM_CLASSES => v,
+                Ok(v) if v.len() == classes => v,
                 _ => {
                     return Err(Error::format(
                         path,
-                        format!("metadata class_names must be a JSON list of {NUM_CLASSES} strings"),
+                        format!("metadata class_names must be a JSON list of {classes} strings (one per output)"),
                     ));
                 }
             },
         };
         Ok(Checkpoint { params, head, class_names, momentum, metadata })
+    }
+}
+
+/// The number of classes of the checkpoint in `st`: the length of its output bias, which must be a number of
+/// classes the network takes (ten when it has none, so that the tensors are then named in order as missing or
+/// misshapen).
+pub(crate) fn classes_in(st: &SafeTensors, path: &Path) -> Result<usize> {
+    let name = Param::OutputBias.name();
+    let Ok(t) = st.tensor(name) else { return Ok(crate::base::MNIST_CLASS_COUNT) };
+    match t.shape() {
+        [k] if (MIN_CLASSES..=MAX_CLASSES).contains(k) => Ok(*k),
+        shape => Err(Error::tensor(
+            path,
+            name,
+            format!("shape {shape:?}, expected [K] with K from {MIN_CLASSES} to {MAX_CLASSES} classes"),
+        )),
     }
 }
 

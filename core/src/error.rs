@@ -53,6 +53,10 @@ pub enum Error {
     #[error("{} holds no resumable run ({missing} is missing)", dir.display())]
     NotResumable { dir: PathBuf, missing: &'static str },
 
+    /// Weights and a data set (or their class names) disagree on the number of classes.
+    #[error("the network has {network} outputs, but the data set {dataset} has {data} classes")]
+    ClassCount { dataset: String, network: usize, data: usize },
+
     /// A run is resumed on data other than the images and labels it was trained on.
     #[error("data set {dataset} in {} is not the data this run was trained on (its images or labels differ)", dir.display())]
     DataChanged { dataset: String, dir: PathBuf },

@@ -2,35 +2,30 @@
 
 use crate::base::Image as Digit;
 use crate::checkpoint::Checkpoint;
-use crate::nn::model::{Head, IMAGE_LEN, NUM_CLASSES, Stage, Workspace, forward};
+use crate::nn::model::{Head, IMAGE_LEN, Stage, Workspace, forward};
 
 /// One image's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
-    /// The head's outputs, as the loss saw them.
-    pub scores: [f32; NUM_CLASSES],
+    /// The head's outputs, as the loss saw them, one per class.
+    pub scores: Vec<f32>,
     /// Sums to one: softmax of the logits for the logits head; the sigmoid outputs normalised for the
-    /// sigmoid head (a softmax of values in [0, 1] would never exceed e/(e+9) = 0.23).
-    pub probabilities: [f32; NUM_CLASSES],
+    /// sigmoid head (a softmax of ten values in [0, 1] would never exceed e/(e+9) = 0.23).
+    pub probabilities: Vec<f32>,
     /// Argmax of the scores.
     pub class: usize,
 }
 
 impl Prediction {
     fn from_scores(head: Head, scores: &[f32]) -> Self {
-        let mut s = [0.0; NUM_CLASSES];
-        s.copy_from_slice(scores);
         let probabilities = match head {
-            Head::Logits => {
-                let p = crate::nn::loss::softmax(&s);
-                std::array::from_fn(|i| p[i])
-            }
+            Head::Logits => crate::nn::loss::softmax(scores),
             Head::Sigmoid => {
-                let sum: f32 = s.iter().sum();
-                std::array::from_fn(|i| if sum > 0.0 { s[i] / sum } else { 1.0 / NUM_CLASSES as f32 })
+                let sum: f32 = scores.iter().sum();
+                scores.iter().map(|&s| if sum > 0.0 { s / sum } else { 1.0 / scores.len() as f32 }).collect()
             }
         };
-        Prediction { scores: s, probabilities, class: crate::nn::loss::argmax(&s) }
+        Prediction { scores: scores.to_vec(), probabilities, class: crate::nn::loss::argmax(scores) }
     }
 
     /// The `k` most probable classes, most probable first.
@@ -62,7 +57,8 @@ const CHUNK: usize = 64;
 
 impl Predictor {
     pub fn new(checkpoint: Checkpoint) -> Self {
-        Predictor { checkpoint, ws: Workspace::new(CHUNK) }
+        let classes = checkpoint.classes();
+        Predictor { checkpoint, ws: Workspace::new(CHUNK, classes) }
     }
 
     pub fn class_name(&self, class: usize) -> &str {
@@ -77,7 +73,8 @@ impl Predictor {
                 dst.copy_from_slice(img);
             }
             forward(&self.checkpoint.params, self.checkpoint.head, &mut self.ws, chunk.len(), &mut ());
-            for scores in self.ws.scores[..chunk.len() * NUM_CLASSES].chunks_exact(NUM_CLASSES) {
+            let classes = self.ws.classes();
+            for scores in self.ws.scores[..chunk.len() * classes].chunks_exact(classes) {
                 out.push(Prediction::from_scores(self.checkpoint.head, scores));
             }
         }

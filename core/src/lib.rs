@@ -22,7 +22,7 @@
 //! use lenet5_core::train::{TrainConfig, Trainer};
 //!
 //! // 64 images, 28x28 bytes each: class k is a bright band across rows 2k..2k+4.
-//! let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
+//! let labels: Vec<u16> = (0..64).map(|i| (i % 10) as u16).collect();
 //! let images = labels
 //!     .iter()
 //!     .flat_map(|&k| (0..IMAGE_LEN).map(move |p| if (2 * k as usize..2 * k as usize + 4).contains(&(p / 28)) { 255 } else { 0 }))

@@ -15,6 +15,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
+use crate::data::dataset::check_labels;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{create_dir, write_atomic};
@@ -191,6 +192,13 @@ impl Training {
         threads: usize,
     ) -> Result<Self> {
         config.validate()?;
+        let params = match &start {
+            Start::Fresh { params } | Start::Resume { params, .. } => params,
+        };
+        let network = crate::train::block_classes(params.len())?;
+        if network != class_names.len() {
+            return Err(Error::ClassCount { dataset: dataset.to_string(), network, data: class_names.len() });
+        }
         let (state, trainer) = match start {
             Start::Fresh { params } => {
                 let state = TrainState {
@@ -332,6 +340,7 @@ pub fn train_run(
         if images.is_empty() {
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
+        check_labels(images, data.classes(), &data.dir.join(split))?;
     }
     let fingerprint = [train.fingerprint(), test.fingerprint()];
     if let Start::Resume { state, .. } = &start

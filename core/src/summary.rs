@@ -2,7 +2,7 @@
 //! FLOPs, all derived from the layer descriptions the model itself runs with.
 
 use crate::nn::model::Head;
-use crate::nn::model::{CONV1, CONV2, IMAGE_SIZE, LINEAR1, LINEAR2, NUM_CLASSES, OUTPUT, POOL1, POOL2};
+use crate::nn::model::{CONV1, CONV2, IMAGE_SIZE, LINEAR1, LINEAR2, POOL1, POOL2, output};
 
 /// One row of the table.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -18,8 +18,8 @@ pub struct LayerRow {
     pub flops: usize,
 }
 
-/// The table for a batch of `batch` images.
-pub fn layers(batch: usize, head: Head) -> Vec<LayerRow> {
+/// The table for a batch of `batch` images through a network of `classes` classes.
+pub fn layers(batch: usize, head: Head, classes: usize) -> Vec<LayerRow> {
     let n = batch;
     let mut rows = Vec::new();
     let mut push = |name: &str, layer: String, shape: Vec<usize>, params: usize, formula: String, flops: usize| {
@@ -48,7 +48,8 @@ pub fn layers(batch: usize, head: Head) -> Vec<LayerRow> {
         );
     }
     push("flatten", "Flatten".into(), vec![n, LINEAR1.in_features], 0, String::new(), 0);
-    for (name, d, relu) in [("linear1", LINEAR1, true), ("linear2", LINEAR2, true), ("output", OUTPUT, false)] {
+    for (name, d, relu) in [("linear1", LINEAR1, true), ("linear2", LINEAR2, true), ("output", output(classes), false)]
+    {
         push(
             name,
             format!("Linear({}, {})", d.in_features, d.out_features),
@@ -62,7 +63,7 @@ pub fn layers(batch: usize, head: Head) -> Vec<LayerRow> {
         }
     }
     if head == Head::Sigmoid {
-        push("sigmoid", "Sigmoid".into(), vec![n, NUM_CLASSES], 0, String::new(), 0);
+        push("sigmoid", "Sigmoid".into(), vec![n, classes], 0, String::new(), 0);
     }
     rows
 }
@@ -70,12 +71,15 @@ pub fn layers(batch: usize, head: Head) -> Vec<LayerRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::params::NUM_PARAMS;
+    use crate::nn::params::{MNIST_PARAMS, num_params};
 
     #[test]
     fn totals_match_the_model() {
-        let rows = layers(16, Head::Sigmoid);
-        assert_eq!(rows.iter().map(|r| r.params).sum::<usize>(), NUM_PARAMS);
+        let rows = layers(16, Head::Sigmoid, 10);
+        assert_eq!(rows.iter().map(|r| r.params).sum::<usize>(), MNIST_PARAMS);
+        let letters = layers(16, Head::Logits, 26);
+        assert_eq!(letters.iter().map(|r| r.params).sum::<usize>(), num_params(26));
+        assert_eq!(letters.last().unwrap().output_shape, vec![16, 26]);
         let conv2 = rows.iter().find(|r| r.name == "conv2").unwrap();
         assert_eq!(conv2.params, 2416);
         assert_eq!(conv2.formula, "(5x5x6)x16 + 16");

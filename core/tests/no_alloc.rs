@@ -40,7 +40,7 @@ fn training_steps_do_not_allocate() {
 
     let split = Split {
         images: (0..64 * 784).map(|i| (i % 251) as u8).collect(),
-        labels: (0..64).map(|i| (i % 10) as u8).collect(),
+        labels: (0..64).map(|i| (i % 10) as u16).collect(),
     };
     // Every trainer lives to the end: a team shutting down (its threads exit asynchronously) must not be counted
     // against the steps of the next configuration. The allocator counts every thread.

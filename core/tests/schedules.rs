@@ -10,7 +10,7 @@ use lenet5_core::train::TrainConfig;
 
 /// `n` images: class k is a bright band across rows 2k..2k+4, with one pixel that varies by image.
 fn bands(n: usize) -> Split {
-    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let labels: Vec<u16> = (0..n).map(|i| (i * 7 % 10) as u16).collect();
     let mut images = vec![0u8; n * IMAGE_LEN];
     for (i, &k) in labels.iter().enumerate() {
         let img = &mut images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN];

@@ -35,7 +35,7 @@ fn bench_data(a: &BenchArgs) -> (Split, Split, String) {
             let mut rng = Rng::new(1);
             let mut make = |n: usize| Split {
                 images: (0..n * IMAGE_LEN).map(|_| rng.below(256) as u8).collect(),
-                labels: (0..n).map(|_| rng.below(10) as u8).collect(),
+                labels: (0..n).map(|_| rng.below(10) as u16).collect(),
             };
             (make(60_000), make(10_000), "random images".into())
         }

@@ -147,11 +147,11 @@ impl DataArgs {
         Ok(Dataset::load(&id, &self.root())?)
     }
 
-    /// The test split only.
-    pub fn load_test(&self, fallback: Option<&str>) -> CliResult<Split> {
+    /// The test split only, for a network of `classes` classes.
+    pub fn load_test(&self, fallback: Option<&str>, classes: usize) -> CliResult<Split> {
         let id = self.id(fallback);
         self.ensure(&id)?;
-        Ok(Dataset::load_test(&id, &self.root())?)
+        Ok(Dataset::load_test(&id, &self.root(), classes)?)
     }
 }
 

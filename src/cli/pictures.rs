@@ -65,7 +65,7 @@ pub struct ConfusionArgs {
 pub fn confusion(a: ConfusionArgs) -> CliResult {
     let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
-    let test = a.data.load_test(Some(&id.name()))?;
+    let test = a.data.load_test(Some(&id.name()), ck.classes())?;
     let threads = threads(a.threads)?;
     let mut ev = Evaluator::new(threads)?;
     let r = ev.evaluate(&ck.params, ck.head, &test, 16);

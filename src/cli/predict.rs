@@ -66,7 +66,7 @@ pub fn run(a: PredictArgs) -> CliResult {
         return Err("give image files to predict, or --test-index N".into());
     }
     let ck: Checkpoint = load_weights(&a.weights)?;
-    let dataset = ck.metadata.get("dataset").cloned();
+    let (dataset, classes) = (ck.metadata.get("dataset").cloned(), ck.classes());
     let mut predictor = Predictor::new(ck);
     if let Some(dir) = &a.save_preprocessed {
         create_dir(dir)?;
@@ -99,13 +99,13 @@ pub fn run(a: PredictArgs) -> CliResult {
     }
     if !a.test_index.is_empty() {
         let id = a.data.id(dataset.as_deref());
-        let test = a.data.load_test(Some(&id.name()))?;
+        let test = a.data.load_test(Some(&id.name()), classes)?;
         for &i in &a.test_index {
             if i >= test.len() {
                 return Err(format!("--test-index {i} is out of range: the test set has {} images", test.len()).into());
             }
             let mut digit: Digit = [0.0; IMAGE_LEN];
-            let mut label = [0u8];
+            let mut label = [0 as lenet5_core::base::Label];
             test.gather(&[i as u32], &mut digit, &mut label);
             let p = predictor.predict(&[digit]).remove(0);
             report(a.json, &format!("test[{i}]"), &p, &predictor, a.top_k, Some(label[0] as usize));

@@ -12,6 +12,9 @@ pub struct SummaryArgs {
     /// The head to show.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub head: HeadArg,
+    /// Classes K of the output layer (10 for MNIST).
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub classes: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -33,7 +36,11 @@ pub fn run(a: SummaryArgs) -> CliResult {
     if a.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    let rows = layers(a.batch, a.head.into());
+    let (min, max) = (lenet5_core::base::MIN_CLASSES, lenet5_core::base::MAX_CLASSES);
+    if !(min..=max).contains(&a.classes) {
+        return Err(format!("--classes must be from {min} to {max}, got {}", a.classes).into());
+    }
+    let rows = layers(a.batch, a.head.into(), a.classes);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -5,7 +5,7 @@
 //! initializers under their `state_dict` names, bit for bit.
 
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE, NUM_CLASSES};
+use lenet5_core::nn::model::{CONV1, CONV2, Head, IMAGE_SIZE};
 use lenet5_core::nn::params::Param;
 
 pub const OPSET: i64 = 13;
@@ -127,19 +127,21 @@ pub fn export(ck: &Checkpoint) -> Vec<u8> {
         graph.msg(1, &node("Sigmoid", "sigmoid", &["logits"], "output", vec![]));
     }
     graph.str(2, "lenet5");
-    for (spec, r) in Param::ALL.map(|p| (p.spec(), p.range())) {
+    let classes = ck.classes();
+    for p in Param::ALL {
+        let (shape, r) = (p.shape(classes), p.range(classes));
         let mut t = Msg::default();
-        for &d in spec.shape {
+        for d in shape {
             t.int(1, d as i64);
         }
-        t.int(2, FLOAT).str(8, spec.name);
+        t.int(2, FLOAT).str(8, p.name());
         let raw: Vec<u8> = ck.params[r].iter().flat_map(|v| v.to_le_bytes()).collect();
         t.bytes(9, &raw);
         graph.msg(5, &t);
     }
     let s = IMAGE_SIZE as i64;
     graph.msg(11, &value_info("input", &[None, Some(1), Some(s), Some(s)]));
-    graph.msg(12, &value_info("output", &[None, Some(NUM_CLASSES as i64)]));
+    graph.msg(12, &value_info("output", &[None, Some(classes as i64)]));
 
     let mut opset = Msg::default();
     opset.str(1, "").int(2, OPSET);

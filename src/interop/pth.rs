@@ -6,10 +6,11 @@ use std::io::Read;
 use std::path::Path;
 
 use super::pickle::{self, Value};
+use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::error::{Error, IoContext, Result};
 use lenet5_core::nn::model::Head;
-use lenet5_core::nn::params::{NUM_PARAMS, PARAM_SPECS, Param};
+use lenet5_core::nn::params::{Param, num_params};
 
 /// Whether `bytes` look like a PyTorch file (zip, or a legacy pickle) rather than safetensors.
 pub fn is_pth(bytes: &[u8]) -> bool {
@@ -51,7 +52,7 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
             tensors.insert(name, v);
         }
     }
-    let expected: Vec<&str> = PARAM_SPECS.iter().map(|s| s.name).collect();
+    let expected: Vec<&str> = Param::ALL.iter().map(|p| p.name()).collect();
     let missing: Vec<&str> = expected.iter().copied().filter(|n| !tensors.contains_key(*n)).collect();
     let extra: Vec<&String> = tensors.keys().filter(|k| !expected.contains(&k.as_str())).collect();
     if !missing.is_empty() || !extra.is_empty() {
@@ -59,34 +60,40 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
         extra.sort();
         return Err(fail(format!("not a LeNet-5 state_dict: missing {:?}, unexpected {:?}", missing, extra)));
     }
-    let mut params = vec![0.0f32; NUM_PARAMS];
-    for (spec, range) in Param::ALL.map(|p| (p.spec(), p.range())) {
-        let Some(Value::Tensor { storage, offset, size, stride }) = tensors.get(spec.name) else {
-            return Err(Error::tensor(path, spec.name, "is not a tensor"));
+    let classes = match tensors.get(Param::OutputBias.name()) {
+        Some(Value::Tensor { size, .. }) if size.len() == 1 && (MIN_CLASSES..=MAX_CLASSES).contains(&size[0]) => {
+            size[0]
+        }
+        _ => {
+            let expected = format!("a tensor of shape [K], K from {MIN_CLASSES} to {MAX_CLASSES} classes");
+            return Err(Error::tensor(path, Param::OutputBias.name(), expected));
+        }
+    };
+    let mut params = vec![0.0f32; num_params(classes)];
+    for p in Param::ALL {
+        let (name, shape, range) = (p.name(), p.shape(classes), p.range(classes));
+        let Some(Value::Tensor { storage, offset, size, stride }) = tensors.get(name) else {
+            return Err(Error::tensor(path, name, "is not a tensor"));
         };
-        if size.as_slice() != spec.shape {
-            return Err(Error::tensor(path, spec.name, format!("shape {size:?}, expected {:?}", spec.shape)));
+        if *size != shape {
+            return Err(Error::tensor(path, name, format!("shape {size:?}, expected {shape:?}")));
         }
         let Value::Storage { key, dtype, numel } = storage.as_ref() else { unreachable!("checked by the reader") };
         if dtype != "FloatStorage" {
-            return Err(Error::tensor(path, spec.name, format!("{dtype}, expected float32 (FloatStorage)")));
+            return Err(Error::tensor(path, name, format!("{dtype}, expected float32 (FloatStorage)")));
         }
-        let data = storages.get(key).ok_or_else(|| Error::tensor(path, spec.name, format!("storage {key} missing")))?;
+        let data = storages.get(key).ok_or_else(|| Error::tensor(path, name, format!("storage {key} missing")))?;
         if data.len() < numel * 4 {
             return Err(Error::tensor(
                 path,
-                spec.name,
+                name,
                 format!("storage {key} holds {} bytes, needs {}", data.len(), numel * 4),
             ));
         }
         // The last element any index reaches must lie inside the storage.
         let last = offset + size.iter().zip(stride).map(|(d, s)| (d - 1) * s).sum::<usize>();
         if last >= *numel {
-            return Err(Error::tensor(
-                path,
-                spec.name,
-                format!("view reaches element {last} of a {numel}-element storage"),
-            ));
+            return Err(Error::tensor(path, name, format!("view reaches element {last} of a {numel}-element storage")));
         }
         let out = &mut params[range];
         let mut index = vec![0usize; size.len()];

@@ -79,7 +79,7 @@ impl TestServer {
     /// The server with the bundled model and the data sets under `root`.
     pub fn with_data_root(root: &Path) -> TestServer {
         let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
-        let test = Dataset::load_test(&DatasetId::Mnist, root).ok();
+        let test = Dataset::load_test(&DatasetId::Mnist, root, 10).ok();
         let state = Arc::new(AppState::new(Predictor::new(ck), test, "test model").with_data_root(root.to_path_buf()));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

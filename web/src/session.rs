@@ -127,6 +127,7 @@ impl Session {
         let path = |i: usize| Path::new(name).join(format!("{}.gz", FILES[i]));
         let split = |images, labels, i, split| {
             let s = Split::from_idx_bytes(images, labels, &path(i), &path(i + 1))?;
+            lenet5_core::data::dataset::check_labels(&s, lenet5_core::base::MNIST_CLASS_COUNT, &path(i + 1))?;
             match s.is_empty() {
                 true => Err(lenet5_core::Error::EmptySplit { dataset: name.to_string(), split }),
                 false => Ok(s),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::idx::{IdxError, IdxImages, decompress_if_gzip, parse_images_owned, parse_labels, read_images, read_labels};
-use crate::base::{IMAGE_LEN, IMAGE_SIZE, MNIST_CLASSES, NUM_CLASSES};
+use crate::base::{IMAGE_LEN, IMAGE_SIZE, Label, MAX_CLASSES, MIN_CLASSES, MNIST_CLASS_COUNT, MNIST_CLASSES};
 use crate::error::{Error, Result};
 
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
@@ -79,7 +79,7 @@ pub fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
 #[derive(Clone, Debug, Default)]
 pub struct Split {
     pub images: Vec<u8>,
-    pub labels: Vec<u8>,
+    pub labels: Vec<Label>,
 }
 
 impl Split {
@@ -98,7 +98,8 @@ impl Split {
         let mut mix = |word: u64| {
             h = (h ^ word).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
         };
-        for bytes in [&self.images, &self.labels] {
+        let labels: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+        for bytes in [&self.images, &labels] {
             let mut chunks = bytes.chunks_exact(8);
             for c in &mut chunks {
                 mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
@@ -148,7 +149,7 @@ impl Split {
 
     /// Writes the images at `indices` scaled to [0, 1] (like torchvision's `ToTensor`) into `x (n, 1, 28, 28)`,
     /// and their labels into `y (n)`.
-    pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [u8]) {
+    pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [Label]) {
         for (k, &i) in indices.iter().enumerate() {
             let i = i as usize;
             to_unit_range(self.image(i), &mut x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN]);
@@ -185,10 +186,7 @@ impl Split {
                 format!("{} labels, but {} holds {} images", lab.len(), images.display(), img.count),
             ));
         }
-        if let Some(bad) = lab.iter().find(|&&l| l as usize >= NUM_CLASSES) {
-            return Err(Error::format(labels, format!("label {bad} is out of range 0..{NUM_CLASSES}")));
-        }
-        Ok(Split { images: img.pixels, labels: lab })
+        Ok(Split { images: img.pixels, labels: lab.into_iter().map(Label::from).collect() })
     }
 }
 
@@ -203,25 +201,53 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Finds and loads both splits.
+    /// Finds and loads both splits. MNIST and Fashion-MNIST have ten classes; an IDX directory of other data has
+    /// as many as its largest label says (labels `0..K`, with `2 <= K <= 1000`).
     pub fn load(id: &DatasetId, root: &Path) -> Result<Dataset> {
         let dir = locate(id, root)?;
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
-        Ok(Dataset {
-            name: id.name(),
-            class_names: id.class_names(),
-            train: Split::load(&path(FILES[0]), &path(FILES[1]))?,
-            test: Split::load(&path(FILES[2]), &path(FILES[3]))?,
-            dir,
-        })
+        let (train, test) =
+            (Split::load(&path(FILES[0]), &path(FILES[1]))?, Split::load(&path(FILES[2]), &path(FILES[3]))?);
+        let largest = train.labels.iter().chain(&test.labels).copied().max().unwrap_or(0) as usize;
+        let classes = match id {
+            DatasetId::Mnist | DatasetId::FashionMnist => MNIST_CLASS_COUNT,
+            DatasetId::Dir(_) => (largest + 1).max(MIN_CLASSES),
+        };
+        for (split, f) in [(&train, FILES[1]), (&test, FILES[3])] {
+            check_labels(split, classes, &path(f))?;
+        }
+        let class_names = match id {
+            DatasetId::Dir(_) if classes != MNIST_CLASS_COUNT => (0..classes).map(|k| k.to_string()).collect(),
+            _ => id.class_names(),
+        };
+        Ok(Dataset { name: id.name(), class_names, train, test, dir })
     }
 
-    /// Loads only the test split (for evaluation and prediction).
-    pub fn load_test(id: &DatasetId, root: &Path) -> Result<Split> {
+    /// Loads only the test split (for evaluation and prediction), whose labels must be below `classes`.
+    pub fn load_test(id: &DatasetId, root: &Path, classes: usize) -> Result<Split> {
         let dir = locate(id, root)?;
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
-        Split::load(&path(FILES[2]), &path(FILES[3]))
+        let test = Split::load(&path(FILES[2]), &path(FILES[3]))?;
+        check_labels(&test, classes, &path(FILES[3]))?;
+        Ok(test)
     }
+
+    /// Classes of the data set (K): its labels are `0..K`.
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
+    }
+}
+
+/// Every label of `split` (read from `labels`) is a class of `0..classes`, and `classes` is a number of classes
+/// the network takes.
+pub fn check_labels(split: &Split, classes: usize, labels: &Path) -> Result<()> {
+    if !(MIN_CLASSES..=MAX_CLASSES).contains(&classes) {
+        return Err(Error::format(labels, format!("{classes} classes; expected {MIN_CLASSES} to {MAX_CLASSES}")));
+    }
+    if let Some(bad) = split.labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::format(labels, format!("label {bad} is out of range 0..{classes}")));
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -244,7 +270,7 @@ mod tests {
     fn gather_scales_pixels_and_prefetch_skips_what_is_not_there() {
         let split = Split { images: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(), labels: vec![3, 7] };
         split.prefetch(&[1, 0, 2, u32::MAX]);
-        let (mut x, mut y) = (vec![0.0; IMAGE_LEN], [0u8]);
+        let (mut x, mut y) = (vec![0.0; IMAGE_LEN], [0 as Label]);
         split.gather(&[1], &mut x, &mut y);
         assert_eq!(y, [7]);
         assert_eq!(x[0], (IMAGE_LEN % 256) as f32 / 255.0);

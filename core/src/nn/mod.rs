@@ -20,5 +20,5 @@ pub mod reference;
 pub use conv::Conv2dDims;
 pub use linear::LinearDims;
 pub use model::{Head, Workspace};
-pub use params::{NUM_PARAMS, PARAM_SPECS, Param, Tensors};
+pub use params::{MNIST_PARAMS, Param, Tensors, num_params};
 pub use pool::Pool2Dims;

@@ -24,7 +24,7 @@ use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avg
 use super::{conv1_direct, conv2_direct, conv2_winograd};
 use crate::aligned::AlignedBuf;
 
-pub use crate::base::{IMAGE_LEN, IMAGE_SIZE, NUM_CLASSES};
+pub use crate::base::{IMAGE_LEN, IMAGE_SIZE, Label, MNIST_CLASS_COUNT};
 
 pub const CONV1: Conv2dDims = Conv2dDims { in_channels: 1, out_channels: 6, in_size: 28, kernel: 5, padding: 2 };
 pub const POOL1: Pool2Dims = Pool2Dims { channels: 6, in_size: CONV1.out_size() };
@@ -33,7 +33,10 @@ pub const CONV2: Conv2dDims =
 pub const POOL2: Pool2Dims = Pool2Dims { channels: 16, in_size: CONV2.out_size() };
 pub const LINEAR1: LinearDims = LinearDims { in_features: POOL2.out_len(), out_features: 120 };
 pub const LINEAR2: LinearDims = LinearDims { in_features: 120, out_features: 84 };
-pub const OUTPUT: LinearDims = LinearDims { in_features: 84, out_features: NUM_CLASSES };
+/// The output layer of a network of `classes` classes.
+pub const fn output(classes: usize) -> LinearDims {
+    LinearDims { in_features: LINEAR2.out_features, out_features: classes }
+}
 
 /// LeNet-5's three linear layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,11 +47,12 @@ pub enum LinearLayer {
 }
 
 impl LinearLayer {
-    pub const fn dims(self) -> LinearDims {
+    /// The layer's sizes in a network of `classes` classes.
+    pub const fn dims(self, classes: usize) -> LinearDims {
         match self {
             LinearLayer::Linear1 => LINEAR1,
             LinearLayer::Linear2 => LINEAR2,
-            LinearLayer::Output => OUTPUT,
+            LinearLayer::Output => output(classes),
         }
     }
     pub const fn weight(self) -> Param {
@@ -148,6 +152,7 @@ impl StageClock for () {}
 /// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
 pub struct Workspace {
     capacity: usize,
+    classes: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
     pub input: AlignedBuf,
     /// The input zero-padded for conv1 `(n, 32, 36)`, with the rows of each image that are not blank.
@@ -171,9 +176,9 @@ pub struct Workspace {
     pub(crate) linear1: AlignedBuf,
     /// `(n, 84)` after ReLU.
     pub(crate) linear2: AlignedBuf,
-    /// The last linear layer's output `(n, 10)`.
+    /// The last linear layer's output `(n, K)`, K classes.
     pub(crate) logits: AlignedBuf,
-    /// The head's output `(n, 10)`: sigmoid of the logits, or the logits themselves. Loss and argmax use it.
+    /// The head's output `(n, K)`: sigmoid of the logits, or the logits themselves. Loss and argmax use it.
     pub scores: AlignedBuf,
     d_scores: AlignedBuf,
     d_linear2: AlignedBuf,
@@ -186,10 +191,12 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    pub fn new(capacity: usize) -> Self {
+    /// Buffers for up to `capacity` images through a network of `classes` classes.
+    pub fn new(capacity: usize, classes: usize) -> Self {
         let z = |per_image: usize| AlignedBuf::zeroed(capacity * per_image);
         Workspace {
             capacity,
+            classes,
             input: z(IMAGE_LEN),
             padded: conv1_direct::PaddedImages::new(capacity),
             conv1_scratch: z(conv1_direct::SCRATCH_LEN),
@@ -202,9 +209,9 @@ impl Workspace {
             flat: z(POOL2.out_len()),
             linear1: z(LINEAR1.out_features),
             linear2: z(LINEAR2.out_features),
-            logits: z(NUM_CLASSES),
-            scores: z(NUM_CLASSES),
-            d_scores: z(NUM_CLASSES),
+            logits: z(classes),
+            scores: z(classes),
+            d_scores: z(classes),
             d_linear2: z(LINEAR2.out_features),
             d_linear1: z(LINEAR1.out_features),
             d_flat: z(POOL2.out_len()),
@@ -216,6 +223,11 @@ impl Workspace {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Classes of the network the workspace is for: the scores of image `i` are `scores[i * K..(i + 1) * K]`.
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 
     /// Trades with `other` (of the same capacity) the buffers that a training step needs only from
@@ -244,7 +256,7 @@ impl Workspace {
         let (input, grad, d) = match layer {
             LinearLayer::Linear1 => (&self.flat, &self.d_linear1, LINEAR1),
             LinearLayer::Linear2 => (&self.linear1, &self.d_linear2, LINEAR2),
-            LinearLayer::Output => (&self.linear2, &self.d_scores, OUTPUT),
+            LinearLayer::Output => (&self.linear2, &self.d_scores, output(self.classes)),
         };
         (&input[..n * d.in_features], &grad[..n * d.out_features])
     }
@@ -346,8 +358,8 @@ pub(crate) fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: us
     linear_forward(&LINEAR2, n, &ws.linear1, p.linear2_weight, p.linear2_bias, &mut ws.linear2);
     relu_forward(&mut ws.linear2[..n * LINEAR2.out_features]);
     clock.lap(Stage::Linear2, false);
-    linear_forward(&OUTPUT, n, &ws.linear2, p.output_weight, p.output_bias, &mut ws.logits);
-    let k = n * NUM_CLASSES;
+    linear_forward(&output(ws.classes), n, &ws.linear2, p.output_weight, p.output_bias, &mut ws.logits);
+    let k = n * ws.classes;
     match head {
         Head::Sigmoid => sigmoid_forward(&ws.logits[..k], &mut ws.scores[..k]),
         Head::Logits => ws.scores[..k].copy_from_slice(&ws.logits[..k]),
@@ -357,13 +369,13 @@ pub(crate) fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: us
 
 /// Cross-entropy of `ws.scores` against `targets` (one per image). Returns the *sum* of the per-image losses
 /// and the number classified right; stores `d loss / d scores` for a batch mean over `batch_size` images.
-pub fn loss_and_grad(ws: &mut Workspace, targets: &[u8], batch_size: usize) -> (f32, usize) {
+pub fn loss_and_grad(ws: &mut Workspace, targets: &[Label], batch_size: usize) -> (f32, usize) {
     let scale = 1.0 / batch_size as f32;
     let mut loss = 0.0;
     let mut correct = 0;
     for (i, &t) in targets.iter().enumerate() {
-        let s = &ws.scores[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
-        let g = &mut ws.d_scores[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let s = &ws.scores[i * ws.classes..(i + 1) * ws.classes];
+        let g = &mut ws.d_scores[i * ws.classes..(i + 1) * ws.classes];
         let (l, ok) = cross_entropy(s, t as usize, Some((g, scale)));
         loss += l;
         correct += ok as usize;
@@ -382,14 +394,14 @@ pub fn backward(
     clock: &mut dyn StageClock,
 ) {
     backward_to_linear1(params, head, ws, n, grads, true, clock);
-    let l1w = &params[Param::Linear1Weight.range()];
+    let l1w = &params[Param::Linear1Weight.fixed_range()];
     linear_input_grad(&LINEAR1, n, &ws.d_linear1, l1w, &mut ws.d_flat);
     clock.lap(Stage::Linear1, true);
     backward_convolutions(ws, n, &mut grads[..CONV_PARAMS], clock);
 }
 
 /// The convolutions' parameters, which come first in the flat block: conv1's and conv2's weights and biases.
-pub(crate) const CONV_PARAMS: usize = Param::Conv2Bias.end();
+pub(crate) const CONV_PARAMS: usize = Param::Conv2Bias.fixed_range().end;
 
 /// The first part of [`backward`]: the head and the linear layers, down to linear1's output gradient
 /// (`d_linear1`, see [`Workspace::linear1_grad`]). Adds the linear layers' gradients into `grads`, their weights'
@@ -408,7 +420,7 @@ pub(crate) fn backward_to_linear1(
     let p = Tensors::of(params);
     let g = Tensors::of_mut(grads);
     clock.lap(Stage::Loss, true);
-    let k = n * NUM_CLASSES;
+    let k = n * ws.classes;
     if head == Head::Sigmoid {
         sigmoid_backward(&ws.scores[..k], &mut ws.d_scores[..k]);
     }
@@ -417,7 +429,16 @@ pub(crate) fn backward_to_linear1(
         false => (None, None, None),
     };
     let (ow, l2w) = (p.output_weight, p.linear2_weight);
-    linear_backward(&OUTPUT, n, &ws.linear2, ow, &ws.d_scores, g_ow, g.output_bias, Some(&mut ws.d_linear2));
+    linear_backward(
+        &output(ws.classes),
+        n,
+        &ws.linear2,
+        ow,
+        &ws.d_scores,
+        g_ow,
+        g.output_bias,
+        Some(&mut ws.d_linear2),
+    );
     relu_backward(&ws.linear2[..n * LINEAR2.out_features], &mut ws.d_linear2[..n * LINEAR2.out_features]);
     clock.lap(Stage::Output, true);
     linear_backward(&LINEAR2, n, &ws.linear1, l2w, &ws.d_linear2, g_l2w, g.linear2_bias, Some(&mut ws.d_linear1));
@@ -448,9 +469,9 @@ pub(crate) fn linear1_input_grad_rows(
 /// [`CONV_PARAMS`] values of a flat gradient.
 pub(crate) fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
-    let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(Param::Conv1Weight.numel());
-    let (c1b, rest) = rest.split_at_mut(Param::Conv1Bias.numel());
-    let (c2, c2b) = rest.split_at_mut(Param::Conv2Weight.numel());
+    let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(Param::Conv1Weight.fixed_range().len());
+    let (c1b, rest) = rest.split_at_mut(Param::Conv1Bias.fixed_range().len());
+    let (c2, c2b) = rest.split_at_mut(Param::Conv2Weight.fixed_range().len());
     // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
     // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
     conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2);
@@ -480,7 +501,7 @@ pub const fn forward_flops_per_image() -> usize {
         + CONV2.forward_flops()
         + LINEAR1.forward_flops()
         + LINEAR2.forward_flops()
-        + OUTPUT.forward_flops()
+        + output(MNIST_CLASS_COUNT).forward_flops()
 }
 
 /// Forward plus backward FLOPs of one training image (conv1 needs no input gradient): about 2.26 MFLOP.

@@ -1,9 +1,11 @@
 //! Forward-only passes over a whole split: the recipe's validation loss and accuracy.
 
+use crate::base::{Label, MNIST_CLASS_COUNT};
 use crate::data::Split;
 use crate::error::Result;
 use crate::nn::loss::{argmax, cross_entropy};
-use crate::nn::model::{Head, NUM_CLASSES, Workspace, forward};
+use crate::nn::model::{Head, Workspace, forward};
+use crate::nn::params::classes_of;
 use crate::parallel::{PhaseShared, Team};
 
 /// Images per forward call.
@@ -25,7 +27,7 @@ pub struct Evaluator {
     /// Per image, after [`Evaluator::evaluate`]: the loss.
     pub losses: Vec<f32>,
     /// Per image, after [`Evaluator::evaluate`]: the predicted class.
-    pub predictions: Vec<u8>,
+    pub predictions: Vec<Label>,
     indices: Vec<u32>,
 }
 
@@ -34,7 +36,7 @@ impl Evaluator {
     pub fn new(threads: usize) -> Result<Self> {
         let team = super::start_team(threads)?;
         Ok(Evaluator {
-            workspaces: (0..team.workers()).map(|_| Workspace::new(EVAL_CHUNK)).collect(),
+            workspaces: (0..team.workers()).map(|_| Workspace::new(EVAL_CHUNK, MNIST_CLASS_COUNT)).collect(),
             team,
             losses: Vec::new(),
             predictions: Vec::new(),
@@ -45,6 +47,10 @@ impl Evaluator {
     /// Runs every image of `split`; per-batch means use `batch_size` like a `DataLoader` without `drop_last`.
     pub fn evaluate(&mut self, params: &[f32], head: Head, split: &Split, batch_size: usize) -> EvalResult {
         let n = split.len();
+        let classes = classes_of(params.len());
+        if self.workspaces[0].classes() != classes {
+            self.workspaces.iter_mut().for_each(|ws| *ws = Workspace::new(EVAL_CHUNK, classes));
+        }
         self.losses.resize(n, 0.0);
         self.predictions.resize(n, 0);
         if self.indices.len() != n {
@@ -63,16 +69,16 @@ impl Evaluator {
                 let ws = &mut workspaces.get_mut(w..w + 1)[0];
                 (ws, all_losses.get_mut(images.clone()), all_predictions.get_mut(images.clone()))
             };
-            let mut labels = [0u8; EVAL_CHUNK];
+            let mut labels = [0 as Label; EVAL_CHUNK];
             let chunks = losses.chunks_mut(EVAL_CHUNK).zip(predictions.chunks_mut(EVAL_CHUNK));
             for ((losses, predictions), idx) in chunks.zip(indices[images].chunks(EVAL_CHUNK)) {
                 let m = idx.len();
                 split.gather(idx, &mut ws.input, &mut labels[..m]);
                 forward(params, head, ws, m, &mut ());
                 for k in 0..m {
-                    let scores = &ws.scores[k * NUM_CLASSES..(k + 1) * NUM_CLASSES];
+                    let scores = &ws.scores[k * classes..(k + 1) * classes];
                     losses[k] = cross_entropy(scores, labels[k] as usize, None).0;
-                    predictions[k] = argmax(scores) as u8;
+                    predictions[k] = argmax(scores) as Label;
                 }
             }
         });

@@ -16,10 +16,11 @@ mod step;
 use serde::{Deserialize, Serialize};
 
 use crate::aligned::AlignedBuf;
+use crate::base::{MAX_CLASSES, MIN_CLASSES};
 use crate::data::Split;
 use crate::error::{Error, Result, Setting};
 use crate::nn::model::{CONV_PARAMS, Head, LINEAR1, StageClock};
-use crate::nn::params::NUM_PARAMS;
+use crate::nn::params::FIXED_PARAMS;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::Team;
 use crate::rng::Rng;
@@ -168,6 +169,14 @@ fn start_team(threads: usize) -> Result<Team> {
 /// kernels read as vectors more than any other.
 const LINEAR1_WEIGHT_AT: usize = CONV_PARAMS;
 
+/// The number of classes of a parameter block of `len` values, or the error that says it is not one.
+pub(crate) fn block_classes(len: usize) -> Result<usize> {
+    crate::nn::params::block_classes(len).ok_or_else(|| Error::Shape {
+        expected: format!("a parameter block of {FIXED_PARAMS} + 85 K values, {MIN_CLASSES} <= K <= {MAX_CLASSES}"),
+        found: format!("{len} values"),
+    })
+}
+
 /// Parameters, momentum and every buffer a training step needs, allocated once, and the team of threads that
 /// runs the steps.
 pub struct Trainer {
@@ -184,7 +193,13 @@ impl Trainer {
     /// workers. The thread count never changes a number.
     pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>, threads: usize) -> Result<Self> {
         config.validate()?;
-        assert_eq!(params.len(), NUM_PARAMS);
+        let classes = block_classes(params.len())?;
+        if velocity.as_ref().is_some_and(|v| v.len() != params.len()) {
+            return Err(Error::Shape {
+                expected: format!("momentum of {} values, as the weights", params.len()),
+                found: format!("{} values", velocity.as_ref().map_or(0, Vec::len)),
+            });
+        }
         let team = start_team(threads)?;
         let len = slice_len(config.batch_size);
         let groups = linear1_groups(config.batch_size);
@@ -194,7 +209,7 @@ impl Trainer {
         let capacity = slices * len;
         let params = AlignedBuf::from_slice_at(&params, LINEAR1_WEIGHT_AT);
         let velocity = velocity.map_or_else(
-            || AlignedBuf::zeroed_at(NUM_PARAMS, LINEAR1_WEIGHT_AT),
+            || AlignedBuf::zeroed_at(params.len(), LINEAR1_WEIGHT_AT),
             |v| AlignedBuf::from_slice_at(&v, LINEAR1_WEIGHT_AT),
         );
         let copies = if copy_tail { team.workers() - 1 } else { 0 };
@@ -205,11 +220,11 @@ impl Trainer {
             velocity,
             tail_copies,
             copy_tail,
-            slices: (0..slices).map(|_| SliceState::new(len)).collect(),
+            slices: (0..slices).map(|_| SliceState::new(len, classes)).collect(),
             groups,
             linear1_exchange: AlignedBuf::zeroed(capacity * LINEAR1.out_features),
             linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
-            tail_parts: TailPart::all(),
+            tail_parts: TailPart::all(classes),
         };
         Ok(Trainer { lr: config.sgd.lr, config, buffers, team })
     }
@@ -385,7 +400,7 @@ mod tests {
 
     #[test]
     fn linear1_weight_starts_a_cache_line_in_the_trainer() {
-        assert_eq!(LINEAR1_WEIGHT_AT, Param::Linear1Weight.start());
+        assert_eq!(LINEAR1_WEIGHT_AT, Param::Linear1Weight.fixed_range().start);
         let params = init_params(3);
         let trainer = Trainer::new(TrainConfig::default(), params.clone(), None, 1).unwrap();
         assert_eq!(trainer.params(), &params[..]);

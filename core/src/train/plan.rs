@@ -5,8 +5,10 @@ use std::ops::Range;
 
 use super::linear_step::{GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::aligned::AlignedBuf;
+use crate::base::Label;
+use crate::nn::LinearDims;
 use crate::nn::model::{CONV_PARAMS, LINEAR1, LinearLayer, Workspace};
-use crate::nn::params::{NUM_PARAMS, Param};
+use crate::nn::params::{Param, num_params};
 use crate::optim::{Sgd, add_assign};
 
 /// Images per slice for batches up to 64: the unit of parallel work and of gradient reduction.
@@ -41,41 +43,48 @@ pub(super) fn group_rows(g: usize, groups: usize) -> Range<usize> {
 pub(super) const TAIL_LAYERS: [LinearLayer; 2] = [LinearLayer::Linear2, LinearLayer::Output];
 
 /// The parameters whose gradients each slice computes in its own buffer (all but the linear layers' weights,
-/// whose gradients are summed over the slices as they are updated), as runs of adjacent ones.
-pub(super) const SLICE_GRADIENTS: [Range<usize>; 4] =
-    [0..CONV_PARAMS, Param::Linear1Bias.range(), Param::Linear2Bias.range(), Param::OutputBias.range()];
+/// whose gradients are summed over the slices as they are updated), as runs of adjacent ones, for a network of
+/// `classes` classes.
+pub(super) fn slice_gradients(classes: usize) -> [Range<usize>; 4] {
+    let biases = [Param::Linear1Bias, Param::Linear2Bias, Param::OutputBias].map(|p| p.range(classes));
+    [0..CONV_PARAMS, biases[0].clone(), biases[1].clone(), biases[2].clone()]
+}
 
-/// Those of [`SLICE_GRADIENTS`] that the workers update in fixed shares at the end of a step: the convolutions'
+/// Those of [`slice_gradients`] that the workers update in fixed shares at the end of a step: the convolutions'
 /// and linear1's bias (the tail's biases are updated with the tail).
-pub(super) const SHARED_UPDATES: [Range<usize>; 2] = [0..CONV_PARAMS, Param::Linear1Bias.range()];
+pub(super) const SHARED_UPDATES: [Range<usize>; 2] = [0..CONV_PARAMS, Param::Linear1Bias.fixed_range()];
 
 /// A piece of the tail whose gradient is summed over the slices in slice order and updated in one go: a block
 /// of rows of a weight, or a bias.
 #[derive(Clone, Debug)]
 pub(super) enum TailPart {
-    Rows { layer: LinearLayer, rows: Range<usize> },
-    Bias { param: Param },
+    /// Rows `rows` of `layer`'s weight, at `range` in the flat parameters.
+    Rows { layer: LinearLayer, dims: LinearDims, rows: Range<usize>, range: Range<usize> },
+    /// A bias, at `range`.
+    Bias { range: Range<usize> },
 }
 
 impl TailPart {
-    /// The tail, piece by piece: the weights' rows in blocks of [`STEP_ROWS`], then the biases.
-    pub fn all() -> Vec<TailPart> {
+    /// The tail of a network of `classes` classes, piece by piece: the weights' rows in blocks of
+    /// [`STEP_ROWS`], then the biases.
+    pub fn all(classes: usize) -> Vec<TailPart> {
         let weights = TAIL_LAYERS.iter().flat_map(|&layer| {
-            let out = layer.dims().out_features;
-            (0..out).step_by(STEP_ROWS).map(move |r| TailPart::Rows { layer, rows: r..(r + STEP_ROWS).min(out) })
+            let dims = layer.dims(classes);
+            let (out, start) = (dims.out_features, layer.weight().start(classes));
+            (0..out).step_by(STEP_ROWS).map(move |r| {
+                let rows = r..(r + STEP_ROWS).min(out);
+                let range = start + rows.start * dims.in_features..start + rows.end * dims.in_features;
+                TailPart::Rows { layer, dims, rows, range }
+            })
         });
-        let biases = TAIL_LAYERS.iter().map(|layer| TailPart::Bias { param: layer.bias() });
+        let biases = TAIL_LAYERS.iter().map(|layer| TailPart::Bias { range: layer.bias().range(classes) });
         weights.chain(biases).collect()
     }
 
     /// Where the piece lives in the flat parameters.
     pub fn range(&self) -> Range<usize> {
         match self {
-            TailPart::Rows { layer, rows } => {
-                let (start, i_len) = (layer.weight().start(), layer.dims().in_features);
-                start + rows.start * i_len..start + rows.end * i_len
-            }
-            TailPart::Bias { param } => param.range(),
+            TailPart::Rows { range, .. } | TailPart::Bias { range } => range.clone(),
         }
     }
 
@@ -83,12 +92,12 @@ impl TailPart {
     /// momentum. `scratch` holds at least a bias.
     pub fn update(&self, slices: &[SliceState], sgd: Sgd, p: &mut [f32], v: &mut [f32], scratch: &mut [f32]) {
         match self {
-            TailPart::Rows { layer, rows } => {
+            TailPart::Rows { layer, dims, rows, .. } => {
                 let parts = LayerParts { slices, layer: *layer };
-                weight_grad_step_rows(&layer.dims(), &parts, rows.clone(), sgd, p, v);
+                weight_grad_step_rows(dims, &parts, rows.clone(), sgd, p, v);
             }
-            TailPart::Bias { param } => {
-                let range = param.range();
+            TailPart::Bias { range } => {
+                let range = range.clone();
                 let g = &mut scratch[..range.len()];
                 g.copy_from_slice(&slices[0].grads[range.clone()]);
                 for st in &slices[1..] {
@@ -122,7 +131,7 @@ pub(super) struct SliceState {
     pub ws: Workspace,
     /// Gradients of the parameters in [`SLICE_GRADIENTS`] (the rest of the buffer is unused).
     pub grads: AlignedBuf,
-    pub targets: Vec<u8>,
+    pub targets: Vec<Label>,
     /// Images in this slice at the last step.
     pub n: usize,
     /// The sum of the slice's losses at the last step.
@@ -131,10 +140,11 @@ pub(super) struct SliceState {
 }
 
 impl SliceState {
-    pub fn new(len: usize) -> Self {
+    /// A slice of `len` images through a network of `classes` classes.
+    pub fn new(len: usize, classes: usize) -> Self {
         SliceState {
-            ws: Workspace::new(len),
-            grads: AlignedBuf::zeroed(NUM_PARAMS),
+            ws: Workspace::new(len, classes),
+            grads: AlignedBuf::zeroed(num_params(classes)),
             targets: vec![0; len],
             n: 0,
             loss: 0.0,

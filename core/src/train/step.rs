@@ -24,13 +24,13 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use super::linear_step::{STEP_ROWS, weight_grad_step_rows};
-use super::plan::{LayerParts, SHARED_UPDATES, SLICE_GRADIENTS, SliceState, TailCopy, TailPart, group_rows, slice_len};
+use super::plan::{LayerParts, SHARED_UPDATES, SliceState, TailCopy, TailPart, group_rows, slice_gradients, slice_len};
 use crate::data::Split;
 use crate::nn::model::{
     CONV_PARAMS, Head, LINEAR1, LinearLayer, Stage, StageClock, backward_convolutions, backward_to_linear1,
     forward_features, forward_tail, linear1_forward_rows, linear1_input_grad_rows, loss_and_grad,
 };
-use crate::nn::params::{NUM_PARAMS, Param};
+use crate::nn::params::Param;
 use crate::optim::{Sgd, add_assign};
 use crate::parallel::{Counter, PhaseShared, PoisonOnPanic, SpinBarrier, share};
 
@@ -83,6 +83,8 @@ pub(super) struct Step<'a> {
     slice_len: usize,
     used: usize,
     groups: usize,
+    /// Values in the parameter block (a function of the number of classes).
+    num_params: usize,
     params: PhaseShared<'a, f32>,
     velocity: PhaseShared<'a, f32>,
     tail_copies: PhaseShared<'a, TailCopy>,
@@ -140,6 +142,7 @@ impl<'a> Step<'a> {
             slice_len,
             used,
             groups: buffers.groups,
+            num_params: buffers.params.len(),
             params: PhaseShared::new(&mut buffers.params),
             velocity: PhaseShared::new(&mut buffers.velocity),
             tail_copies: PhaseShared::new(&mut buffers.tail_copies),
@@ -273,13 +276,13 @@ impl<'a> Step<'a> {
 
     /// Where rows `rows` of linear1's weight live in the flat parameters.
     fn linear1_weight_rows(rows: &Range<usize>) -> Range<usize> {
-        let (start, i_len) = (Param::Linear1Weight.start(), LINEAR1.in_features);
+        let (start, i_len) = (Param::Linear1Weight.fixed_range().start, LINEAR1.in_features);
         start + rows.start * i_len..start + rows.end * i_len
     }
 
     /// Where rows `rows` of linear1's bias live in the flat parameters.
     fn linear1_bias_rows(rows: &Range<usize>) -> Range<usize> {
-        let start = Param::Linear1Bias.start();
+        let start = Param::Linear1Bias.fixed_range().start;
         start + rows.start..start + rows.end
     }
 
@@ -308,7 +311,7 @@ impl<'a> Step<'a> {
     /// (1) Slice s's images through the convolutions, up to the flattened features.
     fn forward_features(&self, s: usize, clock: &mut dyn StageClock) {
         // SAFETY: nobody writes a parameter while any slice is in this part; one worker runs slice s.
-        let (params, st) = unsafe { (self.params.get(0..NUM_PARAMS), self.slice_mut(s)) };
+        let (params, st) = unsafe { (self.params.get(0..self.num_params), self.slice_mut(s)) };
         let images = s * self.slice_len..((s + 1) * self.slice_len).min(self.indices.len());
         let idx = &self.indices[images.clone()];
         let n = idx.len();
@@ -341,7 +344,7 @@ impl<'a> Step<'a> {
         // slice s; one worker runs slice s.
         let (params, st, exchange) = unsafe {
             let params = if t == 0 || !self.copy_tail {
-                self.params.get(0..NUM_PARAMS)
+                self.params.get(0..self.num_params)
             } else {
                 &self.tail_copies.get(t - 1..t)[0].params[..]
             };
@@ -360,7 +363,7 @@ impl<'a> Step<'a> {
         let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.indices.len());
         st.loss = loss;
         st.correct = correct;
-        for r in SLICE_GRADIENTS {
+        for r in slice_gradients(st.ws.classes()) {
             st.grads[r].fill(0.0);
         }
         backward_to_linear1(params, self.head, &mut st.ws, n, &mut st.grads, false, clock);
