@@ -20,6 +20,10 @@ pub enum Error {
         source: crate::preprocess::ImageError,
     },
 
+    /// Image files of a data set that cannot be used.
+    #[error("{count} of {total} images cannot be used: {named}")]
+    BadImages { count: usize, total: usize, named: String },
+
     /// A known data set that could not be fetched from any of its mirrors.
     #[error(
         "could not download {dataset} ({}); put the four IDX files ({}, raw or .gz) in {}",

@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod error;
+pub mod folder;
 pub mod interop;
 pub mod preprocess;
 pub mod serve;

@@ -5,12 +5,57 @@
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
-use lenet5_core::digit::{FrameError, GreyImage, frame};
+use lenet5_core::digit::{Filter, FrameError, GreyImage, frame, resize};
 
 use lenet5_core::error::IoContext;
 
 use crate::error::{Error, Result};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
+
+/// How a picture becomes 28x28 grey in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preprocess {
+    /// Grey, then resized to 28x28 (bilinear); a 28x28 grey image is taken as it is.
+    Resize,
+    /// The framing `predict` gives a photo of a digit: light ink on dark, cropped to the ink, fitted in 20x20
+    /// and centred by its centre of mass (see [`lenet5_core::digit::frame`]).
+    Mnist,
+    /// None: every image must already be 28x28; colour is turned grey.
+    None,
+}
+
+impl Preprocess {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocess::Resize => "resize",
+            Preprocess::Mnist => "mnist",
+            Preprocess::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Preprocess> {
+        [Preprocess::Resize, Preprocess::Mnist, Preprocess::None].into_iter().find(|p| p.name() == s)
+    }
+
+    /// The 28x28 grey bytes of a decoded picture.
+    pub fn apply(self, img: &image::DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
+        let grey = to_grey(img);
+        let bytes = match self {
+            Preprocess::Mnist => frame(&grey)?.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8),
+            Preprocess::Resize => to_bytes(resize(&grey, IMAGE_SIZE, IMAGE_SIZE, Filter::Triangle)),
+            Preprocess::None if (grey.width, grey.height) != (IMAGE_SIZE, IMAGE_SIZE) => {
+                return Err(ImageError::Size { width: grey.width, height: grey.height });
+            }
+            Preprocess::None => to_bytes(grey),
+        };
+        Ok(bytes)
+    }
+}
+
+/// The pixels of a 28x28 picture.
+fn to_bytes(grey: GreyImage) -> [u8; IMAGE_LEN] {
+    grey.pixels.try_into().expect("a 28x28 picture")
+}
 
 /// Larger files are refused before decoding.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
@@ -33,6 +78,8 @@ pub enum ImageError {
     Unreadable(String),
     #[error("cannot decode image ({0})")]
     Undecodable(String),
+    #[error("image is {width}x{height}, expected 28x28")]
+    Size { width: usize, height: usize },
     #[error(transparent)]
     NoDigit(#[from] FrameError),
 }
@@ -53,8 +100,13 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
     reader.decode().map_err(|e| ImageError::Undecodable(e.to_string()))
 }
 
-/// Reads and preprocesses one image file.
+/// Reads one image file and prepares it as MNIST was made.
 pub fn load_digit(path: &Path) -> Result<Digit> {
+    load_image(path, Preprocess::Mnist)
+}
+
+/// Reads one image file and prepares it with `preprocess`.
+pub fn load_image(path: &Path, preprocess: Preprocess) -> Result<Digit> {
     let image = |source| Error::Image { path: path.to_path_buf(), source };
     let len = std::fs::metadata(path).at(path)?.len();
     if len == 0 {
@@ -64,11 +116,15 @@ pub fn load_digit(path: &Path) -> Result<Digit> {
         return Err(image(ImageError::TooLarge { len }));
     }
     let bytes = std::fs::read(path).at(path)?;
-    preprocess(&decode(&bytes).map_err(image)?).map_err(image)
+    let picture = decode(&bytes).map_err(image)?;
+    match preprocess {
+        Preprocess::Mnist => self::preprocess(&picture).map_err(image),
+        _ => Ok(preprocess.apply(&picture).map_err(image)?.map(|p| p as f32 / 255.0)),
+    }
 }
 
 /// Grey levels with transparency composited over white (drawings often have a transparent background).
-fn to_grey(img: &DynamicImage) -> GreyImage {
+pub fn to_grey(img: &DynamicImage) -> GreyImage {
     let la = img.to_luma_alpha8();
     let pixels = la
         .pixels()

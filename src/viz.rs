@@ -117,11 +117,13 @@ pub fn plot_curves(history: &[EpochMetrics], png: &Path, svg: &Path) -> Result<(
 }
 
 /// The confusion matrix (`counts[actual][predicted]`) as a heat map with the counts written in.
-pub fn plot_confusion(counts: &[[usize; 10]; 10], class_names: &[String], png: &Path) -> Result<()> {
+pub fn plot_confusion(counts: &[Vec<usize>], class_names: &[String], png: &Path) -> Result<()> {
     ensure_font();
-    let cell = 56i32;
+    let classes = counts.len() as i32;
+    // Ten classes get 56-pixel cells with their counts written in; many classes get smaller cells, bare.
+    let cell = (560 / classes).clamp(4, 56);
     let (left, top) = (130i32, 60i32);
-    let (w, h) = ((left + 10 * cell + 20) as u32, (top + 10 * cell + 40) as u32);
+    let (w, h) = ((left + classes * cell + 20) as u32, (top + classes * cell + 40) as u32);
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
@@ -133,8 +135,10 @@ pub fn plot_confusion(counts: &[[usize; 10]; 10], class_names: &[String], png: &
             for (actual, row) in counts.iter().enumerate() {
                 let total = row.iter().sum::<usize>().max(1) as f64;
                 let name: String = class_names[actual].chars().take(12).collect();
-                root.draw_text(&name, &style.color(&BLACK), (8, top + actual as i32 * cell + cell / 2 - 7))
-                    .map_err(|e| e.to_string())?;
+                if cell >= 16 {
+                    root.draw_text(&name, &style.color(&BLACK), (8, top + actual as i32 * cell + cell / 2 - 7))
+                        .map_err(|e| e.to_string())?;
+                }
                 for (pred, &c) in row.iter().enumerate() {
                     let share = c as f64 / total;
                     // White for none, deep blue for all of the row.
@@ -144,8 +148,13 @@ pub fn plot_confusion(counts: &[[usize; 10]; 10], class_names: &[String], png: &
                     root.draw(&Rectangle::new([(x, y), (x + cell - 1, y + cell - 1)], color.filled()))
                         .map_err(|e| e.to_string())?;
                     let ink = if share > 0.4 { &WHITE } else { &BLACK };
-                    root.draw_text(&c.to_string(), &style.color(ink), (x + 6, y + cell / 2 - 7))
-                        .map_err(|e| e.to_string())?;
+                    if cell >= 40 {
+                        root.draw_text(&c.to_string(), &style.color(ink), (x + 6, y + cell / 2 - 7))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                if cell < 16 {
+                    continue;
                 }
                 root.draw_text(
                     &format!("{pred}", pred = actual),

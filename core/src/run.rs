@@ -42,6 +42,9 @@ pub struct TrainState {
     /// [`Split::fingerprint`] of the training and the test images used (after any limit).
     #[serde(default)]
     pub data_fingerprint: Option<[u64; 2]>,
+    /// [`Dataset::options`]: how the data were read.
+    #[serde(default)]
+    pub data_options: std::collections::BTreeMap<String, String>,
 }
 
 impl TrainState {
@@ -211,6 +214,7 @@ impl Training {
                     history: Vec::new(),
                     data_dir: None,
                     data_fingerprint: None,
+                    data_options: Default::default(),
                 };
                 (state, Trainer::new(config, params, None, threads)?)
             }
@@ -319,6 +323,9 @@ impl Training {
         let mut ck = Checkpoint::new(params, self.state.config.head);
         ck.class_names = self.state.class_names.clone();
         ck.metadata.insert("dataset".into(), self.state.dataset.clone());
+        for (name, value) in &self.state.data_options {
+            ck.metadata.insert(format!("data.{name}"), value.clone());
+        }
         ck
     }
 }
@@ -351,6 +358,7 @@ pub fn train_run(
     let resumed = matches!(start, Start::Resume { .. });
     let mut training = Training::new(config, &data.name, &data.class_names, start, threads)?;
     training.state.data_fingerprint = Some(fingerprint);
+    training.state.data_options = data.options.clone();
     training.state.data_dir = Some(std::path::absolute(&data.dir).unwrap_or_else(|_| data.dir.clone()));
     if resumed {
         // The state is written before the log, so a run killed between the two has a log one epoch short.

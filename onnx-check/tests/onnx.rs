@@ -48,7 +48,7 @@ fn exported_onnx_runs_in_an_independent_runtime_and_matches_for_both_heads() {
         let mut ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
         ck.head = head;
         let model = onnx::export(&ck);
-        let ours: Vec<f32> = Predictor::new(ck).predict(&images).iter().flat_map(|p| p.scores).collect();
+        let ours: Vec<f32> = Predictor::new(ck).predict(&images).iter().flat_map(|p| p.scores.clone()).collect();
         let theirs = run_tract(&model, &images);
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(&theirs) {
@@ -56,5 +56,23 @@ fn exported_onnx_runs_in_an_independent_runtime_and_matches_for_both_heads() {
         }
         // the batch axis is dynamic: one image works as well
         assert_eq!(run_tract(&model, &images[..1]).len(), 10);
+    }
+}
+
+/// A network of another number of classes (3 and 26) exports with an output `[N, K]` that tract runs to our
+/// scores.
+#[test]
+fn exported_onnx_of_other_class_counts_matches_in_an_independent_runtime() {
+    let images = batch();
+    for (classes, head) in [(3, Head::Logits), (26, Head::Sigmoid)] {
+        let mut ck = Checkpoint::new(lenet5_core::nn::params::init_params_for(7, classes), head);
+        ck.class_names = (0..classes).map(|k| format!("class {k}")).collect();
+        let model = onnx::export(&ck);
+        let ours: Vec<f32> = Predictor::new(ck).predict(&images).iter().flat_map(|p| p.scores.clone()).collect();
+        let theirs = run_tract(&model, &images);
+        assert_eq!((ours.len(), theirs.len()), (images.len() * classes, images.len() * classes));
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{classes} classes: ours {a}, tract {b}");
+        }
     }
 }

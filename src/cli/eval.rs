@@ -29,7 +29,7 @@ pub fn run(a: EvalArgs) -> CliResult {
     }
     let ck = load_weights(&a.weights)?;
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
-    let test = a.data.load_test(Some(&id.name()), ck.classes())?;
+    let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
     let mut evaluator = Evaluator::new(threads)?;
     let t0 = Instant::now();

@@ -10,10 +10,15 @@ mod site;
 mod summary;
 mod train;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use lenet5::folder::{FolderOptions, Preprocess};
+use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::{Dataset, DatasetId, Split};
 use lenet5_core::nn::Head;
 use lenet5_core::{Error, Setting};
@@ -102,16 +107,53 @@ pub struct DataArgs {
     /// torchvision's layout (ROOT/MNIST/raw) work.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// `mnist`, `fashion-mnist`, or a directory holding the four IDX files.
+    /// `mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder: one subfolder of
+    /// images per class (DIR/<class>/...), or DIR/train/<class>/... and DIR/test/<class>/...
     #[arg(long, value_name = "NAME|DIR")]
     pub dataset: Option<String>,
     /// Never download a missing data set (by default mnist and fashion-mnist are fetched from the mirrors
     /// torchvision uses, and verified).
     #[arg(long)]
     pub no_download: bool,
+    /// How an image folder's pictures become 28x28 grey: `resize` (grey, then resized), `mnist` (the digit
+    /// framing `predict` uses: crop to the ink, fit 20x20, centre), or `none` (they must be 28x28)
+    /// [default: resize, or what the weights or the resumed run were trained with].
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
+    /// The share of each class an image folder without train/ and test/ holds out for validation
+    /// [default: 0.2, or the run's].
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
+    /// Seed of that split [default: 0, or the run's].
+    #[arg(long, value_name = "N")]
+    pub split_seed: Option<u64>,
+    /// Leave out the files of an image folder that cannot be decoded (counted and reported), instead of
+    /// stopping with the list of them.
+    #[arg(long)]
+    pub skip_bad_images: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PreprocessArg {
+    Resize,
+    Mnist,
+    None,
 }
 
 impl DataArgs {
+    /// Only a data root (the default one when `None`).
+    pub fn with_root(data: Option<PathBuf>) -> DataArgs {
+        DataArgs {
+            data,
+            dataset: None,
+            no_download: true,
+            preprocess: None,
+            val_split: None,
+            split_seed: None,
+            skip_bad_images: false,
+        }
+    }
+
     /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
     pub fn root(&self) -> PathBuf {
         if let Some(dir) = &self.data {
@@ -140,19 +182,107 @@ impl DataArgs {
         Ok(())
     }
 
-    /// Both splits of the data set (downloaded first if needed).
-    pub fn load(&self, fallback: Option<&str>) -> CliResult<Dataset> {
+    /// How to read an image folder: the flags, else what `recorded` (a run's or a checkpoint's data options)
+    /// says, else the defaults.
+    fn folder_options(&self, recorded: &BTreeMap<String, String>) -> FolderOptions {
+        let preprocess = self
+            .preprocess
+            .map(|p| match p {
+                PreprocessArg::Resize => Preprocess::Resize,
+                PreprocessArg::Mnist => Preprocess::Mnist,
+                PreprocessArg::None => Preprocess::None,
+            })
+            .or_else(|| recorded.get("preprocess").and_then(|p| Preprocess::parse(p)))
+            .unwrap_or(Preprocess::Resize);
+        FolderOptions {
+            preprocess,
+            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(0.2),
+            split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
+            skip_bad_images: self.skip_bad_images,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Both splits of the data set (downloaded first if needed); an image folder is read as `recorded` says
+    /// where no flag does.
+    pub fn load(&self, fallback: Option<&str>, recorded: &BTreeMap<String, String>) -> CliResult<Dataset> {
         let id = self.id(fallback);
+        if let DatasetId::Dir(dir) = &id
+            && lenet5::folder::is_image_folder(dir)
+        {
+            return load_image_folder(dir, &self.folder_options(recorded));
+        }
         self.ensure(&id)?;
         Ok(Dataset::load(&id, &self.root())?)
     }
 
-    /// The test split only, for a network of `classes` classes.
-    pub fn load_test(&self, fallback: Option<&str>, classes: usize) -> CliResult<Split> {
-        let id = self.id(fallback);
-        self.ensure(&id)?;
-        Ok(Dataset::load_test(&id, &self.root(), classes)?)
+    /// The test split of the data set `ck` was trained on (unless the flags name another), for its classes.
+    pub fn load_test_for(&self, ck: &Checkpoint) -> CliResult<Split> {
+        let id = self.id(ck.metadata.get("dataset").map(String::as_str));
+        let recorded = data_options(ck);
+        let test = if let DatasetId::Dir(dir) = &id
+            && lenet5::folder::is_image_folder(dir)
+        {
+            let data = load_image_folder(dir, &self.folder_options(&recorded))?;
+            check_classes(&data, ck)?;
+            data.test
+        } else {
+            self.ensure(&id)?;
+            Dataset::load_test(&id, &self.root(), ck.classes())?
+        };
+        Ok(test)
     }
+}
+
+/// The data options a checkpoint records (its `data.<name>` metadata).
+pub fn data_options(ck: &Checkpoint) -> BTreeMap<String, String> {
+    ck.metadata.iter().filter_map(|(k, v)| Some((k.strip_prefix("data.")?.to_string(), v.clone()))).collect()
+}
+
+/// The network of `ck` tells apart the classes of `data`.
+fn check_classes(data: &Dataset, ck: &Checkpoint) -> CliResult {
+    if data.class_names.len() != ck.classes() {
+        return Err(lenet5_core::Error::ClassCount {
+            dataset: data.name.clone(),
+            network: ck.classes(),
+            data: data.class_names.len(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads an image folder with a progress bar on a terminal, and says what it left out.
+fn load_image_folder(dir: &Path, options: &FolderOptions) -> CliResult<Dataset> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] ({elapsed}<{eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress = |done: usize, total: usize| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let result = lenet5::folder::load_folder(dir, options, &progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (data, report) = result?;
+    if !report.skipped.is_empty() {
+        let (path, why) = &report.skipped[0];
+        eprintln!(
+            "note: left out {} image(s) that cannot be used, the first {} ({why})",
+            report.skipped.len(),
+            path.display()
+        );
+    }
+    Ok(data)
 }
 
 /// Most worker threads a command takes: far more than any use needs. Where the system cannot start that many
@@ -192,6 +322,7 @@ pub fn message(err: &CliError) -> String {
         Error::DataChanged { .. } => {
             format!("{e}; resume with the run's own data (--dataset / --data), or start a new run")
         }
+        Error::ClassCount { .. } => format!("{e}; use the weights trained on this data set"),
         Error::Interrupted { run_dir } => {
             format!("interrupted; resume with: lenet5 train --resume {}", run_dir.display())
         }

@@ -64,12 +64,12 @@ pub struct ConfusionArgs {
 
 pub fn confusion(a: ConfusionArgs) -> CliResult {
     let ck = load_weights(&a.weights)?;
-    let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
-    let test = a.data.load_test(Some(&id.name()), ck.classes())?;
+    let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
     let mut ev = Evaluator::new(threads)?;
     let r = ev.evaluate(&ck.params, ck.head, &test, 16);
-    let mut counts = [[0usize; 10]; 10];
+    let classes = ck.classes();
+    let mut counts = vec![vec![0usize; classes]; classes];
     for (&p, &l) in ev.predictions.iter().zip(&test.labels) {
         counts[l as usize][p as usize] += 1;
     }
@@ -77,7 +77,7 @@ pub fn confusion(a: ConfusionArgs) -> CliResult {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(6);
     println!("confusion matrix on {} test images (rows: actual, columns: predicted)", test.len());
     print!("{:>width$} ", "");
-    for c in 0..10 {
+    for c in 0..classes {
         print!("{c:>6}");
     }
     println!("{:>10}", "accuracy");

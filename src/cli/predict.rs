@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lenet5::preprocess::{Digit, digit_to_image, load_digit};
+use lenet5::preprocess::{Digit, Preprocess, digit_to_image, load_image};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::fs::create_dir;
 use lenet5_core::infer::{Prediction, Predictor};
@@ -66,14 +66,15 @@ pub fn run(a: PredictArgs) -> CliResult {
         return Err("give image files to predict, or --test-index N".into());
     }
     let ck: Checkpoint = load_weights(&a.weights)?;
-    let (dataset, classes) = (ck.metadata.get("dataset").cloned(), ck.classes());
+    // Pictures are prepared as the network's training images were (MNIST's framing unless it says otherwise).
+    let preprocess = ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist);
     let mut predictor = Predictor::new(ck);
     if let Some(dir) = &a.save_preprocessed {
         create_dir(dir)?;
     }
     let mut failures = 0;
     for path in &a.images {
-        let digit = match load_digit(path) {
+        let digit = match load_image(path, preprocess) {
             Ok(d) => d,
             Err(e) => {
                 // One bad file does not stop the others.
@@ -98,8 +99,7 @@ pub fn run(a: PredictArgs) -> CliResult {
         report(a.json, &path.display().to_string(), &p, &predictor, a.top_k, None);
     }
     if !a.test_index.is_empty() {
-        let id = a.data.id(dataset.as_deref());
-        let test = a.data.load_test(Some(&id.name()), classes)?;
+        let test = a.data.load_test_for(&predictor.checkpoint)?;
         for &i in &a.test_index {
             if i >= test.len() {
                 return Err(format!("--test-index {i} is out of range: the test set has {} images", test.len()).into());

@@ -62,9 +62,8 @@ fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
 
 pub fn run(a: ServeArgs) -> CliResult {
     let (ck, weights_name) = weights(a.weights)?;
-    let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     // The test set feeds the "random test image" button; the page works without it.
-    let test = match a.data.load_test(Some(&id.name()), ck.classes()) {
+    let test = match a.data.load_test_for(&ck) {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("note: no test images for the random-image button ({e})");

@@ -16,7 +16,7 @@ pub struct SiteArgs {
 }
 
 pub fn run(a: SiteArgs) -> CliResult {
-    let root = DataArgs { data: a.data, dataset: None, no_download: true }.root();
+    let root = DataArgs::with_root(a.data).root();
     let site = lenet5::web::write_site(&a.out, &root)?;
     println!(
         "{}: the training page with {} ({:.1} MB); serve it with any static file server, for example\n  python3 -m http.server -d {}",

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5_core::data::DatasetId;
-use lenet5_core::nn::params::init_params;
+use lenet5_core::data::{Dataset, DatasetId};
+use lenet5_core::nn::params::init_params_for;
 use lenet5_core::optim::{LrSchedule, Sgd};
 use lenet5_core::run::{RunDir, Start, TrainState, train_run};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
@@ -206,41 +206,9 @@ impl TrainObserver for Reporter {
 
 pub fn run(a: TrainArgs) -> CliResult {
     let threads = threads(a.threads)?;
-    let (run_dir, config, start) = match &a.resume {
-        Some(dir) => {
-            let run = RunDir::new(dir);
-            let (state, params, momentum) = run.load_state()?;
-            let mut config = state.config.clone();
-            // Only the length of the run may change on resume; everything else is the run's own.
-            if let Some(epochs) = a.epochs {
-                config.epochs = epochs;
-            }
-            (run, config, Start::Resume { state: Box::new(state), params, momentum })
-        }
-        None => {
-            let epochs = a.epochs.unwrap_or(50);
-            let config = TrainConfig {
-                epochs,
-                batch_size: a.batch_size,
-                sgd: Sgd { lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay },
-                seed: a.seed,
-                head: a.head.into(),
-                train_limit: a.train_limit,
-                test_limit: a.test_limit,
-                lr_schedule: a.lr_schedule(epochs),
-                patience: a.patience,
-            };
-            config.validate()?;
-            let params = match &a.init_weights {
-                Some(path) => lenet5::interop::pth::load_weights(path, a.head.into())?.params,
-                None => init_params(a.seed),
-            };
-            (RunDir::new(&a.out), config, Start::Fresh { params })
-        }
-    };
-    let data = match &start {
-        Start::Resume { state, .. } => resume_data(&a.data, state).load(None)?,
-        Start::Fresh { .. } => a.data.load(None)?,
+    let (run_dir, config, start, data) = match &a.resume {
+        Some(dir) => resumed_run(&a, dir)?,
+        None => new_run(&a)?,
     };
     if matches!(start, Start::Fresh { .. }) {
         run_dir.create(a.force)?;
@@ -320,6 +288,42 @@ fn schedule_and_patience(config: &TrainConfig) -> String {
         text += &format!(", patience {p}");
     }
     text
+}
+
+/// A resumed run: its directory, settings (only the length may change), state and data.
+fn resumed_run(a: &TrainArgs, dir: &std::path::Path) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
+    let run = RunDir::new(dir);
+    let (state, params, momentum) = run.load_state()?;
+    let mut config = state.config.clone();
+    if let Some(epochs) = a.epochs {
+        config.epochs = epochs;
+    }
+    let data = resume_data(&a.data, &state).load(None, &state.data_options)?;
+    Ok((run, config, Start::Resume { state: Box::new(state), params, momentum }, data))
+}
+
+/// A new run of the flags' settings, from PyTorch's initialisation (for the data set's classes) or the given
+/// weights.
+fn new_run(a: &TrainArgs) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
+    let epochs = a.epochs.unwrap_or(50);
+    let config = TrainConfig {
+        epochs,
+        batch_size: a.batch_size,
+        sgd: Sgd { lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay },
+        seed: a.seed,
+        head: a.head.into(),
+        train_limit: a.train_limit,
+        test_limit: a.test_limit,
+        lr_schedule: a.lr_schedule(epochs),
+        patience: a.patience,
+    };
+    config.validate()?;
+    let data = a.data.load(None, &Default::default())?;
+    let params = match &a.init_weights {
+        Some(path) => lenet5::interop::pth::load_weights(path, a.head.into())?.params,
+        None => init_params_for(a.seed, data.classes()),
+    };
+    Ok((RunDir::new(&a.out), config, Start::Fresh { params }, data))
 }
 
 /// Where a resumed run's data are: the flags where given, else the directory and the data set it recorded (read

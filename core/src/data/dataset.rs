@@ -198,6 +198,10 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     pub train: Split,
     pub test: Split,
+    /// How the images were read, where there was a choice (for an image folder: its preprocessing and
+    /// validation split), as `name -> value`. A run keeps them, checkpoints carry them as `data.<name>`
+    /// metadata, and a resumed run reads its data the same way.
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 impl Dataset {
@@ -220,7 +224,7 @@ impl Dataset {
             DatasetId::Dir(_) if classes != MNIST_CLASS_COUNT => (0..classes).map(|k| k.to_string()).collect(),
             _ => id.class_names(),
         };
-        Ok(Dataset { name: id.name(), class_names, train, test, dir })
+        Ok(Dataset { name: id.name(), class_names, train, test, dir, options: Default::default() })
     }
 
     /// Loads only the test split (for evaluation and prediction), whose labels must be below `classes`.
