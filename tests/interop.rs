@@ -112,3 +112,32 @@ fn pth_round_trips_through_safetensors_and_onnx_bit_identically() {
         assert!(bytes.windows(raw.len()).any(|w| w == raw.as_slice()), "{} not found bit-identical", p.name());
     }
 }
+
+/// A PyTorch model of 26 classes (output layer [26, 84]) imports with its classes, runs to PyTorch's logits,
+/// and exports to ONNX.
+#[test]
+fn a_pth_of_twenty_six_classes_imports_and_matches_pytorch() {
+    let ck = pth::read_pth(&fixture("letters.pth"), Head::Logits).unwrap();
+    assert_eq!((ck.classes(), ck.class_names.len()), (26, 26));
+    let bytes = std::fs::read(fixture("letters.safetensors")).unwrap();
+    let torch: Vec<f32> = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let ours: Vec<f32> = Predictor::new(ck).predict(&batch()).iter().flat_map(|p| p.scores.clone()).collect();
+    assert_eq!(ours.len(), 16 * 26);
+    for (a, b) in ours.iter().zip(&torch) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "ours {a}, PyTorch {b}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (st, model) = (tmp.path().join("letters.safetensors"), tmp.path().join("letters.onnx"));
+    let o = lenet5(&["import", fixture("letters.pth").to_str().unwrap(), st.to_str().unwrap(), "--head", "logits"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Checkpoint::load(&st).unwrap().classes(), 26);
+    let o = lenet5(&["export", "--weights", st.to_str().unwrap(), "--onnx", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
