@@ -89,6 +89,46 @@ fn resume_remembers_its_data_and_refuses_other_data() {
     assert_eq!(figures(&run).len(), 3, "the refused resume left the run as it was");
 }
 
+/// Augmented runs give the same bits on 1, 2 and 3 threads, and when stopped and resumed; and not those of a
+/// run without augmentation.
+#[test]
+fn augmentation_is_the_same_for_any_thread_count_and_across_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let d = data.to_str().unwrap();
+    let run = |name: &str, epochs: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = train_args(d, out.to_str().unwrap(), epochs);
+        args.extend_from_slice(extra);
+        let o = lenet5(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let one = run("t1", "3", &["--augment", "--threads", "1"]);
+    for threads in ["2", "3"] {
+        assert_same_run(&one, &run(&format!("t{threads}"), "3", &["--augment", "--threads", threads]));
+    }
+    let part = run("part", "1", &["--augment", "--threads", "2"]);
+    let o = lenet5(&["train", "--resume", part.to_str().unwrap(), "--epochs", "3", "--progress", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("augment (rotate ±10°"), "{}", stdout(&o));
+    assert_same_run(&one, &part);
+    let plain = run("plain", "3", &["--threads", "1"]);
+    let (a, b) = (
+        Checkpoint::load(&one.join("last.safetensors")).unwrap(),
+        Checkpoint::load(&plain.join("last.safetensors")).unwrap(),
+    );
+    assert!(a.params != b.params, "augmentation changed nothing");
+    let o = lenet5(
+        &train_args(d, tmp.path().join("bad").to_str().unwrap(), "1")
+            .into_iter()
+            .chain(["--augment", "--rotate", "200"])
+            .collect::<Vec<_>>(),
+    );
+    assert_clean_error(&o, &["--rotate", "200"]);
+}
+
 /// No temporary file of an atomic write is left in `dir`.
 fn assert_no_temp_files(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap() {

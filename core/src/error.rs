@@ -90,6 +90,7 @@ pub enum Setting {
     StepSize,
     Gamma,
     Warmup,
+    Augment,
 }
 
 impl std::fmt::Display for Setting {
@@ -107,6 +108,7 @@ impl std::fmt::Display for Setting {
             Setting::StepSize => "the learning-rate schedule's step size",
             Setting::Gamma => "the learning-rate schedule's gamma",
             Setting::Warmup => "the learning-rate schedule's warm-up epochs",
+            Setting::Augment => "the augmentation's ranges",
         })
     }
 }

@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("nn", &["aligned", "base", "math", "rng", "simd"]),
     ("optim", &["simd"]),
     ("parallel", &[]),
-    ("data", &["base", "error", "simd"]),
+    ("data", &["base", "error", "rng", "simd"]),
     ("digit", &["base"]),
     // Checkpoints, training, inference, and what is built on them.
     ("checkpoint", &["base", "error", "fs", "nn"]),

@@ -345,6 +345,7 @@ fn flag(setting: Setting) -> &'static str {
         Setting::StepSize => "--step-size",
         Setting::Gamma => "--gamma",
         Setting::Warmup => "--warmup-epochs",
+        Setting::Augment => "--rotate / --shift / --scale",
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5_core::data::{Dataset, DatasetId};
+use lenet5_core::data::{Augment, Dataset, DatasetId};
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::optim::{LrSchedule, Sgd};
 use lenet5_core::run::{RunDir, Start, TrainState, train_run};
@@ -22,6 +22,15 @@ pub enum ScheduleArg {
     Step,
     Cosine,
     Onecycle,
+}
+
+/// `MIN,MAX`, two numbers.
+fn parse_scale(s: &str) -> Result<(f32, f32), String> {
+    let parse = |v: &str| v.trim().parse::<f32>().map_err(|e| format!("`{v}`: {e}"));
+    match s.split_once(',') {
+        Some((lo, hi)) => Ok((parse(lo)?, parse(hi)?)),
+        None => Err("expected MIN,MAX, e.g. 0.9,1.1".into()),
+    }
 }
 
 impl TrainArgs {
@@ -75,6 +84,19 @@ pub struct TrainArgs {
     /// Warm-up epochs of `cosine` [default: 0] and `onecycle` [default: 30% of the epochs].
     #[arg(long, value_name = "N")]
     pub warmup_epochs: Option<usize>,
+    /// Augment the training images: a random affine transform of each, drawn anew every epoch from
+    /// (seed, epoch, image), as torchvision's RandomAffine (rotation, shift, scale; bilinear, zeros outside).
+    #[arg(long)]
+    pub augment: bool,
+    /// Largest rotation of --augment, in degrees either way.
+    #[arg(long, default_value_t = 10.0, value_name = "DEGREES")]
+    pub rotate: f32,
+    /// Largest shift of --augment, in pixels along each axis.
+    #[arg(long, default_value_t = 2.0, value_name = "PIXELS")]
+    pub shift: f32,
+    /// Scale range of --augment.
+    #[arg(long, default_value = "0.9,1.1", value_name = "MIN,MAX", value_parser = parse_scale)]
+    pub scale: (f32, f32),
     /// Stop when val_acc has not improved for N epochs (the best weights are kept, as always).
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -287,6 +309,12 @@ fn schedule_and_patience(config: &TrainConfig) -> String {
     if let Some(p) = config.patience {
         text += &format!(", patience {p}");
     }
+    if let Some(a) = config.augment {
+        text += &format!(
+            ", augment (rotate ±{}°, shift ±{} px, scale {}..{})",
+            a.degrees, a.translate, a.scale_min, a.scale_max
+        );
+    }
     text
 }
 
@@ -316,6 +344,12 @@ fn new_run(a: &TrainArgs) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
         test_limit: a.test_limit,
         lr_schedule: a.lr_schedule(epochs),
         patience: a.patience,
+        augment: a.augment.then_some(Augment {
+            degrees: a.rotate,
+            translate: a.shift,
+            scale_min: a.scale.0,
+            scale_max: a.scale.1,
+        }),
     };
     config.validate()?;
     let data = a.data.load(None, &Default::default())?;

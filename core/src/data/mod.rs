@@ -1,6 +1,8 @@
-//! Data: the IDX format, data sets on disk, and batches.
+//! Data: the IDX format, data sets on disk, batches, and augmentation.
 
+pub mod augment;
 pub mod dataset;
 pub mod idx;
 
+pub use augment::Augment;
 pub use dataset::{Dataset, DatasetId, Split};

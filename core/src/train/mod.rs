@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aligned::AlignedBuf;
 use crate::base::{MAX_CLASSES, MIN_CLASSES};
-use crate::data::Split;
+use crate::data::{Augment, Split};
 use crate::error::{Error, Result, Setting};
 use crate::nn::model::{CONV_PARAMS, Head, LINEAR1, StageClock};
 use crate::nn::params::FIXED_PARAMS;
@@ -25,7 +25,7 @@ use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::Team;
 use crate::rng::Rng;
 use plan::{MAX_BATCH_FOR_TAIL_COPIES, SliceState, TailCopy, TailPart};
-use step::{Buffers, Step};
+use step::{Buffers, EpochAugment, Step};
 
 pub use eval::{EvalResult, Evaluator};
 pub use plan::{MAX_SLICE, MIN_SLICE, linear1_groups, slice_len};
@@ -48,6 +48,9 @@ pub struct TrainConfig {
     /// Stop when val_acc has not improved for this many epochs (never in the recipe).
     #[serde(default)]
     pub patience: Option<usize>,
+    /// A random affine transform of every training image, drawn anew each epoch (none in the recipe).
+    #[serde(default)]
+    pub augment: Option<Augment>,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +65,7 @@ impl Default for TrainConfig {
             test_limit: None,
             lr_schedule: LrSchedule::Constant,
             patience: None,
+            augment: None,
         }
     }
 }
@@ -96,6 +100,10 @@ impl TrainConfig {
         }
         if self.patience == Some(0) {
             return bad(Setting::Patience, &0, "at least 1");
+        }
+        if let Some(a) = self.augment.filter(|a| !a.is_valid()) {
+            let value = format!("{}° {} px {}..{}", a.degrees, a.translate, a.scale_min, a.scale_max);
+            return bad(Setting::Augment, &value, "rotation 0..=180°, shift 0..=14 px, scale 0.1 <= min <= max <= 10");
         }
         self.validate_schedule()
     }
@@ -184,6 +192,8 @@ pub struct Trainer {
     config: TrainConfig,
     /// The learning rate of the steps: `config.sgd.lr` moved by the schedule at each epoch's first batch.
     lr: f32,
+    /// The epoch being trained (1-based; 0 before any), which draws the augmentation.
+    epoch: usize,
     buffers: Buffers,
     team: Team,
 }
@@ -226,7 +236,7 @@ impl Trainer {
             linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
             tail_parts: TailPart::all(classes),
         };
-        Ok(Trainer { lr: config.sgd.lr, config, buffers, team })
+        Ok(Trainer { lr: config.sgd.lr, epoch: 0, config, buffers, team })
     }
 
     /// What the trainer was built with (the number of epochs as last set).
@@ -277,7 +287,10 @@ impl Trainer {
         let TrainConfig { batch_size, head, sgd, .. } = self.config;
         let sgd = Sgd { lr: self.lr, ..sgd };
         let workers = self.team.workers();
+        let augmentation =
+            self.config.augment.map(|augment| EpochAugment { augment, seed: self.config.seed, epoch: self.epoch });
         let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, indices, next, clock);
+        let step = step.augmented(augmentation);
         self.team.run(&|t| step.run(t));
         let (loss, accuracy) = step.result();
         StepResult { loss, accuracy }
@@ -309,6 +322,7 @@ impl Trainer {
     ) -> bool {
         let end = progress.done.saturating_add(max_batches).min(progress.batches());
         self.lr = self.epoch_lr(progress.epoch);
+        self.epoch = progress.epoch;
         while progress.done < end {
             if observer.should_stop() {
                 return false;

@@ -25,7 +25,8 @@ use std::sync::Mutex;
 
 use super::linear_step::{STEP_ROWS, weight_grad_step_rows};
 use super::plan::{LayerParts, SHARED_UPDATES, SliceState, TailCopy, TailPart, group_rows, slice_gradients, slice_len};
-use crate::data::Split;
+use crate::base::IMAGE_LEN;
+use crate::data::{Augment, Split};
 use crate::nn::model::{
     CONV_PARAMS, Head, LINEAR1, LinearLayer, Stage, StageClock, backward_convolutions, backward_to_linear1,
     forward_features, forward_tail, linear1_forward_rows, linear1_input_grad_rows, loss_and_grad,
@@ -99,6 +100,15 @@ pub(super) struct Step<'a> {
     barrier: SpinBarrier,
     /// Reported to by worker 0 for slice 0.
     clock: Mutex<&'a mut (dyn StageClock + Send)>,
+    augmentation: Option<EpochAugment>,
+}
+
+/// The augmentation of one epoch's images.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochAugment {
+    pub augment: Augment,
+    pub seed: u64,
+    pub epoch: usize,
 }
 
 /// The clock each slice's work reports to: the caller's for slice 0 (worker 0's first), none for the rest.
@@ -155,7 +165,13 @@ impl<'a> Step<'a> {
             done: Done::default(),
             barrier: SpinBarrier::new(workers),
             clock: Mutex::new(clock),
+            augmentation: None,
         }
+    }
+
+    /// The step with each image transformed by `augmentation` (when there is one) as it is gathered.
+    pub fn augmented(self, augmentation: Option<EpochAugment>) -> Self {
+        Step { augmentation, ..self }
     }
 
     /// Worker t's part of the step.
@@ -316,6 +332,11 @@ impl<'a> Step<'a> {
         let idx = &self.indices[images.clone()];
         let n = idx.len();
         self.split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+        if let Some(EpochAugment { augment, seed, epoch }) = self.augmentation {
+            for (&i, x) in idx.iter().zip(st.ws.input.chunks_exact_mut(IMAGE_LEN)) {
+                augment.transform(seed, epoch, i).apply(self.split.image(i as usize), x);
+            }
+        }
         self.split.prefetch(self.next.get(images.start..images.end.min(self.next.len())).unwrap_or_default());
         forward_features(params, &mut st.ws, n, clock);
         st.n = n;
