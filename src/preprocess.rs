@@ -37,6 +37,20 @@ impl Preprocess {
         [Preprocess::Resize, Preprocess::Mnist, Preprocess::None].into_iter().find(|p| p.name() == s)
     }
 
+    /// How the network in `ck` wants its pictures: as its training images were made (the `data.preprocess` of
+    /// a network trained on an image folder), else MNIST's framing.
+    pub fn of(ck: &lenet5_core::checkpoint::Checkpoint) -> Preprocess {
+        ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist)
+    }
+
+    /// A decoded picture as the network's input, in [0, 1].
+    pub fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
+        match self {
+            Preprocess::Mnist => preprocess(img),
+            _ => Ok(self.apply(img)?.map(|p| p as f32 / 255.0)),
+        }
+    }
+
     /// The 28x28 grey bytes of a decoded picture.
     pub fn apply(self, img: &image::DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
         let grey = to_grey(img);
@@ -116,11 +130,7 @@ pub fn load_image(path: &Path, preprocess: Preprocess) -> Result<Digit> {
         return Err(image(ImageError::TooLarge { len }));
     }
     let bytes = std::fs::read(path).at(path)?;
-    let picture = decode(&bytes).map_err(image)?;
-    match preprocess {
-        Preprocess::Mnist => self::preprocess(&picture).map_err(image),
-        _ => Ok(preprocess.apply(&picture).map_err(image)?.map(|p| p as f32 / 255.0)),
-    }
+    preprocess.digit(&decode(&bytes).map_err(image)?).map_err(image)
 }
 
 /// Grey levels with transparency composited over white (drawings often have a transparent background).

@@ -28,7 +28,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::preprocess::{Digit, decode, preprocess};
+use crate::preprocess::{Digit, Preprocess, decode};
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
@@ -48,6 +48,8 @@ pub const BUNDLED_MODEL_NAME: &str = "the bundled MNIST model (models/lenet5-mni
 /// What the handlers share.
 pub struct AppState {
     predictor: Mutex<Predictor>,
+    /// How uploaded pictures are prepared: as the network's training images were.
+    preprocess: Preprocess,
     test: Option<Split>,
     weights: String,
     samples: AtomicU64,
@@ -59,6 +61,7 @@ impl AppState {
     /// `test` feeds `/api/sample`; without it that endpoint answers 404.
     pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
         AppState {
+            preprocess: Preprocess::of(&predictor.checkpoint),
             predictor: Mutex::new(predictor),
             test,
             weights: weights.into(),
@@ -227,7 +230,7 @@ async fn predict(
         | "image/x-portable-graymap"
         | "application/octet-stream" => {
             let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-            preprocess(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
+            s.preprocess.digit(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
         }
         _ => {
             return Err(ApiError(

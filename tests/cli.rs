@@ -287,3 +287,36 @@ fn schedules_and_early_stopping_from_the_command_line() {
     assert_clean_error(&train(&["--patience", "0"]), &["--patience", "at least 1"]);
     assert_clean_error(&train(&["--lr-schedule", "step", "--step-size", "0"]), &["--step-size"]);
 }
+
+/// IDX data sets whose labels are not numbered from 0 (EMNIST letters: 1 to 26): the classes are counted from
+/// the labels, `--label-offset` moves them, and the weights remember it for `eval`.
+#[test]
+fn idx_labels_from_one_with_a_label_offset() {
+    use lenet5_core::checkpoint::Checkpoint;
+    use lenet5_core::data::idx::{encode_labels, read_labels};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 500, 100);
+    for prefix in ["train", "t10k"] {
+        let path = data.join(format!("{prefix}-labels-idx1-ubyte"));
+        let shifted: Vec<u8> = read_labels(&path).unwrap().iter().map(|l| l + 1).collect();
+        std::fs::write(&path, encode_labels(&shifted)).unwrap();
+    }
+    let (d, out) = (data.to_str().unwrap(), tmp.path().join("run"));
+    let o = out.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--dataset", d, "--out", o, "--epochs", "1", "--force", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        lenet5(&args)
+    };
+    let r = train(&[]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(Checkpoint::load(&out.join("last.safetensors")).unwrap().classes(), 11, "labels 1..=10: 11 classes");
+    let r = train(&["--label-offset", "1"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let ck = Checkpoint::load(&out.join("best.safetensors")).unwrap();
+    assert_eq!((ck.classes(), ck.class_names[0].as_str(), ck.class_names[9].as_str()), (10, "1", "10"));
+    let e = lenet5(&["eval", "--weights", out.join("best.safetensors").to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    assert_clean_error(&train(&["--label-offset", "2"]), &["label 1 is below the label offset 2"]);
+}

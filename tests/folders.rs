@@ -89,6 +89,20 @@ fn three_classes_in_train_and_test_folders_from_training_to_eval_predict_confusi
     assert!(stdout(&o).lines().any(|l| l.trim_start().starts_with("square")), "{}", stdout(&o));
     assert!(tmp.path().join("confusion.png").exists());
 
+    // The server prepares an upload as training did (resized, not framed) and answers with the 3 classes.
+    let server = TestServer::with_state(lenet5::serve::AppState::new(
+        lenet5_core::infer::Predictor::new(ck.clone()),
+        None,
+        "shapes",
+    ));
+    let png = std::fs::read(data.join("test/square/0102.png")).unwrap();
+    let (status, v) = server.json("POST", "/api/predict", Some("image/png"), &png);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["class"].as_str(), v["probabilities"].as_array().map(Vec::len)), (Some("square"), Some(3)), "{v}");
+    let (_, info) = server.json("GET", "/api/model", None, b"");
+    assert_eq!(info["class_names"], serde_json::json!(["circle", "cross", "square"]));
+    drop(server);
+
     let model = tmp.path().join("shapes.onnx");
     let o = lenet5(&["export", "--weights", best.to_str().unwrap(), "--onnx", model.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));

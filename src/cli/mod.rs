@@ -127,6 +127,10 @@ pub struct DataArgs {
     /// Seed of that split [default: 0, or the run's].
     #[arg(long, value_name = "N")]
     pub split_seed: Option<u64>,
+    /// Subtract N from every label of an IDX data set whose classes are not numbered from 0 (EMNIST letters:
+    /// --label-offset 1) [default: 0, or the run's].
+    #[arg(long, value_name = "N")]
+    pub label_offset: Option<u16>,
     /// Leave out the files of an image folder that cannot be decoded (counted and reported), instead of
     /// stopping with the list of them.
     #[arg(long)]
@@ -150,6 +154,7 @@ impl DataArgs {
             preprocess: None,
             val_split: None,
             split_seed: None,
+            label_offset: None,
             skip_bad_images: false,
         }
     }
@@ -213,7 +218,16 @@ impl DataArgs {
             return load_image_folder(dir, &self.folder_options(recorded));
         }
         self.ensure(&id)?;
-        Ok(Dataset::load(&id, &self.root())?)
+        let data = Dataset::load(&id, &self.root())?;
+        Ok(match self.label_offset(recorded) {
+            0 => data,
+            offset => data.with_label_offset(offset)?,
+        })
+    }
+
+    /// The label offset of an IDX data set: the flag's, else the recorded one, else 0.
+    fn label_offset(&self, recorded: &BTreeMap<String, String>) -> u16 {
+        self.label_offset.or_else(|| recorded.get("label_offset")?.parse().ok()).unwrap_or(0)
     }
 
     /// The test split of the data set `ck` was trained on (unless the flags name another), for its classes.
@@ -224,6 +238,10 @@ impl DataArgs {
             && lenet5::folder::is_image_folder(dir)
         {
             let data = load_image_folder(dir, &self.folder_options(&recorded))?;
+            check_classes(&data, ck)?;
+            data.test
+        } else if self.label_offset(&recorded) != 0 {
+            let data = self.load(Some(&id.name()), &recorded)?;
             check_classes(&data, ck)?;
             data.test
         } else {

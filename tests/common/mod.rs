@@ -80,7 +80,12 @@ impl TestServer {
     pub fn with_data_root(root: &Path) -> TestServer {
         let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
         let test = Dataset::load_test(&DatasetId::Mnist, root, 10).ok();
-        let state = Arc::new(AppState::new(Predictor::new(ck), test, "test model").with_data_root(root.to_path_buf()));
+        TestServer::with_state(AppState::new(Predictor::new(ck), test, "test model").with_data_root(root.to_path_buf()))
+    }
+
+    /// The server of `state`.
+    pub fn with_state(state: AppState) -> TestServer {
+        let state = Arc::new(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -236,6 +236,23 @@ impl Dataset {
         Ok(test)
     }
 
+    /// The data set with every label lowered by `offset`, for IDX sets that number their classes from another
+    /// value (EMNIST's letters: 1 to 26), and its classes counted again (named by their labels as stored).
+    pub fn with_label_offset(mut self, offset: Label) -> Result<Dataset> {
+        for split in [&mut self.train, &mut self.test] {
+            if let Some(low) = split.labels.iter().find(|&&l| l < offset) {
+                return Err(Error::format(&self.dir, format!("label {low} is below the label offset {offset}")));
+            }
+            split.labels.iter_mut().for_each(|l| *l -= offset);
+        }
+        let largest = self.train.labels.iter().chain(&self.test.labels).copied().max().unwrap_or(0) as usize;
+        let classes = (largest + 1).max(MIN_CLASSES);
+        check_labels(&self.train, classes, &self.dir)?;
+        self.class_names = (0..classes).map(|k| (k + offset as usize).to_string()).collect();
+        self.options.insert("label_offset".into(), offset.to_string());
+        Ok(self)
+    }
+
     /// Classes of the data set (K): its labels are `0..K`.
     pub fn classes(&self) -> usize {
         self.class_names.len()
