@@ -130,6 +130,12 @@ fn twenty_six_classes_in_one_folder_split_by_class_reproducibly() {
     let history = lenet5_core::run::read_metrics(&a.join("metrics.jsonl")).unwrap();
     let best = history.iter().map(|m| m.val_acc).fold(0.0, f64::max);
     assert!(best > 0.8, "val_acc only {best}: {first}");
+    // eval reads the folder and splits it as training did, from what the weights recorded.
+    let o = lenet5(&["eval", "--weights", a.join("best.safetensors").to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["total"], 78);
+    assert!((v["accuracy"].as_f64().unwrap() - best).abs() < 1e-9);
     // Another split seed holds out other images.
     let c = tmp.path().join("c");
     train(&data, &c, "1", &["--val-split", "0.25", "--split-seed", "9"]);
