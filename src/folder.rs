@@ -76,54 +76,20 @@ pub fn load_folder(
     if split && !(options.val_split > 0.0 && options.val_split < 1.0) {
         return Err(folder_error(dir, format!("a validation share of {} is not between 0 and 1", options.val_split)));
     }
-    let (class_names, parts) = if split {
-        let (names, samples) = class_samples(dir)?;
-        (names, vec![samples])
-    } else {
-        let (names, train) = class_samples(&train_dir)?;
-        let (test_names, test) = class_samples(&test_dir)?;
-        if names != test_names {
-            let only = |a: &[String], b: &[String]| a.iter().filter(|n| !b.contains(n)).cloned().collect::<Vec<_>>();
-            return Err(folder_error(
-                dir,
-                format!(
-                    "train/ and test/ hold different classes: only in train/ {:?}, only in test/ {:?}",
-                    only(&names, &test_names),
-                    only(&test_names, &names)
-                ),
-            ));
-        }
-        (names, vec![train, test])
-    };
-    let total: usize = parts.iter().map(Vec::len).sum();
-    let decoded = decode_all(&parts.concat(), options, progress);
-    let mut report = FolderReport { split, ..FolderReport::default() };
-    let bad: Vec<(PathBuf, String)> = parts
+    let (class_names, parts) = if split { one_part(dir)? } else { train_and_test(dir, &train_dir, &test_dir)? };
+    let samples = parts.concat();
+    let decoded = decode_all(&samples, options, progress);
+    let bad: Vec<(PathBuf, String)> = samples
         .iter()
-        .flatten()
         .zip(&decoded)
         .filter_map(|(s, d)| d.as_ref().err().map(|e| (s.path.clone(), e.to_string())))
         .collect();
     if !bad.is_empty() && !options.skip_bad_images {
-        return Err(Error::BadImages { total, named: name_some(&bad), count: bad.len() });
+        return Err(Error::BadImages { total: samples.len(), named: name_some(&bad), count: bad.len() });
     }
-    report.skipped = bad;
-    let mut decoded = decoded.into_iter();
-    let mut splits: Vec<Split> = parts
-        .iter()
-        .map(|samples| {
-            let mut s = Split::default();
-            for (sample, image) in samples.iter().zip(decoded.by_ref()) {
-                if let Ok(pixels) = image {
-                    s.images.extend_from_slice(&pixels);
-                    s.labels.push(sample.label);
-                }
-            }
-            s
-        })
-        .collect();
+    let mut splits = assemble(&parts, decoded);
     let (train, test) = if split {
-        stratified_split(&splits.remove(0), class_names.len(), options.val_split, options.split_seed)
+        stratified_split(&splits[0], class_names.len(), options.val_split, options.split_seed)
     } else {
         let test = splits.pop().expect("two parts");
         (splits.pop().expect("two parts"), test)
@@ -138,15 +104,50 @@ pub fn load_folder(
         data_options.insert("val_split".into(), options.val_split.to_string());
         data_options.insert("split_seed".into(), options.split_seed.to_string());
     }
-    let dataset = Dataset {
-        name: dir.display().to_string(),
-        dir: dir.to_path_buf(),
-        class_names,
-        train,
-        test,
-        options: data_options,
-    };
-    Ok((dataset, report))
+    let name = dir.display().to_string();
+    let dataset = Dataset { name, dir: dir.to_path_buf(), class_names, train, test, options: data_options };
+    Ok((dataset, FolderReport { skipped: bad, split }))
+}
+
+/// The classes and images of a folder that is one part, to be split.
+fn one_part(dir: &Path) -> Result<(Vec<String>, Vec<Vec<Sample>>)> {
+    let (names, samples) = class_samples(dir)?;
+    Ok((names, vec![samples]))
+}
+
+/// The classes and the two parts of a folder with `train/` and `test/`, whose classes must agree.
+fn train_and_test(dir: &Path, train_dir: &Path, test_dir: &Path) -> Result<(Vec<String>, Vec<Vec<Sample>>)> {
+    let (names, train) = class_samples(train_dir)?;
+    let (test_names, test) = class_samples(test_dir)?;
+    if names != test_names {
+        let only = |a: &[String], b: &[String]| a.iter().filter(|n| !b.contains(n)).cloned().collect::<Vec<_>>();
+        let (only_train, only_test) = (only(&names, &test_names), only(&test_names, &names));
+        return Err(folder_error(
+            dir,
+            format!(
+                "train/ and test/ hold different classes: only in train/ {only_train:?}, only in test/ {only_test:?}"
+            ),
+        ));
+    }
+    Ok((names, vec![train, test]))
+}
+
+/// One split per part, of the images that were decoded (in `decoded`, the parts' images one after the other).
+fn assemble(parts: &[Vec<Sample>], decoded: Vec<std::result::Result<[u8; IMAGE_LEN], ImageError>>) -> Vec<Split> {
+    let mut decoded = decoded.into_iter();
+    parts
+        .iter()
+        .map(|samples| {
+            let mut s = Split::default();
+            for (sample, image) in samples.iter().zip(decoded.by_ref()) {
+                if let Ok(pixels) = image {
+                    s.images.extend_from_slice(&pixels);
+                    s.labels.push(sample.label);
+                }
+            }
+            s
+        })
+        .collect()
 }
 
 fn folder_error(dir: &Path, reason: String) -> Error {

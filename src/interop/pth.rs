@@ -32,6 +32,19 @@ fn element_size(dtype: &str) -> usize {
     }
 }
 
+/// The number of classes of a state_dict: the length of its output bias.
+fn output_classes(tensors: &HashMap<String, Value>, path: &Path) -> Result<usize> {
+    match tensors.get(Param::OutputBias.name()) {
+        Some(Value::Tensor { size, .. }) if size.len() == 1 && (MIN_CLASSES..=MAX_CLASSES).contains(&size[0]) => {
+            Ok(size[0])
+        }
+        _ => {
+            let expected = format!("a tensor of shape [K], K from {MIN_CLASSES} to {MAX_CLASSES} classes");
+            Err(Error::tensor(path, Param::OutputBias.name(), expected))
+        }
+    }
+}
+
 /// Reads a `.pth` file into a checkpoint with the given head.
 pub fn read_pth(path: &Path, head: Head) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).at(path)?;
@@ -60,15 +73,7 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
         extra.sort();
         return Err(fail(format!("not a LeNet-5 state_dict: missing {:?}, unexpected {:?}", missing, extra)));
     }
-    let classes = match tensors.get(Param::OutputBias.name()) {
-        Some(Value::Tensor { size, .. }) if size.len() == 1 && (MIN_CLASSES..=MAX_CLASSES).contains(&size[0]) => {
-            size[0]
-        }
-        _ => {
-            let expected = format!("a tensor of shape [K], K from {MIN_CLASSES} to {MAX_CLASSES} classes");
-            return Err(Error::tensor(path, Param::OutputBias.name(), expected));
-        }
-    };
+    let classes = output_classes(&tensors, path)?;
     let mut params = vec![0.0f32; num_params(classes)];
     for p in Param::ALL {
         let (name, shape, range) = (p.name(), p.shape(classes), p.range(classes));
