@@ -154,8 +154,8 @@ struct SampleQuery {
 }
 
 async fn sample(State(s): State<Arc<AppState>>, Query(q): Query<SampleQuery>) -> ApiResult {
-    let test = s.test.as_ref().ok_or_else(|| {
-        ApiError(StatusCode::NOT_FOUND, "no test set was found when the server started (see --data)".into())
+    let test = s.test.as_ref().filter(|t| !t.is_empty()).ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, "no test images were found when the server started (see --data)".into())
     })?;
     let index = match q.index {
         Some(i) if i < test.len() => i,
@@ -164,7 +164,7 @@ async fn sample(State(s): State<Arc<AppState>>, Query(q): Query<SampleQuery>) ->
         }
         None => {
             let n = s.samples.fetch_add(1, Ordering::Relaxed);
-            Rng::derived(n, 3, 0).below(test.len() as u64) as usize
+            Rng::derived(n, 3, 0).pick(test.len()).expect("a test set with images")
         }
     };
     let pixels: Vec<f32> = test.image(index).iter().map(|&p| p as f32 / 255.0).collect();

@@ -320,3 +320,21 @@ fn idx_labels_from_one_with_a_label_offset() {
     assert!(e.status.success(), "{}", stderr(&e));
     assert_clean_error(&train(&["--label-offset", "2"]), &["label 1 is below the label offset 2"]);
 }
+
+/// `eval` and `confusion` on a test split without images say so instead of printing 0/0; `serve` on an address
+/// that is taken says so before it reads anything.
+#[test]
+fn an_empty_test_split_and_a_taken_address_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 100, 0);
+    let weights = repo().join("models/lenet5-mnist.safetensors");
+    let (w, d) = (weights.to_str().unwrap(), data.to_str().unwrap());
+    assert_clean_error(&lenet5(&["eval", "--weights", w, "--dataset", d]), &["empty test split"]);
+    let out = tmp.path().to_str().unwrap();
+    assert_clean_error(&lenet5(&["confusion", "--weights", w, "--dataset", d, "--out", out]), &["empty test split"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = lenet5(&["serve", "--addr", &addr, "--weights", "/nonexistent/weights.safetensors"]);
+    assert_clean_error(&o, &["cannot listen on", &addr]);
+}

@@ -141,3 +141,30 @@ fn a_pth_of_twenty_six_classes_imports_and_matches_pytorch() {
     let o = lenet5(&["export", "--weights", st.to_str().unwrap(), "--onnx", model.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// No command writes its output over its input: `import` and `export` refuse the same file under any name, and
+/// `predict --save-preprocessed` gives two inputs of the same stem two files.
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pth = tmp.path().join("m.pth");
+    std::fs::copy(fixture("tutorial.pth"), &pth).unwrap();
+    let before = std::fs::read(&pth).unwrap();
+    let same = tmp.path().join(".").join("m.pth");
+    assert_clean_error(&lenet5(&["import", pth.to_str().unwrap(), same.to_str().unwrap()]), &["is also the input"]);
+    let o = lenet5(&["export", "--weights", pth.to_str().unwrap(), "--onnx", pth.to_str().unwrap()]);
+    assert_clean_error(&o, &["is also the input"]);
+    assert_eq!(std::fs::read(&pth).unwrap(), before, "the input is left as it was");
+
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(repo().join("tests/fixtures/digits/dark_on_light_3.png"), dir.join("x.png")).unwrap();
+    }
+    let (out, ax, bx) = (tmp.path().join("pre"), a.join("x.png"), b.join("x.png"));
+    let weights = repo().join("models/lenet5-mnist.safetensors");
+    let (x, y, w) = (ax.to_str().unwrap(), bx.to_str().unwrap(), weights.to_str().unwrap());
+    let o = lenet5(&["predict", x, y, "--weights", w, "--save-preprocessed", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("x.28x28.png").exists() && out.join("x-2.28x28.png").exists());
+}

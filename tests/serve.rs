@@ -171,3 +171,16 @@ fn before_any_training_serve_falls_back_on_the_bundled_model_and_after_it_serves
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A test set without images (an empty split) gives the sample button a 404, not a crash.
+#[test]
+fn an_empty_test_set_answers_404_and_the_server_keeps_serving() {
+    let ck = lenet5_core::checkpoint::Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+    let empty = Some(lenet5_core::data::Split::default());
+    let predictor = lenet5_core::infer::Predictor::new(ck);
+    let server = TestServer::with_state(lenet5::serve::AppState::new(predictor, empty, "model"));
+    let (status, v) = server.json("GET", "/api/sample", None, b"");
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no test images"), "{v}");
+    assert_eq!(server.request("GET", "/healthz", None, b"").0, 200);
+}

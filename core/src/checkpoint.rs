@@ -136,6 +136,9 @@ impl Checkpoint {
             for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
+            if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+                return Err(Error::tensor(path, name, format!("value {i} is {}; weights must be finite", out[i])));
+            }
             Ok(())
         };
         let classes = classes_in(&st, path)?;
@@ -250,6 +253,24 @@ mod tests {
         assert!(e.starts_with("x.safetensors: not a valid safetensors"), "{e}");
         let e = Checkpoint::from_bytes(b"garbage", p).unwrap_err().to_string();
         assert!(e.contains("not a valid safetensors"), "{e}");
+    }
+
+    #[test]
+    fn weights_or_momentum_that_are_not_finite_are_refused_naming_the_tensor() {
+        let p = Path::new("x.safetensors");
+        for (at, bad) in [(Param::Linear2Bias.start(10) + 3, f32::NAN), (0, f32::INFINITY)] {
+            let mut ck = Checkpoint::new(init_params(1), Head::Sigmoid);
+            ck.params[at] = bad;
+            let e = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), p).unwrap_err().to_string();
+            assert!(e.contains("weights must be finite"), "{e}");
+            assert!(e.contains(if at == 0 { "conv1.weight" } else { "linear2.bias`: value 3" }), "{e}");
+        }
+        let mut ck = Checkpoint::new(init_params(1), Head::Sigmoid);
+        let mut m = init_params(2);
+        m[5] = f32::NEG_INFINITY;
+        ck.momentum = Some(m);
+        let e = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), p).unwrap_err().to_string();
+        assert!(e.contains("optimizer.momentum.conv1.weight") && e.contains("-inf"), "{e}");
     }
 
     #[test]

@@ -51,9 +51,10 @@ impl Rng {
         low + (high - low) * self.next_f32()
     }
 
-    /// Uniform in `0..n` without modulo bias (Lemire's method).
+    /// Uniform in `0..n` without modulo bias (Lemire's method). `n` must not be 0 (see [`Rng::pick`] for a
+    /// length that may be).
     pub fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
+        assert!(n > 0, "a number below 0");
         loop {
             let m = (self.next_u64() as u128) * (n as u128);
             let low = m as u64;
@@ -61,6 +62,11 @@ impl Rng {
                 return (m >> 64) as u64;
             }
         }
+    }
+
+    /// A uniform index into something `len` long, or `None` when it is empty.
+    pub fn pick(&mut self, len: usize) -> Option<usize> {
+        (len > 0).then(|| self.below(len as u64) as usize)
     }
 
     /// Fisher-Yates shuffle.

@@ -1,6 +1,6 @@
 //! `lenet5 import` and `lenet5 export`: PyTorch `.pth` in, ONNX out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lenet5::interop::{onnx, pth};
 use lenet5_core::fs::write_atomic;
@@ -21,9 +21,22 @@ pub struct ImportArgs {
 }
 
 pub fn import(a: ImportArgs) -> CliResult {
+    refuse_same_file(&a.input, &a.output)?;
     let ck = pth::read_pth(&a.input, a.head.into())?;
     ck.save(&a.output)?;
-    println!("{} -> {} ({} tensors, head {})", a.input.display(), a.output.display(), 10, ck.head.name());
+    println!("{} -> {} ({} classes, head {})", a.input.display(), a.output.display(), ck.classes(), ck.head.name());
+    Ok(())
+}
+
+/// Refuses to write `output` over `input` (the same file under any name), which would lose the input.
+pub fn refuse_same_file(input: &Path, output: &Path) -> CliResult {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(format!("{}: is also the input; write the output to another file", output.display()).into());
+    }
     Ok(())
 }
 
@@ -37,13 +50,15 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> CliResult {
+    refuse_same_file(&a.weights.path(), &a.onnx)?;
     let ck = load_weights(&a.weights)?;
     write_atomic(&a.onnx, &onnx::export(&ck))?;
     println!(
-        "{} -> {} (ONNX opset {}, input [N,1,28,28], output [N,10], head {})",
+        "{} -> {} (ONNX opset {}, input [N,1,28,28], output [N,{}], head {})",
         a.weights.weights.display(),
         a.onnx.display(),
         onnx::OPSET,
+        ck.classes(),
         ck.head.name()
     );
     Ok(())

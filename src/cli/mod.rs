@@ -248,6 +248,9 @@ impl DataArgs {
             self.ensure(&id)?;
             Dataset::load_test(&id, &self.root(), ck.classes())?
         };
+        if test.is_empty() {
+            return Err(Error::EmptySplit { dataset: id.name(), split: "test" }.into());
+        }
         Ok(test)
     }
 }

@@ -1,6 +1,7 @@
 //! `lenet5 predict`: classify image files, or test-set images by index.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use lenet5::preprocess::{Digit, Preprocess, digit_to_image, load_image};
 use lenet5_core::checkpoint::Checkpoint;
@@ -72,6 +73,9 @@ pub fn run(a: PredictArgs) -> CliResult {
     if let Some(dir) = &a.save_preprocessed {
         create_dir(dir)?;
     }
+    // The files read, and those written, so that no output overwrites an input or another output.
+    let inputs: HashSet<PathBuf> = a.images.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    let mut written = HashSet::new();
     let mut failures = 0;
     for path in &a.images {
         let digit = match load_image(path, preprocess) {
@@ -87,8 +91,7 @@ pub fn run(a: PredictArgs) -> CliResult {
             }
         };
         if let Some(dir) = &a.save_preprocessed {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-            let out = dir.join(format!("{stem}.28x28.png"));
+            let out = preprocessed_name(dir, path, &inputs, &mut written);
             let mut bytes = Vec::new();
             digit_to_image(&digit)
                 .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
@@ -115,4 +118,19 @@ pub fn run(a: PredictArgs) -> CliResult {
         return Err(format!("{failures} of {} images could not be read", a.images.len()).into());
     }
     Ok(())
+}
+
+/// Where `--save-preprocessed` puts the picture made of `input`: `STEM.28x28.png` in `dir`, or `STEM-2.28x28.png`
+/// and so on when that name is taken by another output of this run (two inputs of the same stem) or an input.
+fn preprocessed_name(dir: &Path, input: &Path, inputs: &HashSet<PathBuf>, written: &mut HashSet<PathBuf>) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let taken = |p: &Path| written.contains(p) || std::fs::canonicalize(p).is_ok_and(|c| inputs.contains(&c));
+    let mut out = dir.join(format!("{stem}.28x28.png"));
+    let mut n = 2;
+    while taken(&out) {
+        out = dir.join(format!("{stem}-{n}.28x28.png"));
+        n += 1;
+    }
+    written.insert(out.clone());
+    out
 }

@@ -61,6 +61,10 @@ fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
 }
 
 pub fn run(a: ServeArgs) -> CliResult {
+    // The address first: a server that cannot listen says so before it reads any weights or data.
+    let listener = std::net::TcpListener::bind(&a.addr).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+    listener.set_nonblocking(true).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
     let (ck, weights_name) = weights(a.weights)?;
     // The test set feeds the "random test image" button; the page works without it.
     let test = match a.data.load_test_for(&ck) {
@@ -78,8 +82,7 @@ pub fn run(a: ServeArgs) -> CliResult {
         .map_err(|e| format!("cannot start the server runtime: {e}"))?;
     rt.block_on(async {
         let listener =
-            tokio::net::TcpListener::bind(&a.addr).await.map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
-        let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
+            tokio::net::TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
         println!(
             "serving {} on http://{addr}/ and a page to train LeNet-5 in the browser on http://{addr}/train (Ctrl-C to stop)",
             weights_name

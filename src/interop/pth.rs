@@ -114,6 +114,9 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
                 index[d] = 0;
             }
         }
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(path, name, format!("value {i} is {}; weights must be finite", out[i])));
+        }
     }
     let mut ck = Checkpoint::new(params, head);
     ck.metadata.insert("source".into(), path.display().to_string());
