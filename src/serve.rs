@@ -14,7 +14,7 @@
 //! Bad requests get a 4xx status and `{"error": "..."}`; no input can make a handler panic.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -123,9 +123,24 @@ async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
         "parameters": ck.params.len(),
         "head": ck.head.name(),
         "class_names": ck.class_names,
-        "metadata": ck.metadata,
+        "metadata": public_metadata(&ck.metadata),
         "weights": s.weights,
     }))
+}
+
+/// A checkpoint's metadata as the API shows it: the entries that hold a path on the server (the data set's
+/// directory, the file the weights came from) by their last component only.
+fn public_metadata(metadata: &std::collections::HashMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    metadata
+        .iter()
+        .map(|(k, v)| {
+            let v = match k.as_str() {
+                "dataset" | "source" => Path::new(v).file_name().map_or(v.clone(), |n| n.to_string_lossy().into()),
+                _ => v.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 /// The training page's data sets: the known ones found under the data root.

@@ -135,6 +135,10 @@ fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
     let (mut child, addr, mut out, _) = spawn_serve(&["--weights", weights.to_str().unwrap()], &repo());
     let resp = get(&addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
+    // The page and the API name the weights by their file name, never by where they lie on the server.
+    let model = get(&addr, "/api/model");
+    assert!(model.contains("\"weights\":\"lenet5-mnist.safetensors\""), "{model}");
+    assert!(!model.contains(repo().to_str().unwrap()), "{model}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
     let mut rest = String::new();

@@ -74,7 +74,12 @@ pub fn run(a: ServeArgs) -> CliResult {
             None
         }
     };
-    let state = Arc::new(AppState::new(Predictor::new(ck), test, weights_name.clone()).with_data_root(a.data.root()));
+    // The page and the API name the weights by their file name only: where they lie is the server's business.
+    let shown = match Path::new(&weights_name).file_name() {
+        Some(file) if Path::new(&weights_name).is_file() => file.to_string_lossy().into_owned(),
+        _ => weights_name.clone(),
+    };
+    let state = Arc::new(AppState::new(Predictor::new(ck), test, shown).with_data_root(a.data.root()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
