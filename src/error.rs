@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{count} of {total} images cannot be used: {named}")]
     BadImages { count: usize, total: usize, named: String },
 
+    /// Another process holds the run directory.
+    #[error("{} is in use by another lenet5 process{}", dir.display(), if holder.is_empty() { String::new() } else { format!(" (pid {holder})") })]
+    Locked { dir: PathBuf, holder: String },
+
     /// A known data set that could not be fetched from any of its mirrors.
     #[error(
         "could not download {dataset} ({}); put the four IDX files ({}, raw or .gz) in {}",

@@ -5,6 +5,7 @@ pub mod download;
 pub mod error;
 pub mod folder;
 pub mod interop;
+pub mod lock;
 pub mod preprocess;
 pub mod serve;
 pub mod viz;

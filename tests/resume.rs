@@ -249,3 +249,34 @@ fn a_second_sigint_exits_at_once_without_leaving_files_half_written() {
     read_metrics(&run.join("metrics.jsonl")).unwrap();
     assert_no_temp_files(&run);
 }
+
+/// One run directory, one process: a second `train` into it, or a `--resume` of it, while a run is going is
+/// refused naming the process; a lock left by a killed process never blocks; and what a killed write left
+/// behind is removed when the run is resumed.
+#[test]
+fn a_run_directory_belongs_to_one_process_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 2000, 200);
+    let (d, out) = (data.to_str().unwrap(), tmp.path().join("run"));
+    let o = out.to_str().unwrap();
+    let mut first = spawn_training(d, o, "500", false);
+    wait_for_epochs(&out, 1, Duration::from_secs(60));
+    let pid = first.id().to_string();
+    let second = lenet5(&[&train_args(d, o, "1")[..], &["--force"]].concat());
+    assert_clean_error(&second, &["is in use by another lenet5 process", &pid]);
+    let resume = lenet5(&["train", "--resume", o, "--epochs", "2"]);
+    assert_clean_error(&resume, &["is in use by another lenet5 process", &pid]);
+    signal(first.id(), "-KILL");
+    first.wait().unwrap();
+
+    let stale = out.join(".last.safetensors.tmp.4242");
+    std::fs::write(&stale, b"half a file").unwrap();
+    let epochs = read_metrics(&out.join("metrics.jsonl")).unwrap().len();
+    let more = (epochs + 1).to_string();
+    let resumed = lenet5(&["train", "--resume", o, "--epochs", &more, "--progress", "plain"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains(".last.safetensors.tmp.4242"), "{}", stderr(&resumed));
+    assert!(!stale.exists());
+    assert_no_temp_files(&out);
+}

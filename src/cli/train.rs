@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use lenet5::lock::{DirLock, lock_dir, remove_stale_temporaries};
 use lenet5_core::data::{Augment, Dataset, DatasetId};
+use lenet5_core::fs::create_dir;
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::optim::{LrSchedule, Sgd};
-use lenet5_core::run::{RunDir, Start, TrainState, train_run};
+use lenet5_core::run::{RunDir, STATE_FILE, Start, TrainState, train_run};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
 use super::{CliResult, DataArgs, HeadArg, threads};
@@ -228,7 +230,7 @@ impl TrainObserver for Reporter {
 
 pub fn run(a: TrainArgs) -> CliResult {
     let threads = threads(a.threads)?;
-    let (run_dir, config, start, data) = match &a.resume {
+    let Prepared { run_dir, config, start, data, lock: _lock } = match &a.resume {
         Some(dir) => resumed_run(&a, dir)?,
         None => new_run(&a)?,
     };
@@ -318,21 +320,45 @@ fn schedule_and_patience(config: &TrainConfig) -> String {
     text
 }
 
+/// A run about to start: its directory (locked), settings, start and data.
+struct Prepared {
+    run_dir: RunDir,
+    config: TrainConfig,
+    start: Start,
+    data: Dataset,
+    lock: DirLock,
+}
+
+/// The run directory `dir` as this process's alone, from before its state or data is read to the end of the
+/// run; and without the temporary files a process killed while writing there may have left.
+fn take_run_dir(dir: &std::path::Path) -> CliResult<DirLock> {
+    let lock = lock_dir(dir)?;
+    for stale in remove_stale_temporaries(dir) {
+        eprintln!("note: removed {}, left by a run that was killed while writing it", stale.display());
+    }
+    Ok(lock)
+}
+
 /// A resumed run: its directory, settings (only the length may change), state and data.
-fn resumed_run(a: &TrainArgs, dir: &std::path::Path) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
+fn resumed_run(a: &TrainArgs, dir: &std::path::Path) -> CliResult<Prepared> {
     let run = RunDir::new(dir);
+    if !run.state().exists() {
+        return Err(lenet5_core::Error::NotResumable { dir: dir.to_path_buf(), missing: STATE_FILE }.into());
+    }
+    let lock = take_run_dir(dir)?;
     let (state, params, momentum) = run.load_state()?;
     let mut config = state.config.clone();
     if let Some(epochs) = a.epochs {
         config.epochs = epochs;
     }
     let data = resume_data(&a.data, &state).load(None, &state.data_options)?;
-    Ok((run, config, Start::Resume { state: Box::new(state), params, momentum }, data))
+    let start = Start::Resume { state: Box::new(state), params, momentum };
+    Ok(Prepared { run_dir: run, config, start, data, lock })
 }
 
 /// A new run of the flags' settings, from PyTorch's initialisation (for the data set's classes) or the given
 /// weights.
-fn new_run(a: &TrainArgs) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
+fn new_run(a: &TrainArgs) -> CliResult<Prepared> {
     let epochs = a.epochs.unwrap_or(50);
     let config = TrainConfig {
         epochs,
@@ -352,12 +378,18 @@ fn new_run(a: &TrainArgs) -> CliResult<(RunDir, TrainConfig, Start, Dataset)> {
         }),
     };
     config.validate()?;
+    create_dir(&a.out)?;
+    let lock = take_run_dir(&a.out)?;
+    let run_dir = RunDir::new(&a.out);
+    if run_dir.holds_run() && !a.force {
+        return Err(lenet5_core::Error::RunExists { dir: a.out.clone() }.into());
+    }
     let data = a.data.load(None, &Default::default())?;
     let params = match &a.init_weights {
         Some(path) => lenet5::interop::pth::load_weights(path, a.head.into())?.params,
         None => init_params_for(a.seed, data.classes()),
     };
-    Ok((RunDir::new(&a.out), config, Start::Fresh { params }, data))
+    Ok(Prepared { run_dir, config, start: Start::Fresh { params }, data, lock })
 }
 
 /// Where a resumed run's data are: the flags where given, else the directory and the data set it recorded (read
