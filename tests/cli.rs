@@ -338,3 +338,17 @@ fn an_empty_test_split_and_a_taken_address_are_errors() {
     let o = lenet5(&["serve", "--addr", &addr, "--weights", "/nonexistent/weights.safetensors"]);
     assert_clean_error(&o, &["cannot listen on", &addr]);
 }
+
+/// A run whose loss stops being a number says where, and leaves the last state it saved as it was.
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 100);
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let r = lenet5(&["train", "--dataset", d, "--out", o, "--head", "logits", "--lr", "1e20", "--epochs", "3"]);
+    assert_clean_error(&r, &["diverged at epoch 1, batch", "the loss is NaN", "lower --lr"]);
+    let state = lenet5_core::checkpoint::Checkpoint::load(&out.join("last.safetensors")).unwrap();
+    assert!(state.params.iter().all(|v| v.is_finite()));
+}

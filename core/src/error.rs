@@ -61,6 +61,10 @@ pub enum Error {
     #[error("data set {dataset} in {} is not the data this run was trained on (its images or labels differ)", dir.display())]
     DataChanged { dataset: String, dir: PathBuf },
 
+    /// Training diverged: the loss of a batch was not a finite number, and the weights are lost from there.
+    #[error("training diverged at epoch {epoch}, batch {batch}: the loss is {loss}")]
+    Diverged { epoch: usize, batch: usize, loss: f32 },
+
     /// The worker threads could not be started.
     #[error("cannot start {count} threads: {source}")]
     Threads {

@@ -32,7 +32,7 @@
 //! let config = TrainConfig { head: Head::Logits, sgd: Sgd { lr: 0.05, ..Sgd::default() }, ..TrainConfig::default() };
 //! let mut trainer = Trainer::new(config.clone(), init_params(config.seed), None, 2)?;
 //! for epoch in 1..=5 {
-//!     let (loss, accuracy) = trainer.train_epoch(&data, epoch, &mut ()).expect("not stopped");
+//!     let (loss, accuracy) = trainer.train_epoch(&data, epoch, &mut ())?.expect("not stopped");
 //!     println!("epoch {epoch}: loss {loss:.3}, accuracy {accuracy:.3}");
 //! }
 //!

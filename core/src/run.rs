@@ -254,11 +254,17 @@ impl Training {
     }
 
     /// Trains at most `max_batches` batches of `train`, beginning the next epoch if none is in progress (and
-    /// telling `observer`). Returns `false` when the observer asked to stop; `true` otherwise (the epoch is done
+    /// telling `observer`). Returns `false` when the observer asked to stop, [`Error::Diverged`] when training
+    /// diverged (the weights are then lost: keep the last saved ones); `true` otherwise (the epoch is done
     /// when [`EpochProgress::is_done`]; see [`Training::finish_epoch`]).
-    pub fn train_batches(&mut self, train: &Split, max_batches: usize, observer: &mut dyn TrainObserver) -> bool {
+    pub fn train_batches(
+        &mut self,
+        train: &Split,
+        max_batches: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<bool> {
         if self.is_finished() {
-            return true;
+            return Ok(true);
         }
         let progress = self.epoch.get_or_insert_with(|| {
             let epoch = self.trainer.begin_epoch(self.state.epoch + 1, train.len());
@@ -371,7 +377,8 @@ pub fn train_run(
     let now = || clock.elapsed().as_secs_f64();
     while !training.is_finished() {
         let t0 = now();
-        if !training.train_batches(&train, usize::MAX, observer) {
+        // On divergence the state of the last finished epoch is on disk, and stays as it is.
+        if !training.train_batches(&train, usize::MAX, observer)? {
             return Err(Error::Interrupted { run_dir: run.dir.clone() });
         }
         let outcome = training.finish_epoch(&test, now() - t0, &now);

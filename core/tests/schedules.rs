@@ -27,7 +27,7 @@ fn train(config: TrainConfig) -> (Vec<f32>, lenet5_core::run::TrainState) {
     let start = Start::Fresh { params: init_params(config.seed) };
     let mut run = Training::new(config, "bands", &names, start, 2).unwrap();
     while !run.is_finished() {
-        assert!(run.train_batches(&train, usize::MAX, &mut ()));
+        assert!(run.train_batches(&train, usize::MAX, &mut ()).unwrap());
         run.finish_epoch(&test, 0.0, &|| 0.0);
     }
     (run.trainer().params().to_vec(), run.state().clone())
@@ -75,4 +75,34 @@ fn out_of_range_schedules_and_patience_are_refused() {
     ] {
         assert!(matches!(bad.validate(), Err(lenet5_core::Error::Setting { .. })), "{bad:?}");
     }
+}
+
+#[test]
+fn a_run_that_diverges_stops_with_the_epoch_and_batch_and_metrics_keep_non_finite_values() {
+    let train = bands(96);
+    let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    let sgd = lenet5_core::optim::Sgd { lr: 1e4, ..Default::default() };
+    let config = TrainConfig { epochs: 3, sgd, head: lenet5_core::nn::Head::Logits, ..TrainConfig::default() };
+    let mut run = Training::new(config, "bands", &names, Start::Fresh { params: init_params(0) }, 2).unwrap();
+    let e = run.train_batches(&train, usize::MAX, &mut ()).unwrap_err();
+    assert!(matches!(e, lenet5_core::Error::Diverged { epoch: 1, .. }), "{e}");
+
+    // A log of non-finite figures reads back as written (JSON itself has no number for them).
+    let dir = tempfile::tempdir().unwrap();
+    let m = lenet5_core::train::EpochMetrics {
+        epoch: 1,
+        train_loss: f64::NAN,
+        train_acc: 0.5,
+        val_loss: f64::INFINITY,
+        val_acc: f64::NEG_INFINITY,
+        lr: Some(0.1),
+        train_seconds: 1.0,
+        val_seconds: 0.25,
+    };
+    let path = dir.path().join("metrics.jsonl");
+    std::fs::write(&path, serde_json::to_string(&m).unwrap() + "\n{\"epoch\":2,\"train_loss\":null,\"train_acc\":1,\"val_loss\":0.5,\"val_acc\":0.5,\"train_seconds\":1,\"val_seconds\":1}\n").unwrap();
+    let back = lenet5_core::run::read_metrics(&path).unwrap();
+    assert!(back[0].train_loss.is_nan() && back[0].val_loss == f64::INFINITY && back[0].val_acc == f64::NEG_INFINITY);
+    assert_eq!((back[0].train_acc, back[0].lr, back[0].val_seconds), (0.5, Some(0.1), 0.25));
+    assert!(back[1].train_loss.is_nan() && back[1].lr.is_none() && back[1].train_acc == 1.0);
 }

@@ -343,6 +343,9 @@ pub fn message(err: &CliError) -> String {
         Error::DataChanged { .. } => {
             format!("{e}; resume with the run's own data (--dataset / --data), or start a new run")
         }
+        Error::Diverged { .. } => {
+            format!("{e}; the run directory keeps the last finished epoch as it was; start again with a lower --lr")
+        }
         Error::ClassCount { .. } => format!("{e}; use the weights trained on this data set"),
         Error::Interrupted { run_dir } => {
             format!("interrupted; resume with: lenet5 train --resume {}", run_dir.display())

@@ -189,7 +189,7 @@ impl Session {
         let train = run.train.as_ref().unwrap_or(&data.train);
         let before = run.training.epoch_in_progress().map_or(0, |e| e.batches_done());
         let t0 = now();
-        run.training.train_batches(train, max_batches, &mut ());
+        run.training.train_batches(train, max_batches, &mut ())?;
         run.epoch_seconds += now() - t0;
         let after = run.training.epoch_in_progress().map_or(0, |e| e.batches_done());
         let batch_size = run.training.state().config.batch_size;

@@ -143,15 +143,56 @@ impl<'de> Deserialize<'de> for Head {
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
+    #[serde(with = "any_f64")]
     pub train_loss: f64,
+    #[serde(with = "any_f64")]
     pub train_acc: f64,
+    #[serde(with = "any_f64")]
     pub val_loss: f64,
+    #[serde(with = "any_f64")]
     pub val_acc: f64,
     /// The learning rate of the epoch (absent in logs written before schedules).
     #[serde(default)]
     pub lr: Option<f64>,
+    #[serde(with = "any_f64")]
     pub train_seconds: f64,
+    #[serde(with = "any_f64")]
     pub val_seconds: f64,
+}
+
+/// An `f64` that may be NaN or infinite, in JSON, which has no number for those: finite values as numbers, the
+/// others as the strings `"NaN"`, `"inf"` and `"-inf"`; `null` (as other programs write NaN) reads as NaN.
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            Number(f64),
+            Text(String),
+            Null(()),
+        }
+        match Any::deserialize(d)? {
+            Any::Number(v) => Ok(v),
+            Any::Null(()) => Ok(f64::NAN),
+            Any::Text(t) => match t.as_str() {
+                "NaN" | "nan" => Ok(f64::NAN),
+                "inf" | "Infinity" => Ok(f64::INFINITY),
+                "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("`{other}` is not a number"))),
+            },
+        }
+    }
 }
 
 /// The mean loss and accuracy of one batch.
@@ -312,38 +353,48 @@ impl Trainer {
     }
 
     /// Trains the next batches of `progress`, at most `max_batches`, on the images of `split` (the split the
-    /// epoch was begun for). Returns `false` when `observer` asked to stop before a batch.
+    /// epoch was begun for). Returns `false` when `observer` asked to stop before a batch, and
+    /// [`Error::Diverged`] when a batch's loss is not a finite number (the weights are then lost).
     pub fn train_batches(
         &mut self,
         split: &Split,
         progress: &mut EpochProgress,
         max_batches: usize,
         observer: &mut dyn TrainObserver,
-    ) -> bool {
+    ) -> Result<bool> {
         let end = progress.done.saturating_add(max_batches).min(progress.batches());
         self.lr = self.epoch_lr(progress.epoch);
         self.epoch = progress.epoch;
         while progress.done < end {
             if observer.should_stop() {
-                return false;
+                return Ok(false);
             }
             // While this batch trains, each worker prefetches its share of the next one's images.
             let (this, next) = (progress.batch(progress.done), progress.batch(progress.done + 1));
             let images = this.len();
             let r = self.step_prefetching(split, this, next);
+            if !r.loss.is_finite() {
+                // The weights are lost from here on; the caller keeps the last ones it saved.
+                return Err(Error::Diverged { epoch: progress.epoch, batch: progress.done + 1, loss: r.loss });
+            }
             progress.loss_sum += r.loss as f64;
             progress.acc_sum += r.accuracy as f64;
             progress.done += 1;
             observer.on_batch(progress.done, progress.batches(), images, r);
         }
-        true
+        Ok(true)
     }
 
     /// Trains one epoch (1-based number); returns the mean per-batch loss and accuracy, or `None` when
     /// `observer` asked to stop part-way.
-    pub fn train_epoch(&mut self, split: &Split, epoch: usize, observer: &mut dyn TrainObserver) -> Option<(f64, f64)> {
+    pub fn train_epoch(
+        &mut self,
+        split: &Split,
+        epoch: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Option<(f64, f64)>> {
         let mut progress = self.begin_epoch(epoch, split.len());
-        self.train_batches(split, &mut progress, usize::MAX, observer).then(|| progress.means())
+        Ok(self.train_batches(split, &mut progress, usize::MAX, observer)?.then(|| progress.means()))
     }
 }
 
