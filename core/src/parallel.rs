@@ -11,14 +11,25 @@ use std::thread::JoinHandle;
 
 /// How long a waiting thread spins before it yields or sleeps: about the gap between two training steps.
 const SPINS: u32 = 1 << 14;
+/// The same when the workers outnumber the cores: a thread that spins then holds a core that the thread it
+/// waits for may need, so it hands the core over almost at once.
+const OVERSUBSCRIBED_SPINS: u32 = 16;
 
-/// Waits until `done()` holds: spins (the waits between the parts of a step last microseconds, and putting a
-/// thread to sleep and waking it costs as much), then, after about the gap between two steps, calls `idle`
-/// (yield, or park) between checks. Every wait of the team goes through here.
-fn wait_until(mut done: impl FnMut() -> bool, mut idle: impl FnMut()) {
+/// How long the waiters of a team of `workers` spin: long when each has a core of its own, hardly at all when
+/// they outnumber the cores.
+fn spin_limit(workers: usize) -> u32 {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers <= cores { SPINS } else { OVERSUBSCRIBED_SPINS }
+}
+
+/// Waits until `done()` holds: spins up to `limit` times (the waits between the parts of a step last
+/// microseconds, and putting a thread to sleep and waking it costs as much), then calls `idle` (yield, or park)
+/// between checks. Every wait of the team goes through here.
+fn wait_until(limit: u32, mut done: impl FnMut() -> bool, mut idle: impl FnMut()) {
     let mut spins = 0;
     while !done() {
-        if spins < SPINS {
+        if spins < limit {
             std::hint::spin_loop();
             spins += 1;
         } else {
@@ -34,6 +45,7 @@ fn wait_until(mut done: impl FnMut() -> bool, mut idle: impl FnMut()) {
 #[repr(align(128))]
 pub struct SpinBarrier {
     n: usize,
+    spins: u32,
     arrived: AtomicUsize,
     generation: AtomicUsize,
     poisoned: AtomicBool,
@@ -44,6 +56,7 @@ impl SpinBarrier {
         assert!(n > 0);
         SpinBarrier {
             n,
+            spins: spin_limit(n),
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             poisoned: AtomicBool::new(false),
@@ -73,6 +86,7 @@ impl SpinBarrier {
             return;
         }
         wait_until(
+            self.spins,
             || {
                 self.check();
                 self.generation.load(Ordering::Acquire) != generation
@@ -101,6 +115,7 @@ impl Counter {
     /// Returns once `target` pieces are finished; panics instead if a worker panicked (`barrier` is poisoned).
     pub fn wait_for(&self, target: usize, barrier: &SpinBarrier) {
         wait_until(
+            barrier.spins,
             || {
                 barrier.check();
                 self.0.load(Ordering::Acquire) >= target
@@ -177,7 +192,7 @@ impl Team {
             // On failure the team dropped here stops the threads already started.
             let thread = std::thread::Builder::new()
                 .name(format!("lenet5-worker-{index}"))
-                .spawn(move || worker_loop(&state, index))?;
+                .spawn(move || worker_loop(&state, index, spin_limit(workers)))?;
             team.threads.push(thread);
         }
         Ok(team)
@@ -205,7 +220,8 @@ impl Team {
             t.thread().unpark();
         }
         let own = catch_unwind(AssertUnwindSafe(|| f(0)));
-        wait_until(|| state.finished.load(Ordering::Acquire) >= self.workers - 1, std::thread::yield_now);
+        let spins = spin_limit(self.workers);
+        wait_until(spins, || state.finished.load(Ordering::Acquire) >= self.workers - 1, std::thread::yield_now);
         // SAFETY: every thread has finished with the job.
         unsafe { *state.job.get() = None };
         if let Err(payload) = own {
@@ -217,12 +233,13 @@ impl Team {
     }
 }
 
-fn worker_loop(state: &TeamState, index: usize) {
+fn worker_loop(state: &TeamState, index: usize, spins: u32) {
     let mut seen = 0;
     loop {
         // `run` unparks every thread after bumping the generation, so parking cannot miss a job.
         let mut generation = seen;
         wait_until(
+            spins,
             || {
                 generation = state.generation.load(Ordering::Acquire);
                 generation != seen
@@ -302,6 +319,15 @@ pub fn share(len: usize, workers: usize, t: usize, align: usize) -> std::ops::Ra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiters_hand_their_core_over_at_once_when_workers_outnumber_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(spin_limit(1), SPINS);
+        assert_eq!(spin_limit(cores), SPINS);
+        assert_eq!(spin_limit(cores + 1), OVERSUBSCRIBED_SPINS);
+        assert_eq!(SpinBarrier::new(cores + 1).spins, OVERSUBSCRIBED_SPINS);
+    }
 
     #[test]
     #[cfg(not(feature = "threads"))]
