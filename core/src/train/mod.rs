@@ -19,12 +19,12 @@ use crate::aligned::AlignedBuf;
 use crate::base::{MAX_CLASSES, MIN_CLASSES};
 use crate::data::{Augment, Split};
 use crate::error::{Error, Result, Setting};
-use crate::nn::model::{CONV_PARAMS, Head, LINEAR1, StageClock};
+use crate::nn::model::{CONV_PARAMS, Head, StageClock};
 use crate::nn::params::FIXED_PARAMS;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::Team;
 use crate::rng::Rng;
-use plan::{MAX_BATCH_FOR_TAIL_COPIES, SliceState, TailCopy, TailPart};
+use plan::{MAX_BATCH_FOR_TAIL_COPIES, TailCopy, TailPart};
 use step::{Buffers, EpochAugment, Step};
 
 pub use eval::{EvalResult, Evaluator};
@@ -252,12 +252,8 @@ impl Trainer {
             });
         }
         let team = start_team(threads)?;
-        let len = slice_len(config.batch_size);
         let groups = linear1_groups(config.batch_size);
         let copy_tail = config.batch_size <= MAX_BATCH_FOR_TAIL_COPIES;
-        // Images in all the slices.
-        let slices = config.batch_size.div_ceil(len);
-        let capacity = slices * len;
         let params = AlignedBuf::from_slice_at(&params, LINEAR1_WEIGHT_AT);
         let velocity = velocity.map_or_else(
             || AlignedBuf::zeroed_at(params.len(), LINEAR1_WEIGHT_AT),
@@ -271,10 +267,12 @@ impl Trainer {
             velocity,
             tail_copies,
             copy_tail,
-            slices: (0..slices).map(|_| SliceState::new(len, classes)).collect(),
+            // Made for the images of the steps as they come (see `Buffers::reserve`): a batch size larger than the
+            // data set costs only the memory its images need.
+            slices: Vec::new(),
             groups,
-            linear1_exchange: AlignedBuf::zeroed(capacity * LINEAR1.out_features),
-            linear1_partials: AlignedBuf::zeroed(groups * capacity * LINEAR1.in_features),
+            linear1_exchange: AlignedBuf::zeroed(0),
+            linear1_partials: AlignedBuf::zeroed(0),
             tail_parts: TailPart::all(classes),
         };
         Ok(Trainer { lr: config.sgd.lr, epoch: 0, config, buffers, team })
@@ -328,6 +326,7 @@ impl Trainer {
         let TrainConfig { batch_size, head, sgd, .. } = self.config;
         let sgd = Sgd { lr: self.lr, ..sgd };
         let workers = self.team.workers();
+        self.buffers.reserve(indices.len(), slice_len(batch_size));
         let augmentation =
             self.config.augment.map(|augment| EpochAugment { augment, seed: self.config.seed, epoch: self.epoch });
         let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, indices, next, clock);

@@ -54,6 +54,25 @@ pub(super) struct Buffers {
     pub tail_parts: Vec<TailPart>,
 }
 
+impl Buffers {
+    /// Makes room for a step on `images` images in slices of `len`: the slices' buffers, linear1's outputs and
+    /// its input gradient's parts. Once the largest step has been seen, nothing more is allocated.
+    pub fn reserve(&mut self, images: usize, len: usize) {
+        let slices = images.div_ceil(len);
+        let classes = crate::nn::params::classes_of(self.params.len());
+        while self.slices.len() < slices {
+            self.slices.push(SliceState::new(len, classes));
+        }
+        let capacity = slices * len;
+        if self.linear1_exchange.len() < capacity * LINEAR1.out_features {
+            self.linear1_exchange = crate::aligned::AlignedBuf::zeroed(capacity * LINEAR1.out_features);
+        }
+        if self.linear1_partials.len() < self.groups * capacity * LINEAR1.in_features {
+            self.linear1_partials = crate::aligned::AlignedBuf::zeroed(self.groups * capacity * LINEAR1.in_features);
+        }
+    }
+}
+
 /// Counts of finished parts, which the phased schedule waits on.
 #[derive(Default)]
 struct Done {
