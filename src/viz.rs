@@ -53,8 +53,11 @@ where
     let panels = root.split_evenly((1, series.len()));
     for (panel, (title, lines)) in panels.iter().zip(series) {
         let values: Vec<f64> =
-            history.iter().flat_map(|m| lines.iter().map(move |(_, f, _)| f(m))).filter(|v| v.is_finite()).collect();
-        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            history.iter().flat_map(|m| lines.iter().map(move |(_, f, _)| f(m))).filter(|&v| plottable(v)).collect();
+        let (lo, hi) = match values.is_empty() {
+            true => (0.0, 1.0),
+            false => values.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v))),
+        };
         let pad = ((hi - lo) * 0.05).max(1e-3);
         let mut chart = ChartBuilder::on(panel)
             .caption(title, (FONT, 22))
@@ -70,7 +73,7 @@ where
         }
         mesh.x_desc("epoch").label_style((FONT, 13)).draw().map_err(|e| e.to_string())?;
         for (name, f, color) in lines {
-            let points = history.iter().map(|m| (m.epoch as f64, f(m))).filter(|(_, v)| v.is_finite());
+            let points = history.iter().map(|m| (m.epoch as f64, f(m))).filter(|&(_, v)| plottable(v));
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
@@ -86,6 +89,12 @@ where
             .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// Whether a figure can go on an axis: NaN, infinities and values beyond 1e12 (a loss that blew up) are left
+/// out, since an axis that spans them has no ticks to draw (and drawing them once never ended).
+fn plottable(v: f64) -> bool {
+    v.is_finite() && v.abs() <= 1e12
 }
 
 /// Whether the run's learning rate changed from epoch to epoch (a schedule), which earns it a panel.

@@ -371,3 +371,41 @@ fn a_huge_batch_on_a_small_data_set_needs_little_memory() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("saved best"), "{}", stdout(&o));
 }
+
+/// Extreme numbers end promptly: a metrics log with a loss of 1.7e308 and a NaN plots (the figures that cannot
+/// go on an axis are left out), and counts near 2^64 are refused before anything wraps.
+#[test]
+fn extreme_values_are_plotted_or_refused_and_never_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("metrics.jsonl");
+    let line = |epoch: u32, loss: &str| {
+        format!(
+            "{{\"epoch\":{epoch},\"train_loss\":{loss},\"train_acc\":0.5,\"val_loss\":1,\"val_acc\":0.4,\
+             \"train_seconds\":1,\"val_seconds\":1}}\n"
+        )
+    };
+    std::fs::write(&log, line(1, "1.7e308") + &line(2, "\"NaN\"") + &line(3, "0.9")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["plot", tmp.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("plot did not finish in a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success() && tmp.path().join("curves.png").exists());
+
+    let huge = u64::MAX.to_string();
+    assert_clean_error(&lenet5(&["summary", "--batch", &huge]), &["--batch must be from 1 to 65536"]);
+    let out = tmp.path().join("run");
+    let o = lenet5(&["train", "--epochs", &huge, "--out", out.to_str().unwrap()]);
+    assert_clean_error(&o, &["--epochs must be in 1..=1000000"]);
+}

@@ -118,6 +118,10 @@ impl RunDir {
                 serde_json::from_str(s).map_err(|e| Error::format(&path, format!("bad train_state metadata ({e})")))
             })?;
         let momentum = ck.momentum.ok_or_else(|| Error::format(&path, "no momentum tensors: not a resumable state"))?;
+        if state.epoch > crate::train::MAX_EPOCHS || state.history.len() > state.epoch {
+            let (epoch, records) = (state.epoch, state.history.len());
+            return Err(Error::format(&path, format!("train_state: epoch {epoch} with {records} epoch records")));
+        }
         Ok((state, ck.params, momentum))
     }
 

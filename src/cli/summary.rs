@@ -33,8 +33,9 @@ fn group(n: usize) -> String {
 }
 
 pub fn run(a: SummaryArgs) -> CliResult {
-    if a.batch == 0 {
-        return Err("--batch must be at least 1".into());
+    let max = lenet5_core::train::MAX_BATCH_SIZE;
+    if a.batch == 0 || a.batch > max {
+        return Err(format!("--batch must be from 1 to {max}, got {}", a.batch).into());
     }
     let (min, max) = (lenet5_core::base::MIN_CLASSES, lenet5_core::base::MAX_CLASSES);
     if !(min..=max).contains(&a.classes) {

@@ -76,8 +76,8 @@ impl TrainConfig {
         let bad = |setting, value: &dyn std::fmt::Display, expected| {
             Err(Error::Setting { setting, value: value.to_string(), expected })
         };
-        if self.epochs == 0 {
-            return bad(Setting::Epochs, &self.epochs, "at least 1");
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return bad(Setting::Epochs, &self.epochs, "in 1..=1000000");
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
             return bad(Setting::BatchSize, &self.batch_size, "in 1..=65536");
@@ -204,6 +204,9 @@ pub struct StepResult {
 
 /// Largest batch a trainer takes.
 pub const MAX_BATCH_SIZE: usize = 65_536;
+/// Longest run, in epochs: far beyond any use, and small enough that no count of epochs, batches or images can
+/// overflow.
+pub const MAX_EPOCHS: usize = 1_000_000;
 
 /// A team of `threads` workers (at least one), or the error that starting its threads gave.
 fn start_team(threads: usize) -> Result<Team> {
