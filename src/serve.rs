@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,6 +36,13 @@ use lenet5_core::rng::Rng;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 2 << 20;
+/// Pictures decoded at the same time; more requests wait their turn.
+const MAX_DECODES: usize = 2;
+/// What the pages may load and do: their own scripts, styles and WebAssembly, nothing from elsewhere, and no
+/// framing by another site.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 const PAGE: &str = include_str!("../assets/web/index.html");
 
@@ -50,6 +57,8 @@ pub struct AppState {
     predictor: Mutex<Predictor>,
     /// How uploaded pictures are prepared: as the network's training images were.
     preprocess: Preprocess,
+    /// Pictures decoded at once, at most.
+    decodes: tokio::sync::Semaphore,
     test: Option<Split>,
     weights: String,
     samples: AtomicU64,
@@ -62,6 +71,7 @@ impl AppState {
     pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
         AppState {
             preprocess: Preprocess::of(&predictor.checkpoint),
+            decodes: tokio::sync::Semaphore::new(MAX_DECODES),
             predictor: Mutex::new(predictor),
             test,
             weights: weights.into(),
@@ -102,8 +112,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/data/datasets.json", get(datasets))
         .route("/data/{name}/{file}", get(data_file))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed here".into())
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every response carries: no guessing of content types, and the pages' content policy.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// Serves until `shutdown` completes, then finishes the requests in flight.
@@ -168,7 +191,8 @@ struct SampleQuery {
     index: Option<usize>,
 }
 
-async fn sample(State(s): State<Arc<AppState>>, Query(q): Query<SampleQuery>) -> ApiResult {
+async fn sample(State(s): State<Arc<AppState>>, query: Result<Query<SampleQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let test = s.test.as_ref().filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError(StatusCode::NOT_FOUND, "no test images were found when the server started (see --data)".into())
     })?;
@@ -211,20 +235,24 @@ fn pixels_from_json(body: &[u8]) -> Result<Digit, ApiError> {
     let mut digit = [0.0f32; IMAGE_LEN];
     for (i, (d, v)) in digit.iter_mut().zip(arr).enumerate() {
         let x = v.as_f64().ok_or_else(|| unprocessable(format!("pixel {i} is not a number")))? as f32;
-        if !x.is_finite() {
-            return Err(unprocessable(format!("pixel {i} is not a finite f32")));
+        if !(0.0..=1.0).contains(&x) {
+            return Err(unprocessable(format!("pixel {i} is {x}; pixels are grey levels from 0 to 1")));
         }
         *d = x;
+    }
+    if digit.iter().all(|&v| v == digit[0]) {
+        return Err(unprocessable("the image is blank: every pixel is the same".into()));
     }
     Ok(digit)
 }
 
 async fn predict(
     State(s): State<Arc<AppState>>,
-    Query(q): Query<PredictQuery>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let body = body.map_err(|e| {
         let status = e.status();
         let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -244,8 +272,20 @@ async fn predict(
         | "image/gif"
         | "image/x-portable-graymap"
         | "application/octet-stream" => {
-            let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-            s.preprocess.digit(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
+            // Decoding takes up to seconds and hundreds of MB for the largest pictures: on the blocking
+            // threads, a few at a time, so that the server keeps answering meanwhile.
+            let _permit = s
+                .decodes
+                .acquire()
+                .await
+                .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+            let preprocess = s.preprocess;
+            tokio::task::spawn_blocking(move || -> Result<Digit, ApiError> {
+                let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+                preprocess.digit(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+            })
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))??
         }
         _ => {
             return Err(ApiError(

@@ -48,7 +48,10 @@ fn page_health_model_and_predictions() {
 #[test]
 fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     let srv = TestServer::start();
-    let ones = serde_json::to_vec(&vec![1.0f32; 784]).unwrap();
+    // A vertical bar: a "1".
+    let bar: Vec<f32> = (0..784).map(|i| if (12..16).contains(&(i % 28)) { 1.0 } else { 0.0 }).collect();
+    let ones = serde_json::to_vec(&bar).unwrap();
+    let constant = serde_json::to_vec(&vec![0.0f32; 784]).unwrap();
     /// path, content type, body, expected status, a phrase of the error
     type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
     let cases: Vec<Case> = vec![
@@ -59,7 +62,12 @@ fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
         ("/api/predict", Some("application/json"), b"{\"pixels\": [1, 2".to_vec(), 400, "invalid JSON"),
         ("/api/predict", Some("application/json"), b"{\"pixels\": [0.5, 0.5]}".to_vec(), 422, "784"),
         ("/api/predict", Some("application/json"), b"{\"other\": 1}".to_vec(), 400, "pixels"),
-        ("/api/predict", Some("application/json"), format!("[{}1e39]", "0,".repeat(783)).into_bytes(), 422, "finite"),
+        ("/api/predict", Some("application/json"), format!("[{}1e39]", "0,".repeat(783)).into_bytes(), 422, "0 to 1"),
+        ("/api/predict", Some("application/json"), format!("[{}1.5]", "0,".repeat(783)).into_bytes(), 422, "0 to 1"),
+        ("/api/predict", Some("application/json"), format!("[{}-0.1]", "0,".repeat(783)).into_bytes(), 422, "0 to 1"),
+        ("/api/predict", Some("application/json"), constant, 422, "blank"),
+        ("/api/predict?features=banana", Some("application/json"), ones.clone(), 400, "features"),
+        ("/api/sample?index=-1", None, Vec::new(), 400, "index"),
         (
             "/api/predict",
             Some("application/json"),
@@ -87,9 +95,14 @@ fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     };
     let (status, v) = srv.json("POST", "/api/predict", Some("image/png"), &blank);
     assert_eq!(status, 422, "{v}");
+    // A method a route does not take is refused in JSON too.
+    let (status, v) = srv.json("DELETE", "/api/predict", None, b"");
+    assert_eq!(status, 405, "{v}");
+    assert!(v["error"].as_str().is_some(), "{v}");
     // Still serving.
     let (status, r) = srv.json("POST", "/api/predict", Some("application/json"), &ones);
     assert_eq!(status, 200, "{r}");
+    assert_eq!(r["class"], "1", "{r}");
     assert_eq!(srv.request("GET", "/healthz", None, b"").0, 200);
 }
 
@@ -135,6 +148,9 @@ fn the_binary_prints_its_address_and_stops_gracefully_on_sigterm() {
     let (mut child, addr, mut out, _) = spawn_serve(&["--weights", weights.to_str().unwrap()], &repo());
     let resp = get(&addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
+    // Every response says not to guess its type, and the pages' content policy forbids framing them.
+    let page = get(&addr, "/").to_lowercase();
+    assert!(page.contains("x-content-type-options: nosniff") && page.contains("frame-ancestors 'none'"), "{page}");
     // The page and the API name the weights by their file name, never by where they lie on the server.
     let model = get(&addr, "/api/model");
     assert!(model.contains("\"weights\":\"lenet5-mnist.safetensors\""), "{model}");
