@@ -17,6 +17,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -116,6 +117,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed here".into())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -129,13 +131,64 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// How long a client may take to send a request's headers, and how long a connection may sit idle between
+/// requests, before it is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take from its headers to its response (a body sent a byte at a time ends here).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the requests in flight may take to finish once the server is asked to stop; then their connections
+/// are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Connections served at once, at most; more are closed as they arrive, until some finish.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Serves until `shutdown` completes, then gives the requests in flight [`SHUTDOWN_GRACE`] to finish. Each
+/// connection must send its headers within [`HEADER_TIMEOUT`], so clients that never finish a request (or sit
+/// idle) cannot hold connections and file descriptors for ever.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or a connection reset before it was taken: wait a moment and go on.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    // No new connections; those open finish their requests, or are dropped when the grace period ends.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    Ok(())
+}
+
+/// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with 408.
+async fn request_deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError(StatusCode::REQUEST_TIMEOUT, "the request took too long".into()).into_response(),
+    }
 }
 
 async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {

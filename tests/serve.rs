@@ -204,3 +204,42 @@ fn an_empty_test_set_answers_404_and_the_server_keeps_serving() {
     assert!(v["error"].as_str().unwrap().contains("no test images"), "{v}");
     assert_eq!(server.request("GET", "/healthz", None, b"").0, 200);
 }
+
+/// Slow clients cannot take the server: with 500 connections open that never finish their headers, a normal
+/// request is answered; and SIGTERM ends the server within its grace period even while they hold half-sent
+/// requests (it once waited for them for ever).
+#[test]
+fn slow_clients_neither_block_requests_nor_keep_the_server_from_stopping() {
+    use std::io::Write;
+    let weights = repo().join("models/lenet5-mnist.safetensors");
+    // Its stdout is kept open: it prints a last line when it stops.
+    let (mut child, addr, _stdout, _) = spawn_serve(&["--weights", weights.to_str().unwrap()], &repo());
+    let slow: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+            s
+        })
+        .collect();
+    let resp = get(&addr, "/healthz");
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
+    signal_child(&child, "-TERM");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the server did not stop within a minute of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(slow);
+}
+
+fn signal_child(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}

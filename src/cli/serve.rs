@@ -27,7 +27,7 @@ pub struct ServeArgs {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -45,6 +45,20 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// Resolves on the first Ctrl-C or SIGTERM, after which a second one exits at once.
+async fn shutdown_signal() {
+    signal().await;
+    eprintln!(
+        "stopping: finishing the requests in flight (at most {} s; Ctrl-C again exits at once)",
+        lenet5::serve::SHUTDOWN_GRACE.as_secs()
+    );
+    tokio::spawn(async {
+        signal().await;
+        eprintln!("exiting now");
+        std::process::exit(130);
+    });
+}
+
 /// The weights to serve and their name: `--weights`, else the default run's, else the bundled model.
 fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
     let path = match flag {
@@ -60,7 +74,24 @@ fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
     Ok((load_weights(&WeightsArg { weights: path })?, name))
 }
 
+/// Lets the server hold as many connections as the system allows this process: the soft limit of open files
+/// (often 1,024) raised to the hard one.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 pub fn run(a: ServeArgs) -> CliResult {
+    raise_open_file_limit();
     // The address first: a server that cannot listen says so before it reads any weights or data.
     let listener = std::net::TcpListener::bind(&a.addr).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
     let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
