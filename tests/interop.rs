@@ -168,3 +168,17 @@ fn outputs_never_overwrite_inputs() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("x.28x28.png").exists() && out.join("x-2.28x28.png").exists());
 }
+
+/// Weights are read no further than they must be: an endless file is refused after a bounded read, whether it
+/// starts like a PyTorch zip or not.
+#[cfg(unix)]
+#[test]
+fn endless_weight_files_are_refused_after_a_bounded_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zeros = tmp.path().join("zeros.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &zeros).unwrap();
+    let o = lenet5(&["eval", "--weights", zeros.to_str().unwrap()]);
+    assert_clean_error(&o, &["zeros.safetensors", "not a valid safetensors"]);
+    let o = lenet5(&["import", "/dev/zero", tmp.path().join("out.safetensors").to_str().unwrap()]);
+    assert_clean_error(&o, &["/dev/zero", "larger than"]);
+}

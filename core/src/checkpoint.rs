@@ -111,10 +111,10 @@ impl Checkpoint {
         write_atomic(path, &self.to_bytes()?)
     }
 
-    /// Reads and validates a checkpoint: every tensor present, float32, with PyTorch's shape.
+    /// Reads and validates a checkpoint: every tensor present, float32, with PyTorch's shape. The file is read
+    /// header first, and then only as far as the header says (see [`read_safetensors`]).
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).at(path)?;
-        Self::from_bytes(&bytes, path)
+        Self::from_bytes(&read_safetensors(path)?, path)
     }
 
     /// Parses safetensors bytes; `path` names the source in errors.
@@ -197,6 +197,47 @@ impl Checkpoint {
     }
 }
 
+/// Largest safetensors header read (safetensors' own limit).
+const MAX_HEADER: u64 = 100_000_000;
+/// Largest tensor data read: far more than the weights and momentum of the largest network (1,000 classes).
+const MAX_DATA: u64 = 64 << 20;
+
+/// The bytes of the safetensors file at `path`, read as its header says: the 8-byte header length, the header,
+/// then exactly the tensor data the header lays out, each within a bound, and nothing after. A file that is
+/// not a checkpoint (or endless, like `/dev/zero`) costs a few bytes to refuse.
+pub fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).at(path)?;
+    let not_safetensors = |why: String| Error::format(path, format!("not a valid safetensors checkpoint ({why})"));
+    let mut bytes = Vec::new();
+    (&mut file).take(8).read_to_end(&mut bytes).at(path)?;
+    let header_len = match <[u8; 8]>::try_from(bytes.as_slice()) {
+        Ok(b) => u64::from_le_bytes(b),
+        Err(_) => return Err(not_safetensors(format!("{} bytes, shorter than a header", bytes.len()))),
+    };
+    if header_len > MAX_HEADER {
+        return Err(not_safetensors(format!("a header of {header_len} bytes")));
+    }
+    (&mut file).take(header_len).read_to_end(&mut bytes).at(path)?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..]).map_err(|e| not_safetensors(format!("header is not JSON: {e}")))?;
+    let data_len = header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    if data_len > MAX_DATA {
+        return Err(not_safetensors(format!("{data_len} bytes of tensors, more than a LeNet-5 holds")));
+    }
+    (&mut file).take(data_len).read_to_end(&mut bytes).at(path)?;
+    let mut more = [0u8; 1];
+    if file.read(&mut more).at(path)? > 0 {
+        return Err(not_safetensors("bytes after the tensors".into()));
+    }
+    Ok(bytes)
+}
+
 /// The number of classes of the checkpoint in `st`: the length of its output bias, which must be a number of
 /// classes the network takes (ten when it has none, so that the tensors are then named in order as missing or
 /// misshapen).
@@ -253,6 +294,34 @@ mod tests {
         assert!(e.starts_with("x.safetensors: not a valid safetensors"), "{e}");
         let e = Checkpoint::from_bytes(b"garbage", p).unwrap_err().to_string();
         assert!(e.contains("not a valid safetensors"), "{e}");
+    }
+
+    #[test]
+    fn files_are_read_no_further_than_their_header_says() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(unix)]
+        {
+            let zeros = dir.path().join("zeros.safetensors");
+            std::os::unix::fs::symlink("/dev/zero", &zeros).unwrap();
+            let e = Checkpoint::load(&zeros).unwrap_err().to_string();
+            assert!(e.contains("not a valid safetensors checkpoint"), "{e}");
+        }
+        let path = dir.path().join("w.safetensors");
+        let good = Checkpoint::new(init_params(1), Head::Sigmoid).to_bytes().unwrap();
+        let mut huge_header = u64::MAX.to_le_bytes().to_vec();
+        huge_header.extend_from_slice(&good[8..]);
+        for (bytes, needle) in [
+            (huge_header, "a header of 18446744073709551615 bytes"),
+            ([good.as_slice(), b"more"].concat(), "bytes after the tensors"),
+            (good[..good.len() - 4].to_vec(), "not a valid safetensors"),
+            (good[..5].to_vec(), "shorter than a header"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let e = Checkpoint::load(&path).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap().params, init_params(1));
     }
 
     #[test]

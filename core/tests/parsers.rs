@@ -92,3 +92,35 @@ proptest! {
         let _ = Checkpoint::from_bytes(&bytes, Path::new("fuzz.safetensors"));
     }
 }
+
+/// Files are read header first and only as far as the header says: an endless stream of zeros is refused at its
+/// magic number, a header that promises more than a data set can hold is refused before anything is allocated,
+/// and what follows the data is noticed after a look at its first megabyte.
+#[test]
+fn idx_files_are_read_no_further_than_their_header_says() {
+    use lenet5_core::data::idx::{read_images, read_labels};
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        let zeros = dir.path().join("zeros-idx3-ubyte");
+        std::os::unix::fs::symlink("/dev/zero", &zeros).unwrap();
+        let e = read_images(&zeros).unwrap_err().to_string();
+        assert!(e.contains("magic number 0, expected 2051"), "{e}");
+    }
+    let huge = dir.path().join("huge-idx3-ubyte");
+    let mut header = vec![0, 0, 8, 3];
+    for d in [100_000_000u32, 28, 28] {
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    std::fs::write(&huge, &header).unwrap();
+    let e = read_images(&huge).unwrap_err().to_string();
+    assert!(e.contains("more than"), "{e}");
+    let long = dir.path().join("long-idx1-ubyte");
+    let mut bytes = encode_labels(&[1, 2, 3]);
+    bytes.extend(std::iter::repeat_n(7u8, 3 << 20));
+    std::fs::write(&long, bytes).unwrap();
+    let e = read_labels(&long).unwrap_err().to_string();
+    assert!(e.contains("trailing bytes"), "{e}");
+    std::fs::write(&long, encode_labels(&[1, 2, 3])).unwrap();
+    assert_eq!(read_labels(&long).unwrap(), [1, 2, 3]);
+}

@@ -44,12 +44,6 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a file whole, decompressing it if it is gzip.
-pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).at(path)?;
-    decompress_if_gzip(raw).map_err(|e| Error::format(path, e.to_string()))
-}
-
 /// Decompresses `raw` if it starts with the gzip magic, else returns it as is.
 pub fn decompress_if_gzip(raw: Vec<u8>) -> std::result::Result<Vec<u8>, IdxError> {
     if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
@@ -132,12 +126,54 @@ pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, IdxError> {
 
 /// Reads an images file (raw or gzip).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    parse_images_owned(read_maybe_gzip(path)?).map_err(|e| Error::format(path, e.to_string()))
+    let (dims, pixels) = read_idx(path, IMAGES_MAGIC, "images")?;
+    Ok(IdxImages { count: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
 /// Reads a labels file (raw or gzip).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    parse_labels(&read_maybe_gzip(path)?).map_err(|e| Error::format(path, e.to_string()))
+    Ok(read_idx(path, LABELS_MAGIC, "labels")?.1)
+}
+
+/// Trailing bytes read, at most, to say that a file goes on after its data.
+const TRAILING_PROBE: u64 = 1 << 20;
+
+/// Reads an IDX file (raw or gzip) from disk: its header first, then exactly the data the header declares (at
+/// most [`MAX_DECOMPRESSED`] bytes), then checks that nothing follows. Nothing is read before the header says
+/// how much there is, and never much more than that: a huge or endless file with a bad header costs a few
+/// bytes.
+fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, Vec<u8>)> {
+    use std::io::BufRead;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
+    let head = file.fill_buf().at(path)?;
+    let gzip = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
+    let mut stream: Box<dyn Read> =
+        if gzip { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let fail = |e: IdxError| Error::format(path, e.to_string());
+    let io = |e: std::io::Error| if gzip { fail(IdxError::Gzip(e.to_string())) } else { Error::io(path, e) };
+    let mut header = Vec::new();
+    (&mut stream).take(4).read_to_end(&mut header).map_err(io)?;
+    let ndims = if header.len() == 4 { (u32::from_be_bytes(header[..4].try_into().unwrap()) & 0xff) as u64 } else { 0 };
+    if header.len() == 4 && u32::from_be_bytes(header[..4].try_into().unwrap()) == magic {
+        (&mut stream).take(4 * ndims).read_to_end(&mut header).map_err(io)?;
+    }
+    let (dims, _) = parse_header(&header, magic, what).map_err(fail)?;
+    let expected = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let expected = expected.ok_or_else(|| fail(IdxError::Overflow { dims: dims.clone() }))?;
+    if expected as u64 > MAX_DECOMPRESSED {
+        return Err(fail(IdxError::TooLarge));
+    }
+    let mut data = Vec::new();
+    (&mut stream).take(expected as u64).read_to_end(&mut data).map_err(io)?;
+    if data.len() < expected {
+        return Err(fail(IdxError::Truncated { dims, expected, found: data.len() }));
+    }
+    let mut rest = Vec::new();
+    stream.take(TRAILING_PROBE).read_to_end(&mut rest).map_err(io)?;
+    if !rest.is_empty() {
+        return Err(fail(IdxError::Trailing { dims, expected, found: expected + rest.len() }));
+    }
+    Ok((dims, data))
 }
 
 /// Encodes an images file (used by tests and tools that write small data sets).
