@@ -58,6 +58,12 @@ const ALLOWED: &[(&str, &str)] = &[
 /// How many value nodes a pickle may copy in total (memo and DUP copy values). A state_dict needs a few
 /// hundred; the cap stops a crafted file from doubling a list until memory runs out.
 const COPY_BUDGET: usize = 1_000_000;
+/// How deeply values may nest. A state_dict nests four deep; a million nested tuples fit in 2 MB of pickle,
+/// and building, copying, comparing, printing or dropping them recursively would overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+/// Values a pickle may create, beyond one for every 8 of its bytes: each takes some 60 bytes of memory, so this
+/// keeps memory within a small multiple of the file's size (a state_dict makes a few hundred).
+const NODES_FREE: usize = 10_000;
 
 /// Nodes in a value, counting at most `limit`.
 fn weight(v: &Value, limit: usize) -> usize {
@@ -146,23 +152,23 @@ impl<'a> Reader<'a> {
 fn as_usize(v: &Value, what: &str) -> Result<usize, String> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as usize),
-        _ => Err(format!("{what} is not a non-negative integer: {v:?}")),
+        _ => Err(format!("{what} is not a non-negative integer: {}", brief(v))),
     }
 }
 
 fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
     match v {
         Value::Tuple(items) | Value::List(items) => items.iter().map(|i| as_usize(i, what)).collect(),
-        _ => Err(format!("{what} is not a tuple: {v:?}")),
+        _ => Err(format!("{what} is not a tuple: {}", brief(v))),
     }
 }
 
 /// Applies an allowed callable.
 fn call(func: &Value, args: Value) -> Result<Value, String> {
-    let Value::Global(module, name) = func else { return Err(format!("cannot call {func:?}")) };
+    let Value::Global(module, name) = func else { return Err(format!("cannot call {}", brief(func))) };
     let args = match args {
         Value::Tuple(a) => a,
-        other => return Err(format!("arguments are not a tuple: {other:?}")),
+        other => return Err(format!("arguments are not a tuple: {}", brief(&other))),
     };
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
@@ -198,7 +204,7 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
             let key = match key {
                 Value::Str(s) => s.clone(),
                 Value::Int(i) => i.to_string(),
-                other => return Err(format!("storage key {other:?}")),
+                other => return Err(format!("storage key {}", brief(other))),
             };
             Ok(Value::Storage { key, dtype: dtype.clone(), numel: as_usize(numel, "storage size")? })
         }
@@ -208,32 +214,37 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
 
 /// Runs one pickle from `data[start..]`; returns the value and the position after its STOP.
 pub fn load(data: &[u8], start: usize) -> Result<(Value, usize), PickleError> {
-    let mut machine =
-        Machine { r: Reader { data, pos: start }, stack: Vec::new(), memo: HashMap::new(), budget: COPY_BUDGET };
+    let nodes = NODES_FREE + data.len().saturating_sub(start) / 8;
+    let r = Reader { data, pos: start };
+    let mut machine = Machine { r, stack: Vec::new(), memo: HashMap::new(), budget: COPY_BUDGET, nodes };
     loop {
         let pos = machine.r.pos;
         match machine.r.u8()? {
-            b'.' => return Ok((machine.pop(pos)?, machine.r.pos)), // STOP
+            b'.' => return Ok((machine.pop(pos)?.0, machine.r.pos)), // STOP
             op => machine.step(op, pos)?,
         }
     }
 }
 
-/// The pickle machine: its stack, its memo, and what it may still copy.
+/// A value and how deeply it nests (1 for one that holds no other).
+type Nested = (Value, usize);
+
+/// The pickle machine: its stack, its memo, and what it may still copy and create.
 struct Machine<'a> {
     r: Reader<'a>,
-    stack: Vec<Value>,
-    memo: HashMap<usize, Value>,
+    stack: Vec<Nested>,
+    memo: HashMap<usize, Nested>,
     /// Value nodes it may still copy (see [`COPY_BUDGET`]).
     budget: usize,
+    /// Values it may still create (see [`NODES_FREE`]).
+    nodes: usize,
 }
 
 impl Machine<'_> {
     /// Runs opcode `op`, read at byte `pos`.
     fn step(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
         if let Some(v) = self.literal(op)? {
-            self.stack.push(v);
-            return Ok(());
+            return self.push(v, 1, pos);
         }
         match op {
             0x80 => drop(self.r.u8()?),    // PROTO n
@@ -243,6 +254,19 @@ impl Machine<'_> {
             b'c' | 0x93 | b'R' | b'b' | b'Q' => self.objects(op, pos)?,
             other => return err(pos, format!("unsupported pickle opcode 0x{other:02x}")),
         }
+        Ok(())
+    }
+
+    /// Pushes `v`, which nests `depth` deep, within the bounds on depth and on the values made.
+    fn push(&mut self, v: Value, depth: usize, pos: usize) -> Result<(), PickleError> {
+        if depth > MAX_DEPTH {
+            return err(pos, format!("values nested more than {MAX_DEPTH} deep, which no state_dict is"));
+        }
+        if self.nodes == 0 {
+            return err(pos, "the pickle makes more values than its size allows a state_dict");
+        }
+        self.nodes -= 1;
+        self.stack.push((v, depth));
         Ok(())
     }
 
@@ -295,20 +319,20 @@ impl Machine<'_> {
                     b'r' => self.r.u32()?,
                     _ => self.memo.len(),
                 };
-                let Some(top) = self.stack.last() else { return err(pos, "empty stack") };
+                let Some((top, depth)) = self.stack.last() else { return err(pos, "empty stack") };
                 let v = copy(&mut self.budget, top, pos)?;
-                self.memo.insert(i, v);
+                self.memo.insert(i, (v, *depth));
             }
             b'h' | b'j' => {
                 let i = if op == b'h' { self.r.u8()? as usize } else { self.r.u32()? };
-                let Some(v) = self.memo.get(&i) else { return err(pos, format!("memo {i} unset")) };
-                let v = copy(&mut self.budget, v, pos)?;
-                self.stack.push(v);
+                let Some((v, depth)) = self.memo.get(&i) else { return err(pos, format!("memo {i} unset")) };
+                let (v, depth) = (copy(&mut self.budget, v, pos)?, *depth);
+                self.push(v, depth, pos)?;
             }
             b'2' => {
-                let Some(top) = self.stack.last() else { return err(pos, "empty stack") };
-                let top = copy(&mut self.budget, top, pos)?;
-                self.stack.push(top);
+                let Some((top, depth)) = self.stack.last() else { return err(pos, "empty stack") };
+                let (top, depth) = (copy(&mut self.budget, top, pos)?, *depth);
+                self.push(top, depth, pos)?;
             }
             _ => drop(self.pop(pos)?),
         }
@@ -318,40 +342,55 @@ impl Machine<'_> {
     /// Tuples, lists and dicts, built from the top of the stack.
     fn containers(&mut self, op: u8, pos: usize) -> Result<(), PickleError> {
         match op {
-            b't' => {
-                let items = self.pop_mark(pos)?;
-                self.stack.push(Value::Tuple(items));
+            b't' | b'l' | b'd' => {
+                let (items, depth) = self.pop_mark(pos)?;
+                let v = match op {
+                    b't' => Value::Tuple(items),
+                    b'l' => Value::List(items),
+                    _ => Value::Dict(pairs(items)),
+                };
+                self.push(v, depth + 1, pos)?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if self.stack.len() < n {
                     return err(pos, "stack underflow");
                 }
-                let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(Value::Tuple(items));
-            }
-            b'l' => {
-                let items = self.pop_mark(pos)?;
-                self.stack.push(Value::List(items));
+                let (items, depth) = unzip(self.stack.split_off(self.stack.len() - n));
+                self.push(Value::Tuple(items), depth + 1, pos)?;
             }
             b'a' | b'e' => {
-                let items = if op == b'a' { vec![self.pop(pos)?] } else { self.pop_mark(pos)? };
-                let Some(Value::List(list)) = self.stack.last_mut() else { return err(pos, "APPEND to a non-list") };
-                list.extend(items);
-            }
-            b'd' => {
-                let items = self.pop_mark(pos)?;
-                self.stack.push(Value::Dict(pairs(items)));
-            }
-            _ => {
-                let items = if op == b's' {
-                    let v = self.pop(pos)?;
-                    vec![self.pop(pos)?, v]
+                let (items, depth) = if op == b'a' {
+                    let (v, d) = self.pop(pos)?;
+                    (vec![v], d)
                 } else {
                     self.pop_mark(pos)?
                 };
-                let Some(Value::Dict(dict)) = self.stack.last_mut() else { return err(pos, "SETITEM on a non-dict") };
+                let Some((Value::List(list), list_depth)) = self.stack.last_mut() else {
+                    return err(pos, "APPEND to a non-list");
+                };
+                list.extend(items);
+                *list_depth = (*list_depth).max(depth + 1);
+                if *list_depth > MAX_DEPTH {
+                    return err(pos, format!("values nested more than {MAX_DEPTH} deep, which no state_dict is"));
+                }
+            }
+            _ => {
+                let (items, depth) = if op == b's' {
+                    let (v, dv) = self.pop(pos)?;
+                    let (k, dk) = self.pop(pos)?;
+                    (vec![k, v], dv.max(dk))
+                } else {
+                    self.pop_mark(pos)?
+                };
+                let Some((Value::Dict(dict), dict_depth)) = self.stack.last_mut() else {
+                    return err(pos, "SETITEM on a non-dict");
+                };
                 dict.extend(pairs(items));
+                *dict_depth = (*dict_depth).max(depth + 1);
+                if *dict_depth > MAX_DEPTH {
+                    return err(pos, format!("values nested more than {MAX_DEPTH} deep, which no state_dict is"));
+                }
             }
         }
         Ok(())
@@ -368,17 +407,19 @@ impl Machine<'_> {
                     return err(
                         pos,
                         format!(
-                            "refusing to load: the file asks for `{module}.{name}`, which a state_dict of tensors never needs (nothing was executed)"
+                            "refusing to load: the file asks for `{}.{}`, which a state_dict of tensors never needs (nothing was executed)",
+                            shorten(&module),
+                            shorten(&name)
                         ),
                     );
                 }
-                self.stack.push(Value::Global(module, name));
+                self.push(Value::Global(module, name), 1, pos)?;
             }
             0x93 => return err(pos, "refusing to load: STACK_GLOBAL is not used by state_dict files"),
             b'R' => {
-                let args = self.pop(pos)?;
-                let func = self.pop(pos)?;
-                self.stack.push(call(&func, args).map_err(at)?);
+                let (args, depth) = self.pop(pos)?;
+                let (func, _) = self.pop(pos)?;
+                self.push(call(&func, args).map_err(at)?, depth + 1, pos)?;
             }
             b'b' => {
                 // BUILD: state for the object below; a state_dict's `_metadata` is not needed.
@@ -388,26 +429,47 @@ impl Machine<'_> {
                 }
             }
             _ => {
-                let pid = self.pop(pos)?;
-                self.stack.push(persistent_load(pid).map_err(at)?);
+                let (pid, depth) = self.pop(pos)?;
+                self.push(persistent_load(pid).map_err(at)?, depth + 1, pos)?;
             }
         }
         Ok(())
     }
 
-    fn pop(&mut self, pos: usize) -> Result<Value, PickleError> {
+    fn pop(&mut self, pos: usize) -> Result<Nested, PickleError> {
         match self.stack.pop() {
             Some(v) => Ok(v),
             None => err(pos, "stack underflow"),
         }
     }
 
-    /// The values above the topmost mark, which is removed.
-    fn pop_mark(&mut self, pos: usize) -> Result<Vec<Value>, PickleError> {
-        let Some(m) = self.stack.iter().rposition(|v| *v == Value::Mark) else { return err(pos, "no mark") };
+    /// The values above the topmost mark, which is removed, and the deepest nesting among them.
+    fn pop_mark(&mut self, pos: usize) -> Result<(Vec<Value>, usize), PickleError> {
+        let Some(m) = self.stack.iter().rposition(|(v, _)| matches!(v, Value::Mark)) else {
+            return err(pos, "no mark");
+        };
         let items = self.stack.split_off(m + 1);
         self.stack.pop();
-        Ok(items)
+        Ok(unzip(items))
+    }
+}
+
+/// Values without their depths, and the deepest of those (0 for none).
+fn unzip(items: Vec<Nested>) -> (Vec<Value>, usize) {
+    let depth = items.iter().map(|(_, d)| *d).max().unwrap_or(0);
+    (items.into_iter().map(|(v, _)| v).collect(), depth)
+}
+
+/// A value as an error message shows it: the start of its debug form.
+fn brief(v: &Value) -> String {
+    shorten(&format!("{v:?}"))
+}
+
+/// At most 100 characters of `text`, for an error message.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(100) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
     }
 }
 

@@ -69,9 +69,12 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
     let missing: Vec<&str> = expected.iter().copied().filter(|n| !tensors.contains_key(*n)).collect();
     let extra: Vec<&String> = tensors.keys().filter(|k| !expected.contains(&k.as_str())).collect();
     if !missing.is_empty() || !extra.is_empty() {
-        let mut extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.chars().take(60).collect()).collect();
         extra.sort();
-        return Err(fail(format!("not a LeNet-5 state_dict: missing {:?}, unexpected {:?}", missing, extra)));
+        let extra_count = extra.len();
+        extra.truncate(12);
+        let more = if extra_count > 12 { format!(" and {} more", extra_count - 12) } else { String::new() };
+        return Err(fail(format!("not a LeNet-5 state_dict: missing {missing:?}, unexpected {extra:?}{more}")));
     }
     let classes = output_classes(&tensors, path)?;
     let mut params = vec![0.0f32; num_params(classes)];
@@ -88,17 +91,19 @@ pub fn from_pth_bytes(bytes: &[u8], path: &Path, head: Head) -> Result<Checkpoin
             return Err(Error::tensor(path, name, format!("{dtype}, expected float32 (FloatStorage)")));
         }
         let data = storages.get(key).ok_or_else(|| Error::tensor(path, name, format!("storage {key} missing")))?;
-        if data.len() < numel * 4 {
-            return Err(Error::tensor(
-                path,
-                name,
-                format!("storage {key} holds {} bytes, needs {}", data.len(), numel * 4),
-            ));
+        // Every size is checked arithmetic: the numbers come from the file.
+        if numel.checked_mul(4).is_none_or(|bytes| data.len() < bytes) {
+            let holds = data.len();
+            return Err(Error::tensor(path, name, format!("storage {key} holds {holds} bytes, not {numel} floats")));
         }
-        // The last element any index reaches must lie inside the storage.
-        let last = offset + size.iter().zip(stride).map(|(d, s)| (d - 1) * s).sum::<usize>();
-        if last >= *numel {
-            return Err(Error::tensor(path, name, format!("view reaches element {last} of a {numel}-element storage")));
+        // The last element any index reaches must lie inside the storage (the shape has no zero dimension).
+        let last = size
+            .iter()
+            .zip(stride)
+            .try_fold(*offset, |at, (d, s)| (d - 1).checked_mul(*s).and_then(|step| at.checked_add(step)));
+        if last.is_none_or(|last| last >= *numel) {
+            let reach = last.map_or("beyond any size".to_string(), |l| format!("element {l}"));
+            return Err(Error::tensor(path, name, format!("view reaches {reach} of a {numel}-element storage")));
         }
         let out = &mut params[range];
         let mut index = vec![0usize; size.len()];
