@@ -97,13 +97,13 @@ fn fetch(url: &str) -> std::result::Result<Vec<u8>, FetchError> {
     Ok(body)
 }
 
-/// Downloads the four files of `id` into `root/<subdir>`, trying each mirror in turn and keeping only
-/// verified files. `progress` is told each file as it starts.
-pub fn download(id: &DatasetId, root: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+/// Downloads `files` of `id` (all four of [`FILES`], or some of them) into `root/<subdir>`, trying each mirror
+/// in turn and keeping only verified files. `progress` is told each file as it starts.
+pub fn download(id: &DatasetId, root: &Path, files: &[&str], progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let remote = remote(id).ok_or_else(|| Error::NotDownloadable(id.name()))?;
     let dir = root.join(remote.subdir);
     create_dir(&dir)?;
-    for (file, sha) in FILES.iter().zip(remote.sha256) {
+    for (file, sha) in FILES.iter().zip(remote.sha256).filter(|(f, _)| files.contains(f)) {
         let target = dir.join(format!("{file}.gz"));
         if target.exists() {
             continue;

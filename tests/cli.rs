@@ -409,3 +409,23 @@ fn extreme_values_are_plotted_or_refused_and_never_hang() {
     let o = lenet5(&["train", "--epochs", &huge, "--out", out.to_str().unwrap()]);
     assert_clean_error(&o, &["--epochs must be in 1..=1000000"]);
 }
+
+/// Evaluating needs only the test split: with the training files absent, `eval` works (and would download
+/// nothing else), while `train` names what is missing.
+#[test]
+fn eval_needs_only_the_test_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("MNIST/raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    for f in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(mnist_dir().join(f), raw.join(f)).unwrap();
+    }
+    let (weights, root) = (repo().join("models/lenet5-mnist.safetensors"), tmp.path().to_str().unwrap());
+    let o = lenet5(&["eval", "--weights", weights.to_str().unwrap(), "--data", root, "--no-download", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["total"], 10000);
+    let out = tmp.path().join("run");
+    let o = lenet5(&["train", "--data", root, "--no-download", "--out", out.to_str().unwrap(), "--epochs", "1"]);
+    assert_clean_error(&o, &["train-images-idx3-ubyte"]);
+}

@@ -174,15 +174,16 @@ impl DataArgs {
         DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
     }
 
-    /// Makes sure a known data set is on disk, downloading it if it is missing and allowed.
-    fn ensure(&self, id: &DatasetId) -> CliResult {
+    /// Makes sure the `files` of a known data set are on disk (all four, or the test split's), downloading
+    /// what is missing where that is allowed.
+    fn ensure(&self, id: &DatasetId, files: &'static [&'static str]) -> CliResult {
         let root = self.root();
-        if let Err(e) = lenet5_core::data::dataset::locate(id, &root) {
+        if let Err(e) = lenet5_core::data::dataset::locate_files(id, &root, files) {
             if self.no_download || lenet5::download::remote(id).is_none() {
                 return Err(e.into());
             }
             eprintln!("{} not found under {}; downloading it", id.name(), root.display());
-            lenet5::download::download(id, &root, &mut |url| eprintln!("  fetching {url}"))?;
+            lenet5::download::download(id, &root, files, &mut |url| eprintln!("  fetching {url}"))?;
         }
         Ok(())
     }
@@ -217,7 +218,7 @@ impl DataArgs {
         {
             return load_image_folder(dir, &self.folder_options(recorded));
         }
-        self.ensure(&id)?;
+        self.ensure(&id, &lenet5_core::data::dataset::FILES)?;
         let data = Dataset::load(&id, &self.root())?;
         Ok(match self.label_offset(recorded) {
             0 => data,
@@ -245,7 +246,8 @@ impl DataArgs {
             check_classes(&data, ck)?;
             data.test
         } else {
-            self.ensure(&id)?;
+            // Only the test split: evaluating never needs (or downloads) the training images.
+            self.ensure(&id, &lenet5_core::data::dataset::TEST_FILES)?;
             Dataset::load_test(&id, &self.root(), ck.classes())?
         };
         if test.is_empty() {

@@ -64,15 +64,23 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
 }
 
+/// The two files of the test split (of [`FILES`]).
+pub const TEST_FILES: [&str; 2] = [FILES[2], FILES[3]];
+
 /// The first candidate directory that holds all four files.
 pub fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
+    locate_files(id, root, &FILES)
+}
+
+/// The first candidate directory that holds `files` (all four, or the test split's [`TEST_FILES`]).
+pub fn locate_files(id: &DatasetId, root: &Path, files: &'static [&'static str]) -> Result<PathBuf> {
     let candidates = id.candidates(root);
     for dir in &candidates {
-        if FILES.iter().all(|f| find_file(dir, f).is_some()) {
+        if files.iter().all(|f| find_file(dir, f).is_some()) {
             return Ok(dir.clone());
         }
     }
-    Err(Error::DataNotFound { dataset: id.name(), files: &FILES, looked_in: candidates })
+    Err(Error::DataNotFound { dataset: id.name(), files, looked_in: candidates })
 }
 
 /// One split: 28x28 grey images kept as bytes, and their labels.
@@ -229,7 +237,7 @@ impl Dataset {
 
     /// Loads only the test split (for evaluation and prediction), whose labels must be below `classes`.
     pub fn load_test(id: &DatasetId, root: &Path, classes: usize) -> Result<Split> {
-        let dir = locate(id, root)?;
+        let dir = locate_files(id, root, &TEST_FILES)?;
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
         let test = Split::load(&path(FILES[2]), &path(FILES[3]))?;
         check_labels(&test, classes, &path(FILES[3]))?;
