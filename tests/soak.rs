@@ -1,0 +1,161 @@
+//! A soak test of `lenet5 serve` on loopback, bounded in time and count: clients sending a mix of good and bad
+//! requests, 500 slow clients that never finish their headers and half-open connections that send nothing,
+//! then SIGTERM. Every good request must succeed and every bad one get its 4xx, the server's memory must stay
+//! bounded, it must exit within its grace period, and its log must hold no panic.
+//!
+//! It runs for `LENET5_SOAK_SECONDS` (60 by default), so it is ignored by the quick test command; CI runs it:
+//! `cargo test --release --test soak -- --ignored`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request on its own connection: the status code, or `None` when the exchange failed.
+fn request(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {ctype}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    let _ = s.write_all(body); // a 413 may come before the body is read
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).split(' ').nth(1)?.parse().ok()
+}
+
+/// The server's resident memory, in kB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn png() -> Vec<u8> {
+    let img = image::GrayImage::from_fn(60, 60, |x, _| image::Luma([if (25..35).contains(&x) { 0 } else { 255 }]));
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+#[test]
+#[ignore = "a soak test of a minute: cargo test --release --test soak -- --ignored"]
+fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
+    let seconds: u64 = std::env::var("LENET5_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--weights"])
+        .arg(root.join("models/lenet5-mnist.safetensors"))
+        .arg("--data")
+        .arg(root.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|s| s.split('/').next()).unwrap().to_string();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+
+    // 500 slow clients and 100 half-open connections, opened again as the server drops them.
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let open_slow = |held: &Mutex<Vec<TcpStream>>| {
+        let mut held = held.lock().unwrap();
+        held.clear();
+        for i in 0..600 {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                if i < 500 {
+                    let _ = s.write_all(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Le");
+                }
+                held.push(s);
+            }
+        }
+    };
+    open_slow(&held);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (good_failed, bad_wrong, done) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let picture = png();
+    let pixels =
+        serde_json::to_vec(&(0..784).map(|i| if i % 28 == 14 { 1.0 } else { 0.0 }).collect::<Vec<f32>>()).unwrap();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (addr, stop, good_failed, bad_wrong, done) =
+                (addr.clone(), stop.clone(), good_failed.clone(), bad_wrong.clone(), done.clone());
+            let (picture, pixels) = (picture.clone(), pixels.clone());
+            std::thread::spawn(move || {
+                let mut k = w;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let status = match k % 8 {
+                        0 => request(&addr, "GET", "/healthz", "text/plain", b""),
+                        1 => request(&addr, "GET", "/api/model", "text/plain", b""),
+                        2 => request(&addr, "POST", "/api/predict", "image/png", &picture),
+                        3 => request(&addr, "POST", "/api/predict?features=1", "application/json", &pixels),
+                        4 => request(&addr, "POST", "/api/predict", "application/json", b"{\"pixels\": [1, 2"),
+                        5 => request(&addr, "POST", "/api/predict", "text/plain", b"hello"),
+                        6 => request(&addr, "DELETE", "/api/predict", "text/plain", b""),
+                        _ => request(&addr, "GET", "/api/sample?index=999999", "text/plain", b""),
+                    };
+                    if k % 8 < 4 && status != Some(200) {
+                        good_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if k % 8 >= 4 && !status.is_some_and(|s| (400..500).contains(&s)) {
+                        bad_wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+
+    let t0 = Instant::now();
+    let mut peak_rss = 0;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(500));
+        peak_rss = peak_rss.max(rss_kb(child.id()).unwrap_or(0));
+        if t0.elapsed().as_secs() % 15 == 14 {
+            open_slow(&held); // the server closed the slow ones after its header timeout: come back
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    open_slow(&held); // slow clients holding half-sent requests as the server is told to stop
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(15), "the server did not exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = log.join().unwrap();
+    let requests = done.load(Ordering::Relaxed);
+    println!(
+        "{requests} requests (half good, half bad) in {seconds} s, peak RSS {} MB, exit {:.1} s after SIGTERM",
+        peak_rss / 1024,
+        t1.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(requests > 100, "only {requests} requests");
+    assert_eq!(good_failed.load(Ordering::Relaxed), 0, "good requests failed");
+    assert_eq!(bad_wrong.load(Ordering::Relaxed), 0, "bad requests not answered with 4xx");
+    assert!(peak_rss < 512 * 1024, "peak RSS {peak_rss} kB");
+    assert!(!log.contains("panicked"), "{log}");
+}
