@@ -405,6 +405,7 @@ fn extreme_values_are_plotted_or_refused_and_never_hang() {
 
     let huge = u64::MAX.to_string();
     assert_clean_error(&lenet5(&["summary", "--batch", &huge]), &["--batch must be from 1 to 65536"]);
+    assert_clean_error(&lenet5(&["bench", "--seconds", "1e300"]), &["--seconds", "at most 3600"]);
     let out = tmp.path().join("run");
     let o = lenet5(&["train", "--epochs", &huge, "--out", out.to_str().unwrap()]);
     assert_clean_error(&o, &["--epochs must be in 1..=1000000"]);

@@ -91,8 +91,8 @@ impl<'a> StepBench<'a> {
 
 pub fn run(a: BenchArgs) -> CliResult {
     let threads = threads(a.threads)?;
-    if !(a.seconds.is_finite() && a.seconds > 0.0) {
-        return Err(format!("--seconds must be a positive number, got {}", a.seconds).into());
+    if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
+        return Err(format!("--seconds must be a positive number of at most 3600, got {}", a.seconds).into());
     }
     if a.batch_size.contains(&0) {
         return Err("--batch-size must be at least 1".into());
