@@ -100,6 +100,12 @@ pub enum ImageError {
 
 /// Decodes PNG, JPEG, BMP, GIF or PNM bytes, refusing images larger than [`MAX_SIDE`] on a side.
 pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
+    decode_within(bytes, MAX_SIDE, 512 << 20)
+}
+
+/// [`decode`] refusing, before it allocates for them, images larger than `max_side` on a side or needing more
+/// than `max_bytes` of memory.
+pub fn decode_within(bytes: &[u8], max_side: u32, max_bytes: u64) -> std::result::Result<DynamicImage, ImageError> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Unreadable(e.to_string()))?;
@@ -107,9 +113,9 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
         return Err(ImageError::UnknownFormat);
     }
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(512 << 20);
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(max_bytes);
     reader.limits(limits);
     reader.decode().map_err(|e| ImageError::Undecodable(e.to_string()))
 }

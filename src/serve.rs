@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::preprocess::{Digit, Preprocess, decode};
+use crate::preprocess::{Digit, Preprocess, decode_within};
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
@@ -37,6 +37,9 @@ use lenet5_core::rng::Rng;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 2 << 20;
+/// The largest upload decoded: 4096 pixels on a side, 64 MB of decoded pixels (a 2 MB PNG can hold far more).
+const MAX_UPLOAD_SIDE: u32 = 4096;
+const MAX_UPLOAD_BYTES: u64 = 64 << 20;
 /// Pictures decoded at the same time; more requests wait their turn.
 const MAX_DECODES: usize = 2;
 /// What the pages may load and do: their own scripts, styles and WebAssembly, nothing from elsewhere, and no
@@ -334,7 +337,8 @@ async fn predict(
                 .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
             let preprocess = s.preprocess;
             tokio::task::spawn_blocking(move || -> Result<Digit, ApiError> {
-                let img = decode(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+                let img = decode_within(&body, MAX_UPLOAD_SIDE, MAX_UPLOAD_BYTES)
+                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
                 preprocess.digit(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
             })
             .await

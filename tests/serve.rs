@@ -95,6 +95,15 @@ fn every_bad_request_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     };
     let (status, v) = srv.json("POST", "/api/predict", Some("image/png"), &blank);
     assert_eq!(status, 422, "{v}");
+    // A small file can hold a huge picture: beyond 4096 pixels on a side it is refused before it is decoded.
+    let wide = {
+        let img = image::GrayImage::new(5000, 2);
+        let mut b = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png).unwrap();
+        b
+    };
+    let (status, v) = srv.json("POST", "/api/predict", Some("image/png"), &wide);
+    assert_eq!(status, 400, "{v}");
     // A method a route does not take is refused in JSON too.
     let (status, v) = srv.json("DELETE", "/api/predict", None, b"");
     assert_eq!(status, 405, "{v}");

@@ -124,3 +124,29 @@ fn idx_files_are_read_no_further_than_their_header_says() {
     std::fs::write(&long, encode_labels(&[1, 2, 3])).unwrap();
     assert_eq!(read_labels(&long).unwrap(), [1, 2, 3]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..config() })]
+
+    /// A NaN or an infinity anywhere in the weights or the momentum of a checkpoint, of any number of classes,
+    /// is refused on load, naming the tensor that holds it.
+    #[test]
+    fn non_finite_values_anywhere_are_refused_naming_their_tensor(
+        classes in 2usize..40,
+        at in any::<prop::sample::Index>(),
+        in_momentum in any::<bool>(),
+        bad in prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
+    ) {
+        let params = lenet5_core::nn::params::init_params_for(3, classes);
+        let i = at.index(params.len());
+        let mut ck = Checkpoint::new(params.clone(), Head::Logits);
+        ck.momentum = Some(params);
+        let target = if in_momentum { ck.momentum.as_mut().unwrap() } else { &mut ck.params };
+        target[i] = bad;
+        let bytes = ck.to_bytes().unwrap();
+        let e = Checkpoint::from_bytes(&bytes, Path::new("x.safetensors")).unwrap_err().to_string();
+        let tensor = lenet5_core::nn::Param::ALL.into_iter().find(|p| p.range(classes).contains(&i)).unwrap();
+        prop_assert!(e.contains(tensor.name()) && e.contains("must be finite"), "{}", e);
+        prop_assert_eq!(e.contains("optimizer.momentum."), in_momentum, "{}", e);
+    }
+}
