@@ -8,6 +8,7 @@ mod predict;
 mod serve;
 mod site;
 mod summary;
+mod sweep;
 mod train;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ enum Command {
     Site(site::SiteArgs),
     /// Measure training and evaluation speed, per layer.
     Bench(bench::BenchArgs),
+    /// Train every combination of comma-separated flag values, several at a time, and rank them by val_acc.
+    Sweep(sweep::SweepArgs),
 }
 
 /// The weights a command uses.
@@ -157,6 +160,29 @@ impl DataArgs {
             label_offset: None,
             skip_bad_images: false,
         }
+    }
+
+    /// The flags that give these data arguments again (for a `lenet5 train` run by a sweep).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut add = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.extend([flag.to_string(), v]);
+            }
+        };
+        add("--data", self.data.as_ref().map(|d| d.display().to_string()));
+        add("--dataset", self.dataset.clone());
+        add("--preprocess", self.preprocess.map(|p| format!("{p:?}").to_lowercase()));
+        add("--val-split", self.val_split.map(|v| v.to_string()));
+        add("--split-seed", self.split_seed.map(|v| v.to_string()));
+        add("--label-offset", self.label_offset.map(|v| v.to_string()));
+        if self.no_download {
+            args.push("--no-download".into());
+        }
+        if self.skip_bad_images {
+            args.push("--skip-bad-images".into());
+        }
+        args
     }
 
     /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
@@ -390,5 +416,6 @@ pub fn run() -> CliResult {
         Command::Serve(a) => serve::run(a),
         Command::Site(a) => site::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
 }

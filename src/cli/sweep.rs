@@ -1,0 +1,364 @@
+//! `lenet5 sweep`: the Cartesian product of comma-separated values of the training flags, each trial a
+//! `lenet5 train` run of its own in `OUT/trial-NNN` (so it gives the bits that run gives alone), several at a
+//! time, resumable, and splittable by index for job arrays; then one table of them all, sorted by val_acc.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lenet5_core::fs::{create_dir, write_atomic};
+use lenet5_core::optim::Sgd;
+use lenet5_core::run::{RunDir, read_metrics};
+use lenet5_core::train::TrainConfig;
+
+use super::train::ScheduleArg;
+use super::{CliResult, DataArgs, HeadArg};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    Off,
+    On,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    /// Learning rates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.001", allow_negative_numbers = true)]
+    pub lr: Vec<f32>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub batch_size: Vec<usize>,
+    /// Heads: sigmoid, logits.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "sigmoid")]
+    pub head: Vec<HeadArg>,
+    /// Momenta.
+    #[arg(long, value_delimiter = ',', default_value = "0.9", allow_negative_numbers = true)]
+    pub momentum: Vec<f32>,
+    /// Weight decays.
+    #[arg(long, value_delimiter = ',', default_value = "0", allow_negative_numbers = true)]
+    pub weight_decay: Vec<f32>,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seed: Vec<u64>,
+    /// Learning-rate schedules (their parameters take `lenet5 train`'s defaults).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "constant")]
+    pub lr_schedule: Vec<ScheduleArg>,
+    /// Augmentation: off, on.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "off")]
+    pub augment: Vec<OnOff>,
+    /// Epochs of each trial.
+    #[arg(long, value_delimiter = ',', default_value = "50")]
+    pub epochs: Vec<usize>,
+    /// Early stopping for every trial (see `lenet5 train --patience`).
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    /// Train every trial on only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// Evaluate every trial on only the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Directory of the sweep: a run directory per trial, and the results table (CSV and JSON).
+    #[arg(long, default_value = "sweep", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Trials run at once; each gets the cores divided among them.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: usize,
+    /// Run only every N-th trial from the I-th (0-based), for job arrays: `--shard I/N`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Only gather the trials in DIR (written by shards, or an earlier sweep) into one table.
+    #[arg(long, value_name = "DIR")]
+    pub collect: Option<PathBuf>,
+}
+
+/// One trial: its number and its settings as `lenet5 train` flags.
+struct Trial {
+    index: usize,
+    settings: Vec<(&'static str, String)>,
+}
+
+impl Trial {
+    fn dir(&self, out: &Path) -> PathBuf {
+        out.join(format!("trial-{:03}", self.index))
+    }
+}
+
+/// Every combination of the swept values, in a fixed order (the last flag varies fastest).
+fn trials(a: &SweepArgs) -> Vec<Trial> {
+    let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+    let axes: Vec<(&'static str, Vec<String>)> = vec![
+        ("--epochs", a.epochs.iter().map(|v| v.to_string()).collect()),
+        ("--batch-size", a.batch_size.iter().map(|v| v.to_string()).collect()),
+        ("--head", a.head.iter().map(|v| name(v)).collect()),
+        ("--lr", a.lr.iter().map(|v| v.to_string()).collect()),
+        ("--momentum", a.momentum.iter().map(|v| v.to_string()).collect()),
+        ("--weight-decay", a.weight_decay.iter().map(|v| v.to_string()).collect()),
+        ("--lr-schedule", a.lr_schedule.iter().map(|v| name(v)).collect()),
+        ("--augment", a.augment.iter().map(|v| name(v)).collect()),
+        ("--seed", a.seed.iter().map(|v| v.to_string()).collect()),
+    ];
+    let mut combos: Vec<Vec<(&'static str, String)>> = vec![Vec::new()];
+    for (flag, values) in &axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| values.iter().map(move |v| [c.clone(), vec![(*flag, v.clone())]].concat()))
+            .collect();
+    }
+    combos.into_iter().enumerate().map(|(index, settings)| Trial { index, settings }).collect()
+}
+
+/// Every trial's settings checked as `lenet5 train` checks them, before any trial starts.
+fn validate(a: &SweepArgs, trials: &[Trial]) -> CliResult {
+    for t in trials {
+        let get = |flag: &str| t.settings.iter().find(|(f, _)| *f == flag).map(|(_, v)| v.as_str()).unwrap_or("");
+        let config = TrainConfig {
+            epochs: get("--epochs").parse()?,
+            batch_size: get("--batch-size").parse()?,
+            sgd: Sgd {
+                lr: get("--lr").parse()?,
+                momentum: get("--momentum").parse()?,
+                weight_decay: get("--weight-decay").parse()?,
+            },
+            patience: a.patience,
+            train_limit: a.train_limit,
+            test_limit: a.test_limit,
+            ..TrainConfig::default()
+        };
+        config.validate()?;
+    }
+    Ok(())
+}
+
+/// `I/N` with `I < N`.
+fn parse_shard(s: &str) -> CliResult<(usize, usize)> {
+    let bad = || format!("--shard must be I/N with 0 <= I < N, got {s}");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad().into());
+    }
+    Ok((i, n))
+}
+
+pub fn run(a: SweepArgs) -> CliResult {
+    if let Some(dir) = &a.collect {
+        return report(dir);
+    }
+    if a.parallel == 0 || a.parallel > 256 {
+        return Err(format!("--parallel must be from 1 to 256, got {}", a.parallel).into());
+    }
+    let (shard, shards) = a.shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+    let all = trials(&a);
+    validate(&a, &all)?;
+    let mine: Vec<Trial> = all.into_iter().filter(|t| t.index % shards == shard).collect();
+    create_dir(&a.out)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / a.parallel).max(1);
+    println!(
+        "sweep of {} trial(s){} into {}, {} at a time with {} thread(s) each",
+        mine.len(),
+        if shards > 1 { format!(" (shard {shard}/{shards})") } else { String::new() },
+        a.out.display(),
+        a.parallel,
+        threads
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    let failed = run_trials(&a, &mine, threads, &stop)?;
+    if stop.load(Ordering::SeqCst) {
+        return Err(
+            format!("interrupted; run the same command again to resume the sweep in {}", a.out.display()).into()
+        );
+    }
+    report(&a.out)?;
+    if failed > 0 {
+        return Err(format!("{failed} trial(s) failed: see train.log in their directories").into());
+    }
+    Ok(())
+}
+
+/// Runs the trials that are not finished, `a.parallel` at a time; returns how many failed.
+fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool) -> CliResult<usize> {
+    let mut pending = trials.iter();
+    let mut running: Vec<(usize, Child)> = Vec::new();
+    let (mut done, mut failed, mut interrupted) = (0, 0, false);
+    loop {
+        while running.len() < a.parallel && !stop.load(Ordering::SeqCst) {
+            let Some(t) = pending.next() else { break };
+            match launch(a, t, threads)? {
+                Some(child) => running.push((t.index, child)),
+                None => done += 1, // finished before
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if stop.load(Ordering::SeqCst) && !interrupted {
+            // Each trial saves its last finished epoch and stops, as it would on its own Ctrl-C.
+            interrupted = true;
+            for (_, child) in &running {
+                interrupt(child);
+            }
+        }
+        let mut still = Vec::new();
+        for (index, mut child) in running {
+            match child.try_wait()? {
+                Some(status) => {
+                    done += 1;
+                    if !status.success() && !stop.load(Ordering::SeqCst) {
+                        failed += 1;
+                    }
+                    let outcome = if status.success() { "done" } else { "failed" };
+                    println!("trial-{index:03} {outcome} ({done}/{} finished)", trials.len());
+                }
+                None => still.push((index, child)),
+            }
+        }
+        running = still;
+    }
+    Ok(failed)
+}
+
+/// Asks a running trial to stop as Ctrl-C would.
+fn interrupt(child: &Child) {
+    #[cfg(unix)]
+    // SAFETY: sends a signal to our own child process; touches no memory.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    #[cfg(not(unix))]
+    let _ = child;
+}
+
+/// Starts trial `t` as a `lenet5 train` of its own (resuming it if it has a state), or `None` if it is finished.
+fn launch(a: &SweepArgs, t: &Trial, threads: usize) -> CliResult<Option<Child>> {
+    let dir = t.dir(&a.out);
+    let run = RunDir::new(&dir);
+    let epochs: usize = t.settings[0].1.parse()?;
+    let mut args: Vec<String> = vec!["train".into()];
+    if let Ok((state, _, _)) = run.load_state() {
+        if state.epoch >= epochs || state.stopped_early() {
+            return Ok(None);
+        }
+        args.extend(["--resume".into(), dir.display().to_string(), "--epochs".into(), epochs.to_string()]);
+    } else {
+        create_dir(&dir)?;
+        let settings: BTreeMap<&str, &str> = t.settings.iter().map(|(f, v)| (&f[2..], v.as_str())).collect();
+        write_atomic(&dir.join("trial.json"), serde_json::to_string_pretty(&settings)?.as_bytes())?;
+        args.extend(["--out".into(), dir.display().to_string(), "--force".into()]);
+        for (flag, value) in &t.settings {
+            match (*flag, value.as_str()) {
+                ("--augment", "on") => args.push("--augment".into()),
+                ("--augment", _) => {}
+                _ => args.extend([flag.to_string(), value.clone()]),
+            }
+        }
+        args.extend(fixed_flags(a));
+    }
+    args.extend(["--threads".into(), threads.to_string(), "--progress".into(), "plain".into()]);
+    args.extend(a.data.to_args());
+    let log = std::fs::File::create(dir.join("train.log"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(&args)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()?;
+    Ok(Some(child))
+}
+
+/// The flags every trial shares.
+fn fixed_flags(a: &SweepArgs) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in [("--patience", a.patience), ("--train-limit", a.train_limit), ("--test-limit", a.test_limit)]
+    {
+        if let Some(v) = value {
+            args.extend([flag.to_string(), v.to_string()]);
+        }
+    }
+    args
+}
+
+/// One trial's line of the table.
+#[derive(serde::Serialize)]
+struct Row {
+    trial: String,
+    settings: BTreeMap<String, String>,
+    epochs: usize,
+    best_epoch: usize,
+    best_val_acc: f64,
+    seconds: f64,
+}
+
+/// The table of every trial in `dir`, sorted by best val_acc: printed, and written as `results.csv` and
+/// `results.json`.
+fn report(dir: &Path) -> CliResult {
+    let mut rows = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("trial.json").is_file())
+        .collect();
+    entries.sort();
+    for trial in entries {
+        let settings: BTreeMap<String, String> = serde_json::from_slice(&std::fs::read(trial.join("trial.json"))?)
+            .map_err(|e| format!("{}: {e}", trial.join("trial.json").display()))?;
+        let history = read_metrics(&trial.join("metrics.jsonl")).unwrap_or_default();
+        let best = history.iter().filter(|m| !m.val_acc.is_nan()).max_by(|x, y| x.val_acc.total_cmp(&y.val_acc));
+        rows.push(Row {
+            trial: trial.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            settings,
+            epochs: history.len(),
+            best_epoch: best.map_or(0, |m| m.epoch),
+            best_val_acc: best.map_or(f64::NAN, |m| m.val_acc),
+            seconds: history.iter().map(|m| m.train_seconds + m.val_seconds).sum(),
+        });
+    }
+    if rows.is_empty() {
+        return Err(format!("{}: no trials (directories with trial.json) to report", dir.display()).into());
+    }
+    rows.sort_by(|x, y| y.best_val_acc.total_cmp(&x.best_val_acc).then(x.trial.cmp(&y.trial)));
+    let keys: Vec<String> = rows[0].settings.keys().cloned().collect();
+    // The table shows the settings that differ between trials; the files hold them all.
+    let varying: Vec<&String> =
+        keys.iter().filter(|k| rows.iter().any(|r| r.settings.get(*k) != rows[0].settings.get(*k))).collect();
+    let mut csv = format!("trial,{},epochs_done,best_epoch,best_val_acc,seconds\n", keys.join(","));
+    println!("{:<10} {:<40} {:>6} {:>5} {:>8} {:>8}", "trial", "settings", "epochs", "best", "val_acc", "seconds");
+    for r in &rows {
+        let values: Vec<&str> = keys.iter().map(|k| r.settings.get(k).map_or("", String::as_str)).collect();
+        csv += &format!(
+            "{},{},{},{},{},{:.3}\n",
+            r.trial,
+            values.join(","),
+            r.epochs,
+            r.best_epoch,
+            r.best_val_acc,
+            r.seconds
+        );
+        let shown: Vec<String> =
+            varying.iter().map(|k| format!("{k}={}", r.settings.get(*k).map_or("", String::as_str))).collect();
+        println!(
+            "{:<10} {:<40} {:>6} {:>5} {:>8.4} {:>8.1}",
+            r.trial,
+            shown.join(" "),
+            r.epochs,
+            r.best_epoch,
+            r.best_val_acc,
+            r.seconds
+        );
+    }
+    write_atomic(&dir.join("results.csv"), csv.as_bytes())?;
+    write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    println!("results: {} and {}", dir.join("results.csv").display(), dir.join("results.json").display());
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! `lenet5 sweep`: the table of its trials, each trial the bits of `lenet5 train` alone, shards that collect into
+//! the table of one sweep, a resume after an interruption, and bad values refused before any trial starts.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lenet5_core::checkpoint::Checkpoint;
+
+/// `lenet5 sweep` on `data` into `out` with `extra` flags.
+fn sweep(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["sweep", "--dataset", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(["--head", "logits", "--lr", "0.01,0.02", "--epochs", "2"]);
+    args.extend_from_slice(extra);
+    lenet5(&args)
+}
+
+fn results(dir: &Path) -> Vec<(String, f64)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["trial"].as_str().unwrap().to_string(), r["best_val_acc"].as_f64().unwrap()))
+        .collect()
+}
+
+fn same_weights(a: &Path, b: &Path) -> bool {
+    let (x, y) = (
+        Checkpoint::load(&a.join("last.safetensors")).unwrap(),
+        Checkpoint::load(&b.join("last.safetensors")).unwrap(),
+    );
+    x.params == y.params && x.momentum == y.momentum
+}
+
+#[test]
+fn a_sweep_ranks_its_trials_each_as_train_alone_and_its_shards_collect_into_the_same_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let whole = tmp.path().join("whole");
+    let o = sweep(&data, &whole, &["--parallel", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = results(&whole);
+    assert_eq!(table.len(), 2);
+    assert!(table[0].1 >= table[1].1);
+    let csv = std::fs::read_to_string(whole.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("trial,augment,batch-size,epochs,head,lr,"), "{csv}");
+
+    // Trial 1 (lr 0.02) is the run `lenet5 train` makes alone.
+    let alone = tmp.path().join("alone");
+    let d = data.to_str().unwrap();
+    let args = [
+        "train",
+        "--dataset",
+        d,
+        "--out",
+        alone.to_str().unwrap(),
+        "--head",
+        "logits",
+        "--lr",
+        "0.02",
+        "--epochs",
+        "2",
+    ];
+    assert!(lenet5(&args).status.success());
+    assert!(same_weights(&whole.join("trial-001"), &alone));
+
+    // Run again: nothing left to do, the same table.
+    let again = sweep(&data, &whole, &[]);
+    assert!(again.status.success() && !stdout(&again).contains(" done ("), "{}", stdout(&again));
+    assert_eq!(results(&whole), table);
+
+    // Two shards, then their collection: the same table.
+    let sharded = tmp.path().join("sharded");
+    for shard in ["0/2", "1/2"] {
+        assert!(sweep(&data, &sharded, &["--shard", shard]).status.success());
+    }
+    let o = lenet5(&["sweep", "--collect", sharded.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(results(&sharded), table);
+}
+
+#[test]
+fn bad_values_are_refused_before_any_trial_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let o = lenet5(&["sweep", "--lr", "0.01,-1", "--out", out.to_str().unwrap()]);
+    assert_clean_error(&o, &["--lr", "-1"]);
+    assert!(!out.exists(), "no trial was started");
+    let o = lenet5(&["sweep", "--shard", "2/2", "--out", out.to_str().unwrap()]);
+    assert_clean_error(&o, &["--shard must be I/N"]);
+}
+
+/// Interrupted, a sweep stops its trials at their last finished epoch; run again, it resumes them, and each
+/// ends with the bits of an uninterrupted `lenet5 train`.
+#[test]
+fn an_interrupted_sweep_resumes_to_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 2000, 200);
+    let out = tmp.path().join("sweep");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["sweep", "--dataset", d, "--out", o, "--head", "logits", "--lr", "0.01", "--epochs", "40"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).map_or(0, |m| m.len()) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no epoch after two minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(!child.wait().unwrap().success(), "an interrupted sweep reports it");
+    let partial = lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).unwrap().len();
+    assert!(partial < 40, "the trial was stopped ({partial} epochs)");
+    let resumed = lenet5(&args);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let alone = tmp.path().join("alone");
+    let train = [
+        "train",
+        "--dataset",
+        d,
+        "--out",
+        alone.to_str().unwrap(),
+        "--head",
+        "logits",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "40",
+    ];
+    assert!(lenet5(&train).status.success());
+    assert!(same_weights(&out.join("trial-000"), &alone));
+}
