@@ -390,17 +390,7 @@ fn extreme_values_are_plotted_or_refused_and_never_hang() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("plot did not finish in a minute");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = wait_at_most(&mut child, 60, "plot");
     assert!(status.success() && tmp.path().join("curves.png").exists());
 
     let huge = u64::MAX.to_string();

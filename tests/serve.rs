@@ -233,17 +233,7 @@ fn slow_clients_neither_block_requests_nor_keep_the_server_from_stopping() {
     let resp = get(&addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("ok"), "{resp}");
     signal_child(&child, "-TERM");
-    let t0 = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("the server did not stop within a minute of SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = wait_at_most(&mut child, 60, "the server after SIGTERM");
     assert!(status.success(), "{status:?}");
     drop(slow);
 }

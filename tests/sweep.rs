@@ -27,6 +27,14 @@ fn results(dir: &Path) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `lenet5 train` alone on `data` into `out`, with the logits head, `lr` and `epochs`; must succeed.
+fn train_alone(data: &Path, out: &Path, lr: &str, epochs: &str) {
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let args = ["train", "--dataset", d, "--out", o, "--head", "logits", "--lr", lr, "--epochs", epochs];
+    let r = lenet5(&args);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
 fn same_weights(a: &Path, b: &Path) -> bool {
     let (x, y) = (
         Checkpoint::load(&a.join("last.safetensors")).unwrap(),
@@ -52,21 +60,7 @@ fn a_sweep_ranks_its_trials_each_as_train_alone_and_its_shards_collect_into_the_
 
     // Trial 1 (lr 0.02) is the run `lenet5 train` makes alone.
     let alone = tmp.path().join("alone");
-    let d = data.to_str().unwrap();
-    let args = [
-        "train",
-        "--dataset",
-        d,
-        "--out",
-        alone.to_str().unwrap(),
-        "--head",
-        "logits",
-        "--lr",
-        "0.02",
-        "--epochs",
-        "2",
-    ];
-    assert!(lenet5(&args).status.success());
+    train_alone(&data, &alone, "0.02", "2");
     assert!(same_weights(&whole.join("trial-001"), &alone));
 
     // Run again: nothing left to do, the same table.
@@ -123,19 +117,6 @@ fn an_interrupted_sweep_resumes_to_the_same_bits() {
     let resumed = lenet5(&args);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let alone = tmp.path().join("alone");
-    let train = [
-        "train",
-        "--dataset",
-        d,
-        "--out",
-        alone.to_str().unwrap(),
-        "--head",
-        "logits",
-        "--lr",
-        "0.01",
-        "--epochs",
-        "40",
-    ];
-    assert!(lenet5(&train).status.success());
+    train_alone(&data, &alone, "0.01", "40");
     assert!(same_weights(&out.join("trial-000"), &alone));
 }

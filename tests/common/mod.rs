@@ -50,6 +50,21 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Waits for `child` to exit, for at most `seconds`; kills it and fails the test (saying `what`) if it does not.
+pub fn wait_at_most(child: &mut std::process::Child, seconds: u64, what: &str) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(seconds) {
+            child.kill().unwrap();
+            panic!("{what} did not finish within {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Asserts a clean failure: non-zero exit, one `error:` line naming `needle`, no panic.
 pub fn assert_clean_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
