@@ -125,6 +125,61 @@ pub fn plot_curves(history: &[EpochMetrics], png: &Path, svg: &Path) -> Result<(
     Ok(write_atomic(svg, text.as_bytes())?)
 }
 
+/// The val_acc curve of every trial of a sweep, each labelled by its settings, as `png`.
+pub fn plot_sweep(trials: &[(String, Vec<EpochMetrics>)], png: &Path) -> Result<()> {
+    ensure_font();
+    if trials.iter().all(|(_, h)| h.is_empty()) {
+        return Err(Error::NothingToDraw("no trial has finished an epoch yet"));
+    }
+    let (w, h) = (1100u32, 560u32);
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        sweep_on(&root, trials).map_err(|e| draw_err(png, e))?;
+    }
+    save_png(png, rgb, w, h)
+}
+
+fn sweep_on<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    trials: &[(String, Vec<EpochMetrics>)],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let last = trials.iter().flat_map(|(_, h)| h.last()).map(|m| m.epoch).max().unwrap_or(1).max(2) as f64;
+    let values: Vec<f64> =
+        trials.iter().flat_map(|(_, h)| h.iter().map(|m| m.val_acc)).filter(|&v| plottable(v)).collect();
+    let lo = values.iter().copied().fold(1.0f64, f64::min).min(0.9);
+    let mut chart = ChartBuilder::on(root)
+        .caption("val_acc of every trial", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1.0..last, (lo - 0.01)..1.0)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc("epoch").label_style((FONT, 13)).draw().map_err(|e| e.to_string())?;
+    for (i, (label, history)) in trials.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = history.iter().map(|m| (m.epoch as f64, m.val_acc)).filter(|&(_, v)| plottable(v));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
 /// The confusion matrix (`counts[actual][predicted]`) as a heat map with the counts written in.
 pub fn plot_confusion(counts: &[Vec<usize>], class_names: &[String], png: &Path) -> Result<()> {
     ensure_font();

@@ -57,6 +57,8 @@ fn a_sweep_ranks_its_trials_each_as_train_alone_and_its_shards_collect_into_the_
     let csv = std::fs::read_to_string(whole.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.starts_with("trial,augment,batch-size,epochs,head,lr,"), "{csv}");
+    assert!(whole.join("val_acc.png").exists(), "the picture of every trial's curve");
+    assert!(stdout(&o).contains("best so far trial-00"), "{}", stdout(&o));
 
     // Trial 1 (lr 0.02) is the run `lenet5 train` makes alone.
     let alone = tmp.path().join("alone");

@@ -210,22 +210,40 @@ fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool
             }
         }
         let mut still = Vec::new();
+        let mut finished = Vec::new();
         for (index, mut child) in running {
             match child.try_wait()? {
-                Some(status) => {
-                    done += 1;
-                    if !status.success() && !stop.load(Ordering::SeqCst) {
-                        failed += 1;
-                    }
-                    let outcome = if status.success() { "done" } else { "failed" };
-                    println!("trial-{index:03} {outcome} ({done}/{} finished)", trials.len());
-                }
+                Some(status) => finished.push((index, status)),
                 None => still.push((index, child)),
             }
+        }
+        for (index, status) in finished {
+            done += 1;
+            if !status.success() && !stop.load(Ordering::SeqCst) {
+                failed += 1;
+            }
+            let outcome = if status.success() { "done" } else { "stopped" };
+            let best = best_so_far(&a.out)
+                .map_or(String::new(), |(trial, acc)| format!("; best so far {trial}, val_acc {acc:.4}"));
+            println!("trial-{index:03} {outcome} ({done}/{} finished, {} running{best})", trials.len(), still.len());
         }
         running = still;
     }
     Ok(failed)
+}
+
+/// The trial of `dir` with the best val_acc so far, and that val_acc.
+fn best_so_far(dir: &Path) -> Option<(String, f64)> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter(|e| e.path().join("trial.json").is_file())
+        .filter_map(|e| {
+            let history = read_metrics(&e.path().join("metrics.jsonl")).ok()?;
+            let best = history.iter().map(|m| m.val_acc).filter(|v| !v.is_nan()).fold(f64::NAN, f64::max);
+            (!best.is_nan()).then(|| (e.file_name().to_string_lossy().into_owned(), best))
+        })
+        .max_by(|x, y| x.1.total_cmp(&y.1))
 }
 
 /// Asks a running trial to stop as Ctrl-C would.
@@ -359,6 +377,28 @@ fn report(dir: &Path) -> CliResult {
     }
     write_atomic(&dir.join("results.csv"), csv.as_bytes())?;
     write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    println!("results: {} and {}", dir.join("results.csv").display(), dir.join("results.json").display());
+    let curves: Vec<(String, Vec<lenet5_core::train::EpochMetrics>)> = rows
+        .iter()
+        .map(|r| {
+            let label = varying.iter().map(|k| format!("{k}={}", r.settings[*k])).collect::<Vec<_>>().join(" ");
+            (
+                format!("{} {label}", r.trial),
+                read_metrics(&dir.join(&r.trial).join("metrics.jsonl")).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let png = dir.join("val_acc.png");
+    match lenet5::viz::plot_sweep(&curves, &png) {
+        Ok(()) => println!(
+            "results: {}, {} and {}",
+            dir.join("results.csv").display(),
+            dir.join("results.json").display(),
+            png.display()
+        ),
+        Err(e) => {
+            println!("results: {} and {}", dir.join("results.csv").display(), dir.join("results.json").display());
+            eprintln!("note: no picture ({e})");
+        }
+    }
     Ok(())
 }
