@@ -41,12 +41,10 @@ pub struct FolderOptions {
 }
 
 /// What loading found besides the data set.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FolderReport {
     /// Files left out, and why.
     pub skipped: Vec<(PathBuf, String)>,
-    /// Whether the images were split by [`FolderOptions::val_split`] (no `train/` and `test/` folders).
-    pub split: bool,
 }
 
 /// Whether `dir` holds an image folder: a folder that holds folders and no IDX data set.
@@ -106,7 +104,7 @@ pub fn load_folder(
     }
     let name = dir.display().to_string();
     let dataset = Dataset { name, dir: dir.to_path_buf(), class_names, train, test, options: data_options };
-    Ok((dataset, FolderReport { skipped: bad, split }))
+    Ok((dataset, FolderReport { skipped: bad }))
 }
 
 /// The classes and images of a folder that is one part, to be split.

@@ -357,7 +357,7 @@ pub fn train_run(
         if images.is_empty() {
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
-        check_labels(images, data.classes(), &data.dir.join(split))?;
+        check_labels(images, data.classes(), &data.dir)?;
     }
     let fingerprint = [train.fingerprint(), test.fingerprint()];
     if let Start::Resume { state, .. } = &start
