@@ -7,7 +7,11 @@ pub mod folder;
 pub mod interop;
 pub mod lock;
 pub mod preprocess;
+#[cfg(feature = "server")]
 pub mod serve;
+pub mod source;
+pub mod training;
+#[cfg(feature = "pictures")]
 pub mod viz;
 pub mod web;
 

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", cli::message(&err));
-            match err.downcast_ref::<lenet5_core::Error>() {
+            match cli::engine_error(&err) {
                 Some(lenet5_core::Error::Interrupted { .. }) => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             }

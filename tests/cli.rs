@@ -185,7 +185,7 @@ fn bad_checkpoints_and_flags_give_clean_errors() {
     let o = lenet5(&["bench", "--batch-size", "16,60001", "--data", no_data.to_str().unwrap(), "--no-download"]);
     assert_clean_error(&o, &["--batch-size 60001", "60000 training images"]);
     let o = lenet5(&["train", "--threads", "100000", "--out", tmp.path().join("r").to_str().unwrap()]);
-    assert_clean_error(&o, &["--threads", "at most"]);
+    assert_clean_error(&o, &["--threads", "between 1 and 256, got 100000"]);
     let o = lenet5(&["bench", "--seconds", "0"]);
     assert_clean_error(&o, &["--seconds", "positive"]);
     let o = lenet5(&["train", "--head", "softmax"]);

@@ -72,13 +72,30 @@ impl Predictor {
             for (dst, img) in self.ws.input.chunks_exact_mut(IMAGE_LEN).zip(chunk) {
                 dst.copy_from_slice(img);
             }
-            forward(&self.checkpoint.params, self.checkpoint.head, &mut self.ws, chunk.len(), &mut ());
-            let classes = self.ws.classes();
-            for scores in self.ws.scores[..chunk.len() * classes].chunks_exact(classes) {
-                out.push(Prediction::from_scores(self.checkpoint.head, scores));
+            let (head, classes) = (self.checkpoint.head, self.ws.classes());
+            for scores in self.forward_chunk(chunk.len()).chunks_exact(classes) {
+                out.push(Prediction::from_scores(head, scores));
             }
         }
         out
+    }
+
+    /// The head's outputs for images given as N x 784 pixels (N = `pixels.len() / 784`; a partial image at the
+    /// end is left out): N x K values, image by image.
+    pub fn scores(&mut self, pixels: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(pixels.len() / IMAGE_LEN * self.ws.classes());
+        for chunk in pixels.chunks(CHUNK * IMAGE_LEN) {
+            let n = chunk.len() / IMAGE_LEN;
+            self.ws.input[..n * IMAGE_LEN].copy_from_slice(&chunk[..n * IMAGE_LEN]);
+            out.extend_from_slice(self.forward_chunk(n));
+        }
+        out
+    }
+
+    /// Runs the network on the first `n` images of the workspace's input; their scores.
+    fn forward_chunk(&mut self, n: usize) -> &[f32] {
+        forward(&self.checkpoint.params, self.checkpoint.head, &mut self.ws, n, &mut ());
+        &self.ws.scores[..n * self.ws.classes()]
     }
 
     /// Predicts one image and returns what every convolution and pooling layer produced.

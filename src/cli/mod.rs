@@ -11,16 +11,16 @@ mod summary;
 mod sweep;
 mod train;
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::folder::{FolderOptions, Preprocess};
+use lenet5::folder::{FolderReport, Preprocess};
+use lenet5::source::{DataSource, Notices};
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::{Dataset, DatasetId, Split};
+use lenet5_core::data::{DatasetId, Split};
 use lenet5_core::nn::Head;
 use lenet5_core::{Error, Setting};
 
@@ -185,177 +185,124 @@ impl DataArgs {
         args
     }
 
-    /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
-    pub fn root(&self) -> PathBuf {
-        if let Some(dir) = &self.data {
-            return dir.clone();
-        }
-        match std::env::var_os("LENET5_DATA") {
-            Some(v) if !v.is_empty() => PathBuf::from(v),
-            _ => PathBuf::from("data"),
-        }
-    }
-    /// The data set named by the flag, else `fallback`, else MNIST.
-    pub fn id(&self, fallback: Option<&str>) -> DatasetId {
-        DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
-    }
-
-    /// Makes sure the `files` of a known data set are on disk (all four, or the test split's), downloading
-    /// what is missing where that is allowed.
-    fn ensure(&self, id: &DatasetId, files: &'static [&'static str]) -> CliResult {
-        let root = self.root();
-        if let Err(e) = lenet5_core::data::dataset::locate_files(id, &root, files) {
-            if self.no_download || lenet5::download::remote(id).is_none() {
-                return Err(e.into());
-            }
-            eprintln!("{} not found under {}; downloading it", id.name(), root.display());
-            lenet5::download::download(id, &root, files, &mut |url| eprintln!("  fetching {url}"))?;
-        }
-        Ok(())
-    }
-
-    /// How to read an image folder: the flags, else what `recorded` (a run's or a checkpoint's data options)
-    /// says, else the defaults.
-    fn folder_options(&self, recorded: &BTreeMap<String, String>) -> FolderOptions {
-        let preprocess = self
-            .preprocess
-            .map(|p| match p {
+    /// The library's description of these data.
+    pub fn source(&self) -> DataSource {
+        DataSource {
+            root: self.data.clone(),
+            dataset: self.dataset.clone(),
+            download: !self.no_download,
+            preprocess: self.preprocess.map(|p| match p {
                 PreprocessArg::Resize => Preprocess::Resize,
                 PreprocessArg::Mnist => Preprocess::Mnist,
                 PreprocessArg::None => Preprocess::None,
-            })
-            .or_else(|| recorded.get("preprocess").and_then(|p| Preprocess::parse(p)))
-            .unwrap_or(Preprocess::Resize);
-        FolderOptions {
-            preprocess,
-            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(0.2),
-            split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
+            }),
+            val_split: self.val_split,
+            split_seed: self.split_seed,
+            label_offset: self.label_offset,
             skip_bad_images: self.skip_bad_images,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
-    /// Both splits of the data set (downloaded first if needed); an image folder is read as `recorded` says
-    /// where no flag does.
-    pub fn load(&self, fallback: Option<&str>, recorded: &BTreeMap<String, String>) -> CliResult<Dataset> {
-        let id = self.id(fallback);
-        if let DatasetId::Dir(dir) = &id
-            && lenet5::folder::is_image_folder(dir)
-        {
-            return load_image_folder(dir, &self.folder_options(recorded));
-        }
-        self.ensure(&id, &lenet5_core::data::dataset::FILES)?;
-        let data = Dataset::load(&id, &self.root())?;
-        Ok(match self.label_offset(recorded) {
-            0 => data,
-            offset => data.with_label_offset(offset)?,
-        })
+    /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
+    pub fn root(&self) -> PathBuf {
+        self.source().root()
     }
 
-    /// The label offset of an IDX data set: the flag's, else the recorded one, else 0.
-    fn label_offset(&self, recorded: &BTreeMap<String, String>) -> u16 {
-        self.label_offset.or_else(|| recorded.get("label_offset")?.parse().ok()).unwrap_or(0)
+    /// The data set named by the flag, else `fallback`, else MNIST.
+    pub fn id(&self, fallback: Option<&str>) -> DatasetId {
+        self.source().id(fallback)
     }
 
     /// The test split of the data set `ck` was trained on (unless the flags name another), for its classes.
     pub fn load_test_for(&self, ck: &Checkpoint) -> CliResult<Split> {
-        let id = self.id(ck.metadata.get("dataset").map(String::as_str));
-        let recorded = data_options(ck);
-        let test = if let DatasetId::Dir(dir) = &id
-            && lenet5::folder::is_image_folder(dir)
-        {
-            let data = load_image_folder(dir, &self.folder_options(&recorded))?;
-            check_classes(&data, ck)?;
-            data.test
-        } else if self.label_offset(&recorded) != 0 {
-            let data = self.load(Some(&id.name()), &recorded)?;
-            check_classes(&data, ck)?;
-            data.test
-        } else {
-            // Only the test split: evaluating never needs (or downloads) the training images.
-            self.ensure(&id, &lenet5_core::data::dataset::TEST_FILES)?;
-            Dataset::load_test(&id, &self.root(), ck.classes())?
-        };
-        if test.is_empty() {
-            return Err(Error::EmptySplit { dataset: id.name(), split: "test" }.into());
-        }
-        Ok(test)
+        let notices = TerminalNotices::new();
+        Ok(self.source().load_test_for(ck, &notices)?)
     }
 }
 
-/// The data options a checkpoint records (its `data.<name>` metadata).
-pub fn data_options(ck: &Checkpoint) -> BTreeMap<String, String> {
-    ck.metadata.iter().filter_map(|(k, v)| Some((k.strip_prefix("data.")?.to_string(), v.clone()))).collect()
+/// What loading data and preparing a run do, on standard error: downloads, a bar while an image folder is
+/// decoded (on a terminal), the files left out, and temporary files removed.
+pub struct TerminalNotices {
+    bar: Option<ProgressBar>,
 }
 
-/// The network of `ck` tells apart the classes of `data`.
-fn check_classes(data: &Dataset, ck: &Checkpoint) -> CliResult {
-    if data.class_names.len() != ck.classes() {
-        return Err(lenet5_core::Error::ClassCount {
-            dataset: data.name.clone(),
-            network: ck.classes(),
-            data: data.class_names.len(),
-        }
-        .into());
+impl TerminalNotices {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::hidden();
+            bar.set_style(
+                ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] ({elapsed}<{eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        TerminalNotices { bar }
     }
-    Ok(())
 }
 
-/// Reads an image folder with a progress bar on a terminal, and says what it left out.
-fn load_image_folder(dir: &Path, options: &FolderOptions) -> CliResult<Dataset> {
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] ({elapsed}<{eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar
-    });
-    let progress = |done: usize, total: usize| {
-        if let Some(bar) = &bar {
+impl Drop for TerminalNotices {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Notices for TerminalNotices {
+    fn downloading(&self, dataset: &str, root: &Path) {
+        eprintln!("{dataset} not found under {}; downloading it", root.display());
+    }
+
+    fn fetching(&self, url: &str) {
+        eprintln!("  fetching {url}");
+    }
+
+    fn decoded(&self, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
-    };
-    let result = lenet5::folder::load_folder(dir, options, &progress);
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
     }
-    let (data, report) = result?;
-    if !report.skipped.is_empty() {
-        let (path, why) = &report.skipped[0];
-        eprintln!(
-            "note: left out {} image(s) that cannot be used, the first {} ({why})",
-            report.skipped.len(),
-            path.display()
-        );
-    }
-    Ok(data)
-}
 
-/// Most worker threads a command takes: far more than any use needs. Where the system cannot start that many
-/// the command says so and exits; asking for 100,000 once left it hanging after that error instead.
-const MAX_THREADS: usize = 256;
+    fn decoding_finished(&self, report: &FolderReport) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if let Some((path, why)) = report.skipped.first() {
+            eprintln!(
+                "note: left out {} image(s) that cannot be used, the first {} ({why})",
+                report.skipped.len(),
+                path.display()
+            );
+        }
+    }
+
+    fn removed_stale(&self, path: &Path) {
+        eprintln!("note: removed {}, left by a run that was killed while writing it", path.display());
+    }
+}
 
 /// Threads to use: the flag, else every core.
 pub fn threads(flag: Option<usize>) -> CliResult<usize> {
-    match flag {
-        Some(0) => Err("--threads must be at least 1".into()),
-        Some(n) if n > MAX_THREADS => Err(format!("--threads must be at most {MAX_THREADS}, got {n}").into()),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    Ok(lenet5::training::threads(flag)?)
+}
+
+/// The engine's error inside `err`, if it is one (directly or through the application library).
+pub fn engine_error(err: &CliError) -> Option<&Error> {
+    match err.downcast_ref::<lenet5::Error>() {
+        Some(lenet5::Error::Core(e)) => Some(e),
+        _ => err.downcast_ref::<Error>(),
     }
 }
 
 /// The one line a user sees for `err`: the library's message, in the command line's words where it names a
 /// setting or where the user can do something about it.
 pub fn message(err: &CliError) -> String {
-    let core = match err.downcast_ref::<lenet5::Error>() {
-        Some(lenet5::Error::Core(e)) => Some(e),
-        _ => err.downcast_ref::<Error>(),
-    };
-    let Some(e) = core else { return err.to_string() };
+    let Some(e) = engine_error(err) else { return err.to_string() };
     match e {
         Error::Setting { setting, value, expected } => {
             format!("invalid setting: {} must be {expected}, got {value}", flag(*setting))

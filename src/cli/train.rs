@@ -8,15 +8,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::lock::{DirLock, lock_dir, remove_stale_temporaries};
-use lenet5_core::data::{Augment, Dataset, DatasetId};
-use lenet5_core::fs::create_dir;
-use lenet5_core::nn::params::init_params_for;
-use lenet5_core::optim::{LrSchedule, Sgd};
-use lenet5_core::run::{RunDir, STATE_FILE, Start, TrainState, train_run};
+use lenet5::training::{ScheduleKind, TrainOptions, prepare};
+use lenet5_core::data::Augment;
+use lenet5_core::optim::LrSchedule;
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
-use super::{CliResult, DataArgs, HeadArg, threads};
+use super::{CliResult, DataArgs, HeadArg, TerminalNotices, threads};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ScheduleArg {
@@ -36,15 +33,39 @@ fn parse_scale(s: &str) -> Result<(f32, f32), String> {
 }
 
 impl TrainArgs {
-    /// The schedule the flags ask for, over a run of `epochs`.
-    fn lr_schedule(&self, epochs: usize) -> LrSchedule {
-        match self.lr_schedule {
-            ScheduleArg::Constant => LrSchedule::Constant,
-            ScheduleArg::Step => LrSchedule::Step { step_size: self.step_size, gamma: self.gamma },
-            ScheduleArg::Cosine => LrSchedule::Cosine { warmup: self.warmup_epochs.unwrap_or(0) },
-            ScheduleArg::Onecycle => LrSchedule::OneCycle {
-                warmup: self.warmup_epochs.unwrap_or(((epochs as f64 * 0.3).round() as usize).max(1)),
+    /// The library's options for the run the flags ask for.
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            head: self.head.into(),
+            lr_schedule: match self.lr_schedule {
+                ScheduleArg::Constant => ScheduleKind::Constant,
+                ScheduleArg::Step => ScheduleKind::Step,
+                ScheduleArg::Cosine => ScheduleKind::Cosine,
+                ScheduleArg::Onecycle => ScheduleKind::OneCycle,
             },
+            step_size: self.step_size,
+            gamma: self.gamma,
+            warmup_epochs: self.warmup_epochs,
+            augment: self.augment.then_some(Augment {
+                degrees: self.rotate,
+                translate: self.shift,
+                scale_min: self.scale.0,
+                scale_max: self.scale.1,
+            }),
+            patience: self.patience,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            data: self.data.source(),
+            out: self.out.clone(),
+            force: self.force,
+            resume: self.resume.clone(),
+            init_weights: self.init_weights.clone(),
         }
     }
 }
@@ -230,14 +251,8 @@ impl TrainObserver for Reporter {
 
 pub fn run(a: TrainArgs) -> CliResult {
     let threads = threads(a.threads)?;
-    let Prepared { run_dir, config, start, data, lock: _lock } = match &a.resume {
-        Some(dir) => resumed_run(&a, dir)?,
-        None => new_run(&a)?,
-    };
-    if matches!(start, Start::Fresh { .. }) {
-        run_dir.create(a.force)?;
-    }
-    let stop = install_interrupt_handler(run_dir.dir.clone())?;
+    let prepared = prepare(&a.options(), &TerminalNotices::new())?;
+    let stop = install_interrupt_handler(prepared.run_dir.dir.clone())?;
     let use_bar = match a.progress.as_str() {
         "bar" => true,
         "plain" => false,
@@ -252,11 +267,11 @@ pub fn run(a: TrainArgs) -> CliResult {
         );
         bar
     });
-    let resuming = matches!(start, Start::Resume { .. });
+    let (config, data, run_dir) = (&prepared.config, &prepared.data, prepared.run_dir.clone());
     println!(
         "{} LeNet-5 on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
          seed {}{}, {} threads -> {}",
-        if resuming { "resuming" } else { "training" },
+        if prepared.is_resumed() { "resuming" } else { "training" },
         data.name,
         config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
         config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
@@ -267,7 +282,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         config.sgd.momentum,
         config.head.name(),
         config.seed,
-        schedule_and_patience(&config),
+        schedule_and_patience(config),
         threads,
         run_dir.dir.display()
     );
@@ -281,7 +296,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         epochs: config.epochs,
         show_lr: config.lr_schedule != LrSchedule::Constant,
     };
-    let result = train_run(&run_dir, config, &data, start, threads, &mut reporter);
+    let result = prepared.run(threads, &mut reporter);
     if let Some(bar) = &reporter.bar {
         bar.finish_and_clear();
     }
@@ -318,93 +333,4 @@ fn schedule_and_patience(config: &TrainConfig) -> String {
         );
     }
     text
-}
-
-/// A run about to start: its directory (locked), settings, start and data.
-struct Prepared {
-    run_dir: RunDir,
-    config: TrainConfig,
-    start: Start,
-    data: Dataset,
-    lock: DirLock,
-}
-
-/// The run directory `dir` as this process's alone, from before its state or data is read to the end of the
-/// run; and without the temporary files a process killed while writing there may have left.
-fn take_run_dir(dir: &std::path::Path) -> CliResult<DirLock> {
-    let lock = lock_dir(dir)?;
-    for stale in remove_stale_temporaries(dir) {
-        eprintln!("note: removed {}, left by a run that was killed while writing it", stale.display());
-    }
-    Ok(lock)
-}
-
-/// A resumed run: its directory, settings (only the length may change), state and data.
-fn resumed_run(a: &TrainArgs, dir: &std::path::Path) -> CliResult<Prepared> {
-    let run = RunDir::new(dir);
-    if !run.state().exists() {
-        return Err(lenet5_core::Error::NotResumable { dir: dir.to_path_buf(), missing: STATE_FILE }.into());
-    }
-    let lock = take_run_dir(dir)?;
-    let (state, params, momentum) = run.load_state()?;
-    let mut config = state.config.clone();
-    if let Some(epochs) = a.epochs {
-        config.epochs = epochs;
-    }
-    let data = resume_data(&a.data, &state).load(None, &state.data_options)?;
-    let start = Start::Resume { state: Box::new(state), params, momentum };
-    Ok(Prepared { run_dir: run, config, start, data, lock })
-}
-
-/// A new run of the flags' settings, from PyTorch's initialisation (for the data set's classes) or the given
-/// weights.
-fn new_run(a: &TrainArgs) -> CliResult<Prepared> {
-    let epochs = a.epochs.unwrap_or(50);
-    let config = TrainConfig {
-        epochs,
-        batch_size: a.batch_size,
-        sgd: Sgd { lr: a.lr, momentum: a.momentum, weight_decay: a.weight_decay },
-        seed: a.seed,
-        head: a.head.into(),
-        train_limit: a.train_limit,
-        test_limit: a.test_limit,
-        lr_schedule: a.lr_schedule(epochs),
-        patience: a.patience,
-        augment: a.augment.then_some(Augment {
-            degrees: a.rotate,
-            translate: a.shift,
-            scale_min: a.scale.0,
-            scale_max: a.scale.1,
-        }),
-    };
-    config.validate()?;
-    create_dir(&a.out)?;
-    let lock = take_run_dir(&a.out)?;
-    let run_dir = RunDir::new(&a.out);
-    if run_dir.holds_run() && !a.force {
-        return Err(lenet5_core::Error::RunExists { dir: a.out.clone() }.into());
-    }
-    let data = a.data.load(None, &Default::default())?;
-    let params = match &a.init_weights {
-        Some(path) => lenet5::interop::pth::load_weights(path, a.head.into())?.params,
-        None => init_params_for(a.seed, data.classes()),
-    };
-    Ok(Prepared { run_dir, config, start: Start::Fresh { params }, data, lock })
-}
-
-/// Where a resumed run's data are: the flags where given, else the directory and the data set it recorded (read
-/// from there, never downloaded: it must be the same data, which `train_run` checks).
-fn resume_data(flags: &DataArgs, state: &TrainState) -> DataArgs {
-    let mut data = flags.clone();
-    if flags.dataset.is_none() {
-        data.dataset = Some(state.dataset.clone());
-    }
-    if let (None, None, Some(dir)) = (&flags.data, &flags.dataset, &state.data_dir) {
-        data.data = Some(dir.clone());
-        if let DatasetId::Dir(_) = DatasetId::parse(&state.dataset) {
-            data.dataset = Some(dir.display().to_string());
-        }
-        data.no_download = true;
-    }
-    data
 }

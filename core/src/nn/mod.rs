@@ -19,6 +19,7 @@ pub mod reference;
 
 pub use conv::Conv2dDims;
 pub use linear::LinearDims;
+pub use loss::argmax;
 pub use model::{Head, Workspace};
 pub use params::{MNIST_PARAMS, Param, Tensors, num_params};
 pub use pool::Pool2Dims;

@@ -1,0 +1,146 @@
+"""Tune LeNet-5's lr, batch size, head and augmentation with Optuna, pruning poor trials after each epoch.
+
+The study lives in an Optuna storage that every worker opens, which is how Optuna spreads trials over
+processes and machines: start this script as many times as you like, on one machine or on many, with the same
+--storage and --study-name, and each worker takes the next trial.
+
+    # one machine, two workers sharing a SQLite file
+    python examples/optuna_sweep.py --storage sqlite:///study.db --trials 10 --threads 1 &
+    python examples/optuna_sweep.py --storage sqlite:///study.db --trials 10 --threads 1 &
+    wait
+    python examples/optuna_sweep.py --storage sqlite:///study.db --summary
+
+    # many machines: one PostgreSQL database (pip install psycopg2-binary), the same command on each
+    python examples/optuna_sweep.py --storage postgresql://user:password@db-host/optuna --trials 20
+
+`--storage journal:PATH` uses Optuna's journal file instead (one machine, or a shared file system). Each trial
+trains with `lenet5.train` into OUT/trial-NNNN; the summary names the best trial's checkpoint and the machine
+that wrote it, for `lenet5 eval --weights`.
+"""
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+import lenet5
+
+
+def storage_of(url: str):
+    """An Optuna storage: `journal:PATH` for a journal file, else an RDB URL (sqlite:///..., postgresql://...)."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    # SQLite serialises writers; wait for the other workers' writes instead of failing at once.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
+def objective(args):
+    def run(trial: optuna.Trial) -> float:
+        settings = dict(
+            lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+            batch_size=trial.suggest_categorical("batch_size", [16, 32, 64]),
+            head=trial.suggest_categorical("head", ["sigmoid", "logits"]),
+            augment=trial.suggest_categorical("augment", [False, True]),
+        )
+        out = Path(args.out) / f"trial-{trial.number:04d}"
+        trial.set_user_attr("checkpoint", str((out / "best.safetensors").resolve()))
+        trial.set_user_attr("host", socket.gethostname())
+
+        def report(record):
+            trial.report(record["val_acc"], step=record["epoch"])
+            return not trial.should_prune()  # False stops the run: the trial is pruned
+
+        history = lenet5.train(
+            epochs=args.epochs,
+            out=out,
+            force=True,
+            data=args.data,
+            dataset=args.dataset,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            threads=args.threads,
+            seed=args.seed,
+            on_epoch=report,
+            **settings,
+        )
+        if len(history) < args.epochs and trial.should_prune():
+            raise optuna.TrialPruned(f"val_acc {history[-1]['val_acc']:.4f} after epoch {len(history)}")
+        return max(r["val_acc"] for r in history)
+
+    return run
+
+
+def summary(study: optuna.Study) -> dict:
+    states = [t.state for t in study.trials]
+    count = lambda state: sum(s == state for s in states)
+    report = {
+        "trials": len(states),
+        "complete": count(optuna.trial.TrialState.COMPLETE),
+        "pruned": count(optuna.trial.TrialState.PRUNED),
+        "failed": count(optuna.trial.TrialState.FAIL),
+    }
+    if report["complete"]:
+        best = study.best_trial
+        report["best"] = {
+            "number": best.number,
+            "val_acc": best.value,
+            "params": best.params,
+            "checkpoint": best.user_attrs.get("checkpoint"),
+            "host": best.user_attrs.get("host"),
+        }
+    return report
+
+
+def open_study(args) -> optuna.Study:
+    """The study, created by whichever worker comes first. Workers started together on a new database race to
+    create its tables; the losers wait a moment and open what the winner made."""
+    for attempt in range(10):
+        try:
+            return optuna.create_study(
+                study_name=args.study_name,
+                storage=storage_of(args.storage),
+                direction="maximize",
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+                load_if_exists=True,
+            )
+        except Exception:  # sqlalchemy's errors for a table or a study that another worker just created
+            if attempt == 9:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--storage", default="sqlite:///lenet5-study.db", help="Optuna storage URL, or journal:PATH")
+    p.add_argument("--study-name", default="lenet5")
+    p.add_argument("--trials", type=int, default=10, help="trials this worker runs")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", default="optuna-trials", help="directory of the trials' runs")
+    p.add_argument("--data", help="data root (default: $LENET5_DATA, else ./data)")
+    p.add_argument("--dataset", help="mnist, fashion-mnist, or a directory")
+    p.add_argument("--train-limit", type=int)
+    p.add_argument("--test-limit", type=int)
+    p.add_argument("--threads", type=int, help="threads per trial (default: every core)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every trial's weights and shuffles")
+    p.add_argument("--summary", action="store_true", help="print the study's counts and best trial as JSON, and exit")
+    args = p.parse_args()
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(args)
+    if not args.summary:
+        study.optimize(objective(args), n_trials=args.trials)
+    print(json.dumps(summary(study), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Type hints of the native module; the docstrings of `lenet5.train` and `lenet5.Model` hold the details."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+PARAMETER_NAMES: List[str]
+
+_Path = Union[str, "os.PathLike[str]"]
+EpochRecord = Dict[str, Any]
+"""One epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds (and, given to
+`on_epoch`, new_best)."""
+
+class Error(Exception):
+    """An error of lenet5: a file that cannot be read or is not what it should be, a missing data set, a run that
+    cannot start or diverged. The message is one line that names the file and what was expected."""
+
+class SettingError(Error):
+    """A setting (a keyword argument) out of its range."""
+
+def train(
+    *,
+    epochs: Optional[int] = None,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    head: str = "sigmoid",
+    lr_schedule: str = "constant",
+    step_size: int = 10,
+    gamma: float = 0.1,
+    warmup_epochs: Optional[int] = None,
+    augment: bool = False,
+    rotate: float = 10.0,
+    shift: float = 2.0,
+    scale: Tuple[float, float] = (0.9, 1.1),
+    patience: Optional[int] = None,
+    threads: Optional[int] = None,
+    data: Optional[_Path] = None,
+    dataset: Optional[_Path] = None,
+    no_download: bool = False,
+    preprocess: Optional[str] = None,
+    val_split: Optional[float] = None,
+    split_seed: Optional[int] = None,
+    label_offset: Optional[int] = None,
+    skip_bad_images: bool = False,
+    out: _Path = "save_model",
+    force: bool = False,
+    resume: Optional[_Path] = None,
+    init_weights: Optional[_Path] = None,
+    train_limit: Optional[int] = None,
+    test_limit: Optional[int] = None,
+    on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]] = None,
+) -> List[EpochRecord]:
+    """Trains LeNet-5 as `lenet5 train` does, with the same options and defaults (the recipe: 50 epochs, batch
+    16, SGD lr 1e-3 momentum 0.9, sigmoid head, on MNIST), writing the same run directory `out`
+    (best.safetensors, last.safetensors, metrics.jsonl). Returns one dict per finished epoch.
+
+    `head`: "sigmoid" or "logits". `lr_schedule`: "constant", "step", "cosine" or "onecycle". `dataset`:
+    "mnist", "fashion-mnist", a directory of IDX files, or an image folder (one subfolder per class);
+    `preprocess`: "resize", "mnist" or "none". `threads`: default every core; never changes a number.
+
+    `on_epoch(record)` is called after every epoch; returning False stops the run there (resumable with
+    `resume=out`), and an exception it raises stops the run and is raised again. Ctrl-C stops the run.
+
+    Raises `SettingError` for a setting out of range and `Error` for anything else the run cannot do."""
+
+class Model:
+    """Trained LeNet-5 weights."""
+
+    @staticmethod
+    def load(path: _Path, *, head: str = "sigmoid") -> Model:
+        """Reads a .safetensors checkpoint (written by `lenet5 train` or `Model.save`) or a PyTorch .pth
+        state_dict, which is read with `head` ("sigmoid" or "logits")."""
+    @staticmethod
+    def from_state_dict(
+        state_dict: Mapping[str, Any], *, head: str = "sigmoid", class_names: Optional[List[str]] = None
+    ) -> Model:
+        """Weights from PyTorch's state_dict names and shapes (numpy arrays, or anything numpy reads)."""
+    def predict(self, images: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The class index of each image: `images` is [N, 28, 28] or [N, 1, 28, 28], float in [0, 1] or uint8."""
+    def scores(self, images: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """The network's outputs, [N, K]: sigmoid outputs (sigmoid head) or logits (logits head)."""
+    def state_dict(self) -> Dict[str, npt.NDArray[np.float32]]:
+        """The weights by PyTorch's state_dict names, with its shapes, in its order."""
+    def save(self, path: _Path) -> None:
+        """Writes a .safetensors checkpoint (atomically) that `lenet5 eval` and `Model.load` read."""
+    @property
+    def class_names(self) -> List[str]: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def metadata(self) -> Dict[str, str]: ...

@@ -1,0 +1,63 @@
+//! numpy arrays in and out: images as the network reads them, and tensors with PyTorch's shapes.
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
+
+/// Most images one call takes: a call copies its images as floats (3.1 GB for a million); more go in chunks.
+pub const MAX_IMAGES: usize = 1_000_000;
+
+/// The pixels of `images`, `[N, 28, 28]` or `[N, 1, 28, 28]`, as N x 784 floats in [0, 1] as `ToTensor` makes
+/// them: float32 or float64 arrays as they are, uint8 divided by 255. Any memory layout; values must be finite.
+pub fn images(images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
+    if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
+        let n = image_count(a.shape())?;
+        return Ok((a.as_array().iter().map(|&v| v as f32 / 255.0).collect(), n));
+    }
+    let (pixels, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f32>>() {
+        (a.as_array().iter().copied().collect::<Vec<f32>>(), image_count(a.shape())?)
+    } else if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f64>>() {
+        (a.as_array().iter().map(|&v| v as f32).collect(), image_count(a.shape())?)
+    } else {
+        let kind = match images.getattr("dtype") {
+            Ok(dtype) => format!("an array of dtype {dtype}"),
+            Err(_) => format!("a {}", images.get_type().name()?),
+        };
+        return Err(PyTypeError::new_err(format!(
+            "images: expected a numpy array of float32 or float64 (in [0, 1]) or uint8 (0-255), got {kind}"
+        )));
+    };
+    if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "images: pixel {} of image {} is {}; pixels must be finite",
+            i % IMAGE_LEN,
+            i / IMAGE_LEN,
+            pixels[i]
+        )));
+    }
+    Ok((pixels, n))
+}
+
+/// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]`.
+fn image_count(shape: &[usize]) -> PyResult<usize> {
+    let n = match shape {
+        [n, IMAGE_SIZE, IMAGE_SIZE] | [n, 1, IMAGE_SIZE, IMAGE_SIZE] => *n,
+        _ => {
+            let hint = if shape == [IMAGE_SIZE, IMAGE_SIZE] { " (one image: images[None])" } else { "" };
+            return Err(PyValueError::new_err(format!(
+                "images: expected shape [N, 28, 28] or [N, 1, 28, 28], got {shape:?}{hint}"
+            )));
+        }
+    };
+    if n > MAX_IMAGES {
+        return Err(PyValueError::new_err(format!("images: at most {MAX_IMAGES} images in one call, got {n}")));
+    }
+    Ok(n)
+}
+
+/// A float32 array of `shape` holding `values`.
+pub fn tensor<'py>(py: Python<'py>, values: Vec<f32>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    numpy::PyArray1::from_vec(py, values).reshape(shape)
+}

@@ -1,0 +1,197 @@
+//! `lenet5.Model`: trained weights, to predict with, to read as PyTorch's `state_dict`, and to save.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::{PyArray1, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::infer::Predictor;
+use lenet5_core::nn::Head;
+use lenet5_core::nn::params::{Param, num_params};
+
+use crate::arrays;
+use crate::errors::core_to_py;
+
+/// Trained LeNet-5 weights: `Model.load(path)` reads a .safetensors checkpoint (written by `lenet5 train` or
+/// `Model.save`) or a PyTorch .pth state_dict; `Model.from_state_dict` takes numpy arrays.
+#[pyclass(module = "lenet5", frozen)]
+pub struct Model {
+    /// Behind a lock because prediction uses the predictor's buffers; calls from several threads take turns.
+    predictor: Mutex<Predictor>,
+}
+
+impl Model {
+    fn new(checkpoint: Checkpoint) -> Model {
+        Model { predictor: Mutex::new(Predictor::new(checkpoint)) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Predictor) -> T) -> T {
+        f(&mut self.predictor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The head's outputs for `images`: N x K floats, and N.
+    fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
+        let (pixels, n) = arrays::images(images)?;
+        let scores = py.detach(|| self.with(|p| p.scores(&pixels)));
+        Ok((scores, n))
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// Reads weights from a .safetensors checkpoint or a PyTorch .pth state_dict (read with `head`, which a
+    /// .pth file does not record; a checkpoint records its own).
+    #[staticmethod]
+    #[pyo3(signature = (path, *, head = "sigmoid"))]
+    fn load(py: Python<'_>, path: PathBuf, head: &str) -> PyResult<Model> {
+        let head = parse_head(head)?;
+        let checkpoint = py.detach(|| lenet5::interop::pth::load_weights(&path, head)).map_err(core_to_py)?;
+        Ok(Model::new(checkpoint))
+    }
+
+    /// Weights from a mapping of PyTorch's `state_dict` names to arrays of its shapes (`conv1.weight` (6, 1, 5,
+    /// 5) ... `output.bias` (K,)); any float dtype, values finite. `torch` tensors work through `.numpy()`.
+    #[staticmethod]
+    #[pyo3(signature = (state_dict, *, head = "sigmoid", class_names = None))]
+    fn from_state_dict(state_dict: &Bound<'_, PyAny>, head: &str, class_names: Option<Vec<String>>) -> PyResult<Model> {
+        let head = parse_head(head)?;
+        let params = params_from(state_dict)?;
+        let mut checkpoint = Checkpoint::new(params, head);
+        if let Some(names) = class_names {
+            if names.len() != checkpoint.classes() {
+                return Err(PyValueError::new_err(format!(
+                    "class_names: {} names for a network of {} outputs",
+                    names.len(),
+                    checkpoint.classes()
+                )));
+            }
+            checkpoint.class_names = names;
+        }
+        Ok(Model::new(checkpoint))
+    }
+
+    /// The class of each image: `images` is `[N, 28, 28]` or `[N, 1, 28, 28]`, float in [0, 1] (as torchvision's
+    /// `ToTensor` gives) or uint8; returns N class indices (int64). `class_names` maps them to names.
+    fn predict<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let (scores, n) = self.run(py, images)?;
+        let argmax = scores.chunks_exact(self.num_classes()).map(|s| lenet5_core::nn::argmax(s) as i64);
+        debug_assert_eq!(argmax.len(), n);
+        Ok(PyArray1::from_vec(py, argmax.collect()))
+    }
+
+    /// The network's outputs for each image, `[N, K]` float32, as the PyTorch module returns them: the sigmoid
+    /// outputs for the sigmoid head, the logits for the logits head.
+    fn scores<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let (scores, n) = self.run(py, images)?;
+        let classes = self.num_classes();
+        arrays::tensor(py, scores, &[n, classes])
+    }
+
+    /// The weights as PyTorch's `state_dict`: a dict of float32 arrays, by its names and with its shapes, in
+    /// its order (`torch.from_numpy` of each, then `load_state_dict`, gives the same network in PyTorch).
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        self.with(|p| {
+            let classes = p.checkpoint.classes();
+            for param in Param::ALL {
+                let values = p.checkpoint.params[param.range(classes)].to_vec();
+                dict.set_item(param.name(), arrays::tensor(py, values, &param.shape(classes))?)?;
+            }
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(dict)
+    }
+
+    /// Writes the weights as a .safetensors checkpoint (atomically), which `lenet5 eval --weights`, `lenet5
+    /// serve` and `Model.load` read.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let checkpoint = self.with(|p| p.checkpoint.clone());
+        py.detach(|| checkpoint.save(&path)).map_err(core_to_py)
+    }
+
+    /// The name of each class, in the order of the outputs.
+    #[getter]
+    fn class_names(&self) -> Vec<String> {
+        self.with(|p| p.checkpoint.class_names.clone())
+    }
+
+    /// The number of classes, K.
+    #[getter]
+    fn num_classes(&self) -> usize {
+        self.with(|p| p.checkpoint.classes())
+    }
+
+    /// `"sigmoid"` or `"logits"`.
+    #[getter]
+    fn head(&self) -> &'static str {
+        self.with(|p| p.checkpoint.head.name())
+    }
+
+    /// What the checkpoint records besides its tensors (data set, epoch, metrics, settings), as strings.
+    #[getter]
+    fn metadata(&self) -> HashMap<String, String> {
+        self.with(|p| p.checkpoint.metadata.clone())
+    }
+
+    fn __repr__(&self) -> String {
+        self.with(|p| {
+            let classes = p.checkpoint.classes();
+            format!("Model(classes={classes}, head={:?}, parameters={})", p.checkpoint.head.name(), num_params(classes))
+        })
+    }
+}
+
+fn parse_head(head: &str) -> PyResult<Head> {
+    Head::parse(head)
+        .ok_or_else(|| PyValueError::new_err(format!("head: expected \"sigmoid\" or \"logits\", got {head:?}")))
+}
+
+/// The flat parameter block of a `state_dict` mapping, checked tensor by tensor.
+fn params_from(state_dict: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+    let get = |name: &str| {
+        state_dict.get_item(name).map_err(|_| PyKeyError::new_err(format!("state_dict: no tensor {name:?}")))
+    };
+    let numpy = state_dict.py().import("numpy")?;
+    let array_of = |name: &str| -> PyResult<PyReadonlyArrayDyn<'_, f32>> {
+        let array = numpy
+            .call_method1("asarray", (get(name)?, "float32"))
+            .map_err(|e| PyTypeError::new_err(format!("state_dict: {name:?} is not an array of numbers ({e})")))?;
+        array.extract()
+    };
+    let classes = array_of(Param::OutputBias.name())?.len();
+    if !(MIN_CLASSES..=MAX_CLASSES).contains(&classes) {
+        return Err(PyValueError::new_err(format!(
+            "state_dict: output.bias has {classes} values; a network has {MIN_CLASSES} to {MAX_CLASSES} classes"
+        )));
+    }
+    let mut params = vec![0.0; num_params(classes)];
+    for param in Param::ALL {
+        let array = array_of(param.name())?;
+        let expected = param.shape(classes);
+        if array.shape() != expected {
+            return Err(PyValueError::new_err(format!(
+                "state_dict: {:?} has shape {:?}, expected {expected:?}",
+                param.name(),
+                array.shape()
+            )));
+        }
+        let dst = &mut params[param.range(classes)];
+        for (d, s) in dst.iter_mut().zip(array.as_array().iter()) {
+            *d = *s;
+        }
+        if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "state_dict: value {i} of {:?} is {}; weights must be finite",
+                param.name(),
+                dst[i]
+            )));
+        }
+    }
+    Ok(params)
+}

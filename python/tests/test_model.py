@@ -1,0 +1,132 @@
+"""lenet5.Model: predictions on numpy arrays, PyTorch's state_dict, and checkpoints the command line reads."""
+
+import json
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+import lenet5
+
+# PyTorch's LeNet-5 state_dict: names in order, and shapes (ten classes).
+TORCH_SHAPES = {
+    "conv1.weight": (6, 1, 5, 5),
+    "conv1.bias": (6,),
+    "conv2.weight": (16, 6, 5, 5),
+    "conv2.bias": (16,),
+    "linear1.weight": (120, 400),
+    "linear1.bias": (120,),
+    "linear2.weight": (84, 120),
+    "linear2.bias": (84,),
+    "output.weight": (10, 84),
+    "output.bias": (10,),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("run")
+    lenet5.train(epochs=2, lr=1e-2, head="logits", data=data_root, out=out, train_limit=5000, test_limit=1000)
+    return out / "best.safetensors"
+
+
+def numpy_lenet5(sd, images, head):
+    """The recipe's network in plain numpy, from a state_dict: images [N, 1, 28, 28] -> outputs [N, K]."""
+
+    def conv(x, w, b, pad):
+        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        windows = sliding_window_view(x, (5, 5), axis=(2, 3))
+        return np.einsum("nchwij,ocij->nohw", windows, w, optimize=True) + b[None, :, None, None]
+
+    def pool(x):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+    relu = lambda x: np.maximum(x, 0)
+    x = images.astype(np.float64)
+    x = pool(relu(conv(x, sd["conv1.weight"], sd["conv1.bias"], 2)))
+    x = pool(relu(conv(x, sd["conv2.weight"], sd["conv2.bias"], 0)))
+    x = x.reshape(len(x), -1)
+    x = relu(x @ sd["linear1.weight"].T + sd["linear1.bias"])
+    x = relu(x @ sd["linear2.weight"].T + sd["linear2.bias"])
+    x = x @ sd["output.weight"].T + sd["output.bias"]
+    return 1 / (1 + np.exp(-x)) if head == "sigmoid" else x
+
+
+def test_state_dict_has_pytorchs_names_shapes_and_order(trained):
+    sd = lenet5.Model.load(trained).state_dict()
+    assert list(sd) == list(TORCH_SHAPES) == lenet5.PARAMETER_NAMES
+    for name, array in sd.items():
+        assert array.shape == TORCH_SHAPES[name] and array.dtype == np.float32, name
+    assert sum(a.size for a in sd.values()) == 61_706
+
+
+def test_the_state_dict_computes_what_lenet5_eval_reports(trained, test_images, cli, data_root):
+    """The values: the network rebuilt in numpy from the state_dict classifies the test set as `lenet5 eval`
+    counts, and gives the outputs the engine gives."""
+    model = lenet5.Model.load(trained)
+    images, labels = test_images
+    x = (images / np.float32(255)).astype(np.float32)[:, None]
+    ours = np.concatenate([numpy_lenet5(model.state_dict(), x[i : i + 1000], "logits") for i in range(0, 10000, 1000)])
+    engine = model.scores(x)
+    assert np.abs(ours - engine).max() < 1e-4
+    report = json.loads(cli("eval", "--weights", trained, "--data", data_root, "--json"))
+    assert report["total"] == 10000
+    assert int((model.predict(x) == labels).sum()) == report["correct"]
+    # numpy's float64 may break a near tie the other way: at most a handful of images of 10,000.
+    assert abs(int((ours.argmax(1) == labels).sum()) - report["correct"]) <= 3
+
+
+def test_images_in_any_layout_and_dtype_give_the_same_predictions(trained, test_images):
+    model = lenet5.Model.load(trained)
+    images = test_images[0][:200]
+    floats = images.astype(np.float32) / 255
+    expected = model.scores(floats)
+    assert expected.shape == (200, 10) and expected.dtype == np.float32
+    assert np.array_equal(model.scores(images), expected)
+    assert np.array_equal(model.scores(floats[:, None]), expected)
+    assert np.array_equal(model.scores(floats.astype(np.float64)), expected)
+    assert np.array_equal(model.scores(np.asfortranarray(floats)), expected)
+    assert np.array_equal(model.scores(floats[::-1])[::-1], expected)
+    predicted = model.predict(floats)
+    assert predicted.dtype == np.int64 and np.array_equal(predicted, expected.argmax(1))
+    assert model.predict(floats[:0]).shape == (0,)
+
+
+def test_a_state_dict_round_trips_through_a_checkpoint_the_command_line_reads(trained, tmp_path, cli, data_root):
+    model = lenet5.Model.load(trained)
+    sd = {k: v.copy() for k, v in model.state_dict().items()}
+    again = lenet5.Model.from_state_dict(sd, head="logits")
+    path = tmp_path / "again.safetensors"
+    again.save(path)
+    a = json.loads(cli("eval", "--weights", trained, "--data", data_root, "--json"))
+    b = json.loads(cli("eval", "--weights", path, "--data", data_root, "--json"))
+    assert (a["loss"], a["correct"]) == (b["loss"], b["correct"])
+    reloaded = lenet5.Model.load(path)
+    assert all(np.array_equal(reloaded.state_dict()[k], sd[k]) for k in sd)
+    assert reloaded.class_names == [str(k) for k in range(10)]
+
+
+def test_bad_images_and_state_dicts_are_refused_with_a_clear_error(trained):
+    model = lenet5.Model.load(trained)
+    with pytest.raises(ValueError, match=r"expected shape \[N, 28, 28\] or \[N, 1, 28, 28\], got \[28, 28\]"):
+        model.predict(np.zeros((28, 28), np.float32))
+    with pytest.raises(ValueError, match="got \\[2, 3, 28, 28\\]"):
+        model.predict(np.zeros((2, 3, 28, 28), np.float32))
+    with pytest.raises(TypeError, match="dtype int32"):
+        model.predict(np.zeros((2, 28, 28), np.int32))
+    with pytest.raises(TypeError, match="got a list"):
+        model.predict([[0.0] * 28] * 28)
+    bad = np.zeros((2, 28, 28), np.float32)
+    bad[1, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="pixel 88 of image 1 is NaN"):
+        model.predict(bad)
+    sd = model.state_dict()
+    with pytest.raises(KeyError, match="conv2.bias"):
+        lenet5.Model.from_state_dict({k: v for k, v in sd.items() if k != "conv2.bias"})
+    with pytest.raises(ValueError, match=r"\"linear1.weight\" has shape \[400, 120\], expected \[120, 400\]"):
+        lenet5.Model.from_state_dict({**sd, "linear1.weight": sd["linear1.weight"].T})
+    with pytest.raises(ValueError, match="must be finite"):
+        lenet5.Model.from_state_dict({**sd, "output.bias": np.full(10, np.inf, np.float32)})
+    with pytest.raises(ValueError, match="3 names for a network of 10 outputs"):
+        lenet5.Model.from_state_dict(sd, class_names=["a", "b", "c"])

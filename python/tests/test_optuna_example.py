@@ -1,0 +1,46 @@
+"""examples/optuna_sweep.py as the README runs it: two worker processes share one SQLite study, finish it with
+trials pruned through the per-epoch callback, and the best trial's checkpoint passes `lenet5 eval`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+try:
+    import optuna  # noqa: F401
+except ImportError:
+    if os.environ.get("LENET5_REQUIRE_OPTUNA"):
+        raise
+    pytest.skip("optuna is not installed (pip install optuna)", allow_module_level=True)
+
+EXAMPLE = REPO / "examples" / "optuna_sweep.py"
+
+
+def test_two_workers_share_one_study_prune_trials_and_the_best_checkpoint_evaluates(tmp_path, data_root, cli):
+    common = [
+        "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "ci", "--out", str(tmp_path / "trials"),
+        "--data", str(data_root), "--epochs", "4", "--train-limit", "4000", "--test-limit", "1000",
+    ]
+    workers = [
+        subprocess.Popen([sys.executable, str(EXAMPLE), *common, "--trials", "5", "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for w in workers:
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    report = json.loads(subprocess.run([sys.executable, str(EXAMPLE), *common, "--summary"], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert report["trials"] == 10 and report["failed"] == 0, report
+    assert report["pruned"] >= 1 and report["complete"] >= 1, report
+    best = report["best"]
+    evaluated = json.loads(cli("eval", "--weights", best["checkpoint"], "--data", data_root, "--json"))
+    # The trial's val_acc is on the first 1,000 test images; `lenet5 eval` counts all 10,000.
+    assert evaluated["total"] == 10000
+    assert abs(evaluated["accuracy"] - best["val_acc"]) < 0.05, (evaluated, best)
+    trials = sorted(p.name for p in (tmp_path / "trials").iterdir())
+    assert len(trials) == 10, trials

@@ -1,0 +1,103 @@
+"""lenet5.train: runs on a subset, the same weights as the command line, pruning through the callback, resume."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import lenet5
+
+SUBSET = dict(train_limit=2000, test_limit=500, threads=1)
+KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds", "val_seconds"}
+
+
+def test_a_few_epochs_on_a_subset_write_the_run_and_return_its_history(tmp_path, data_root):
+    out = tmp_path / "run"
+    history = lenet5.train(epochs=3, lr=1e-2, head="logits", data=data_root, out=out, **SUBSET)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert all(set(r) == KEYS for r in history)
+    assert history[-1]["val_acc"] > 0.6, history
+    for name in ["best.safetensors", "last.safetensors", "metrics.jsonl"]:
+        assert (out / name).is_file()
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["val_acc"], r["train_loss"]) for r in logged] == [
+        (r["epoch"], r["val_acc"], r["train_loss"]) for r in history
+    ]
+    best = max(history, key=lambda r: r["val_acc"])
+    model = lenet5.Model.load(out / "best.safetensors")
+    assert model.head == "logits"
+    assert model.metadata["epoch"] == str(best["epoch"])
+
+
+def test_a_run_gives_the_weights_of_the_same_lenet5_train(tmp_path, data_root, cli):
+    settings = dict(epochs=2, batch_size=32, lr=5e-3, seed=7, augment=True, lr_schedule="cosine")
+    lenet5.train(data=data_root, out=tmp_path / "py", **settings, **SUBSET)
+    cli(
+        "train", "--epochs", "2", "--batch-size", "32", "--lr", "5e-3", "--seed", "7", "--augment",
+        "--lr-schedule", "cosine", "--train-limit", "2000", "--test-limit", "500", "--threads", "2",
+        "--data", data_root, "--out", tmp_path / "cli", "--progress", "plain",
+    )
+    for name in ["best.safetensors", "last.safetensors"]:
+        ours = lenet5.Model.load(tmp_path / "py" / name).state_dict()
+        theirs = lenet5.Model.load(tmp_path / "cli" / name).state_dict()
+        for key in lenet5.PARAMETER_NAMES:
+            assert np.array_equal(ours[key], theirs[key]), (name, key)
+
+
+def test_returning_false_from_on_epoch_stops_the_run_and_it_resumes(tmp_path, data_root):
+    out = tmp_path / "run"
+    seen = []
+
+    def prune_after_two(record):
+        seen.append(record)
+        return record["epoch"] < 2
+
+    history = lenet5.train(epochs=5, data=data_root, out=out, on_epoch=prune_after_two, **SUBSET)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert set(seen[0]) == KEYS | {"new_best"} and seen[0]["new_best"] is True
+    resumed = lenet5.train(resume=out, data=data_root, **SUBSET)
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5]
+    assert resumed[:2] == history
+
+    # The same five epochs without a stop: identical figures (the times aside).
+    whole = lenet5.train(epochs=5, data=data_root, out=tmp_path / "whole", **SUBSET)
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]
+    assert strip(whole) == strip(resumed)
+
+
+def test_returning_nothing_from_on_epoch_lets_the_run_go_on(tmp_path, data_root):
+    calls = []
+    history = lenet5.train(epochs=2, data=data_root, out=tmp_path / "r", on_epoch=calls.append, **SUBSET)
+    assert len(history) == len(calls) == 2
+
+
+def test_an_exception_in_on_epoch_stops_the_run_and_is_raised(tmp_path, data_root):
+    class Stop(Exception):
+        pass
+
+    def fail(record):
+        raise Stop(f"stopped at {record['epoch']}")
+
+    with pytest.raises(Stop, match="stopped at 1"):
+        lenet5.train(epochs=3, data=data_root, out=tmp_path / "r", on_epoch=fail, **SUBSET)
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+
+
+def test_the_interpreter_runs_other_threads_while_the_engine_trains(tmp_path, data_root):
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(h=lenet5.train(epochs=2, data=data_root, out=tmp_path / "r", **SUBSET))
+    )
+    ticks = 0
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+        time.sleep(0.001)
+    worker.join()
+    assert len(result["h"]) == 2
+    # Two epochs of 2,000 images take ~0.1 s; a thread that held the interpreter would leave ~0 ticks.
+    assert ticks >= 20, ticks

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the Python package's wheel and runs its tests in fresh virtual environments (outside the repository):
+#   - on `python3` (or $PYTHON) with numpy 2 and Optuna, which includes the two-worker Optuna example;
+#   - on Python 3.9, the oldest the wheel supports, with numpy 1, where a Python 3.9 is installed.
+# Needs `cargo build --release` first (the tests compare with the `lenet5` program).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+venv() { # venv DIR PYTHON PACKAGES...: a virtual environment at DIR with PACKAGES installed
+  local dir=$1 python=$2
+  shift 2
+  "$python" -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+}
+
+python=${PYTHON:-python3}
+venv "$work/build" "$python" "maturin>=1.9.4,<2"
+"$work/build/bin/maturin" build --release --locked --manifest-path python/Cargo.toml --out "$work/wheels"
+wheel=$(ls "$work"/wheels/lenet5-*.whl)
+echo "wheel: $(basename "$wheel"), $(du -k "$wheel" | cut -f1) KiB"
+
+run_tests() { # run_tests VENV: the suite on the installed wheel, from outside the source tree
+  (cd "$work" && LENET5_BIN="$repo/target/release/lenet5" "$1/bin/python" -m pytest -q -p no:cacheprovider \
+    "$repo/python/tests")
+}
+
+venv "$work/numpy2" "$python" "$wheel" "numpy>=2" pytest optuna
+LENET5_REQUIRE_OPTUNA=1 run_tests "$work/numpy2"
+
+find_python39() { # a Python 3.9 that can make virtual environments: on the PATH, or one of pyenv's
+  local p
+  for p in python3.9 $(ls -d "$(pyenv root 2>/dev/null)"/versions/3.9*/bin/python3.9 2>/dev/null); do
+    if "$p" -c 'import venv' >/dev/null 2>&1; then
+      echo "$p"
+      return
+    fi
+  done
+}
+python39=$(find_python39)
+if [ -n "$python39" ]; then
+  venv "$work/numpy1" "$python39" "$wheel" "numpy<2" pytest
+  run_tests "$work/numpy1"
+else
+  echo "note: no Python 3.9 here; the wheel is tested on $("$python" --version) only"
+fi

@@ -1,0 +1,196 @@
+//! Where a run's data come from: a known data set under a data root (downloaded when missing, where that is
+//! allowed), a directory of IDX files, or an image folder; and how an image folder is read. Every front end (the
+//! command line, the Python package) describes its data with a [`DataSource`] and hears what loading does
+//! through [`Notices`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::data::dataset::{FILES, TEST_FILES, locate_files};
+use lenet5_core::data::{Dataset, DatasetId, Split};
+
+use crate::error::Result;
+use crate::folder::{FolderOptions, FolderReport, Preprocess, is_image_folder, load_folder};
+
+/// What loading data and preparing a run tell the front end, which may show it or not. The library itself
+/// never prints.
+pub trait Notices: Sync {
+    /// A known data set is missing under `root` and is about to be downloaded.
+    fn downloading(&self, _dataset: &str, _root: &Path) {}
+    /// A file of that download is being fetched from `url`.
+    fn fetching(&self, _url: &str) {}
+    /// Another image of a folder was decoded (from any thread): `done` of `total`.
+    fn decoded(&self, _done: usize, _total: usize) {}
+    /// Decoding is over, and these files were left out.
+    fn decoding_finished(&self, _report: &FolderReport) {}
+    /// A temporary file that a process killed while writing it left in a run directory was removed.
+    fn removed_stale(&self, _path: &Path) {}
+}
+
+/// Notices nobody hears.
+impl Notices for () {}
+
+/// The data a command reads. Every field left `None` means: what the run or the checkpoint recorded, else the
+/// default.
+#[derive(Clone, Debug)]
+pub struct DataSource {
+    /// The data root holding the data sets (`None`: `$LENET5_DATA`, else `./data`). Both a flat directory and
+    /// torchvision's layout (`ROOT/MNIST/raw`) work.
+    pub root: Option<PathBuf>,
+    /// `mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder.
+    pub dataset: Option<String>,
+    /// Whether a missing known data set may be downloaded (from the mirrors torchvision uses, and verified).
+    pub download: bool,
+    /// How an image folder's pictures become 28x28 grey.
+    pub preprocess: Option<Preprocess>,
+    /// The share of each class an image folder without `train/` and `test/` holds out for validation.
+    pub val_split: Option<f64>,
+    /// Seed of that split.
+    pub split_seed: Option<u64>,
+    /// Subtracted from every label of an IDX data set whose classes are not numbered from 0.
+    pub label_offset: Option<u16>,
+    /// Leave out the files of an image folder that cannot be decoded instead of failing.
+    pub skip_bad_images: bool,
+}
+
+impl Default for DataSource {
+    /// MNIST under the default root, downloaded if missing.
+    fn default() -> Self {
+        DataSource {
+            root: None,
+            dataset: None,
+            download: true,
+            preprocess: None,
+            val_split: None,
+            split_seed: None,
+            label_offset: None,
+            skip_bad_images: false,
+        }
+    }
+}
+
+impl DataSource {
+    /// The data root: [`DataSource::root`] when given, else `$LENET5_DATA`, else `./data`.
+    pub fn root(&self) -> PathBuf {
+        if let Some(dir) = &self.root {
+            return dir.clone();
+        }
+        match std::env::var_os("LENET5_DATA") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => PathBuf::from("data"),
+        }
+    }
+
+    /// The data set named, else `fallback`, else MNIST.
+    pub fn id(&self, fallback: Option<&str>) -> DatasetId {
+        DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
+    }
+
+    /// Makes sure the `files` of a known data set are on disk (all four, or the test split's), downloading
+    /// what is missing where that is allowed.
+    fn ensure(&self, id: &DatasetId, files: &'static [&'static str], notices: &dyn Notices) -> Result<()> {
+        let root = self.root();
+        if let Err(e) = locate_files(id, &root, files) {
+            if !self.download || crate::download::remote(id).is_none() {
+                return Err(e.into());
+            }
+            notices.downloading(&id.name(), &root);
+            crate::download::download(id, &root, files, &mut |url| notices.fetching(url))?;
+        }
+        Ok(())
+    }
+
+    /// How to read an image folder: the fields, else what `recorded` (a run's or a checkpoint's data options)
+    /// says, else the defaults.
+    pub fn folder_options(&self, recorded: &BTreeMap<String, String>) -> FolderOptions {
+        let preprocess = self
+            .preprocess
+            .or_else(|| recorded.get("preprocess").and_then(|p| Preprocess::parse(p)))
+            .unwrap_or(Preprocess::Resize);
+        FolderOptions {
+            preprocess,
+            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(0.2),
+            split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
+            skip_bad_images: self.skip_bad_images,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// The label offset of an IDX data set: the field, else the recorded one, else 0.
+    fn label_offset(&self, recorded: &BTreeMap<String, String>) -> u16 {
+        self.label_offset.or_else(|| recorded.get("label_offset")?.parse().ok()).unwrap_or(0)
+    }
+
+    /// Both splits of the data set (`fallback` when none is named; downloaded first if needed and allowed); an
+    /// image folder is read as `recorded` says where no field does.
+    pub fn load(
+        &self,
+        fallback: Option<&str>,
+        recorded: &BTreeMap<String, String>,
+        notices: &dyn Notices,
+    ) -> Result<Dataset> {
+        let id = self.id(fallback);
+        if let DatasetId::Dir(dir) = &id
+            && is_image_folder(dir)
+        {
+            return load_image_folder(dir, &self.folder_options(recorded), notices);
+        }
+        self.ensure(&id, &FILES, notices)?;
+        let data = Dataset::load(&id, &self.root())?;
+        Ok(match self.label_offset(recorded) {
+            0 => data,
+            offset => data.with_label_offset(offset)?,
+        })
+    }
+
+    /// The test split of the data set `ck` was trained on (unless another is named), for its classes.
+    pub fn load_test_for(&self, ck: &Checkpoint, notices: &dyn Notices) -> Result<Split> {
+        let id = self.id(ck.metadata.get("dataset").map(String::as_str));
+        let recorded = data_options(ck);
+        let test = if let DatasetId::Dir(dir) = &id
+            && is_image_folder(dir)
+        {
+            let data = load_image_folder(dir, &self.folder_options(&recorded), notices)?;
+            check_classes(&data, ck)?;
+            data.test
+        } else if self.label_offset(&recorded) != 0 {
+            let data = self.load(Some(&id.name()), &recorded, notices)?;
+            check_classes(&data, ck)?;
+            data.test
+        } else {
+            // Only the test split: evaluating never needs (or downloads) the training images.
+            self.ensure(&id, &TEST_FILES, notices)?;
+            Dataset::load_test(&id, &self.root(), ck.classes())?
+        };
+        if test.is_empty() {
+            return Err(lenet5_core::Error::EmptySplit { dataset: id.name(), split: "test" }.into());
+        }
+        Ok(test)
+    }
+}
+
+/// The data options a checkpoint records (its `data.<name>` metadata).
+pub fn data_options(ck: &Checkpoint) -> BTreeMap<String, String> {
+    ck.metadata.iter().filter_map(|(k, v)| Some((k.strip_prefix("data.")?.to_string(), v.clone()))).collect()
+}
+
+/// The network of `ck` tells apart the classes of `data`.
+fn check_classes(data: &Dataset, ck: &Checkpoint) -> Result<()> {
+    if data.class_names.len() != ck.classes() {
+        return Err(lenet5_core::Error::ClassCount {
+            dataset: data.name.clone(),
+            network: ck.classes(),
+            data: data.class_names.len(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Reads an image folder, telling `notices` of every decoded image and of what was left out.
+fn load_image_folder(dir: &Path, options: &FolderOptions, notices: &dyn Notices) -> Result<Dataset> {
+    let (data, report) = load_folder(dir, options, &|done, total| notices.decoded(done, total))?;
+    notices.decoding_finished(&report);
+    Ok(data)
+}
