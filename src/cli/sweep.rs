@@ -3,11 +3,14 @@
 //! time, resumable, and splittable by index for job arrays; then one table of them all, sorted by val_acc.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use lenet5_core::fs::{create_dir, write_atomic};
 use lenet5_core::optim::Sgd;
@@ -185,16 +188,30 @@ pub fn run(a: SweepArgs) -> CliResult {
     Ok(())
 }
 
-/// Runs the trials that are not finished, `a.parallel` at a time; returns how many failed.
+/// Polls of the running trials between two refreshes of the status line (a poll is 50 ms).
+const STATUS_POLLS: usize = 10;
+
+/// Runs the trials that are not finished, `a.parallel` at a time; returns how many failed. On a terminal a
+/// status line shows the trials finished, each running trial's epoch and the best so far; elsewhere a line per
+/// finished trial says as much.
 fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool) -> CliResult<usize> {
     let mut pending = trials.iter();
-    let mut running: Vec<(usize, Child)> = Vec::new();
+    let mut running: Vec<(&Trial, Child)> = Vec::new();
     let (mut done, mut failed, mut interrupted) = (0, 0, false);
-    loop {
+    let status = std::io::stdout().is_terminal().then(|| {
+        let bar = ProgressBar::new(trials.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{pos}/{len} trials [{bar:20}] {wide_msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    for polls in 0.. {
         while running.len() < a.parallel && !stop.load(Ordering::SeqCst) {
             let Some(t) = pending.next() else { break };
             match launch(a, t, threads)? {
-                Some(child) => running.push((t.index, child)),
+                Some(child) => running.push((t, child)),
                 None => done += 1, // finished before
             }
         }
@@ -211,25 +228,55 @@ fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool
         }
         let mut still = Vec::new();
         let mut finished = Vec::new();
-        for (index, mut child) in running {
+        for (trial, mut child) in running {
             match child.try_wait()? {
-                Some(status) => finished.push((index, status)),
-                None => still.push((index, child)),
+                Some(status) => finished.push((trial.index, status)),
+                None => still.push((trial, child)),
             }
         }
-        for (index, status) in finished {
+        for (index, exit) in &finished {
             done += 1;
-            if !status.success() && !stop.load(Ordering::SeqCst) {
+            if !exit.success() && !stop.load(Ordering::SeqCst) {
                 failed += 1;
             }
-            let outcome = if status.success() { "done" } else { "stopped" };
-            let best = best_so_far(&a.out)
-                .map_or(String::new(), |(trial, acc)| format!("; best so far {trial}, val_acc {acc:.4}"));
-            println!("trial-{index:03} {outcome} ({done}/{} finished, {} running{best})", trials.len(), still.len());
+            let outcome = if exit.success() { "done" } else { "stopped" };
+            let line = format!(
+                "trial-{index:03} {outcome} ({done}/{} finished, {} running{})",
+                trials.len(),
+                still.len(),
+                best_so_far(&a.out)
+                    .map_or(String::new(), |(trial, acc)| format!("; best so far {trial}, val_acc {acc:.4}"))
+            );
+            match &status {
+                Some(bar) => bar.println(line),
+                None => println!("{line}"),
+            }
         }
         running = still;
+        if let Some(bar) = &status
+            && (!finished.is_empty() || polls % STATUS_POLLS == 0)
+        {
+            bar.set_position(done as u64);
+            bar.set_message(status_line(&a.out, running.iter().map(|(t, _)| *t)));
+        }
+    }
+    if let Some(bar) = &status {
+        bar.finish_and_clear();
     }
     Ok(failed)
+}
+
+/// The running trials with the epochs they finished, and the best trial so far.
+fn status_line<'a>(out: &Path, running: impl Iterator<Item = &'a Trial>) -> String {
+    let trials: Vec<String> = running
+        .map(|t| {
+            let epochs = read_metrics(&RunDir::new(t.dir(out)).metrics()).map_or(0, |h| h.len());
+            format!("trial-{:03} {epochs}/{} epochs", t.index, t.settings[0].1)
+        })
+        .collect();
+    let best = best_so_far(out).map(|(trial, acc)| format!("best {trial} {acc:.4}"));
+    let running = (!trials.is_empty()).then(|| format!("running {}", trials.join(", ")));
+    [running, best].into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 
 /// The trial of `dir` with the best val_acc so far, and that val_acc.
@@ -401,4 +448,34 @@ fn report(dir: &Path) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_shows_each_running_trials_epochs_and_the_best_so_far() {
+        let out = tempfile::tempdir().unwrap();
+        let trial = |index| Trial { index, settings: vec![("--epochs", "4".into())] };
+        let (first, second) = (trial(0), trial(1));
+        assert_eq!(
+            status_line(out.path(), [&first, &second].into_iter()),
+            "running trial-000 0/4 epochs, trial-001 0/4 epochs"
+        );
+        let dir = first.dir(out.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("trial.json"), "{}").unwrap();
+        let epoch = |e, acc| {
+            format!(
+                r#"{{"epoch":{e},"train_loss":1,"train_acc":0.5,"val_loss":1,"val_acc":{acc},"train_seconds":1,"val_seconds":0}}"#
+            )
+        };
+        std::fs::write(dir.join("metrics.jsonl"), format!("{}\n{}\n", epoch(1, 0.75), epoch(2, 0.5))).unwrap();
+        assert_eq!(
+            status_line(out.path(), [&first, &second].into_iter()),
+            "running trial-000 2/4 epochs, trial-001 0/4 epochs; best trial-000 0.7500"
+        );
+        assert_eq!(status_line(out.path(), std::iter::empty()), "best trial-000 0.7500");
+    }
 }
