@@ -9,6 +9,7 @@ processes and machines: start this script as many times as you like, on one mach
     python examples/optuna_sweep.py --storage sqlite:///study.db --trials 10 --threads 1 &
     wait
     python examples/optuna_sweep.py --storage sqlite:///study.db --summary
+    lenet5 eval --weights "$(python examples/optuna_sweep.py --storage sqlite:///study.db --best-checkpoint)"
 
     # many machines: one PostgreSQL database (pip install psycopg2-binary), the same command on each
     python examples/optuna_sweep.py --storage postgresql://user:password@db-host/optuna --trials 20
@@ -132,10 +133,18 @@ def main() -> int:
     p.add_argument("--threads", type=int, help="threads per trial (default: every core)")
     p.add_argument("--seed", type=int, default=0, help="seed of every trial's weights and shuffles")
     p.add_argument("--summary", action="store_true", help="print the study's counts and best trial as JSON, and exit")
+    p.add_argument("--best-checkpoint", action="store_true", help="print the best trial's checkpoint path, and exit")
     args = p.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(args)
+    if args.best_checkpoint:
+        best = summary(study).get("best")
+        if best is None:
+            print(f"no trial of study {args.study_name} has finished", file=sys.stderr)
+            return 1
+        print(best["checkpoint"])
+        return 0
     if not args.summary:
         study.optimize(objective(args), n_trials=args.trials)
     print(json.dumps(summary(study), indent=2))

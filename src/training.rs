@@ -259,3 +259,46 @@ fn resume_data(source: &DataSource, state: &TrainState) -> DataSource {
     }
     data
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_options_are_the_recipe() {
+        assert_eq!(TrainOptions::default().config(), TrainConfig::default());
+        assert_eq!(TrainConfig::default().epochs, RECIPE_EPOCHS);
+    }
+
+    #[test]
+    fn schedules_take_their_lengths_from_the_options() {
+        let options = |kind, warmup_epochs| TrainOptions {
+            epochs: Some(20),
+            lr_schedule: kind,
+            warmup_epochs,
+            step_size: 5,
+            gamma: 0.5,
+            ..TrainOptions::default()
+        };
+        let schedule = |kind, warmup| options(kind, warmup).config().lr_schedule;
+        assert_eq!(schedule(ScheduleKind::Step, None), LrSchedule::Step { step_size: 5, gamma: 0.5 });
+        assert_eq!(schedule(ScheduleKind::Cosine, None), LrSchedule::Cosine { warmup: 0 });
+        assert_eq!(schedule(ScheduleKind::OneCycle, None), LrSchedule::OneCycle { warmup: 6 });
+        assert_eq!(schedule(ScheduleKind::OneCycle, Some(2)), LrSchedule::OneCycle { warmup: 2 });
+        for name in ["constant", "step", "cosine", "onecycle"] {
+            assert!(ScheduleKind::parse(name).is_some(), "{name}");
+        }
+        assert_eq!(ScheduleKind::parse("linear"), None);
+    }
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert_eq!(threads(Some(1)).unwrap(), 1);
+        assert_eq!(threads(Some(MAX_THREADS)).unwrap(), MAX_THREADS);
+        assert!(threads(None).unwrap() >= 1);
+        for bad in [0, MAX_THREADS + 1, usize::MAX] {
+            let message = threads(Some(bad)).unwrap_err().to_string();
+            assert!(message.contains(&format!("between 1 and {MAX_THREADS}, got {bad}")), "{message}");
+        }
+    }
+}

@@ -38,7 +38,10 @@ def test_two_workers_share_one_study_prune_trials_and_the_best_checkpoint_evalua
     assert report["trials"] == 10 and report["failed"] == 0, report
     assert report["pruned"] >= 1 and report["complete"] >= 1, report
     best = report["best"]
-    evaluated = json.loads(cli("eval", "--weights", best["checkpoint"], "--data", data_root, "--json"))
+    checkpoint = subprocess.run([sys.executable, str(EXAMPLE), *common, "--best-checkpoint"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    assert checkpoint == best["checkpoint"]
+    evaluated = json.loads(cli("eval", "--weights", checkpoint, "--data", data_root, "--json"))
     # The trial's val_acc is on the first 1,000 test images; `lenet5 eval` counts all 10,000.
     assert evaluated["total"] == 10000
     assert abs(evaluated["accuracy"] - best["val_acc"]) < 0.05, (evaluated, best)
