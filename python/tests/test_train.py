@@ -101,3 +101,19 @@ def test_the_interpreter_runs_other_threads_while_the_engine_trains(tmp_path, da
     assert len(result["h"]) == 2
     # Two epochs of 2,000 images take ~0.1 s; a thread that held the interpreter would leave ~0 ticks.
     assert ticks >= 20, ticks
+
+
+def test_ctrl_c_stops_the_run_at_once_and_leaves_it_resumable(tmp_path, data_root):
+    import os
+    import signal
+
+    out = tmp_path / "r"
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        lenet5.train(epochs=50, data=data_root, out=out, threads=1)  # about a minute if nothing stopped it
+    assert time.perf_counter() - t0 < 10
+    assert (out / "last.safetensors").is_file()
+    history = lenet5.train(resume=out, epochs=1, data=data_root, train_limit=None, threads=1)
+    assert [r["epoch"] for r in history] == [1]
