@@ -89,6 +89,76 @@ fn bad_values_are_refused_before_any_trial_starts() {
     assert!(!out.exists(), "no trial was started");
     let o = lenet5(&["sweep", "--shard", "2/2", "--out", out.to_str().unwrap()]);
     assert_clean_error(&o, &["--shard must be I/N"]);
+    // Flags after `--`: read as `lenet5 train` reads them, and none that the sweep sets itself.
+    let after = |flags: &[&str]| {
+        let mut args = vec!["sweep", "--out", out.to_str().unwrap(), "--"];
+        args.extend_from_slice(flags);
+        lenet5(&args)
+    };
+    assert_clean_error(&after(&["--scale", "0.5"]), &["trial-000", "--scale", "expected MIN,MAX"]);
+    assert_clean_error(&after(&["--no-such-flag"]), &["unexpected argument '--no-such-flag'"]);
+    assert_clean_error(&after(&["--lr", "0.1"]), &["--lr is a flag of the sweep: give it before --"]);
+    assert_clean_error(&after(&["--augment"]), &["--augment is a flag of the sweep"]);
+    assert_clean_error(&after(&["--threads=3"]), &["--threads is the sweep's to set"]);
+    assert_clean_error(&after(&["--step-size", "0", "--lr-schedule", "step"]), &["--step-size"]);
+    assert!(!out.exists(), "no trial was started");
+}
+
+/// Schedule and augmentation ranges are swept like the other settings, and flags after `--` reach every
+/// trial: each trial is still the run `lenet5 train` makes alone with the same flags.
+#[test]
+fn schedule_parameters_sweep_and_flags_after_the_double_dash_reach_every_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let out = tmp.path().join("sweep");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let extra =
+        ["--lr-schedule", "step", "--step-size", "1", "--gamma", "0.5,0.1", "--augment", "on", "--rotate", "20"];
+    let mut args = vec!["sweep", "--dataset", d, "--out", o, "--head", "logits", "--lr", "0.02", "--epochs", "2"];
+    args.extend(extra);
+    args.extend(["--", "--scale", "0.8,1.2"]);
+    let r = lenet5(&args);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let table = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        table.starts_with(
+            "trial,augment,batch-size,epochs,gamma,head,lr,lr-schedule,momentum,rotate,seed,step-size,weight-decay,"
+        ),
+        "{table}"
+    );
+    assert!(stdout(&r).contains("gamma=0.1") && stdout(&r).contains("gamma=0.5"), "{}", stdout(&r));
+
+    let alone = tmp.path().join("alone");
+    let a = alone.to_str().unwrap();
+    let train = [
+        "train",
+        "--dataset",
+        d,
+        "--out",
+        a,
+        "--head",
+        "logits",
+        "--lr",
+        "0.02",
+        "--epochs",
+        "2",
+        "--lr-schedule",
+        "step",
+        "--step-size",
+        "1",
+        "--gamma",
+        "0.1",
+        "--augment",
+        "--scale",
+        "0.8,1.2",
+        "--rotate",
+        "20",
+    ];
+    let r = lenet5(&train);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(same_weights(&out.join("trial-001"), &alone));
+    assert!(!same_weights(&out.join("trial-000"), &alone));
 }
 
 /// Interrupted, a sweep stops its trials at their last finished epoch; run again, it resumes them, and each

@@ -63,7 +63,7 @@ enum Command {
     /// Measure training and evaluation speed, per layer.
     Bench(bench::BenchArgs),
     /// Train every combination of comma-separated flag values, several at a time, and rank them by val_acc.
-    Sweep(sweep::SweepArgs),
+    Sweep(Box<sweep::SweepArgs>),
 }
 
 /// The weights a command uses.
@@ -363,6 +363,6 @@ pub fn run() -> CliResult {
         Command::Serve(a) => serve::run(a),
         Command::Site(a) => site::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Sweep(a) => sweep::run(a),
+        Command::Sweep(a) => sweep::run(*a),
     }
 }

@@ -13,11 +13,11 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lenet5_core::fs::{create_dir, write_atomic};
-use lenet5_core::optim::Sgd;
 use lenet5_core::run::{RunDir, read_metrics};
-use lenet5_core::train::TrainConfig;
 
-use super::train::ScheduleArg;
+use clap::Parser;
+
+use super::train::{ScheduleArg, TrainArgs};
 use super::{CliResult, DataArgs, HeadArg};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,21 @@ pub struct SweepArgs {
     /// Epochs of each trial.
     #[arg(long, value_delimiter = ',', default_value = "50")]
     pub epochs: Vec<usize>,
+    /// Epochs between the cuts of the `step` schedule [default: `lenet5 train`'s].
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub step_size: Vec<usize>,
+    /// Factors of the `step` schedule's cuts [default: `lenet5 train`'s].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub gamma: Vec<f32>,
+    /// Warm-up epochs of the `cosine` and `onecycle` schedules [default: `lenet5 train`'s].
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub warmup_epochs: Vec<usize>,
+    /// Largest rotations of --augment on, in degrees [default: `lenet5 train`'s].
+    #[arg(long, value_delimiter = ',', value_name = "DEGREES,...", allow_negative_numbers = true)]
+    pub rotate: Vec<f32>,
+    /// Largest shifts of --augment on, in pixels [default: `lenet5 train`'s].
+    #[arg(long, value_delimiter = ',', value_name = "PIXELS,...", allow_negative_numbers = true)]
+    pub shift: Vec<f32>,
     /// Early stopping for every trial (see `lenet5 train --patience`).
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -78,6 +93,10 @@ pub struct SweepArgs {
     /// Only gather the trials in DIR (written by shards, or an earlier sweep) into one table.
     #[arg(long, value_name = "DIR")]
     pub collect: Option<PathBuf>,
+    /// Further `lenet5 train` flags, the same for every trial, after `--` (`-- --scale 0.8,1.2 --init-weights
+    /// w.safetensors`).
+    #[arg(last = true, value_name = "TRAIN FLAGS")]
+    pub train_flags: Vec<String>,
 }
 
 /// One trial: its number and its settings as `lenet5 train` flags.
@@ -105,9 +124,15 @@ fn trials(a: &SweepArgs) -> Vec<Trial> {
         ("--lr-schedule", a.lr_schedule.iter().map(|v| name(v)).collect()),
         ("--augment", a.augment.iter().map(|v| name(v)).collect()),
         ("--seed", a.seed.iter().map(|v| v.to_string()).collect()),
+        ("--step-size", a.step_size.iter().map(|v| v.to_string()).collect()),
+        ("--gamma", a.gamma.iter().map(|v| v.to_string()).collect()),
+        ("--warmup-epochs", a.warmup_epochs.iter().map(|v| v.to_string()).collect()),
+        ("--rotate", a.rotate.iter().map(|v| v.to_string()).collect()),
+        ("--shift", a.shift.iter().map(|v| v.to_string()).collect()),
     ];
     let mut combos: Vec<Vec<(&'static str, String)>> = vec![Vec::new()];
-    for (flag, values) in &axes {
+    // A flag given no values is not swept: every trial takes `lenet5 train`'s default.
+    for (flag, values) in axes.iter().filter(|(_, values)| !values.is_empty()) {
         combos = combos
             .into_iter()
             .flat_map(|c| values.iter().map(move |v| [c.clone(), vec![(*flag, v.clone())]].concat()))
@@ -116,26 +141,59 @@ fn trials(a: &SweepArgs) -> Vec<Trial> {
     combos.into_iter().enumerate().map(|(index, settings)| Trial { index, settings }).collect()
 }
 
-/// Every trial's settings checked as `lenet5 train` checks them, before any trial starts.
+/// `lenet5 train`'s arguments, parsed alone.
+#[derive(clap::Parser)]
+#[command(name = "lenet5 train", no_binary_name = true)]
+struct TrainCommand {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Every trial's command line read and checked as `lenet5 train` reads and checks it, before any trial starts.
 fn validate(a: &SweepArgs, trials: &[Trial]) -> CliResult {
+    check_train_flags(&a.train_flags)?;
     for t in trials {
-        let get = |flag: &str| t.settings.iter().find(|(f, _)| *f == flag).map(|(_, v)| v.as_str()).unwrap_or("");
-        let config = TrainConfig {
-            epochs: get("--epochs").parse()?,
-            batch_size: get("--batch-size").parse()?,
-            sgd: Sgd {
-                lr: get("--lr").parse()?,
-                momentum: get("--momentum").parse()?,
-                weight_decay: get("--weight-decay").parse()?,
-            },
-            patience: a.patience,
-            train_limit: a.train_limit,
-            test_limit: a.test_limit,
-            ..TrainConfig::default()
-        };
-        config.validate()?;
+        let args = train_flags(a, t, &a.out);
+        let parsed = TrainCommand::try_parse_from(&args).map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            format!("trial-{:03} (lenet5 train {}): {first}", t.index, args.join(" "))
+        })?;
+        parsed.args.options().config().validate()?;
     }
     Ok(())
+}
+
+/// The flags after `--` are none of the sweep's own (which it passes itself) nor those it sets for each trial.
+fn check_train_flags(flags: &[String]) -> CliResult {
+    let sweep = <SweepArgs as clap::Args>::augment_args(clap::Command::new("sweep"));
+    let own: Vec<String> = sweep.get_arguments().filter_map(|arg| Some(format!("--{}", arg.get_long()?))).collect();
+    for flag in flags.iter().filter(|f| f.starts_with("--")) {
+        let name = flag.split('=').next().unwrap_or_default();
+        if own.iter().any(|o| o == name) {
+            return Err(format!("{name} is a flag of the sweep: give it before --").into());
+        }
+        if ["--resume", "--force", "--threads", "--progress"].contains(&name) {
+            return Err(format!("{name} is the sweep's to set for each trial, not a flag to give after --").into());
+        }
+    }
+    Ok(())
+}
+
+/// The `lenet5 train` flags of a new run of trial `t` in `out`: its settings, the flags every trial shares (the
+/// data's among them), and those after `--`; `launch` adds the threads and the progress display.
+fn train_flags(a: &SweepArgs, t: &Trial, out: &Path) -> Vec<String> {
+    let mut args = vec!["--out".to_string(), t.dir(out).display().to_string()];
+    for (flag, value) in &t.settings {
+        match (*flag, value.as_str()) {
+            ("--augment", "on") => args.push("--augment".into()),
+            ("--augment", _) => {}
+            _ => args.extend([flag.to_string(), value.clone()]),
+        }
+    }
+    args.extend(fixed_flags(a));
+    args.extend(a.data.to_args());
+    args.extend(a.train_flags.iter().cloned());
+    args
 }
 
 /// `I/N` with `I < N`.
@@ -315,22 +373,15 @@ fn launch(a: &SweepArgs, t: &Trial, threads: usize) -> CliResult<Option<Child>> 
             return Ok(None);
         }
         args.extend(["--resume".into(), dir.display().to_string(), "--epochs".into(), epochs.to_string()]);
+        args.extend(a.data.to_args());
     } else {
         create_dir(&dir)?;
         let settings: BTreeMap<&str, &str> = t.settings.iter().map(|(f, v)| (&f[2..], v.as_str())).collect();
         write_atomic(&dir.join("trial.json"), serde_json::to_string_pretty(&settings)?.as_bytes())?;
-        args.extend(["--out".into(), dir.display().to_string(), "--force".into()]);
-        for (flag, value) in &t.settings {
-            match (*flag, value.as_str()) {
-                ("--augment", "on") => args.push("--augment".into()),
-                ("--augment", _) => {}
-                _ => args.extend([flag.to_string(), value.clone()]),
-            }
-        }
-        args.extend(fixed_flags(a));
+        args.push("--force".into());
+        args.extend(train_flags(a, t, &a.out));
     }
     args.extend(["--threads".into(), threads.to_string(), "--progress".into(), "plain".into()]);
-    args.extend(a.data.to_args());
     let log = std::fs::File::create(dir.join("train.log"))?;
     let child = Command::new(std::env::current_exe()?)
         .args(&args)
