@@ -7,8 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use lenet5::folder::Preprocess;
-use lenet5::source::DataSource;
+use lenet5::folder::{FolderReport, Preprocess};
+use lenet5::source::{DataSource, Notices};
 use lenet5::training::{ScheduleKind, TrainOptions, prepare, threads as thread_count};
 use lenet5_core::data::Augment;
 use lenet5_core::nn::Head;
@@ -70,6 +70,46 @@ impl TrainObserver for CallbackObserver {
 
     fn should_stop(&self) -> bool {
         self.stop
+    }
+}
+
+/// What loading the data and preparing the run tell, on the `lenet5` logger of Python's `logging`: downloads and
+/// removed leftovers at INFO, images left out of a folder at WARNING.
+struct PythonLog;
+
+impl PythonLog {
+    fn log(level: &str, message: String) {
+        Python::attach(|py| {
+            let logger = py.import("logging").and_then(|logging| logging.call_method1("getLogger", ("lenet5",)));
+            // A logging failure must not fail the run; Python reports it as it does for its own handlers.
+            if let Err(e) = logger.and_then(|logger| logger.call_method1(level, (message,))) {
+                e.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
+impl Notices for PythonLog {
+    fn downloading(&self, dataset: &str, root: &std::path::Path) {
+        PythonLog::log("info", format!("{dataset} not found under {}; downloading it", root.display()));
+    }
+
+    fn fetching(&self, url: &str) {
+        PythonLog::log("info", format!("fetching {url}"));
+    }
+
+    fn decoding_finished(&self, report: &FolderReport) {
+        if let Some((path, why)) = report.skipped.first() {
+            let count = report.skipped.len();
+            PythonLog::log(
+                "warning",
+                format!("left out {count} image(s) that cannot be used, the first {} ({why})", path.display()),
+            );
+        }
+    }
+
+    fn removed_stale(&self, path: &std::path::Path) {
+        PythonLog::log("info", format!("removed {}, left by a run that was killed while writing it", path.display()));
     }
 }
 
@@ -202,7 +242,7 @@ pub fn train<'py>(
 
 /// Prepares and trains the run of `options`; its history, whole even when the observer stopped it.
 fn run(options: &TrainOptions, threads: usize, observer: &mut CallbackObserver) -> lenet5::Result<Vec<EpochMetrics>> {
-    let prepared = prepare(options, &())?;
+    let prepared = prepare(options, &PythonLog)?;
     let metrics = prepared.run_dir.metrics();
     match prepared.run(threads, observer) {
         Ok(summary) => Ok(summary.state.history),

@@ -117,3 +117,27 @@ def test_ctrl_c_stops_the_run_at_once_and_leaves_it_resumable(tmp_path, data_roo
     assert (out / "last.safetensors").is_file()
     history = lenet5.train(resume=out, epochs=1, data=data_root, train_limit=None, threads=1)
     assert [r["epoch"] for r in history] == [1]
+
+
+def test_an_image_folder_trains_and_images_left_out_are_logged(tmp_path, caplog):
+    import logging
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["circle", "square", "triangle"]):
+        (tmp_path / "shapes" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = (rng.random((28, 28)) * 60 + 60 * k).astype(np.uint8)
+            (tmp_path / "shapes" / name / f"{i}.pgm").write_bytes(b"P5\n28 28\n255\n" + pixels.tobytes())
+    (tmp_path / "shapes" / "square" / "broken.png").write_bytes(b"not a picture")
+    folder = tmp_path / "shapes"
+
+    with pytest.raises(lenet5.Error, match="1 of 31 images cannot be used: .*broken.png"):
+        lenet5.train(epochs=1, dataset=folder, out=tmp_path / "r", threads=1)
+    with caplog.at_level(logging.WARNING, logger="lenet5"):
+        history = lenet5.train(epochs=2, dataset=folder, out=tmp_path / "r", threads=1, skip_bad_images=True,
+                               lr=1e-2, head="logits", force=True)
+    assert len(history) == 2
+    assert any("left out 1 image(s)" in r.getMessage() and "broken.png" in r.getMessage() for r in caplog.records)
+    model = lenet5.Model.load(tmp_path / "r" / "best.safetensors")
+    assert model.class_names == ["circle", "square", "triangle"] and model.num_classes == 3
+    assert model.state_dict()["output.weight"].shape == (3, 84)
