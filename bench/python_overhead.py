@@ -62,7 +62,8 @@ def main():
         tmp = Path(tmp)
         for label, epochs, limit in sizes:
             size = (epochs, limit, a.threads)
-            times = {"lenet5 train": [], "lenet5.train() in a running interpreter": [], "python -c 'lenet5.train()'": []}
+            names = ["lenet5 train", "lenet5.train() in a running interpreter", "python -c 'lenet5.train()'"]
+            times = {name: [] for name in names}
             for _ in range(a.reps):
                 times["lenet5 train"].append(cli_run(a.bin, tmp / "cli", *size))
                 times["lenet5.train() in a running interpreter"].append(in_process(tmp / "py", *size))
