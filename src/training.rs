@@ -191,9 +191,15 @@ impl PreparedRun {
 /// Checks the settings, takes the run directory (new or resumed) and reads the data and the weights to start
 /// from.
 pub fn prepare(options: &TrainOptions, notices: &dyn Notices) -> Result<PreparedRun> {
+    prepare_on(options, None, notices)
+}
+
+/// [`prepare`], on `data` when given (a data set the caller holds in memory) instead of what `options.data`
+/// names. A resumed run must be given the data it was trained on again, which the run checks.
+pub fn prepare_on(options: &TrainOptions, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
     match &options.resume {
-        Some(dir) => resumed_run(options, dir, notices),
-        None => new_run(options, notices),
+        Some(dir) => resumed_run(options, dir, data, notices),
+        None => new_run(options, data, notices),
     }
 }
 
@@ -208,7 +214,12 @@ fn take_run_dir(dir: &Path, notices: &dyn Notices) -> Result<DirLock> {
 }
 
 /// A resumed run: its directory, settings (only the length may change), state and data.
-fn resumed_run(options: &TrainOptions, dir: &Path, notices: &dyn Notices) -> Result<PreparedRun> {
+fn resumed_run(
+    options: &TrainOptions,
+    dir: &Path,
+    data: Option<Dataset>,
+    notices: &dyn Notices,
+) -> Result<PreparedRun> {
     let run_dir = RunDir::new(dir);
     if !run_dir.state().exists() {
         return Err(lenet5_core::Error::NotResumable { dir: dir.to_path_buf(), missing: STATE_FILE }.into());
@@ -219,14 +230,17 @@ fn resumed_run(options: &TrainOptions, dir: &Path, notices: &dyn Notices) -> Res
     if let Some(epochs) = options.epochs {
         config.epochs = epochs;
     }
-    let data = resume_data(&options.data, &state).load(None, &state.data_options, notices)?;
+    let data = match data {
+        Some(data) => data,
+        None => resume_data(&options.data, &state).load(None, &state.data_options, notices)?,
+    };
     let start = Start::Resume { state: Box::new(state), params, momentum };
     Ok(PreparedRun { run_dir, config, start, data, _lock: lock })
 }
 
 /// A new run of the options' settings, from PyTorch's initialisation (for the data set's classes) or the given
 /// weights.
-fn new_run(options: &TrainOptions, notices: &dyn Notices) -> Result<PreparedRun> {
+fn new_run(options: &TrainOptions, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
     let config = options.config();
     config.validate()?;
     create_dir(&options.out)?;
@@ -235,7 +249,10 @@ fn new_run(options: &TrainOptions, notices: &dyn Notices) -> Result<PreparedRun>
     if run_dir.holds_run() && !options.force {
         return Err(lenet5_core::Error::RunExists { dir: options.out.clone() }.into());
     }
-    let data = options.data.load(None, &Default::default(), notices)?;
+    let data = match data {
+        Some(data) => data,
+        None => options.data.load(None, &Default::default(), notices)?,
+    };
     let params = match &options.init_weights {
         Some(path) => crate::interop::pth::load_weights(path, options.head)?.params,
         None => init_params_for(options.seed, data.classes()),

@@ -57,6 +57,9 @@ def train(
     train_limit: Optional[int] = None,
     test_limit: Optional[int] = None,
     on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]] = None,
+    train_data: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+    test_data: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
+    class_names: Optional[List[str]] = None,
 ) -> List[EpochRecord]:
     """Trains LeNet-5 as `lenet5 train` does, with the same options and defaults (the recipe: 50 epochs, batch
     16, SGD lr 1e-3 momentum 0.9, sigmoid head, on MNIST), writing the same run directory `out`
@@ -65,6 +68,10 @@ def train(
     `head`: "sigmoid" or "logits". `lr_schedule`: "constant", "step", "cosine" or "onecycle". `dataset`:
     "mnist", "fashion-mnist", a directory of IDX files, or an image folder (one subfolder per class);
     `preprocess`: "resize", "mnist" or "none". `threads`: default every core; never changes a number.
+
+    `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead (images
+    [N, 28, 28] or [N, 1, 28, 28], uint8 or those bytes / 255; labels N integers), with `class_names`
+    (default: the labels' numbers). A run on arrays resumes only on the same arrays.
 
     `on_epoch(record)` is called after every epoch; returning False stops the run there (resumable with
     `resume=out`), and an exception it raises stops the run and is raised again. Ctrl-C stops the run.

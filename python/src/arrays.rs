@@ -4,6 +4,8 @@ use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethod
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use lenet5_core::base::{Label, MAX_CLASSES};
+use lenet5_core::data::Split;
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
 /// Most images one call takes: a call copies its images as floats (3.1 GB for a million); more go in chunks.
@@ -11,27 +13,27 @@ pub const MAX_IMAGES: usize = 1_000_000;
 
 /// The pixels of `images`, `[N, 28, 28]` or `[N, 1, 28, 28]`, as N x 784 floats in [0, 1] as `ToTensor` makes
 /// them: float32 or float64 arrays as they are, uint8 divided by 255. Any memory layout; values must be finite.
-pub fn images(images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
+pub fn images(name: &str, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
     if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        let n = image_count(a.shape())?;
+        let n = image_count(name, a.shape())?;
         return Ok((a.as_array().iter().map(|&v| v as f32 / 255.0).collect(), n));
     }
     let (pixels, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f32>>() {
-        (a.as_array().iter().copied().collect::<Vec<f32>>(), image_count(a.shape())?)
+        (a.as_array().iter().copied().collect::<Vec<f32>>(), image_count(name, a.shape())?)
     } else if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f64>>() {
-        (a.as_array().iter().map(|&v| v as f32).collect(), image_count(a.shape())?)
+        (a.as_array().iter().map(|&v| v as f32).collect(), image_count(name, a.shape())?)
     } else {
         let kind = match images.getattr("dtype") {
             Ok(dtype) => format!("an array of dtype {dtype}"),
             Err(_) => format!("a {}", images.get_type().name()?),
         };
         return Err(PyTypeError::new_err(format!(
-            "images: expected a numpy array of float32 or float64 (in [0, 1]) or uint8 (0-255), got {kind}"
+            "{name}: expected a numpy array of float32 or float64 (in [0, 1]) or uint8 (0-255), got {kind}"
         )));
     };
     if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
         return Err(PyValueError::new_err(format!(
-            "images: pixel {} of image {} is {}; pixels must be finite",
+            "{name}: pixel {} of image {} is {}; pixels must be finite",
             i % IMAGE_LEN,
             i / IMAGE_LEN,
             pixels[i]
@@ -41,18 +43,18 @@ pub fn images(images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
 }
 
 /// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]`.
-fn image_count(shape: &[usize]) -> PyResult<usize> {
+fn image_count(name: &str, shape: &[usize]) -> PyResult<usize> {
     let n = match shape {
         [n, IMAGE_SIZE, IMAGE_SIZE] | [n, 1, IMAGE_SIZE, IMAGE_SIZE] => *n,
         _ => {
             let hint = if shape == [IMAGE_SIZE, IMAGE_SIZE] { " (one image: images[None])" } else { "" };
             return Err(PyValueError::new_err(format!(
-                "images: expected shape [N, 28, 28] or [N, 1, 28, 28], got {shape:?}{hint}"
+                "{name}: expected shape [N, 28, 28] or [N, 1, 28, 28], got {shape:?}{hint}"
             )));
         }
     };
     if n > MAX_IMAGES {
-        return Err(PyValueError::new_err(format!("images: at most {MAX_IMAGES} images in one call, got {n}")));
+        return Err(PyValueError::new_err(format!("{name}: at most {MAX_IMAGES} images in one call, got {n}")));
     }
     Ok(n)
 }
@@ -60,4 +62,40 @@ fn image_count(shape: &[usize]) -> PyResult<usize> {
 /// A float32 array of `shape` holding `values`.
 pub fn tensor<'py>(py: Python<'py>, values: Vec<f32>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     numpy::PyArray1::from_vec(py, values).reshape(shape)
+}
+
+/// A data set split from numpy arrays, as the data sets hold them: `images` `[N, 28, 28]` or `[N, 1, 28, 28]`,
+/// uint8 (0-255) or floats that are such bytes divided by 255 (as `ToTensor` makes them); `labels` N integers.
+/// `name` (the keyword argument) starts every error.
+pub fn split(name: &str, images: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<Split> {
+    let err = |message: String| PyValueError::new_err(format!("{name}: {message}"));
+    let (bytes, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
+        (a.as_array().iter().copied().collect::<Vec<u8>>(), image_count(name, a.shape())?)
+    } else {
+        let (pixels, n) = self::images(name, images)?;
+        let bytes = pixels.iter().map(|&p| (p * 255.0).round().clamp(0.0, 255.0) as u8);
+        let bytes: Vec<u8> = bytes.collect();
+        if let Some(i) = pixels.iter().zip(&bytes).position(|(&p, &b)| (p * 255.0 - b as f32).abs() > 1e-3) {
+            return Err(err(format!(
+                "pixel {} of image {} is {}; training images are bytes (uint8), or bytes / 255 as floats",
+                i % IMAGE_LEN,
+                i / IMAGE_LEN,
+                pixels[i]
+            )));
+        }
+        (bytes, n)
+    };
+    let labels = labels.py().import("numpy")?.call_method1("asarray", (labels, "int64"))?;
+    let labels: PyReadonlyArrayDyn<'_, i64> = labels.extract()?;
+    if labels.shape() != [n] {
+        return Err(err(format!(
+            "{n} images need {n} labels in one dimension, got labels of shape {:?}",
+            labels.shape()
+        )));
+    }
+    let labels = labels.as_array();
+    if let Some(bad) = labels.iter().find(|&&l| !(0..MAX_CLASSES as i64).contains(&l)) {
+        return Err(err(format!("label {bad}; labels are classes 0 to {}", MAX_CLASSES - 1)));
+    }
+    Ok(Split { images: bytes, labels: labels.iter().map(|&l| l as Label).collect() })
 }

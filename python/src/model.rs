@@ -37,7 +37,7 @@ impl Model {
 
     /// The head's outputs for `images`: N x K floats, and N.
     fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
-        let (pixels, n) = arrays::images(images)?;
+        let (pixels, n) = arrays::images("images", images)?;
         let scores = py.detach(|| self.with(|p| p.scores(&pixels)));
         Ok((scores, n))
     }

@@ -5,16 +5,18 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyList};
 
 use lenet5::folder::{FolderReport, Preprocess};
 use lenet5::source::{DataSource, Notices};
-use lenet5::training::{ScheduleKind, TrainOptions, prepare, threads as thread_count};
-use lenet5_core::data::Augment;
+use lenet5::training::{ScheduleKind, TrainOptions, prepare_on, threads as thread_count};
+use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
+use lenet5_core::data::{Augment, Dataset};
 use lenet5_core::nn::Head;
 use lenet5_core::run::read_metrics;
 use lenet5_core::train::{EpochMetrics, StepResult, TrainObserver};
 
+use crate::arrays;
 use crate::errors::to_py;
 
 const HEAD_CHOICES: &str = "\"sigmoid\" or \"logits\"";
@@ -58,12 +60,12 @@ impl TrainObserver for CallbackObserver {
             let record = epoch_record(py, metrics)?;
             record.set_item("new_best", new_best)?;
             let answer = callback.call1(py, (record,))?;
-            // Only `False` stops: a callback that returns nothing lets the run go on.
-            answer.bind(py).is_instance_of::<pyo3::types::PyBool>().then(|| answer.extract::<bool>(py)).transpose()
+            // Only `False` stops: a callback that returns nothing (or anything else) lets the run go on.
+            Ok::<_, PyErr>(answer.is(PyBool::new(py, false).as_any()))
         });
         match outcome {
-            Ok(Some(false)) => self.halt(None),
-            Ok(_) => {}
+            Ok(true) => self.halt(None),
+            Ok(false) => {}
             Err(e) => self.halt(Some(e)),
         }
     }
@@ -132,9 +134,48 @@ fn choice<T>(name: &str, value: &str, parse: fn(&str) -> Option<T>, choices: &st
     parse(value).ok_or_else(|| PyValueError::new_err(format!("{name}: expected {choices}, got {value:?}")))
 }
 
+/// The name a data set given as arrays goes by, in errors and in the checkpoints' metadata.
+const ARRAYS: &str = "arrays";
+
+/// A data set of `(images, labels)` arrays for training and for validation, with `class_names` (default: the
+/// labels' numbers, 0 to the largest).
+fn in_memory(
+    train: &(Bound<'_, PyAny>, Bound<'_, PyAny>),
+    test: &(Bound<'_, PyAny>, Bound<'_, PyAny>),
+    class_names: Option<Vec<String>>,
+) -> PyResult<Dataset> {
+    let train = arrays::split("train_data", &train.0, &train.1)?;
+    let test = arrays::split("test_data", &test.0, &test.1)?;
+    let largest = train.labels.iter().chain(&test.labels).copied().max().unwrap_or(0) as usize;
+    let class_names =
+        class_names.unwrap_or_else(|| (0..(largest + 1).max(MIN_CLASSES)).map(|k| k.to_string()).collect());
+    if !(MIN_CLASSES..=MAX_CLASSES).contains(&class_names.len()) {
+        let count = class_names.len();
+        return Err(PyValueError::new_err(format!(
+            "class_names: {count} classes; expected {MIN_CLASSES} to {MAX_CLASSES}"
+        )));
+    }
+    if largest >= class_names.len() {
+        let count = class_names.len();
+        return Err(PyValueError::new_err(format!("label {largest} is out of range for {count} class_names")));
+    }
+    Ok(Dataset {
+        name: ARRAYS.into(),
+        dir: PathBuf::from(ARRAYS),
+        class_names,
+        train,
+        test,
+        options: Default::default(),
+    })
+}
+
 /// Trains LeNet-5 as `lenet5 train` does, with the same options and defaults (the recipe), writing the same
 /// run directory (`out`: best.safetensors, last.safetensors, metrics.jsonl). Returns the run's history: one
 /// dict per finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds).
+///
+/// `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead of a data set
+/// on disk: images `[N, 28, 28]` or `[N, 1, 28, 28]`, uint8 or those bytes / 255; labels N integers; with
+/// `class_names` (default: the labels' numbers).
 ///
 /// `on_epoch(record)` is called after every epoch with that epoch's dict (and `new_best`); returning `False`
 /// stops the run there (it can be resumed), which is how a tuner prunes a trial; an exception it raises stops
@@ -147,6 +188,7 @@ fn choice<T>(name: &str, value: &str, parse: fn(&str) -> Option<T>, choices: &st
     data = None, dataset = None, no_download = false, preprocess = None, val_split = None, split_seed = None,
     label_offset = None, skip_bad_images = false, out = PathBuf::from("save_model"), force = false,
     resume = None, init_weights = None, train_limit = None, test_limit = None, on_epoch = None,
+    train_data = None, test_data = None, class_names = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
@@ -183,7 +225,23 @@ pub fn train<'py>(
     train_limit: Option<usize>,
     test_limit: Option<usize>,
     on_epoch: Option<Py<PyAny>>,
+    train_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    test_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    class_names: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let arrays = match (train_data, test_data) {
+        (Some(train), Some(test)) if data.is_none() && dataset.is_none() => {
+            Some(in_memory(&train, &test, class_names)?)
+        }
+        (None, None) if class_names.is_none() => None,
+        (None, None) => return Err(PyValueError::new_err("class_names: only with train_data and test_data")),
+        (Some(_), Some(_)) => {
+            return Err(PyValueError::new_err(
+                "train_data and test_data replace data and dataset: give one or the other",
+            ));
+        }
+        _ => return Err(PyValueError::new_err("train_data and test_data go together: give both")),
+    };
     let data = DataSource {
         root: data,
         dataset: dataset.map(|d| d.to_string_lossy().into_owned()),
@@ -228,7 +286,7 @@ pub fn train<'py>(
     }
     let threads = thread_count(threads).map_err(to_py)?;
     let mut observer = CallbackObserver { on_epoch, stop: false, error: None, batches: 0 };
-    let history = py.detach(|| run(&options, threads, &mut observer));
+    let history = py.detach(|| run(&options, arrays, threads, &mut observer));
     if let Some(e) = observer.error {
         return Err(e);
     }
@@ -241,8 +299,13 @@ pub fn train<'py>(
 }
 
 /// Prepares and trains the run of `options`; its history, whole even when the observer stopped it.
-fn run(options: &TrainOptions, threads: usize, observer: &mut CallbackObserver) -> lenet5::Result<Vec<EpochMetrics>> {
-    let prepared = prepare(options, &PythonLog)?;
+fn run(
+    options: &TrainOptions,
+    arrays: Option<Dataset>,
+    threads: usize,
+    observer: &mut CallbackObserver,
+) -> lenet5::Result<Vec<EpochMetrics>> {
+    let prepared = prepare_on(options, arrays, &PythonLog)?;
     let metrics = prepared.run_dir.metrics();
     match prepared.run(threads, observer) {
         Ok(summary) => Ok(summary.state.history),

@@ -141,3 +141,69 @@ def test_an_image_folder_trains_and_images_left_out_are_logged(tmp_path, caplog)
     model = lenet5.Model.load(tmp_path / "r" / "best.safetensors")
     assert model.class_names == ["circle", "square", "triangle"] and model.num_classes == 3
     assert model.state_dict()["output.weight"].shape == (3, 84)
+
+
+def mnist_arrays(data_root, n_train, n_test):
+    from conftest import read_idx
+
+    raw = data_root / "MNIST" / "raw"
+    read = lambda name, n: read_idx(raw / f"{name}-ubyte.gz")[:n]
+    return (read("train-images-idx3", n_train), read("train-labels-idx1", n_train)), (
+        read("t10k-images-idx3", n_test),
+        read("t10k-labels-idx1", n_test),
+    )
+
+
+def test_numpy_arrays_train_to_the_bits_of_the_same_images_on_disk(tmp_path, data_root, cli):
+    (x, y), test = mnist_arrays(data_root, 2000, 500)
+    settings = dict(epochs=2, lr=1e-2, head="logits", threads=1)
+    history = lenet5.train(train_data=(x, y), test_data=test, out=tmp_path / "u8", **settings)
+    floats = (x / 255.0, y.astype(np.int32))  # float64 bytes / 255, other integer labels: the same data
+    lenet5.train(train_data=floats, test_data=(test[0][:, None] / np.float32(255), test[1]), out=tmp_path / "f",
+                 **settings)
+    cli("train", "--epochs", "2", "--lr", "1e-2", "--head", "logits", "--train-limit", "2000", "--test-limit",
+        "500", "--data", data_root, "--out", tmp_path / "cli", "--progress", "plain")
+    cli_history = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_acc"] for r in history] == [r["val_acc"] for r in cli_history]
+    for run in ["u8", "f"]:
+        ours = lenet5.Model.load(tmp_path / run / "last.safetensors").state_dict()
+        theirs = lenet5.Model.load(tmp_path / "cli" / "last.safetensors").state_dict()
+        assert all(np.array_equal(ours[k], theirs[k]) for k in lenet5.PARAMETER_NAMES), run
+    model = lenet5.Model.load(tmp_path / "u8" / "best.safetensors")
+    assert model.class_names == [str(k) for k in range(10)] and model.metadata["dataset"] == "arrays"
+
+
+def test_a_run_on_arrays_resumes_on_the_same_arrays_only(tmp_path, data_root):
+    (x, y), test = mnist_arrays(data_root, 1000, 300)
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    kw = dict(train_data=(x, y), test_data=test, class_names=names, threads=1)
+    lenet5.train(epochs=3, out=tmp_path / "r", on_epoch=lambda r: r["epoch"] < 1, **kw)
+    with pytest.raises(lenet5.Error, match="not the data this run was trained on"):
+        lenet5.train(resume=tmp_path / "r", train_data=(x[::-1], y[::-1]), test_data=test, threads=1)
+    resumed = lenet5.train(resume=tmp_path / "r", **kw)
+    whole = lenet5.train(epochs=3, out=tmp_path / "whole", **kw)
+    assert [r["val_acc"] for r in resumed] == [r["val_acc"] for r in whole]
+    assert lenet5.Model.load(tmp_path / "r" / "best.safetensors").class_names == names
+
+
+def test_arrays_that_cannot_be_training_data_are_refused(tmp_path, data_root):
+    (x, y), test = mnist_arrays(data_root, 100, 50)
+    wide = y.astype(np.int64)
+    out = tmp_path / "r"
+    cases = [
+        (dict(train_data=(x, y[:99]), test_data=test), "train_data: 100 images need 100 labels"),
+        (dict(train_data=(x, wide + 991), test_data=test), "train_data: label 1000; labels are classes 0 to 999"),
+        (dict(train_data=(x, -wide - 1), test_data=test), "train_data: label -"),
+        (dict(train_data=(x / 256.0, y), test_data=test), "train_data: pixel .* are bytes"),
+        (dict(train_data=(x[:, :27], y), test_data=test), r"train_data: expected shape \[N, 28, 28\]"),
+        (dict(train_data=(x, y), test_data=test, class_names=["a", "b"]), "label 9 is out of range for 2 class_"),
+        (dict(train_data=(x, y)), "train_data and test_data go together"),
+        (dict(train_data=(x, y), test_data=test, dataset="mnist"), "replace data and dataset"),
+        (dict(class_names=["a", "b"]), "class_names: only with train_data and test_data"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            lenet5.train(epochs=1, out=out, **kwargs)
+    assert not out.exists()
+    with pytest.raises(lenet5.Error, match="data set arrays has an empty training split"):
+        lenet5.train(epochs=1, out=out, train_data=(x[:0], y[:0]), test_data=test)
