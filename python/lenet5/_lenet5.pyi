@@ -94,6 +94,11 @@ class Model:
         """The class index of each image: `images` is [N, 28, 28] or [N, 1, 28, 28], float in [0, 1] or uint8."""
     def scores(self, images: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """The network's outputs, [N, K]: sigmoid outputs (sigmoid head) or logits (logits head)."""
+    def evaluate(
+        self, images: npt.ArrayLike, labels: npt.ArrayLike, *, batch_size: int = 16, threads: Optional[int] = None
+    ) -> Dict[str, Any]:
+        """Loss, accuracy, correct and total on labelled images, as `lenet5 eval` reports them (floats must be
+        bytes / 255; the loss is the mean of per-batch means)."""
     def state_dict(self) -> Dict[str, npt.NDArray[np.float32]]:
         """The weights by PyTorch's state_dict names, with its shapes, in its order."""
     def save(self, path: _Path) -> None:

@@ -14,6 +14,7 @@ use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::Head;
 use lenet5_core::nn::params::{Param, num_params};
+use lenet5_core::train::{Evaluator, MAX_BATCH_SIZE};
 
 use crate::arrays;
 use crate::errors::core_to_py;
@@ -91,6 +92,46 @@ impl Model {
         let (scores, n) = self.run(py, images)?;
         let classes = self.num_classes();
         arrays::tensor(py, scores, &[n, classes])
+    }
+
+    /// Loss and accuracy on labelled images, as `lenet5 eval` reports them for a data set: images as `predict`
+    /// takes them (floats must be bytes / 255, as the data sets hold them), labels N integers below
+    /// `num_classes`; the loss is the mean of per-batch means over batches of `batch_size`. Returns a dict of
+    /// loss, accuracy, correct and total.
+    #[pyo3(signature = (images, labels, *, batch_size = 16, threads = None))]
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        labels: &Bound<'py, PyAny>,
+        batch_size: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let split = arrays::split("images", images, labels)?;
+        if split.is_empty() {
+            return Err(PyValueError::new_err("images: no images to evaluate"));
+        }
+        let classes = self.num_classes();
+        if let Some(bad) = split.labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(PyValueError::new_err(format!(
+                "labels: label {bad} is not a class of this {classes}-class network"
+            )));
+        }
+        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+            return Err(PyValueError::new_err(format!("batch_size: expected 1 to {MAX_BATCH_SIZE}, got {batch_size}")));
+        }
+        let threads = lenet5::training::threads(threads).map_err(crate::errors::to_py)?;
+        let (params, head) = self.with(|p| (p.checkpoint.params.clone(), p.checkpoint.head));
+        let result = py.detach(|| {
+            Evaluator::new(threads).map(|mut evaluator| evaluator.evaluate(&params, head, &split, batch_size))
+        });
+        let result = result.map_err(core_to_py)?;
+        let dict = PyDict::new(py);
+        dict.set_item("loss", result.loss)?;
+        dict.set_item("accuracy", result.accuracy)?;
+        dict.set_item("correct", result.correct)?;
+        dict.set_item("total", result.total)?;
+        Ok(dict)
     }
 
     /// The weights as PyTorch's `state_dict`: a dict of float32 arrays, by its names and with its shapes, in

@@ -77,6 +77,22 @@ def test_the_state_dict_computes_what_lenet5_eval_reports(trained, test_images, 
     assert abs(int((ours.argmax(1) == labels).sum()) - report["correct"]) <= 3
 
 
+def test_evaluate_on_arrays_reports_what_lenet5_eval_reports(trained, test_images, cli, data_root):
+    model = lenet5.Model.load(trained)
+    images, labels = test_images
+    report = json.loads(cli("eval", "--weights", trained, "--data", data_root, "--json"))
+    ours = model.evaluate(images, labels)
+    assert (ours["loss"], ours["correct"], ours["total"]) == (report["loss"], report["correct"], report["total"])
+    assert ours == model.evaluate(images / 255.0, labels.astype(np.int64), threads=1)
+    assert model.evaluate(images[:100], labels[:100], batch_size=7)["total"] == 100
+    with pytest.raises(ValueError, match="label 10 is not a class of this 10-class network"):
+        model.evaluate(images[:3], np.array([1, 10, 2]))
+    with pytest.raises(ValueError, match="no images to evaluate"):
+        model.evaluate(images[:0], labels[:0])
+    with pytest.raises(ValueError, match="batch_size"):
+        model.evaluate(images[:3], labels[:3], batch_size=0)
+
+
 def test_images_in_any_layout_and_dtype_give_the_same_predictions(trained, test_images):
     model = lenet5.Model.load(trained)
     images = test_images[0][:200]
