@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Python package's wheel and runs its tests in fresh virtual environments (outside the repository):
+# Builds the Python package's wheel (manylinux2014, with zig) and runs its tests in fresh virtual environments
+# (outside the repository):
 #   - on `python3` (or $PYTHON) with numpy 2 and Optuna, which includes the two-worker Optuna example;
 #   - on Python 3.9, the oldest the wheel supports, with numpy 1, where a Python 3.9 is installed.
 # Needs `cargo build --release` first (the tests compare with the `lenet5` program).
@@ -17,8 +18,11 @@ venv() { # venv DIR PYTHON PACKAGES...: a virtual environment at DIR with PACKAG
 }
 
 python=${PYTHON:-python3}
-venv "$work/build" "$python" "maturin>=1.9.4,<2"
-"$work/build/bin/maturin" build --release --locked --manifest-path python/Cargo.toml --out "$work/wheels"
+# The wheel as it would be published: linked by zig against glibc 2.17 (manylinux2014), so that it installs on
+# any Linux of the last decade, not only on one as new as this machine's.
+venv "$work/build" "$python" "maturin>=1.9.4,<2" ziglang
+PATH="$work/build/bin:$PATH" "$work/build/bin/maturin" build --release --locked --manifest-path python/Cargo.toml \
+  --zig --compatibility manylinux2014 --out "$work/wheels"
 wheel=$(ls "$work"/wheels/lenet5-*.whl)
 echo "wheel: $(basename "$wheel"), $(du -k "$wheel" | cut -f1) KiB"
 
