@@ -18,6 +18,7 @@ use lenet5_core::train::{Evaluator, MAX_BATCH_SIZE};
 
 use crate::arrays;
 use crate::errors::core_to_py;
+use crate::train::{HEAD_CHOICES, choice};
 
 /// Trained LeNet-5 weights: `Model.load(path)` reads a .safetensors checkpoint (written by `lenet5 train` or
 /// `Model.save`) or a PyTorch .pth state_dict; `Model.from_state_dict` takes numpy arrays.
@@ -189,8 +190,7 @@ impl Model {
 }
 
 fn parse_head(head: &str) -> PyResult<Head> {
-    Head::parse(head)
-        .ok_or_else(|| PyValueError::new_err(format!("head: expected \"sigmoid\" or \"logits\", got {head:?}")))
+    choice("head", head, Head::parse, HEAD_CHOICES)
 }
 
 /// The flat parameter block of a `state_dict` mapping, checked tensor by tensor.

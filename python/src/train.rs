@@ -19,7 +19,7 @@ use lenet5_core::train::{EpochMetrics, StepResult, TrainObserver};
 use crate::arrays;
 use crate::errors::to_py;
 
-const HEAD_CHOICES: &str = "\"sigmoid\" or \"logits\"";
+pub const HEAD_CHOICES: &str = "\"sigmoid\" or \"logits\"";
 const SCHEDULE_CHOICES: &str = "\"constant\", \"step\", \"cosine\" or \"onecycle\"";
 const PREPROCESS_CHOICES: &str = "\"resize\", \"mnist\" or \"none\"";
 
@@ -130,7 +130,7 @@ fn epoch_record<'py>(py: Python<'py>, m: &EpochMetrics) -> PyResult<Bound<'py, P
 }
 
 /// The value `parse` makes of the keyword argument `name`, or a ValueError listing the `choices`.
-fn choice<T>(name: &str, value: &str, parse: fn(&str) -> Option<T>, choices: &str) -> PyResult<T> {
+pub fn choice<T>(name: &str, value: &str, parse: fn(&str) -> Option<T>, choices: &str) -> PyResult<T> {
     parse(value).ok_or_else(|| PyValueError::new_err(format!("{name}: expected {choices}, got {value:?}")))
 }
 
