@@ -192,3 +192,33 @@ fn an_interrupted_sweep_resumes_to_the_same_bits() {
     train_alone(&data, &alone, "0.01", "40");
     assert!(same_weights(&out.join("trial-000"), &alone));
 }
+
+/// A trial that another process is training (its directory locked) is left to it: the sweep neither fails nor
+/// touches the trial's files, and the same command run later trains it, appending to its log.
+#[test]
+fn a_trial_another_process_trains_is_left_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let out = tmp.path().join("sweep");
+    let busy = out.join("trial-000");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("train.log"), "written by the other process\n").unwrap();
+    let lock = lenet5::lock::lock_dir(&busy).unwrap();
+    let o = sweep(&data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("trial-000 is being trained by another process"), "{text}");
+    assert!(text.contains("1 trial(s) were being trained by another process"), "{text}");
+    assert!(text.contains("trial-001 done"), "{text}");
+    assert_eq!(std::fs::read_to_string(busy.join("train.log")).unwrap(), "written by the other process\n");
+    assert!(!busy.join("trial.json").exists() && !busy.join("last.safetensors").exists());
+    drop(lock);
+
+    let o = sweep(&data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("trial-000 done") && !stdout(&o).contains("trial-001 done"), "{}", stdout(&o));
+    let log = std::fs::read_to_string(busy.join("train.log")).unwrap();
+    assert!(log.starts_with("written by the other process\ntraining LeNet-5"), "{log}");
+    assert_eq!(results(&out).len(), 2);
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use lenet5::lock::lock_dir;
 use lenet5_core::fs::{create_dir, write_atomic};
 use lenet5_core::run::{RunDir, read_metrics};
 
@@ -233,13 +234,20 @@ pub fn run(a: SweepArgs) -> CliResult {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    let failed = run_trials(&a, &mine, threads, &stop)?;
+    let (failed, elsewhere) = run_trials(&a, &mine, threads, &stop)?;
     if stop.load(Ordering::SeqCst) {
         return Err(
             format!("interrupted; run the same command again to resume the sweep in {}", a.out.display()).into()
         );
     }
     report(&a.out)?;
+    if elsewhere > 0 {
+        println!(
+            "{elsewhere} trial(s) were being trained by another process; when it is done, run the same command again \
+             (it finishes nothing twice) or `lenet5 sweep --collect {}` for the whole table",
+            a.out.display()
+        );
+    }
     if failed > 0 {
         return Err(format!("{failed} trial(s) failed: see train.log in their directories").into());
     }
@@ -249,13 +257,13 @@ pub fn run(a: SweepArgs) -> CliResult {
 /// Polls of the running trials between two refreshes of the status line (a poll is 50 ms).
 const STATUS_POLLS: usize = 10;
 
-/// Runs the trials that are not finished, `a.parallel` at a time; returns how many failed. On a terminal a
-/// status line shows the trials finished, each running trial's epoch and the best so far; elsewhere a line per
-/// finished trial says as much.
-fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool) -> CliResult<usize> {
+/// Runs the trials that are not finished, `a.parallel` at a time; returns how many failed and how many another
+/// process was training. On a terminal a status line shows the trials finished, each running trial's epoch and
+/// the best so far; elsewhere a line per finished trial says as much.
+fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool) -> CliResult<(usize, usize)> {
     let mut pending = trials.iter();
     let mut running: Vec<(&Trial, Child)> = Vec::new();
-    let (mut done, mut failed, mut interrupted) = (0, 0, false);
+    let (mut done, mut failed, mut elsewhere, mut interrupted) = (0, 0, 0, false);
     let status = std::io::stdout().is_terminal().then(|| {
         let bar = ProgressBar::new(trials.len() as u64);
         bar.set_style(
@@ -269,8 +277,18 @@ fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool
         while running.len() < a.parallel && !stop.load(Ordering::SeqCst) {
             let Some(t) = pending.next() else { break };
             match launch(a, t, threads)? {
-                Some(child) => running.push((t, child)),
-                None => done += 1, // finished before
+                Launch::Started(child) => running.push((t, child)),
+                Launch::Finished => done += 1,
+                Launch::Elsewhere(holder) => {
+                    done += 1;
+                    elsewhere += 1;
+                    let line =
+                        format!("trial-{:03} is being trained by another process (pid {holder}): left to it", t.index);
+                    match &status {
+                        Some(bar) => bar.println(line),
+                        None => println!("{line}"),
+                    }
+                }
             }
         }
         if running.is_empty() {
@@ -321,7 +339,7 @@ fn run_trials(a: &SweepArgs, trials: &[Trial], threads: usize, stop: &AtomicBool
     if let Some(bar) = &status {
         bar.finish_and_clear();
     }
-    Ok(failed)
+    Ok((failed, elsewhere))
 }
 
 /// The running trials with the epochs they finished, and the best trial so far.
@@ -362,34 +380,54 @@ fn interrupt(child: &Child) {
     let _ = child;
 }
 
-/// Starts trial `t` as a `lenet5 train` of its own (resuming it if it has a state), or `None` if it is finished.
-fn launch(a: &SweepArgs, t: &Trial, threads: usize) -> CliResult<Option<Child>> {
+/// What became of a trial the sweep came to.
+enum Launch {
+    /// Its `lenet5 train` runs.
+    Started(Child),
+    /// It had finished before.
+    Finished,
+    /// Another process (another sweep, or a `lenet5 train --resume`) is training it: this process's id.
+    Elsewhere(String),
+}
+
+/// Starts trial `t` as a `lenet5 train` of its own (resuming it if it has a state), unless it is finished or
+/// another process holds its directory.
+fn launch(a: &SweepArgs, t: &Trial, threads: usize) -> CliResult<Launch> {
     let dir = t.dir(&a.out);
+    create_dir(&dir)?;
+    // Held while the trial is looked at and its settings written, and let go just before its run takes it:
+    // two sweeps of one directory never write the same trial's files or run it twice.
+    let probe = match lock_dir(&dir) {
+        Ok(lock) => lock,
+        Err(lenet5::Error::Locked { holder, .. }) => return Ok(Launch::Elsewhere(holder)),
+        Err(e) => return Err(e.into()),
+    };
     let run = RunDir::new(&dir);
     let epochs: usize = t.settings[0].1.parse()?;
     let mut args: Vec<String> = vec!["train".into()];
     if let Ok((state, _, _)) = run.load_state() {
         if state.epoch >= epochs || state.stopped_early() {
-            return Ok(None);
+            return Ok(Launch::Finished);
         }
         args.extend(["--resume".into(), dir.display().to_string(), "--epochs".into(), epochs.to_string()]);
         args.extend(a.data.to_args());
     } else {
-        create_dir(&dir)?;
         let settings: BTreeMap<&str, &str> = t.settings.iter().map(|(f, v)| (&f[2..], v.as_str())).collect();
         write_atomic(&dir.join("trial.json"), serde_json::to_string_pretty(&settings)?.as_bytes())?;
         args.push("--force".into());
         args.extend(train_flags(a, t, &a.out));
     }
     args.extend(["--threads".into(), threads.to_string(), "--progress".into(), "plain".into()]);
-    let log = std::fs::File::create(dir.join("train.log"))?;
+    // Appended to: a resumed trial's log keeps what its earlier runs wrote.
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("train.log"))?;
+    drop(probe);
     let child = Command::new(std::env::current_exe()?)
         .args(&args)
         .stdout(log.try_clone()?)
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()?;
-    Ok(Some(child))
+    Ok(Launch::Started(child))
 }
 
 /// The flags every trial shares.
