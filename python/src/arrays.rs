@@ -1,6 +1,6 @@
 //! numpy arrays in and out: images as the network reads them, and tensors with PyTorch's shapes.
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -23,8 +23,8 @@ pub fn images(name: &str, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usiz
     } else if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f64>>() {
         (a.as_array().iter().map(|&v| v as f32).collect(), image_count(name, a.shape())?)
     } else {
-        let kind = match images.getattr("dtype") {
-            Ok(dtype) => format!("an array of dtype {dtype}"),
+        let kind = match images.cast::<PyUntypedArray>() {
+            Ok(array) => format!("an array of dtype {}", array.dtype()),
             Err(_) => format!("a {}", images.get_type().name()?),
         };
         return Err(PyTypeError::new_err(format!(

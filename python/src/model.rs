@@ -205,7 +205,12 @@ fn params_from(state_dict: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
             .map_err(|e| PyTypeError::new_err(format!("state_dict: {name:?} is not an array of numbers ({e})")))?;
         array.extract()
     };
-    let classes = array_of(Param::OutputBias.name())?.len();
+    let bias = array_of(Param::OutputBias.name())?;
+    let [classes] = bias.shape() else {
+        let shape = bias.shape();
+        return Err(PyValueError::new_err(format!("state_dict: \"output.bias\" has shape {shape:?}, expected [K]")));
+    };
+    let classes = *classes;
     if !(MIN_CLASSES..=MAX_CLASSES).contains(&classes) {
         return Err(PyValueError::new_err(format!(
             "state_dict: output.bias has {classes} values; a network has {MIN_CLASSES} to {MAX_CLASSES} classes"

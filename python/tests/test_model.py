@@ -133,6 +133,10 @@ def test_bad_images_and_state_dicts_are_refused_with_a_clear_error(trained):
         model.predict(np.zeros((2, 28, 28), np.int32))
     with pytest.raises(TypeError, match="got a list"):
         model.predict([[0.0] * 28] * 28)
+    with pytest.raises(TypeError, match="got a float32$"):
+        model.predict(np.float32(0.5))
+    with pytest.raises(TypeError, match="got an array of dtype float16"):
+        model.predict(np.zeros((2, 28, 28), np.float16))
     bad = np.zeros((2, 28, 28), np.float32)
     bad[1, 3, 4] = np.nan
     with pytest.raises(ValueError, match="pixel 88 of image 1 is NaN"):
@@ -142,6 +146,8 @@ def test_bad_images_and_state_dicts_are_refused_with_a_clear_error(trained):
         lenet5.Model.from_state_dict({k: v for k, v in sd.items() if k != "conv2.bias"})
     with pytest.raises(ValueError, match=r"\"linear1.weight\" has shape \[400, 120\], expected \[120, 400\]"):
         lenet5.Model.from_state_dict({**sd, "linear1.weight": sd["linear1.weight"].T})
+    with pytest.raises(ValueError, match=r"\"output.bias\" has shape \[10, 2\], expected \[K\]"):
+        lenet5.Model.from_state_dict({**sd, "output.bias": np.zeros((10, 2), np.float32)})
     with pytest.raises(ValueError, match="must be finite"):
         lenet5.Model.from_state_dict({**sd, "output.bias": np.full(10, np.inf, np.float32)})
     with pytest.raises(ValueError, match="3 names for a network of 10 outputs"):
