@@ -100,6 +100,7 @@ fn bad_values_are_refused_before_any_trial_starts() {
     assert_clean_error(&after(&["--lr", "0.1"]), &["--lr is a flag of the sweep: give it before --"]);
     assert_clean_error(&after(&["--augment"]), &["--augment is a flag of the sweep"]);
     assert_clean_error(&after(&["--threads=3"]), &["--threads is the sweep's to set"]);
+    assert_clean_error(&after(&["--help"]), &["--help after -- is not a training flag"]);
     assert_clean_error(&after(&["--step-size", "0", "--lr-schedule", "step"]), &["--step-size"]);
     assert!(!out.exists(), "no trial was started");
 }

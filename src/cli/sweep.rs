@@ -168,8 +168,11 @@ fn validate(a: &SweepArgs, trials: &[Trial]) -> CliResult {
 fn check_train_flags(flags: &[String]) -> CliResult {
     let sweep = <SweepArgs as clap::Args>::augment_args(clap::Command::new("sweep"));
     let own: Vec<String> = sweep.get_arguments().filter_map(|arg| Some(format!("--{}", arg.get_long()?))).collect();
-    for flag in flags.iter().filter(|f| f.starts_with("--")) {
+    for flag in flags.iter().filter(|f| f.starts_with('-')) {
         let name = flag.split('=').next().unwrap_or_default();
+        if ["-h", "--help", "-V", "--version"].contains(&name) {
+            return Err(format!("{name} after -- is not a training flag; `lenet5 train --help` lists those").into());
+        }
         if own.iter().any(|o| o == name) {
             return Err(format!("{name} is a flag of the sweep: give it before --").into());
         }
