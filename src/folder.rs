@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lenet5_core::base::{IMAGE_LEN, Label, MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::data::{Dataset, Split};
-use lenet5_core::rng::Rng;
 
 use crate::error::{Error, Result};
 pub use crate::preprocess::Preprocess;
-use crate::preprocess::{ImageError, MAX_FILE_BYTES, decode};
+use crate::preprocess::{ImageError, MAX_FILE_BYTES, Prepare, decode};
 
 /// File name extensions of the images a class folder may hold (any case).
 pub const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "pgm"];
@@ -87,7 +86,7 @@ pub fn load_folder(
     }
     let mut splits = assemble(&parts, decoded);
     let (train, test) = if split {
-        stratified_split(&splits[0], class_names.len(), options.val_split, options.split_seed)
+        splits[0].stratified_holdout(class_names.len(), options.val_split, options.split_seed)
     } else {
         let test = splits.pop().expect("two parts");
         (splits.pop().expect("two parts"), test)
@@ -266,29 +265,6 @@ fn read_image(path: &Path, preprocess: Preprocess) -> std::result::Result<[u8; I
     preprocess.apply(&decode(&bytes)?)
 }
 
-/// `all` cut into training and validation images: from each class, `share` of its images (rounded, at least one
-/// and never all of a class of two or more) drawn by `seed`; both keep the order of `all`.
-fn stratified_split(all: &Split, classes: usize, share: f64, seed: u64) -> (Split, Split) {
-    let mut held_out = vec![false; all.len()];
-    for class in 0..classes {
-        let mut members: Vec<u32> =
-            (0..all.len() as u32).filter(|&i| all.labels[i as usize] as usize == class).collect();
-        let n = members.len();
-        let take = if n < 2 { 0 } else { ((n as f64 * share).round() as usize).clamp(1, n - 1) };
-        Rng::derived(seed, 7, class as u64).shuffle(&mut members);
-        for &i in &members[..take] {
-            held_out[i as usize] = true;
-        }
-    }
-    let (mut train, mut test) = (Split::default(), Split::default());
-    for (i, &out) in held_out.iter().enumerate() {
-        let part = if out { &mut test } else { &mut train };
-        part.images.extend_from_slice(all.image(i));
-        part.labels.push(all.labels[i]);
-    }
-    (train, test)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,14 +273,14 @@ mod tests {
     fn the_split_is_stratified_reproducible_and_keeps_the_order() {
         let labels: Vec<Label> = (0..100).map(|i| if i < 80 { 0 } else { 1 + (i % 2) as Label }).collect();
         let all = Split { images: (0..100 * IMAGE_LEN).map(|i| (i / IMAGE_LEN) as u8).collect(), labels };
-        let (train, test) = stratified_split(&all, 3, 0.25, 5);
+        let (train, test) = all.stratified_holdout(3, 0.25, 5);
         let count = |s: &Split, k: Label| s.labels.iter().filter(|&&l| l == k).count();
         assert_eq!((count(&test, 0), count(&test, 1), count(&test, 2)), (20, 3, 3)); // 25% of 80, 10 and 10, rounded
         assert_eq!(train.len() + test.len(), 100);
         let firsts = |s: &Split| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<u8>>();
         assert!(firsts(&train).is_sorted() && firsts(&test).is_sorted());
-        let again = stratified_split(&all, 3, 0.25, 5);
+        let again = all.stratified_holdout(3, 0.25, 5);
         assert_eq!((firsts(&again.0), firsts(&again.1)), (firsts(&train), firsts(&test)));
-        assert_ne!(firsts(&stratified_split(&all, 3, 0.25, 6).1), firsts(&test));
+        assert_ne!(firsts(&all.stratified_holdout(3, 0.25, 6).1), firsts(&test));
     }
 }

@@ -12,47 +12,31 @@ use lenet5_core::error::IoContext;
 use crate::error::{Error, Result};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
-/// How a picture becomes 28x28 grey in [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preprocess {
-    /// Grey, then resized to 28x28 (bilinear); a 28x28 grey image is taken as it is.
-    Resize,
-    /// The framing `predict` gives a photo of a digit: light ink on dark, cropped to the ink, fitted in 20x20
-    /// and centred by its centre of mass (see [`lenet5_core::digit::frame`]).
-    Mnist,
-    /// None: every image must already be 28x28; colour is turned grey.
-    None,
+pub use lenet5_core::spec::Preprocess;
+
+/// How the network in `ck` wants its pictures: as its training images were made (the `data.preprocess` of a
+/// network trained on an image folder), else MNIST's framing.
+pub fn preprocess_of(ck: &lenet5_core::checkpoint::Checkpoint) -> Preprocess {
+    ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist)
 }
 
-impl Preprocess {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preprocess::Resize => "resize",
-            Preprocess::Mnist => "mnist",
-            Preprocess::None => "none",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Preprocess> {
-        [Preprocess::Resize, Preprocess::Mnist, Preprocess::None].into_iter().find(|p| p.name() == s)
-    }
-
-    /// How the network in `ck` wants its pictures: as its training images were made (the `data.preprocess` of
-    /// a network trained on an image folder), else MNIST's framing.
-    pub fn of(ck: &lenet5_core::checkpoint::Checkpoint) -> Preprocess {
-        ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist)
-    }
-
+/// A [`Preprocess`] applied to a decoded picture.
+pub trait Prepare {
     /// A decoded picture as the network's input, in [0, 1].
-    pub fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
+    fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError>;
+    /// The 28x28 grey bytes of a decoded picture.
+    fn apply(self, img: &DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError>;
+}
+
+impl Prepare for Preprocess {
+    fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
         match self {
             Preprocess::Mnist => preprocess(img),
             _ => Ok(self.apply(img)?.map(|p| p as f32 / 255.0)),
         }
     }
 
-    /// The 28x28 grey bytes of a decoded picture.
-    pub fn apply(self, img: &image::DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
+    fn apply(self, img: &DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
         let grey = to_grey(img);
         let bytes = match self {
             Preprocess::Mnist => frame(&grey)?.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8),

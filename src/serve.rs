@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::preprocess::{Digit, Preprocess, decode_within};
+use crate::preprocess::{Digit, Prepare, Preprocess, decode_within, preprocess_of};
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
@@ -74,7 +74,7 @@ impl AppState {
     /// `test` feeds `/api/sample`; without it that endpoint answers 404.
     pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
         AppState {
-            preprocess: Preprocess::of(&predictor.checkpoint),
+            preprocess: preprocess_of(&predictor.checkpoint),
             decodes: tokio::sync::Semaphore::new(MAX_DECODES),
             predictor: Mutex::new(predictor),
             test,

@@ -11,6 +11,8 @@ use lenet5_core::data::dataset::{FILES, TEST_FILES, locate_files};
 use lenet5_core::data::{Dataset, DatasetId, Split};
 
 use crate::error::Result;
+use lenet5_core::spec::{FOLDER_HOLDOUT, RunSpec};
+
 use crate::folder::{FolderOptions, FolderReport, Preprocess, is_image_folder, load_folder};
 
 /// What loading data and preparing a run tell the front end, which may show it or not. The library itself
@@ -31,8 +33,8 @@ pub trait Notices: Sync {
 /// Notices nobody hears.
 impl Notices for () {}
 
-/// The data a command reads. Every field left `None` means: what the run or the checkpoint recorded, else the
-/// default.
+/// The data a command reads: the data settings of a [`RunSpec`] ([`DataSource::of`]). Every field left `None`
+/// means: what the run or the checkpoint recorded, else the default.
 #[derive(Clone, Debug)]
 pub struct DataSource {
     /// The data root holding the data sets (`None`: `$LENET5_DATA`, else `./data`). Both a flat directory and
@@ -44,7 +46,8 @@ pub struct DataSource {
     pub download: bool,
     /// How an image folder's pictures become 28x28 grey.
     pub preprocess: Option<Preprocess>,
-    /// The share of each class an image folder without `train/` and `test/` holds out for validation.
+    /// The share of each class an image folder without `train/` and `test/` holds out for validation (other
+    /// data sources hold it out as the run starts: see [`lenet5_core::train::Holdout`]).
     pub val_split: Option<f64>,
     /// Seed of that split.
     pub split_seed: Option<u64>,
@@ -55,22 +58,27 @@ pub struct DataSource {
 }
 
 impl Default for DataSource {
-    /// MNIST under the default root, downloaded if missing.
+    /// The recipe's: MNIST under the default root, downloaded if missing.
     fn default() -> Self {
-        DataSource {
-            root: None,
-            dataset: None,
-            download: true,
-            preprocess: None,
-            val_split: None,
-            split_seed: None,
-            label_offset: None,
-            skip_bad_images: false,
-        }
+        DataSource::of(&RunSpec::default())
     }
 }
 
 impl DataSource {
+    /// The data settings of `spec`.
+    pub fn of(spec: &RunSpec) -> DataSource {
+        DataSource {
+            root: spec.data.clone(),
+            dataset: spec.dataset.clone(),
+            download: !spec.no_download,
+            preprocess: spec.preprocess,
+            val_split: spec.val_split,
+            split_seed: spec.split_seed,
+            label_offset: spec.label_offset,
+            skip_bad_images: spec.skip_bad_images,
+        }
+    }
+
     /// The data root: [`DataSource::root`] when given, else `$LENET5_DATA`, else `./data`.
     pub fn root(&self) -> PathBuf {
         if let Some(dir) = &self.root {
@@ -110,7 +118,7 @@ impl DataSource {
             .unwrap_or(Preprocess::Resize);
         FolderOptions {
             preprocess,
-            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(0.2),
+            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(FOLDER_HOLDOUT),
             split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
             skip_bad_images: self.skip_bad_images,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

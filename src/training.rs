@@ -3,169 +3,66 @@
 //! directory and reads the data; [`PreparedRun::run`] trains. The command line and the Python package both
 //! start runs here, so a run means the same thing in both.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use lenet5_core::data::{Augment, Dataset, DatasetId};
-use lenet5_core::fs::create_dir;
-use lenet5_core::nn::Head;
+use serde_json::{Map, Value};
+
+use lenet5_core::data::{Dataset, DatasetId};
+use lenet5_core::fs::{create_dir, write_atomic};
 use lenet5_core::nn::params::init_params_for;
-use lenet5_core::optim::{LrSchedule, Sgd};
 use lenet5_core::run::{RunDir, RunSummary, STATE_FILE, Start, TrainState, train_run};
-use lenet5_core::train::{TrainConfig, TrainObserver};
+use lenet5_core::spec::{RunSpec, ValidSpec};
+use lenet5_core::train::{TrainObserver, ValidConfig};
 
 use crate::error::Result;
 use crate::lock::{DirLock, lock_dir, remove_stale_temporaries};
 use crate::source::{DataSource, Notices};
 
-/// The epochs of a new run that names none: the recipe's.
-pub const RECIPE_EPOCHS: usize = 50;
+/// The run specification every run directory holds: `lenet5 train --config RUN/config.json --out OTHER` trains
+/// the same run again, bit for bit.
+pub const CONFIG_FILE: &str = "config.json";
 
-/// Most worker threads a run takes: far more than any use needs. Where the system cannot start that many the
-/// run says so; asking for 100,000 once left the command hanging after that error instead.
-pub const MAX_THREADS: usize = 256;
+/// Largest specification file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// The worker threads to use: `asked`, else every core.
-pub fn threads(asked: Option<usize>) -> Result<usize> {
-    match asked {
-        Some(n) if n == 0 || n > MAX_THREADS => Err(lenet5_core::Error::Setting {
-            setting: lenet5_core::Setting::Threads,
-            value: n.to_string(),
-            expected: "between 1 and 256",
-        }
-        .into()),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+/// The settings of a specification file, as `name -> value`: TOML, or JSON when the name ends in `.json`. Every
+/// name must be a setting, and every value of its setting's type.
+pub fn read_config(path: &Path) -> Result<Map<String, Value>> {
+    use lenet5_core::error::IoContext;
+    let bad = |reason: String| lenet5_core::Error::format(path, reason);
+    let len = std::fs::metadata(path).at(path)?.len();
+    if len > MAX_CONFIG_BYTES {
+        return Err(bad(format!("{len} bytes; a run specification is at most {MAX_CONFIG_BYTES}")).into());
     }
+    let text = std::fs::read_to_string(path).at(path)?;
+    let value: Value = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?
+    } else {
+        toml::from_str(&text).map_err(|e| bad(format!("not TOML: {}", e.message())))?
+    };
+    let Value::Object(settings) = value else { return Err(bad("expected a table of settings".into()).into()) };
+    // Each name and value checked here, so that the error names the file.
+    RunSpec::default().with_json(&Value::Object(settings.clone())).map_err(|e| bad(e.to_string()))?;
+    Ok(settings)
 }
 
-/// The kind of learning-rate schedule; its lengths come from [`TrainOptions`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScheduleKind {
-    /// One rate throughout (the recipe).
-    Constant,
-    /// Times `gamma` every `step_size` epochs.
-    Step,
-    /// Cosine annealing after the warm-up epochs.
-    Cosine,
-    /// PyTorch's OneCycleLR, one step per epoch.
-    OneCycle,
-}
-
-impl ScheduleKind {
-    /// `constant`, `step`, `cosine` or `onecycle`.
-    pub fn parse(name: &str) -> Option<ScheduleKind> {
-        match name {
-            "constant" => Some(ScheduleKind::Constant),
-            "step" => Some(ScheduleKind::Step),
-            "cosine" => Some(ScheduleKind::Cosine),
-            "onecycle" => Some(ScheduleKind::OneCycle),
-            _ => None,
-        }
-    }
-}
-
-/// Everything a run can be told. [`TrainOptions::default`] is the recipe, on MNIST, into `save_model`.
-#[derive(Clone, Debug)]
-pub struct TrainOptions {
-    /// Passes over the training set (`None`: 50, or a resumed run's own).
-    pub epochs: Option<usize>,
-    pub batch_size: usize,
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    /// Seeds the initial weights, the shuffles and the augmentation.
-    pub seed: u64,
-    pub head: Head,
-    pub lr_schedule: ScheduleKind,
-    /// Epochs between two cuts of the `step` schedule.
-    pub step_size: usize,
-    /// Factor of each cut of the `step` schedule.
-    pub gamma: f32,
-    /// Warm-up epochs of `cosine` (`None`: 0) and `onecycle` (`None`: 30% of the epochs).
-    pub warmup_epochs: Option<usize>,
-    /// The random affine transform of each training image, if any.
-    pub augment: Option<Augment>,
-    /// Stop when val_acc has not improved for this many epochs.
-    pub patience: Option<usize>,
-    /// Train on only the first N training images.
-    pub train_limit: Option<usize>,
-    /// Evaluate on only the first N test images.
-    pub test_limit: Option<usize>,
-    pub data: DataSource,
-    /// The run directory of a new run.
-    pub out: PathBuf,
-    /// Overwrite a run already in `out`.
-    pub force: bool,
-    /// Continue the run in this directory (its settings are kept; `epochs` may extend it).
-    pub resume: Option<PathBuf>,
-    /// Start from these weights (.safetensors or a PyTorch .pth) instead of a fresh initialisation.
-    pub init_weights: Option<PathBuf>,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        let recipe = TrainConfig::default();
-        TrainOptions {
-            epochs: None,
-            batch_size: recipe.batch_size,
-            lr: recipe.sgd.lr,
-            momentum: recipe.sgd.momentum,
-            weight_decay: recipe.sgd.weight_decay,
-            seed: recipe.seed,
-            head: recipe.head,
-            lr_schedule: ScheduleKind::Constant,
-            step_size: 10,
-            gamma: 0.1,
-            warmup_epochs: None,
-            augment: None,
-            patience: None,
-            train_limit: None,
-            test_limit: None,
-            data: DataSource::default(),
-            out: PathBuf::from("save_model"),
-            force: false,
-            resume: None,
-            init_weights: None,
-        }
-    }
-}
-
-impl TrainOptions {
-    /// The settings of a new run.
-    pub fn config(&self) -> TrainConfig {
-        let epochs = self.epochs.unwrap_or(RECIPE_EPOCHS);
-        TrainConfig {
-            epochs,
-            batch_size: self.batch_size,
-            sgd: Sgd { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay },
-            seed: self.seed,
-            head: self.head,
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            lr_schedule: self.schedule(epochs),
-            patience: self.patience,
-            augment: self.augment,
-        }
-    }
-
-    /// The schedule asked for, over a run of `epochs`.
-    fn schedule(&self, epochs: usize) -> LrSchedule {
-        match self.lr_schedule {
-            ScheduleKind::Constant => LrSchedule::Constant,
-            ScheduleKind::Step => LrSchedule::Step { step_size: self.step_size, gamma: self.gamma },
-            ScheduleKind::Cosine => LrSchedule::Cosine { warmup: self.warmup_epochs.unwrap_or(0) },
-            ScheduleKind::OneCycle => LrSchedule::OneCycle {
-                warmup: self.warmup_epochs.unwrap_or(((epochs as f64 * 0.3).round() as usize).max(1)),
-            },
-        }
-    }
+/// The specification of a run: the recipe, then the settings of the file `config` (if any), then those `given`
+/// beside it (flags, keywords). Returns it with every setting that was set explicitly, by the file or beside it.
+pub fn resolve(config: Option<&Path>, given: Map<String, Value>) -> Result<(RunSpec, Map<String, Value>)> {
+    let mut settings = match config {
+        Some(path) => read_config(path)?,
+        None => Map::new(),
+    };
+    settings.extend(given);
+    let spec = RunSpec::default().with_json(&Value::Object(settings.clone()))?;
+    Ok((spec, settings))
 }
 
 /// A run about to start: its directory (this process's alone until the run is dropped), settings, start and
 /// data.
 pub struct PreparedRun {
     pub run_dir: RunDir,
-    pub config: TrainConfig,
+    pub config: ValidConfig,
     pub start: Start,
     pub data: Dataset,
     _lock: DirLock,
@@ -188,18 +85,23 @@ impl PreparedRun {
     }
 }
 
-/// Checks the settings, takes the run directory (new or resumed) and reads the data and the weights to start
-/// from.
-pub fn prepare(options: &TrainOptions, notices: &dyn Notices) -> Result<PreparedRun> {
-    prepare_on(options, None, notices)
+/// Takes the run directory of `spec` (new or resumed) and reads the data and the weights to start from. A
+/// resumed run keeps its recorded settings, but runs to `spec.epochs` when `epochs_given` (else to its own).
+pub fn prepare(spec: &ValidSpec, epochs_given: bool, notices: &dyn Notices) -> Result<PreparedRun> {
+    prepare_on(spec, epochs_given, None, notices)
 }
 
-/// [`prepare`], on `data` when given (a data set the caller holds in memory) instead of what `options.data`
+/// [`prepare`], on `data` when given (a data set the caller holds in memory) instead of what the specification
 /// names. A resumed run must be given the data it was trained on again, which the run checks.
-pub fn prepare_on(options: &TrainOptions, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
-    match &options.resume {
-        Some(dir) => resumed_run(options, dir, data, notices),
-        None => new_run(options, data, notices),
+pub fn prepare_on(
+    spec: &ValidSpec,
+    epochs_given: bool,
+    data: Option<Dataset>,
+    notices: &dyn Notices,
+) -> Result<PreparedRun> {
+    match &spec.spec().resume {
+        Some(dir) => resumed_run(spec, epochs_given.then_some(spec.spec().epochs), dir, data, notices),
+        None => new_run(spec, data, notices),
     }
 }
 
@@ -215,7 +117,8 @@ fn take_run_dir(dir: &Path, notices: &dyn Notices) -> Result<DirLock> {
 
 /// A resumed run: its directory, settings (only the length may change), state and data.
 fn resumed_run(
-    options: &TrainOptions,
+    spec: &ValidSpec,
+    epochs: Option<usize>,
     dir: &Path,
     data: Option<Dataset>,
     notices: &dyn Notices,
@@ -226,37 +129,56 @@ fn resumed_run(
     }
     let lock = take_run_dir(dir, notices)?;
     let (state, params, momentum) = run_dir.load_state()?;
-    let mut config = state.config.clone();
-    if let Some(epochs) = options.epochs {
-        config.epochs = epochs;
-    }
+    let recorded = state.config.clone().check()?;
+    let config = match epochs {
+        Some(epochs) => recorded.with_epochs(epochs)?,
+        None => recorded,
+    };
     let data = match data {
         Some(data) => data,
-        None => resume_data(&options.data, &state).load(None, &state.data_options, notices)?,
+        None => resume_data(&DataSource::of(spec.spec()), &state).load(None, &state.data_options, notices)?,
     };
+    update_config_file(dir, config.epochs)?;
     let start = Start::Resume { state: Box::new(state), params, momentum };
     Ok(PreparedRun { run_dir, config, start, data, _lock: lock })
 }
 
-/// A new run of the options' settings, from PyTorch's initialisation (for the data set's classes) or the given
-/// weights.
-fn new_run(options: &TrainOptions, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
-    let config = options.config();
-    config.validate()?;
-    create_dir(&options.out)?;
-    let lock = take_run_dir(&options.out, notices)?;
-    let run_dir = RunDir::new(&options.out);
-    if run_dir.holds_run() && !options.force {
-        return Err(lenet5_core::Error::RunExists { dir: options.out.clone() }.into());
+/// The run's `config.json` (where it has one: runs written before it have none) with its new length.
+fn update_config_file(dir: &Path, epochs: usize) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let settings = read_config(&path)?;
+    let spec = RunSpec::default().with_json(&Value::Object(settings))?;
+    Ok(write_atomic(&path, RunSpec { epochs, ..spec }.to_json_text().as_bytes())?)
+}
+
+/// A new run of the specification, from PyTorch's initialisation (for the data set's classes) or the given
+/// weights; its specification written as the run directory's `config.json`.
+fn new_run(spec: &ValidSpec, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
+    let s = spec.spec();
+    create_dir(&s.out)?;
+    let lock = take_run_dir(&s.out, notices)?;
+    let run_dir = RunDir::new(&s.out);
+    if run_dir.holds_run() && !s.force {
+        return Err(lenet5_core::Error::RunExists { dir: s.out.clone() }.into());
     }
     let data = match data {
         Some(data) => data,
-        None => options.data.load(None, &Default::default(), notices)?,
+        None => DataSource::of(s).load(None, &Default::default(), notices)?,
     };
-    let params = match &options.init_weights {
-        Some(path) => crate::interop::pth::load_weights(path, options.head)?.params,
-        None => init_params_for(options.seed, data.classes()),
+    // An image folder without train/ and test/ held its validation images out as it was read.
+    let config = match data.options.contains_key("val_split") {
+        true => spec.config().without_holdout(),
+        false => spec.config().clone(),
     };
+    let params = match &s.init_weights {
+        Some(path) => crate::interop::pth::load_weights(path, s.head)?.params,
+        None => init_params_for(s.seed, data.classes()),
+    };
+    let record = RunSpec { force: false, resume: None, ..s.clone() };
+    write_atomic(&run_dir.dir.join(CONFIG_FILE), record.to_json_text().as_bytes())?;
     Ok(PreparedRun { run_dir, config, start: Start::Fresh { params }, data, _lock: lock })
 }
 
@@ -282,40 +204,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_options_are_the_recipe() {
-        assert_eq!(TrainOptions::default().config(), TrainConfig::default());
-        assert_eq!(TrainConfig::default().epochs, RECIPE_EPOCHS);
+    fn a_config_file_is_read_as_toml_or_json_and_the_settings_beside_it_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("run.toml");
+        std::fs::write(&toml, "lr = 0.01\nepochs = 3\nhead = \"logits\"\nscale = [0.8, 1.2]\n").unwrap();
+        let given = Map::from_iter([("epochs".to_string(), Value::from(5))]);
+        let (spec, settings) = resolve(Some(&toml), given).unwrap();
+        assert_eq!((spec.lr, spec.epochs, spec.head.name(), spec.scale), (0.01, 5, "logits", [0.8, 1.2]));
+        assert_eq!(settings.len(), 4);
+        let json = dir.path().join("run.json");
+        std::fs::write(&json, r#"{"lr": 0.01, "batch_size": 32}"#).unwrap();
+        assert_eq!(resolve(Some(&json), Map::new()).unwrap().0.batch_size, 32);
     }
 
     #[test]
-    fn schedules_take_their_lengths_from_the_options() {
-        let options = |kind, warmup_epochs| TrainOptions {
-            epochs: Some(20),
-            lr_schedule: kind,
-            warmup_epochs,
-            step_size: 5,
-            gamma: 0.5,
-            ..TrainOptions::default()
+    fn a_bad_config_file_is_an_error_that_names_it_and_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            resolve(Some(&path), Map::new()).unwrap_err().to_string()
         };
-        let schedule = |kind, warmup| options(kind, warmup).config().lr_schedule;
-        assert_eq!(schedule(ScheduleKind::Step, None), LrSchedule::Step { step_size: 5, gamma: 0.5 });
-        assert_eq!(schedule(ScheduleKind::Cosine, None), LrSchedule::Cosine { warmup: 0 });
-        assert_eq!(schedule(ScheduleKind::OneCycle, None), LrSchedule::OneCycle { warmup: 6 });
-        assert_eq!(schedule(ScheduleKind::OneCycle, Some(2)), LrSchedule::OneCycle { warmup: 2 });
-        for name in ["constant", "step", "cosine", "onecycle"] {
-            assert!(ScheduleKind::parse(name).is_some(), "{name}");
-        }
-        assert_eq!(ScheduleKind::parse("linear"), None);
-    }
-
-    #[test]
-    fn thread_counts_are_bounded() {
-        assert_eq!(threads(Some(1)).unwrap(), 1);
-        assert_eq!(threads(Some(MAX_THREADS)).unwrap(), MAX_THREADS);
-        assert!(threads(None).unwrap() >= 1);
-        for bad in [0, MAX_THREADS + 1, usize::MAX] {
-            let message = threads(Some(bad)).unwrap_err().to_string();
-            assert!(message.contains(&format!("between 1 and {MAX_THREADS}, got {bad}")), "{message}");
-        }
+        let e = bad("a.toml", "learning_rate = 0.1\n");
+        assert!(e.contains("a.toml") && e.contains("did you mean `lr`"), "{e}");
+        let e = bad("b.toml", "lr = \"fast\"\n");
+        assert!(e.contains("b.toml") && e.contains("setting lr"), "{e}");
+        let e = bad("c.json", "[1, 2]");
+        assert!(e.contains("c.json") && e.contains("table of settings"), "{e}");
+        let e = bad("d.toml", "lr = = 1");
+        assert!(e.contains("d.toml") && e.contains("not TOML"), "{e}");
+        assert!(resolve(Some(&dir.path().join("missing.toml")), Map::new()).is_err());
     }
 }

@@ -223,5 +223,5 @@ fn bad_folders_and_images_get_one_line_errors_or_are_skipped_when_asked() {
 
     let sized = run(&broken, &["--preprocess", "none"]);
     assert_clean_error(&sized, &["19 of 19 images cannot be used", "40x40, expected 28x28"]);
-    assert_clean_error(&run(&broken, &["--val-split", "1.5"]), &["validation share of 1.5"]);
+    assert_clean_error(&run(&broken, &["--val-split", "1.5"]), &["--val-split must be between 0 and 1", "1.5"]);
 }

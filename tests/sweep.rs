@@ -18,6 +18,11 @@ fn sweep(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     lenet5(&args)
 }
 
+/// `n` learning rates, comma-separated.
+fn lrs(n: usize) -> String {
+    (1..=n).map(|i| format!("{}", i as f32 * 1e-4)).collect::<Vec<_>>().join(",")
+}
+
 fn results(dir: &Path) -> Vec<(String, f64)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
     v.as_array()
@@ -56,7 +61,9 @@ fn a_sweep_ranks_its_trials_each_as_train_alone_and_its_shards_collect_into_the_
     assert!(table[0].1 >= table[1].1);
     let csv = std::fs::read_to_string(whole.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.starts_with("trial,augment,batch-size,epochs,head,lr,"), "{csv}");
+    // Every setting of each trial (as its trial.json holds it), in the specification's order.
+    assert!(csv.starts_with("trial,epochs,batch_size,lr,momentum,weight_decay,seed,head,"), "{csv}");
+    assert!(csv.contains("\"0.9,1.1\""), "a pair quoted: {csv}");
     assert!(whole.join("val_acc.png").exists(), "the picture of every trial's curve");
     assert!(stdout(&o).contains("best so far trial-00"), "{}", stdout(&o));
 
@@ -95,13 +102,16 @@ fn bad_values_are_refused_before_any_trial_starts() {
         args.extend_from_slice(flags);
         lenet5(&args)
     };
-    assert_clean_error(&after(&["--scale", "0.5"]), &["trial-000", "--scale", "expected MIN,MAX"]);
+    assert_clean_error(&after(&["--scale", "0.5"]), &["--scale", "expected MIN,MAX"]);
     assert_clean_error(&after(&["--no-such-flag"]), &["unexpected argument '--no-such-flag'"]);
-    assert_clean_error(&after(&["--lr", "0.1"]), &["--lr is a flag of the sweep: give it before --"]);
-    assert_clean_error(&after(&["--augment"]), &["--augment is a flag of the sweep"]);
+    let swept = lenet5(&["sweep", "--lr", "0.1,0.2", "--out", out.to_str().unwrap(), "--", "--lr", "0.3"]);
+    assert_clean_error(&swept, &["--lr is given both before and after --"]);
     assert_clean_error(&after(&["--threads=3"]), &["--threads is the sweep's to set"]);
+    assert_clean_error(&after(&["--out", "x"]), &["--out is the sweep's to set"]);
+    let o = lenet5(&["sweep", "--out", out.to_str().unwrap(), "--seed", "0,1,2,3,4,5,6,7,8,9", "--lr", &lrs(1001)]);
+    assert_clean_error(&o, &["10010 trials", "--max-trials 10010"]);
     assert_clean_error(&after(&["--help"]), &["--help after -- is not a training flag"]);
-    assert_clean_error(&after(&["--step-size", "0", "--lr-schedule", "step"]), &["--step-size"]);
+    assert_clean_error(&after(&["--step-size", "0", "--lr-schedule", "step"]), &["trial-000", "--step-size"]);
     assert!(!out.exists(), "no trial was started");
 }
 
@@ -122,12 +132,8 @@ fn schedule_parameters_sweep_and_flags_after_the_double_dash_reach_every_trial()
     let r = lenet5(&args);
     assert!(r.status.success(), "{}", stderr(&r));
     let table = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(
-        table.starts_with(
-            "trial,augment,batch-size,epochs,gamma,head,lr,lr-schedule,momentum,rotate,seed,step-size,weight-decay,"
-        ),
-        "{table}"
-    );
+    assert!(table.lines().nth(1).unwrap().contains(",step,1,0.5,"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains(",true,20.0,2.0,\"0.8,1.2\","), "{table}");
     assert!(stdout(&r).contains("gamma=0.1") && stdout(&r).contains("gamma=0.5"), "{}", stdout(&r));
 
     let alone = tmp.path().join("alone");

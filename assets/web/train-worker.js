@@ -4,7 +4,8 @@
 //   page -> worker: {type: "load", dataset, files: {trainImages, trainLabels, testImages, testLabels}}
 //                   {type: "start", settings}   {type: "pause"}   {type: "resume"}   {type: "stop"}
 //                   {type: "predict", pixels, width, height}      {type: "download"}
-//   worker -> page: {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
+//   worker -> page: {type: "defaults", settings}: the recipe's, once the engine is ready
+//                   {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
 //                   {type: "progress", status, kernels}           {type: "epoch", status}
 //                   {type: "prediction", ...}   {type: "weights", bytes}   {type: "state", state}
 //                   {type: "error", message}
@@ -77,9 +78,16 @@ async function download(url, progress) {
   return out;
 }
 
+// The engine, instantiated once; the page's form takes its defaults from the run specification's.
+const ready = instantiate().then(exports => {
+  engine = exports;
+  check(engine.defaults());
+  postMessage({ type: "defaults", settings: JSON.parse(resultText()) });
+});
+
 async function load(dataset, files) {
   setState("loading");
-  if (!engine) engine = await instantiate();
+  await ready;
   const progress = { loaded: 0, total: 0 };
   const order = ["trainImages", "trainLabels", "testImages", "testLabels"];
   const bytes = await Promise.all(order.map(k => download(files[k], progress)));

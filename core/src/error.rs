@@ -33,9 +33,17 @@ pub enum Error {
     )]
     DataNotFound { dataset: String, files: &'static [&'static str], looked_in: Vec<PathBuf> },
 
-    /// A setting is out of range: `value` is not `expected`.
+    /// A setting (named as in `spec::SETTINGS`) is out of range: `value` is not `expected`.
     #[error("invalid setting: {setting} must be {expected}, got {value}")]
-    Setting { setting: Setting, value: String, expected: &'static str },
+    Setting { setting: &'static str, value: String, expected: &'static str },
+
+    /// A name that is no setting of a run, with the setting it is closest to.
+    #[error("unknown setting `{name}`{}", suggestion.map_or(String::new(), |s| format!(" (did you mean `{s}`?)")))]
+    UnknownSetting { name: String, suggestion: Option<&'static str> },
+
+    /// A setting given a value of the wrong type (text for a number, a list for a name).
+    #[error("setting {name}: {reason}")]
+    SettingValue { name: String, reason: String },
 
     /// An input tensor or image has the wrong size.
     #[error("shape mismatch: expected {expected}, found {found}")]
@@ -76,45 +84,6 @@ pub enum Error {
     /// Training stopped because the observer asked it to; the state of the last finished epoch is in `run_dir`.
     #[error("interrupted; the run in {} can be resumed", run_dir.display())]
     Interrupted { run_dir: PathBuf },
-}
-
-/// The settings of a run that are checked before it starts, named for error messages (which front ends may
-/// put in their own words, such as the name of a command-line flag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Setting {
-    Epochs,
-    BatchSize,
-    LearningRate,
-    Momentum,
-    WeightDecay,
-    TrainLimit,
-    TestLimit,
-    Threads,
-    Patience,
-    StepSize,
-    Gamma,
-    Warmup,
-    Augment,
-}
-
-impl std::fmt::Display for Setting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Setting::Epochs => "the number of epochs",
-            Setting::BatchSize => "the batch size",
-            Setting::LearningRate => "the learning rate",
-            Setting::Momentum => "the momentum",
-            Setting::WeightDecay => "the weight decay",
-            Setting::TrainLimit => "the training-image limit",
-            Setting::TestLimit => "the test-image limit",
-            Setting::Threads => "the thread count",
-            Setting::Patience => "the early-stopping patience",
-            Setting::StepSize => "the learning-rate schedule's step size",
-            Setting::Gamma => "the learning-rate schedule's gamma",
-            Setting::Warmup => "the learning-rate schedule's warm-up epochs",
-            Setting::Augment => "the augmentation's ranges",
-        })
-    }
 }
 
 impl Error {

@@ -18,8 +18,8 @@
 //! use lenet5_core::data::Split;
 //! use lenet5_core::infer::Predictor;
 //! use lenet5_core::nn::{Head, params::init_params};
-//! use lenet5_core::optim::Sgd;
-//! use lenet5_core::train::{TrainConfig, Trainer};
+//! use lenet5_core::spec::RunSpec;
+//! use lenet5_core::train::Trainer;
 //!
 //! // 64 images, 28x28 bytes each: class k is a bright band across rows 2k..2k+4.
 //! let labels: Vec<u16> = (0..64).map(|i| (i % 10) as u16).collect();
@@ -29,7 +29,8 @@
 //!     .collect();
 //! let data = Split { images, labels };
 //!
-//! let config = TrainConfig { head: Head::Logits, sgd: Sgd { lr: 0.05, ..Sgd::default() }, ..TrainConfig::default() };
+//! let spec = RunSpec { head: Head::Logits, lr: 0.05, ..RunSpec::default() }.validate()?;
+//! let config = spec.config();
 //! let mut trainer = Trainer::new(config.clone(), init_params(config.seed), None, 2)?;
 //! for epoch in 1..=5 {
 //!     let (loss, accuracy) = trainer.train_epoch(&data, epoch, &mut ())?.expect("not stopped");
@@ -62,8 +63,9 @@ mod parallel;
 pub mod rng;
 pub mod run;
 mod simd;
+pub mod spec;
 pub mod summary;
 pub mod train;
 
-pub use error::{Error, Result, Setting};
+pub use error::{Error, Result};
 pub use simd::{CAP_VAR as SIMD_CAP_VAR, describe as instruction_set};

@@ -19,7 +19,9 @@ use crate::data::dataset::check_labels;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{create_dir, write_atomic};
-use crate::train::{EpochMetrics, EpochProgress, Evaluator, TrainConfig, TrainObserver, Trainer};
+use crate::train::{
+    EpochMetrics, EpochProgress, EvalResult, Evaluator, TrainConfig, TrainObserver, Trainer, ValidConfig,
+};
 
 pub const BEST_FILE: &str = "best.safetensors";
 pub const STATE_FILE: &str = "last.safetensors";
@@ -45,6 +47,10 @@ pub struct TrainState {
     /// [`Dataset::options`]: how the data were read.
     #[serde(default)]
     pub data_options: std::collections::BTreeMap<String, String>,
+    /// The best epoch's figures on the test set, measured once when a run that validates on held-out training
+    /// images ([`TrainConfig::holdout`]) finishes.
+    #[serde(default)]
+    pub test: Option<EvalResult>,
 }
 
 impl TrainState {
@@ -190,15 +196,15 @@ pub struct EpochOutcome {
 }
 
 impl Training {
-    /// A run of `config` on a data set called `dataset`, from `start`, on `threads` workers.
+    /// A run of `config` on a data set called `dataset`, from `start`, on `threads` workers. A resumed run keeps
+    /// its recorded settings but for the number of epochs, which is `config`'s.
     pub fn new(
-        config: TrainConfig,
+        config: ValidConfig,
         dataset: &str,
         class_names: &[String],
         start: Start,
         threads: usize,
     ) -> Result<Self> {
-        config.validate()?;
         let params = match &start {
             Start::Fresh { params } | Start::Resume { params, .. } => params,
         };
@@ -209,7 +215,7 @@ impl Training {
         let (state, trainer) = match start {
             Start::Fresh { params } => {
                 let state = TrainState {
-                    config: config.clone(),
+                    config: TrainConfig::clone(&config),
                     dataset: dataset.to_string(),
                     class_names: class_names.to_vec(),
                     epoch: 0,
@@ -219,14 +225,14 @@ impl Training {
                     data_dir: None,
                     data_fingerprint: None,
                     data_options: Default::default(),
+                    test: None,
                 };
                 (state, Trainer::new(config, params, None, threads)?)
             }
             Start::Resume { mut state, params, momentum } => {
-                let mut trainer = Trainer::new(state.config.clone(), params, Some(momentum), threads)?;
-                trainer.set_epochs(config.epochs);
-                state.config.epochs = config.epochs;
-                (*state, trainer)
+                let recorded = state.config.clone().check()?.with_epochs(config.epochs)?;
+                state.config = TrainConfig::clone(&recorded);
+                (*state, Trainer::new(recorded, params, Some(momentum), threads)?)
             }
         };
         Ok(Training { state, trainer, evaluator: Evaluator::new(threads)?, epoch: None, best: None })
@@ -308,6 +314,13 @@ impl Training {
         EpochOutcome { metrics, new_best }
     }
 
+    /// Measures the best epoch's weights (`params`) on `test`, and records the figures as the run's test
+    /// figures.
+    pub fn record_test(&mut self, params: &[f32], test: &Split) -> &EvalResult {
+        let config = self.trainer.config();
+        self.state.test.insert(self.evaluator.evaluate(params, config.head, test, config.batch_size))
+    }
+
     /// The best epoch's weights as `best.safetensors` holds them (metadata: the data set, the epoch, its metrics
     /// and the run's settings), or `None` before an epoch is finished (in this process).
     pub fn best_checkpoint(&self) -> Option<Checkpoint> {
@@ -344,22 +357,32 @@ impl Training {
 /// [`Error::Interrupted`] when the observer asks to stop; the state of the last finished epoch is then on disk.
 pub fn train_run(
     run: &RunDir,
-    config: TrainConfig,
+    config: ValidConfig,
     data: &Dataset,
     start: Start,
     threads: usize,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary> {
-    config.validate()?;
-    let train = limited(&data.train, config.train_limit);
+    // Held out of the training images before any limit, so the validation images do not depend on it.
+    let (train, val) = match config.holdout {
+        Some(h) => {
+            let (kept, held_out) = data.train.stratified_holdout(data.classes(), h.share, h.seed);
+            (Cow::Owned(kept), Some(held_out))
+        }
+        None => (Cow::Borrowed(&data.train), None),
+    };
+    let train = limited(&train, config.train_limit);
     let test = limited(&data.test, config.test_limit);
-    for (split, images) in [("training", &train), ("test", &test)] {
+    let val = val.as_ref().map(|v| limited(v, config.test_limit));
+    let splits = [("training", &train), ("validation", val.as_ref().unwrap_or(&test)), ("test", &test)];
+    for (split, images) in splits {
         if images.is_empty() {
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
         check_labels(images, data.classes(), &data.dir)?;
     }
-    let fingerprint = [train.fingerprint(), test.fingerprint()];
+    let validation = val.as_ref().unwrap_or(&test);
+    let fingerprint = [train.fingerprint(), validation.fingerprint()];
     if let Start::Resume { state, .. } = &start
         && state.data_fingerprint.is_some_and(|f| f != fingerprint)
     {
@@ -385,13 +408,22 @@ pub fn train_run(
         if !training.train_batches(&train, usize::MAX, observer)? {
             return Err(Error::Interrupted { run_dir: run.dir.clone() });
         }
-        let outcome = training.finish_epoch(&test, now() - t0, &now);
+        let outcome = training.finish_epoch(validation, now() - t0, &now);
         if outcome.new_best {
             training.best_checkpoint().expect("the epoch just finished is the best").save(&run.best())?;
         }
         training.state_checkpoint().save(&run.state())?;
         run.write_metrics(&training.state().history)?;
         observer.on_epoch_end(&outcome.metrics, outcome.new_best);
+    }
+    if val.is_some() {
+        // The test set's one use in a run that validates on held-out images: the best weights, once, at the end.
+        let best = match training.best.clone() {
+            Some(params) => params,
+            None => Checkpoint::load(&run.best())?.params,
+        };
+        training.record_test(&best, &test);
+        training.state_checkpoint().save(&run.state())?;
     }
     Ok(RunSummary { state: training.state().clone(), run_dir: run.dir.clone() })
 }

@@ -36,6 +36,7 @@ static GLOBAL: Counting = Counting;
 fn training_steps_do_not_allocate() {
     use lenet5_core::data::Split;
     use lenet5_core::nn::params::init_params;
+    use lenet5_core::spec::recipe;
     use lenet5_core::train::{TrainConfig, Trainer};
 
     let split = Split {
@@ -48,7 +49,7 @@ fn training_steps_do_not_allocate() {
     let mut trainers: Vec<_> = configs
         .iter()
         .map(|&(batch, threads)| {
-            Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None, threads)
+            Trainer::new(TrainConfig { batch_size: batch, ..recipe() }.check().unwrap(), init_params(0), None, threads)
                 .unwrap()
         })
         .collect();

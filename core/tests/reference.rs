@@ -5,6 +5,7 @@ use lenet5_core::data::Split;
 use lenet5_core::nn::model::{Head, Workspace, backward, forward, loss_and_grad};
 use lenet5_core::nn::params::{MNIST_PARAMS, Param};
 use lenet5_core::optim::Sgd;
+use lenet5_core::spec::recipe;
 use lenet5_core::train::{TrainConfig, Trainer};
 use safetensors::SafeTensors;
 
@@ -112,8 +113,8 @@ fn logits_head_forward_loss_and_gradients_match_pytorch() {
 fn check_three_steps(head: Head, threads: usize) {
     let fx = Fixture::load();
     let split = fx.split();
-    let config = TrainConfig { head, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(config, fx.params("init."), None, threads).unwrap();
+    let config = TrainConfig { head, ..recipe() };
+    let mut trainer = Trainer::new(config.check().unwrap(), fx.params("init."), None, threads).unwrap();
     let indices: Vec<u32> = (0..16).collect();
     for _ in 0..3 {
         trainer.step(&split, &indices);
@@ -132,8 +133,8 @@ fn three_sgd_momentum_steps_match_pytorch_for_both_heads() {
 fn weight_decay_steps_match_pytorch() {
     let fx = Fixture::load();
     let split = fx.split();
-    let config = TrainConfig { sgd: Sgd { lr: 1e-2, momentum: 0.9, weight_decay: 5e-2 }, ..TrainConfig::default() };
-    let mut trainer = Trainer::new(config, fx.params("init."), None, 2).unwrap();
+    let config = TrainConfig { sgd: Sgd { lr: 1e-2, momentum: 0.9, weight_decay: 5e-2 }, ..recipe() };
+    let mut trainer = Trainer::new(config.check().unwrap(), fx.params("init."), None, 2).unwrap();
     let indices: Vec<u32> = (0..16).collect();
     trainer.step(&split, &indices);
     trainer.step(&split, &indices);
@@ -145,8 +146,8 @@ fn thread_count_never_changes_the_numbers() {
     let fx = Fixture::load();
     let split = fx.split();
     let run = |threads: usize, batch: usize| {
-        let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
-        let mut trainer = Trainer::new(config, fx.params("init."), None, threads).unwrap();
+        let config = TrainConfig { batch_size: batch, ..recipe() };
+        let mut trainer = Trainer::new(config.check().unwrap(), fx.params("init."), None, threads).unwrap();
         for step in 0..4u32 {
             let idx: Vec<u32> = (0..batch as u32).map(|i| (i * 7 + step) % 16).collect();
             trainer.step(&split, &idx);

@@ -6,6 +6,7 @@ use lenet5_core::data::Split;
 use lenet5_core::nn::params::init_params;
 use lenet5_core::optim::LrSchedule;
 use lenet5_core::run::{Start, Training};
+use lenet5_core::spec::recipe;
 use lenet5_core::train::TrainConfig;
 
 /// `n` images: class k is a bright band across rows 2k..2k+4, with one pixel that varies by image.
@@ -25,7 +26,7 @@ fn train(config: TrainConfig) -> (Vec<f32>, lenet5_core::run::TrainState) {
     let (train, test) = (bands(96), bands(40));
     let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
     let start = Start::Fresh { params: init_params(config.seed) };
-    let mut run = Training::new(config, "bands", &names, start, 2).unwrap();
+    let mut run = Training::new(config.check().unwrap(), "bands", &names, start, 2).unwrap();
     while !run.is_finished() {
         assert!(run.train_batches(&train, usize::MAX, &mut ()).unwrap());
         run.finish_epoch(&test, 0.0, &|| 0.0);
@@ -34,7 +35,7 @@ fn train(config: TrainConfig) -> (Vec<f32>, lenet5_core::run::TrainState) {
 }
 
 fn config(lr_schedule: LrSchedule) -> TrainConfig {
-    TrainConfig { epochs: 4, lr_schedule, ..TrainConfig::default() }
+    TrainConfig { epochs: 4, lr_schedule, ..recipe() }
 }
 
 #[test]
@@ -54,13 +55,13 @@ fn a_schedule_that_never_moves_gives_the_recipes_bits_and_a_moving_one_does_not(
 #[test]
 fn patience_stops_a_run_whose_val_acc_stopped_improving() {
     // At this tiny learning rate val_acc barely moves, so it soon stops improving.
-    let sgd = lenet5_core::optim::Sgd { lr: 1e-9, ..Default::default() };
-    let (_, state) = train(TrainConfig { epochs: 30, sgd, patience: Some(3), ..TrainConfig::default() });
+    let sgd = lenet5_core::optim::Sgd { lr: 1e-9, ..recipe().sgd };
+    let (_, state) = train(TrainConfig { epochs: 30, sgd, patience: Some(3), ..recipe() });
     assert!(state.stopped_early(), "{state:?}");
     let best = state.best_epoch.unwrap();
     assert_eq!(state.epoch, best + 3);
     assert!(state.history.iter().skip(best).all(|m| m.val_acc <= state.best_val_acc.unwrap()));
-    let (_, state) = train(TrainConfig { epochs: 5, sgd, patience: None, ..TrainConfig::default() });
+    let (_, state) = train(TrainConfig { epochs: 5, sgd, patience: None, ..recipe() });
     assert!(!state.stopped_early() && state.epoch == 5);
 }
 
@@ -71,9 +72,9 @@ fn out_of_range_schedules_and_patience_are_refused() {
         config(LrSchedule::Step { step_size: 2, gamma: -1.0 }),
         config(LrSchedule::Cosine { warmup: 4 }),
         config(LrSchedule::OneCycle { warmup: 9 }),
-        TrainConfig { patience: Some(0), ..TrainConfig::default() },
+        TrainConfig { patience: Some(0), ..recipe() },
     ] {
-        assert!(matches!(bad.validate(), Err(lenet5_core::Error::Setting { .. })), "{bad:?}");
+        assert!(matches!(bad.clone().check(), Err(lenet5_core::Error::Setting { .. })), "{bad:?}");
     }
 }
 
@@ -81,9 +82,10 @@ fn out_of_range_schedules_and_patience_are_refused() {
 fn a_run_that_diverges_stops_with_the_epoch_and_batch_and_metrics_keep_non_finite_values() {
     let train = bands(96);
     let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
-    let sgd = lenet5_core::optim::Sgd { lr: 1e4, ..Default::default() };
-    let config = TrainConfig { epochs: 3, sgd, head: lenet5_core::nn::Head::Logits, ..TrainConfig::default() };
-    let mut run = Training::new(config, "bands", &names, Start::Fresh { params: init_params(0) }, 2).unwrap();
+    let sgd = lenet5_core::optim::Sgd { lr: 1e4, ..recipe().sgd };
+    let config = TrainConfig { epochs: 3, sgd, head: lenet5_core::nn::Head::Logits, ..recipe() };
+    let mut run =
+        Training::new(config.check().unwrap(), "bands", &names, Start::Fresh { params: init_params(0) }, 2).unwrap();
     let e = run.train_batches(&train, usize::MAX, &mut ()).unwrap_err();
     assert!(matches!(e, lenet5_core::Error::Diverged { epoch: 1, .. }), "{e}");
 

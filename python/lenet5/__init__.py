@@ -5,10 +5,11 @@
     model = lenet5.Model.load("runs/a/best.safetensors")
     classes = model.predict(images)                          # images: [N, 28, 28] floats in [0, 1]
 
-`train` takes the options of `lenet5 train` as keyword arguments and calls `on_epoch` after every epoch;
+`train` takes the settings of `lenet5 train` as keyword arguments (or a `config` file) and calls `on_epoch` after
+every epoch; `settings()` lists them with their defaults;
 `Model` predicts, gives PyTorch's `state_dict` as numpy arrays, and saves checkpoints the command line reads.
 """
 
-from ._lenet5 import PARAMETER_NAMES, Error, Model, SettingError, __version__, train
+from ._lenet5 import PARAMETER_NAMES, Error, Model, SettingError, __version__, settings, train
 
-__all__ = ["Error", "Model", "PARAMETER_NAMES", "SettingError", "__version__", "train"]
+__all__ = ["Error", "Model", "PARAMETER_NAMES", "SettingError", "__version__", "settings", "train"]

@@ -23,51 +23,57 @@ class Error(Exception):
 class SettingError(Error):
     """A setting (a keyword argument) out of its range."""
 
+def settings() -> List[Dict[str, Any]]:
+    """Every setting of a run, in order: dicts of name, default (None where unset), unset (what leaving it unset
+    means, or None) and help."""
+
 def train(
     *,
-    epochs: Optional[int] = None,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    head: str = "sigmoid",
-    lr_schedule: str = "constant",
-    step_size: int = 10,
-    gamma: float = 0.1,
-    warmup_epochs: Optional[int] = None,
-    augment: bool = False,
-    rotate: float = 10.0,
-    shift: float = 2.0,
-    scale: Tuple[float, float] = (0.9, 1.1),
-    patience: Optional[int] = None,
-    threads: Optional[int] = None,
-    data: Optional[_Path] = None,
-    dataset: Optional[_Path] = None,
-    no_download: bool = False,
-    preprocess: Optional[str] = None,
-    val_split: Optional[float] = None,
-    split_seed: Optional[int] = None,
-    label_offset: Optional[int] = None,
-    skip_bad_images: bool = False,
-    out: _Path = "save_model",
-    force: bool = False,
-    resume: Optional[_Path] = None,
-    init_weights: Optional[_Path] = None,
-    train_limit: Optional[int] = None,
-    test_limit: Optional[int] = None,
+    config: Optional[Union[_Path, Mapping[str, Any]]] = None,
     on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]] = None,
     train_data: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
     test_data: Optional[Tuple[npt.ArrayLike, npt.ArrayLike]] = None,
     class_names: Optional[List[str]] = None,
+    # The run's settings: their defaults are the specification's (`lenet5.settings()`), written nowhere else.
+    epochs: int = ...,
+    batch_size: int = ...,
+    lr: float = ...,
+    momentum: float = ...,
+    weight_decay: float = ...,
+    seed: int = ...,
+    head: str = ...,
+    lr_schedule: str = ...,
+    step_size: int = ...,
+    gamma: float = ...,
+    warmup_epochs: Optional[int] = ...,
+    patience: Optional[int] = ...,
+    augment: bool = ...,
+    rotate: float = ...,
+    shift: float = ...,
+    scale: Tuple[float, float] = ...,
+    data: Optional[_Path] = ...,
+    dataset: Optional[_Path] = ...,
+    no_download: bool = ...,
+    preprocess: Optional[str] = ...,
+    val_split: Optional[float] = ...,
+    split_seed: Optional[int] = ...,
+    label_offset: Optional[int] = ...,
+    skip_bad_images: bool = ...,
+    train_limit: Optional[int] = ...,
+    test_limit: Optional[int] = ...,
+    threads: Optional[int] = ...,
+    out: _Path = ...,
+    force: bool = ...,
+    resume: Optional[_Path] = ...,
+    init_weights: Optional[_Path] = ...,
 ) -> List[EpochRecord]:
-    """Trains LeNet-5 as `lenet5 train` does, with the same options and defaults (the recipe: 50 epochs, batch
-    16, SGD lr 1e-3 momentum 0.9, sigmoid head, on MNIST), writing the same run directory `out`
-    (best.safetensors, last.safetensors, metrics.jsonl). Returns one dict per finished epoch.
+    """Trains LeNet-5 as `lenet5 train` does, from the same run specification (the recipe by default: 50
+    epochs, batch 16, SGD lr 1e-3 momentum 0.9, sigmoid head, on MNIST), writing the same run directory `out`
+    (best.safetensors, last.safetensors, metrics.jsonl, config.json). Returns one dict per finished epoch.
 
-    `head`: "sigmoid" or "logits". `lr_schedule`: "constant", "step", "cosine" or "onecycle". `dataset`:
-    "mnist", "fashion-mnist", a directory of IDX files, or an image folder (one subfolder per class);
-    `preprocess`: "resize", "mnist" or "none". `threads`: default every core; never changes a number.
+    Every setting of `lenet5 train` is a keyword of the same name; `lenet5.settings()` lists them with their
+    defaults and help. `config` is a specification file (TOML, or JSON such as a run's config.json) or a dict;
+    keywords override it. An unknown keyword raises TypeError naming the closest setting.
 
     `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead (images
     [N, 28, 28] or [N, 1, 28, 28], uint8 or those bytes / 255; labels N integers), with `class_names`

@@ -5,7 +5,9 @@ use pyo3::PyErr;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 
-use lenet5_core::{Error as CoreError, Setting};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+
+use lenet5_core::Error as CoreError;
 
 create_exception!(
     lenet5,
@@ -23,9 +25,12 @@ pub fn to_py(err: lenet5::Error) -> PyErr {
         _ => None,
     };
     match core {
-        Some(CoreError::Setting { setting, value, expected }) => {
-            SettingError::new_err(format!("invalid setting: {} must be {expected}, got {value}", keyword(*setting)))
-        }
+        Some(CoreError::Setting { .. }) => SettingError::new_err(err.to_string()),
+        Some(CoreError::UnknownSetting { name, suggestion }) => PyTypeError::new_err(format!(
+            "train() got an unexpected keyword argument '{name}'{}",
+            suggestion.map_or(String::new(), |s| format!(" (did you mean '{s}'?)"))
+        )),
+        Some(CoreError::SettingValue { name, reason }) => PyValueError::new_err(format!("{name}: {reason}")),
         Some(e) => Error::new_err(in_python_words(e)),
         None => Error::new_err(err.to_string()),
     }
@@ -53,24 +58,5 @@ fn in_python_words(e: &CoreError) -> String {
             format!("interrupted; resume with lenet5.train(resume=\"{}\")", run_dir.display())
         }
         _ => e.to_string(),
-    }
-}
-
-/// The keyword argument that sets `setting`.
-fn keyword(setting: Setting) -> &'static str {
-    match setting {
-        Setting::Epochs => "epochs",
-        Setting::BatchSize => "batch_size",
-        Setting::LearningRate => "lr",
-        Setting::Momentum => "momentum",
-        Setting::WeightDecay => "weight_decay",
-        Setting::TrainLimit => "train_limit",
-        Setting::TestLimit => "test_limit",
-        Setting::Threads => "threads",
-        Setting::Patience => "patience",
-        Setting::StepSize => "step_size",
-        Setting::Gamma => "gamma",
-        Setting::Warmup => "warmup_epochs",
-        Setting::Augment => "rotate / shift / scale",
     }
 }

@@ -16,7 +16,7 @@ mod _lenet5 {
     #[pymodule_export]
     use super::model::Model;
     #[pymodule_export]
-    use super::train::train;
+    use super::train::{settings, train};
 
     use pyo3::prelude::*;
 

@@ -18,7 +18,6 @@ use lenet5_core::train::{Evaluator, MAX_BATCH_SIZE};
 
 use crate::arrays;
 use crate::errors::core_to_py;
-use crate::train::{HEAD_CHOICES, choice};
 
 /// Trained LeNet-5 weights: `Model.load(path)` reads a .safetensors checkpoint (written by `lenet5 train` or
 /// `Model.save`) or a PyTorch .pth state_dict; `Model.from_state_dict` takes numpy arrays.
@@ -121,7 +120,7 @@ impl Model {
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
             return Err(PyValueError::new_err(format!("batch_size: expected 1 to {MAX_BATCH_SIZE}, got {batch_size}")));
         }
-        let threads = lenet5::training::threads(threads).map_err(crate::errors::to_py)?;
+        let threads = lenet5_core::spec::thread_count(threads).map_err(core_to_py)?;
         let (params, head) = self.with(|p| (p.checkpoint.params.clone(), p.checkpoint.head));
         let result = py.detach(|| {
             Evaluator::new(threads).map(|mut evaluator| evaluator.evaluate(&params, head, &split, batch_size))
@@ -190,7 +189,8 @@ impl Model {
 }
 
 fn parse_head(head: &str) -> PyResult<Head> {
-    choice("head", head, Head::parse, HEAD_CHOICES)
+    Head::parse(head)
+        .ok_or_else(|| PyValueError::new_err(format!("head: expected \"sigmoid\" or \"logits\", got {head:?}")))
 }
 
 /// The flat parameter block of a `state_dict` mapping, checked tensor by tensor.

@@ -3,25 +3,22 @@
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PySequence, PyString};
+use serde_json::{Map, Value};
 
-use lenet5::folder::{FolderReport, Preprocess};
-use lenet5::source::{DataSource, Notices};
-use lenet5::training::{ScheduleKind, TrainOptions, prepare_on, threads as thread_count};
+use lenet5::folder::FolderReport;
+use lenet5::source::Notices;
+use lenet5::training::{prepare_on, read_config, resolve};
 use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
-use lenet5_core::data::{Augment, Dataset};
-use lenet5_core::nn::Head;
+use lenet5_core::data::Dataset;
 use lenet5_core::run::read_metrics;
+use lenet5_core::spec::{RunSpec, SETTINGS, ValidSpec};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainObserver};
 
 use crate::arrays;
-use crate::errors::to_py;
-
-pub const HEAD_CHOICES: &str = "\"sigmoid\" or \"logits\"";
-const SCHEDULE_CHOICES: &str = "\"constant\", \"step\", \"cosine\" or \"onecycle\"";
-const PREPROCESS_CHOICES: &str = "\"resize\", \"mnist\" or \"none\"";
+use crate::errors::{core_to_py, to_py};
 
 /// Batches between two looks for a pending signal (Ctrl-C), a few tens of milliseconds of training.
 const SIGNAL_CHECK_BATCHES: usize = 256;
@@ -129,11 +126,6 @@ fn epoch_record<'py>(py: Python<'py>, m: &EpochMetrics) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-/// The value `parse` makes of the keyword argument `name`, or a ValueError listing the `choices`.
-pub fn choice<T>(name: &str, value: &str, parse: fn(&str) -> Option<T>, choices: &str) -> PyResult<T> {
-    parse(value).ok_or_else(|| PyValueError::new_err(format!("{name}: expected {choices}, got {value:?}")))
-}
-
 /// The name a data set given as arrays goes by, in errors and in the checkpoints' metadata.
 const ARRAYS: &str = "arrays";
 
@@ -169,9 +161,60 @@ fn in_memory(
     })
 }
 
-/// Trains LeNet-5 as `lenet5 train` does, with the same options and defaults (the recipe), writing the same
-/// run directory (`out`: best.safetensors, last.safetensors, metrics.jsonl). Returns the run's history: one
-/// dict per finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds).
+/// A Python value as the JSON of a setting: None, a bool, an int, a float, a str, a path, or a tuple or list
+/// of those.
+fn to_json(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let unsupported = || {
+        let kind = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        PyTypeError::new_err(format!("{name}: a {kind} is no setting's value"))
+    };
+    if value.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(Value::String(s.to_cow()?.into_owned()));
+    }
+    if value.is_instance_of::<PyFloat>() || value.hasattr("__float__")? && !value.hasattr("__index__")? {
+        let v: f64 = value.extract()?;
+        return serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| PyValueError::new_err(format!("{name}: expected a number, got {v}")));
+    }
+    if let Ok(v) = value.extract::<i64>() {
+        return Ok(Value::from(v));
+    }
+    if let Ok(items) = value.cast::<PySequence>() {
+        let items: PyResult<Vec<Value>> = items.try_iter()?.map(|item| to_json(name, &item?)).collect();
+        return items.map(Value::Array);
+    }
+    if value.hasattr("__fspath__")? {
+        let path: PathBuf = value.extract()?;
+        return Ok(Value::String(path.to_string_lossy().into_owned()));
+    }
+    Err(unsupported())
+}
+
+/// The settings of the `config` argument: a path to a specification file (TOML or JSON), or a dict.
+fn config_settings(config: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Value>> {
+    let Some(config) = config.filter(|c| !c.is_none()) else { return Ok(Map::new()) };
+    if let Ok(dict) = config.cast::<PyDict>() {
+        return dict.iter().map(|(k, v)| Ok((k.extract::<String>()?, to_json("config", &v)?))).collect();
+    }
+    let path: PathBuf = config
+        .extract()
+        .map_err(|_| PyTypeError::new_err("config: expected a path to a specification file, or a dict"))?;
+    read_config(&path).map_err(to_py)
+}
+
+/// Trains LeNet-5 as `lenet5 train` does, from the same run specification and with the same defaults (the
+/// recipe), writing the same run directory (`out`: best.safetensors, last.safetensors, metrics.jsonl,
+/// config.json). Every setting of `lenet5 train` is a keyword argument of the same name (`lenet5.settings()`
+/// lists them with their defaults); `config` is a specification file (TOML, or JSON such as a run's
+/// config.json) or a dict, whose settings the keywords override. Returns the run's history: one dict per
+/// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds).
 ///
 /// `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead of a data set
 /// on disk: images `[N, 28, 28]` or `[N, 1, 28, 28]`, uint8 or those bytes / 255; labels N integers; with
@@ -181,56 +224,24 @@ fn in_memory(
 /// stops the run there (it can be resumed), which is how a tuner prunes a trial; an exception it raises stops
 /// the run and is raised again. The interpreter is free while the engine trains; Ctrl-C stops the run.
 #[pyfunction]
-#[pyo3(signature = (
-    *, epochs = None, batch_size = 16, lr = 1e-3, momentum = 0.9, weight_decay = 0.0, seed = 0,
-    head = "sigmoid", lr_schedule = "constant", step_size = 10, gamma = 0.1, warmup_epochs = None,
-    augment = false, rotate = 10.0, shift = 2.0, scale = (0.9, 1.1), patience = None, threads = None,
-    data = None, dataset = None, no_download = false, preprocess = None, val_split = None, split_seed = None,
-    label_offset = None, skip_bad_images = false, out = PathBuf::from("save_model"), force = false,
-    resume = None, init_weights = None, train_limit = None, test_limit = None, on_epoch = None,
-    train_data = None, test_data = None, class_names = None,
-))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (*, config = None, on_epoch = None, train_data = None, test_data = None, class_names = None, **settings))]
 pub fn train<'py>(
     py: Python<'py>,
-    epochs: Option<usize>,
-    batch_size: usize,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    seed: u64,
-    head: &str,
-    lr_schedule: &str,
-    step_size: usize,
-    gamma: f32,
-    warmup_epochs: Option<usize>,
-    augment: bool,
-    rotate: f32,
-    shift: f32,
-    scale: (f32, f32),
-    patience: Option<usize>,
-    threads: Option<usize>,
-    data: Option<PathBuf>,
-    dataset: Option<PathBuf>,
-    no_download: bool,
-    preprocess: Option<&str>,
-    val_split: Option<f64>,
-    split_seed: Option<u64>,
-    label_offset: Option<u16>,
-    skip_bad_images: bool,
-    out: PathBuf,
-    force: bool,
-    resume: Option<PathBuf>,
-    init_weights: Option<PathBuf>,
-    train_limit: Option<usize>,
-    test_limit: Option<usize>,
+    config: Option<&Bound<'py, PyAny>>,
     on_epoch: Option<Py<PyAny>>,
     train_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
     test_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
     class_names: Option<Vec<String>>,
+    settings: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let mut given = config_settings(config)?;
+    for (name, value) in settings.into_iter().flat_map(|d| d.iter()) {
+        let name: String = name.extract()?;
+        given.insert(name.clone(), to_json(&name, &value)?);
+    }
+    let (spec, given) = resolve(None, given).map_err(to_py)?;
     let arrays = match (train_data, test_data) {
-        (Some(train), Some(test)) if data.is_none() && dataset.is_none() => {
+        (Some(train), Some(test)) if spec.data.is_none() && spec.dataset.is_none() => {
             Some(in_memory(&train, &test, class_names)?)
         }
         (None, None) if class_names.is_none() => None,
@@ -242,51 +253,15 @@ pub fn train<'py>(
         }
         _ => return Err(PyValueError::new_err("train_data and test_data go together: give both")),
     };
-    let data = DataSource {
-        root: data,
-        dataset: dataset.map(|d| d.to_string_lossy().into_owned()),
-        download: !no_download,
-        preprocess: preprocess.map(|p| choice("preprocess", p, Preprocess::parse, PREPROCESS_CHOICES)).transpose()?,
-        val_split,
-        split_seed,
-        label_offset,
-        skip_bad_images,
-    };
-    let options = TrainOptions {
-        epochs,
-        batch_size,
-        lr,
-        momentum,
-        weight_decay,
-        seed,
-        head: choice("head", head, Head::parse, HEAD_CHOICES)?,
-        lr_schedule: choice("lr_schedule", lr_schedule, ScheduleKind::parse, SCHEDULE_CHOICES)?,
-        step_size,
-        gamma,
-        warmup_epochs,
-        augment: augment.then_some(Augment {
-            degrees: rotate,
-            translate: shift,
-            scale_min: scale.0,
-            scale_max: scale.1,
-        }),
-        patience,
-        train_limit,
-        test_limit,
-        data,
-        out,
-        force,
-        resume,
-        init_weights,
-    };
     if let Some(callback) = &on_epoch
         && !callback.bind(py).is_callable()
     {
         return Err(PyValueError::new_err("on_epoch: expected a function of one argument (the epoch's dict)"));
     }
-    let threads = thread_count(threads).map_err(to_py)?;
+    let spec = spec.validate().map_err(core_to_py)?;
     let mut observer = CallbackObserver { on_epoch, stop: false, error: None, batches: 0 };
-    let history = py.detach(|| run(&options, arrays, threads, &mut observer));
+    let epochs_given = given.contains_key("epochs");
+    let history = py.detach(|| run(&spec, epochs_given, arrays, &mut observer));
     if let Some(e) = observer.error {
         return Err(e);
     }
@@ -298,16 +273,34 @@ pub fn train<'py>(
     Ok(list)
 }
 
-/// Prepares and trains the run of `options`; its history, whole even when the observer stopped it.
+/// Every setting of a run: a list of dicts with its name, default (`None` where unset), what leaving it unset
+/// means, and its help.
+#[pyfunction]
+pub fn settings<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    let defaults = RunSpec::default().to_json();
+    let list = PyList::empty(py);
+    for info in SETTINGS {
+        let d = PyDict::new(py);
+        d.set_item("name", info.name)?;
+        let default = serde_json::to_string(&defaults[info.name]).expect("JSON");
+        d.set_item("default", py.import("json")?.call_method1("loads", (default,))?)?;
+        d.set_item("unset", info.unset)?;
+        d.set_item("help", info.help)?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+/// Prepares and trains the run of `spec`; its history, whole even when the observer stopped it.
 fn run(
-    options: &TrainOptions,
+    spec: &ValidSpec,
+    epochs_given: bool,
     arrays: Option<Dataset>,
-    threads: usize,
     observer: &mut CallbackObserver,
 ) -> lenet5::Result<Vec<EpochMetrics>> {
-    let prepared = prepare_on(options, arrays, &PythonLog)?;
+    let prepared = prepare_on(spec, epochs_given, arrays, &PythonLog)?;
     let metrics = prepared.run_dir.metrics();
-    match prepared.run(threads, observer) {
+    match prepared.run(spec.threads(), observer) {
         Ok(summary) => Ok(summary.state.history),
         // Stopped on request: the history of the epochs finished is in the run's log.
         Err(lenet5::Error::Core(lenet5_core::Error::Interrupted { .. })) if observer.stop => {

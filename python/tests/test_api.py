@@ -21,14 +21,27 @@ def test_settings_out_of_range_raise_setting_error_naming_the_keyword(tmp_path):
 
 
 def test_bad_choices_raise_value_error(tmp_path):
-    with pytest.raises(ValueError, match='head: expected "sigmoid" or "logits", got "softmax"'):
+    with pytest.raises(ValueError, match="^head: unknown head `softmax`"):
         lenet5.train(head="softmax", out=tmp_path / "r")
-    with pytest.raises(ValueError, match="lr_schedule"):
+    with pytest.raises(ValueError, match="^lr_schedule: unknown variant `linear`"):
         lenet5.train(lr_schedule="linear", out=tmp_path / "r")
+    with pytest.raises(ValueError, match="^lr: invalid type: string"):
+        lenet5.train(lr="fast", out=tmp_path / "r")
     with pytest.raises(ValueError, match="on_epoch"):
         lenet5.train(on_epoch=3, out=tmp_path / "r")
     with pytest.raises(TypeError):
         lenet5.train(5)  # keyword arguments only
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_keyword_names_the_closest_setting(tmp_path):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'learning_rate' \(did you mean 'lr'\?\)"):
+        lenet5.train(learning_rate=0.1, out=tmp_path / "r")
+    with pytest.raises(TypeError, match=r"'batchsize' \(did you mean 'batch_size'\?\)"):
+        lenet5.train(batchsize=8, out=tmp_path / "r")
+    with pytest.raises(lenet5.SettingError, match='out must be a directory, got ""'):
+        lenet5.train(out="")
+    assert not (tmp_path / "r").exists()
 
 
 def test_files_and_runs_that_cannot_be_used_raise_error_naming_them(tmp_path, data_root):
@@ -66,16 +79,23 @@ def stub_signature(name: str):
     raise AssertionError(f"{name} missing from {stub}")
 
 
-def test_the_type_hints_list_every_keyword_of_train_with_its_default():
+def test_the_type_hints_list_every_setting_as_a_keyword_of_train_and_write_no_default():
     runtime = inspect.signature(lenet5.train).parameters.values()
-    actual = [(p.name, p.default) for p in runtime]
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in runtime)
+    own = ["config", "on_epoch", "train_data", "test_data", "class_names"]
+    assert [p.name for p in runtime] == own + ["settings"]
+    assert all(p.default is None for p in list(runtime)[:-1])
     hinted = stub_signature("train")
-    assert [n for n, _ in hinted] == [n for n, _ in actual]
-    for (name, hint), (_, default) in zip(hinted, actual):
-        # The signature the module reports writes `...` for the defaults it cannot spell (a tuple, a path).
-        assert default is Ellipsis or hint == default, name
-    assert [n for n, d in actual if d is Ellipsis] == ["scale", "out"]
+    names = [s["name"] for s in lenet5.settings()]
+    assert [n for n, _ in hinted] == own + names
+    assert all(d is Ellipsis for n, d in hinted if n in names), "the defaults are the specification's alone"
+
+
+def test_settings_lists_the_recipe_as_the_defaults():
+    settings = {s["name"]: s for s in lenet5.settings()}
+    assert settings["lr"]["default"] == 0.001 and settings["epochs"]["default"] == 50
+    assert settings["scale"]["default"] == [0.9, 1.1] and settings["out"]["default"] == "save_model"
+    assert settings["patience"]["default"] is None and settings["patience"]["unset"] == "never"
+    assert all(s["help"] for s in settings.values())
 
 
 def test_a_run_that_names_no_directory_writes_save_model(tmp_path, data_root, monkeypatch):

@@ -8,6 +8,7 @@ use lenet5_core::machine::parallel_arithmetic;
 use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock, forward_flops_per_image, train_flops_per_image};
 use lenet5_core::nn::params::init_params;
 use lenet5_core::rng::Rng;
+use lenet5_core::spec::recipe;
 use lenet5_core::train::{Evaluator, TrainConfig, Trainer};
 
 use super::{CliResult, DataArgs, threads};
@@ -58,7 +59,7 @@ struct StepBench<'a> {
 
 impl<'a> StepBench<'a> {
     fn new(train: &'a Split, batch: usize, threads: usize, order: &'a [u32]) -> CliResult<Self> {
-        let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
+        let config = TrainConfig { batch_size: batch, ..recipe() }.check()?;
         let mut trainer = Trainer::new(config, init_params(0), None, threads)?;
         let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
         // warm up
@@ -228,8 +229,7 @@ impl StageClock for StageTimes {
 /// The time of each layer of one thread's first slice, batch of the first size given.
 fn layers(a: &BenchArgs, train: &Split, order: &[u32]) -> CliResult {
     let batch = a.batch_size[0];
-    let mut trainer =
-        Trainer::new(TrainConfig { batch_size: batch, ..TrainConfig::default() }, init_params(0), None, 1)?;
+    let mut trainer = Trainer::new(TrainConfig { batch_size: batch, ..recipe() }.check()?, init_params(0), None, 1)?;
     let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
     // Ten rounds; each layer's figure is its best round, which shrugs off other work on a shared machine.
     let mut best_fwd = [f64::INFINITY; Stage::ALL.len()];

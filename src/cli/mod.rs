@@ -2,6 +2,7 @@
 
 mod bench;
 mod eval;
+mod flags;
 mod interop;
 mod pictures;
 mod predict;
@@ -17,12 +18,12 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::folder::{FolderReport, Preprocess};
+use lenet5::folder::FolderReport;
 use lenet5::source::{DataSource, Notices};
+use lenet5_core::Error;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::{DatasetId, Split};
 use lenet5_core::nn::Head;
-use lenet5_core::{Error, Setting};
 
 /// Errors from the library or from this front end, printed once by `main`.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,104 +104,28 @@ impl From<HeadArg> for Head {
     }
 }
 
-/// Where the data is: shared by every command that reads a data set.
-#[derive(clap::Args, Debug, Clone)]
+/// Where the data is, and how to read it: the run specification's data settings, shared by every command that
+/// reads a data set.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct DataArgs {
-    /// Data root holding the data sets (default: $LENET5_DATA, else ./data). Both a flat directory and
-    /// torchvision's layout (ROOT/MNIST/raw) work.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// `mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder: one subfolder of
-    /// images per class (DIR/<class>/...), or DIR/train/<class>/... and DIR/test/<class>/...
-    #[arg(long, value_name = "NAME|DIR")]
-    pub dataset: Option<String>,
-    /// Never download a missing data set (by default mnist and fashion-mnist are fetched from the mirrors
-    /// torchvision uses, and verified).
-    #[arg(long)]
-    pub no_download: bool,
-    /// How an image folder's pictures become 28x28 grey: `resize` (grey, then resized), `mnist` (the digit
-    /// framing `predict` uses: crop to the ink, fit 20x20, centre), or `none` (they must be 28x28)
-    /// [default: resize, or what the weights or the resumed run were trained with].
-    #[arg(long, value_enum)]
-    pub preprocess: Option<PreprocessArg>,
-    /// The share of each class an image folder without train/ and test/ holds out for validation
-    /// [default: 0.2, or the run's].
-    #[arg(long, value_name = "FRACTION")]
-    pub val_split: Option<f64>,
-    /// Seed of that split [default: 0, or the run's].
-    #[arg(long, value_name = "N")]
-    pub split_seed: Option<u64>,
-    /// Subtract N from every label of an IDX data set whose classes are not numbered from 0 (EMNIST letters:
-    /// --label-offset 1) [default: 0, or the run's].
-    #[arg(long, value_name = "N")]
-    pub label_offset: Option<u16>,
-    /// Leave out the files of an image folder that cannot be decoded (counted and reported), instead of
-    /// stopping with the list of them.
-    #[arg(long)]
-    pub skip_bad_images: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum PreprocessArg {
-    Resize,
-    Mnist,
-    None,
+    #[command(flatten)]
+    pub flags: flags::DataFlags,
 }
 
 impl DataArgs {
-    /// Only a data root (the default one when `None`).
+    /// Only a data root (the default one when `None`), never downloaded into.
     pub fn with_root(data: Option<PathBuf>) -> DataArgs {
-        DataArgs {
-            data,
-            dataset: None,
-            no_download: true,
-            preprocess: None,
-            val_split: None,
-            split_seed: None,
-            label_offset: None,
-            skip_bad_images: false,
+        let mut flags = flags::DataFlags::default();
+        if let Some(dir) = data {
+            flags.given.insert("data".into(), dir.display().to_string().into());
         }
-    }
-
-    /// The flags that give these data arguments again (for a `lenet5 train` run by a sweep).
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        let mut add = |flag: &str, value: Option<String>| {
-            if let Some(v) = value {
-                args.extend([flag.to_string(), v]);
-            }
-        };
-        add("--data", self.data.as_ref().map(|d| d.display().to_string()));
-        add("--dataset", self.dataset.clone());
-        add("--preprocess", self.preprocess.map(|p| format!("{p:?}").to_lowercase()));
-        add("--val-split", self.val_split.map(|v| v.to_string()));
-        add("--split-seed", self.split_seed.map(|v| v.to_string()));
-        add("--label-offset", self.label_offset.map(|v| v.to_string()));
-        if self.no_download {
-            args.push("--no-download".into());
-        }
-        if self.skip_bad_images {
-            args.push("--skip-bad-images".into());
-        }
-        args
+        flags.given.insert("no_download".into(), true.into());
+        DataArgs { flags }
     }
 
     /// The library's description of these data.
     pub fn source(&self) -> DataSource {
-        DataSource {
-            root: self.data.clone(),
-            dataset: self.dataset.clone(),
-            download: !self.no_download,
-            preprocess: self.preprocess.map(|p| match p {
-                PreprocessArg::Resize => Preprocess::Resize,
-                PreprocessArg::Mnist => Preprocess::Mnist,
-                PreprocessArg::None => Preprocess::None,
-            }),
-            val_split: self.val_split,
-            split_seed: self.split_seed,
-            label_offset: self.label_offset,
-            skip_bad_images: self.skip_bad_images,
-        }
+        DataSource::of(&self.flags.spec())
     }
 
     /// The data root: `--data DIR` when given, else `$LENET5_DATA`, else `./data`.
@@ -288,7 +213,7 @@ impl Notices for TerminalNotices {
 
 /// Threads to use: the flag, else every core.
 pub fn threads(flag: Option<usize>) -> CliResult<usize> {
-    Ok(lenet5::training::threads(flag)?)
+    Ok(lenet5_core::spec::thread_count(flag)?)
 }
 
 /// The engine's error inside `err`, if it is one (directly or through the application library).
@@ -305,8 +230,9 @@ pub fn message(err: &CliError) -> String {
     let Some(e) = engine_error(err) else { return err.to_string() };
     match e {
         Error::Setting { setting, value, expected } => {
-            format!("invalid setting: {} must be {expected}, got {value}", flag(*setting))
+            format!("invalid setting: {} must be {expected}, got {value}", flags::flag(setting))
         }
+        Error::SettingValue { name, reason } => format!("invalid value for {}: {reason}", flags::flag(name)),
         Error::RunExists { dir } => format!(
             "{e}; pass --force to overwrite it, --resume {} to continue it, or --out to choose another directory",
             dir.display()
@@ -326,25 +252,6 @@ pub fn message(err: &CliError) -> String {
             format!("interrupted; resume with: lenet5 train --resume {}", run_dir.display())
         }
         _ => e.to_string(),
-    }
-}
-
-/// The flag that sets `setting`.
-fn flag(setting: Setting) -> &'static str {
-    match setting {
-        Setting::Epochs => "--epochs",
-        Setting::BatchSize => "--batch-size",
-        Setting::LearningRate => "--lr",
-        Setting::Momentum => "--momentum",
-        Setting::WeightDecay => "--weight-decay",
-        Setting::TrainLimit => "--train-limit",
-        Setting::TestLimit => "--test-limit",
-        Setting::Threads => "--threads",
-        Setting::Patience => "--patience",
-        Setting::StepSize => "--step-size",
-        Setting::Gamma => "--gamma",
-        Setting::Warmup => "--warmup-epochs",
-        Setting::Augment => "--rotate / --shift / --scale",
     }
 }
 

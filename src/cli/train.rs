@@ -8,144 +8,24 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::training::{ScheduleKind, TrainOptions, prepare};
-use lenet5_core::data::Augment;
+use lenet5::training::{prepare, resolve};
 use lenet5_core::optim::LrSchedule;
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
-use super::{CliResult, DataArgs, HeadArg, TerminalNotices, threads};
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum ScheduleArg {
-    Constant,
-    Step,
-    Cosine,
-    Onecycle,
-}
-
-/// `MIN,MAX`, two numbers.
-fn parse_scale(s: &str) -> Result<(f32, f32), String> {
-    let parse = |v: &str| v.trim().parse::<f32>().map_err(|e| format!("`{v}`: {e}"));
-    match s.split_once(',') {
-        Some((lo, hi)) => Ok((parse(lo)?, parse(hi)?)),
-        None => Err("expected MIN,MAX, e.g. 0.9,1.1".into()),
-    }
-}
-
-impl TrainArgs {
-    /// The library's options for the run the flags ask for.
-    pub fn options(&self) -> TrainOptions {
-        TrainOptions {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            head: self.head.into(),
-            lr_schedule: match self.lr_schedule {
-                ScheduleArg::Constant => ScheduleKind::Constant,
-                ScheduleArg::Step => ScheduleKind::Step,
-                ScheduleArg::Cosine => ScheduleKind::Cosine,
-                ScheduleArg::Onecycle => ScheduleKind::OneCycle,
-            },
-            step_size: self.step_size,
-            gamma: self.gamma,
-            warmup_epochs: self.warmup_epochs,
-            augment: self.augment.then_some(Augment {
-                degrees: self.rotate,
-                translate: self.shift,
-                scale_min: self.scale.0,
-                scale_max: self.scale.1,
-            }),
-            patience: self.patience,
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            data: self.data.source(),
-            out: self.out.clone(),
-            force: self.force,
-            resume: self.resume.clone(),
-            init_weights: self.init_weights.clone(),
-        }
-    }
-}
+use super::flags::RunFlags;
+use super::{CliResult, TerminalNotices};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Passes over the training set [default: 50; with --resume, the run's own, or more to extend it].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Images per SGD step.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub lr: f32,
-    /// SGD momentum (PyTorch semantics).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub momentum: f32,
-    /// L2 weight decay, added to the gradient as in PyTorch's SGD.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub weight_decay: f32,
-    /// Seed for the initial weights and the shuffles.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// The network's head: `sigmoid` (the recipe) or `logits`.
-    #[arg(long, value_enum, default_value = "sigmoid")]
-    pub head: HeadArg,
-    /// Learning-rate schedule, one rate per epoch: `constant` (the recipe), `step` (times --gamma every
-    /// --step-size epochs), `cosine` (cosine annealing after --warmup-epochs), or `onecycle` (PyTorch's
-    /// OneCycleLR, one step per epoch, peaking at --lr after --warmup-epochs).
-    #[arg(long, value_enum, default_value = "constant")]
-    pub lr_schedule: ScheduleArg,
-    /// Epochs between two cuts of the `step` schedule.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub step_size: usize,
-    /// Factor of each cut of the `step` schedule.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    pub gamma: f32,
-    /// Warm-up epochs of `cosine` [default: 0] and `onecycle` [default: 30% of the epochs].
-    #[arg(long, value_name = "N")]
-    pub warmup_epochs: Option<usize>,
-    /// Augment the training images: a random affine transform of each, drawn anew every epoch from
-    /// (seed, epoch, image), as torchvision's RandomAffine (rotation, shift, scale; bilinear, zeros outside).
-    #[arg(long)]
-    pub augment: bool,
-    /// Largest rotation of --augment, in degrees either way.
-    #[arg(long, default_value_t = 10.0, value_name = "DEGREES")]
-    pub rotate: f32,
-    /// Largest shift of --augment, in pixels along each axis.
-    #[arg(long, default_value_t = 2.0, value_name = "PIXELS")]
-    pub shift: f32,
-    /// Scale range of --augment.
-    #[arg(long, default_value = "0.9,1.1", value_name = "MIN,MAX", value_parser = parse_scale)]
-    pub scale: (f32, f32),
-    /// Stop when val_acc has not improved for N epochs (the best weights are kept, as always).
-    #[arg(long, value_name = "N")]
-    pub patience: Option<usize>,
-    /// Worker threads (default: every core). Never changes the results.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Run directory for the best weights, the resumable state and the metrics log.
-    #[arg(long, default_value = "save_model", value_name = "DIR")]
-    pub out: PathBuf,
-    /// Overwrite a previous run in the output directory.
-    #[arg(long)]
-    pub force: bool,
-    /// Continue the run in DIR where it stopped (its settings are kept; --epochs may extend it).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["force", "init_weights"])]
-    pub resume: Option<PathBuf>,
-    /// Start from these weights (.safetensors or a PyTorch .pth) instead of a fresh initialisation.
+    /// A run specification: a TOML file of settings (`lr = 0.01`), or JSON (a run's config.json); flags given
+    /// beside it win. The settings are the flags below, with `_` for `-`.
     #[arg(long, value_name = "FILE")]
-    pub init_weights: Option<PathBuf>,
-    /// Train on only the first N training images.
-    #[arg(long, value_name = "N")]
-    pub train_limit: Option<usize>,
-    /// Evaluate on only the first N test images.
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
+    pub config: Option<PathBuf>,
+    /// Print the fully resolved specification (JSON, which --config reads) and exit without training.
+    #[arg(long)]
+    pub print_config: bool,
+    #[command(flatten)]
+    pub settings: RunFlags,
     /// Progress display: `auto` (a bar on a terminal), `bar`, or `plain` lines.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "plain"])]
     pub progress: String,
@@ -183,7 +63,7 @@ struct Reporter {
     epoch_start: Instant,
     images: usize,
     loss_sum: f64,
-    acc_sum: f64,
+    correct: usize,
     epochs: usize,
     /// Whether the epoch lines show the learning rate (when it moves).
     show_lr: bool,
@@ -194,7 +74,7 @@ impl TrainObserver for Reporter {
         self.epoch_start = Instant::now();
         self.images = 0;
         self.loss_sum = 0.0;
-        self.acc_sum = 0.0;
+        self.correct = 0;
         self.epochs = epochs;
         if let Some(bar) = &self.bar {
             bar.reset();
@@ -206,7 +86,7 @@ impl TrainObserver for Reporter {
     fn on_batch(&mut self, batch: usize, _batches: usize, images: usize, r: StepResult) {
         self.images += images;
         self.loss_sum += r.loss as f64;
-        self.acc_sum += r.accuracy as f64;
+        self.correct += r.correct;
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
             if batch.is_multiple_of(64) {
@@ -214,7 +94,7 @@ impl TrainObserver for Reporter {
                 bar.set_message(format!(
                     "loss {:.4} acc {:.4} {:.0} img/s",
                     self.loss_sum / batch as f64,
-                    self.acc_sum / batch as f64,
+                    self.correct as f64 / self.images.max(1) as f64,
                     rate
                 ));
             }
@@ -250,8 +130,14 @@ impl TrainObserver for Reporter {
 }
 
 pub fn run(a: TrainArgs) -> CliResult {
-    let threads = threads(a.threads)?;
-    let prepared = prepare(&a.options(), &TerminalNotices::new())?;
+    let (spec, given) = resolve(a.config.as_deref(), a.settings.given)?;
+    if a.print_config {
+        println!("{}", spec.to_json_text());
+        return Ok(());
+    }
+    let spec = spec.validate()?;
+    let threads = spec.threads();
+    let prepared = prepare(&spec, given.contains_key("epochs"), &TerminalNotices::new())?;
     let stop = install_interrupt_handler(prepared.run_dir.dir.clone())?;
     let use_bar = match a.progress.as_str() {
         "bar" => true,
@@ -268,13 +154,24 @@ pub fn run(a: TrainArgs) -> CliResult {
         bar
     });
     let (config, data, run_dir) = (&prepared.config, &prepared.data, prepared.run_dir.clone());
+    let images = match config.holdout {
+        None => format!(
+            "{} train / {} test images, val_acc on the test images",
+            config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
+            config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
+        ),
+        Some(h) => format!(
+            "{} train images, {}% of each class held out for val_acc; {} test images, measured once at the end",
+            data.train.len(),
+            h.share * 100.0,
+            config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
+        ),
+    };
     println!(
-        "{} LeNet-5 on {} ({} train / {} test images, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, \
-         seed {}{}, {} threads -> {}",
+        "{} LeNet-5 on {} ({images}, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, seed {}{}, \
+         {} threads -> {}",
         if prepared.is_resumed() { "resuming" } else { "training" },
         data.name,
-        config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
-        config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
         data.dir.display(),
         config.epochs,
         config.batch_size,
@@ -292,7 +189,7 @@ pub fn run(a: TrainArgs) -> CliResult {
         epoch_start: Instant::now(),
         images: 0,
         loss_sum: 0.0,
-        acc_sum: 0.0,
+        correct: 0,
         epochs: config.epochs,
         show_lr: config.lr_schedule != LrSchedule::Constant,
     };
@@ -311,6 +208,12 @@ pub fn run(a: TrainArgs) -> CliResult {
     }
     if let (Some(acc), Some(epoch)) = (s.best_val_acc, s.best_epoch) {
         println!("best val_acc {:.4} at epoch {}: weights in {}", acc, epoch, run_dir.best().display());
+    }
+    if let Some(t) = &s.test {
+        println!(
+            "test: loss {:.4}  accuracy {:.4}  ({}/{} correct) with the best weights",
+            t.loss, t.accuracy, t.correct, t.total
+        );
     }
     Ok(())
 }

@@ -154,8 +154,15 @@ pub unsafe extern "C" fn load_data(
     })
 }
 
-/// Starts a new run with the settings given as JSON (`{"epochs", "batch_size", "lr", "momentum", "seed", "head",
-/// "train_limit", "test_limit"}`, each optional, the recipe's by default).
+/// The recipe's settings, the defaults of the page's form. Result: the JSON of the default run specification.
+#[unsafe(no_mangle)]
+pub extern "C" fn defaults() -> i32 {
+    let spec = lenet5_core::spec::RunSpec::default();
+    finish(Ok(()), |_| spec.to_json_text().into_bytes(), |_| 0)
+}
+
+/// Starts a new run with the settings given as the JSON of a run specification (`{"epochs", "batch_size", "lr",
+/// "momentum", "seed", "head", "train_limit", ...}`, each optional, the recipe's by default).
 ///
 /// # Safety
 /// `ptr..ptr + len` must be bytes of this module's memory.

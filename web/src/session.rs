@@ -5,18 +5,17 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::Split;
 use lenet5_core::data::dataset::{DatasetId, FILES};
 use lenet5_core::digit::{FrameError, GreyImage, frame};
 use lenet5_core::infer::Predictor;
-use lenet5_core::nn::Head;
 use lenet5_core::nn::params::init_params;
-use lenet5_core::optim::Sgd;
 use lenet5_core::run::{Start, Training, limited};
-use lenet5_core::train::{EpochMetrics, TrainConfig};
+use lenet5_core::spec::RunSpec;
+use lenet5_core::train::EpochMetrics;
 
 /// What a session refuses, and why; the page shows the message.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +23,6 @@ pub enum SessionError {
     /// The engine's: a data set's files, a setting out of range, a checkpoint.
     #[error(transparent)]
     Engine(#[from] lenet5_core::Error),
-    /// The settings are not the JSON of [`Settings`].
-    #[error("settings: {0}")]
-    Settings(#[from] serde_json::Error),
-    #[error("the head must be sigmoid or logits, got {0}")]
-    Head(String),
     #[error("no data set is loaded")]
     NoData,
     #[error("no run: start one first")]
@@ -61,36 +55,6 @@ struct Run {
     /// Seconds spent training the epoch in progress (not counting pauses).
     epoch_seconds: f64,
     images_seen: u64,
-}
-
-/// The page's settings: the recipe's by default.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f32,
-    pub momentum: f32,
-    pub seed: u64,
-    pub head: String,
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let c = TrainConfig::default();
-        Settings {
-            epochs: c.epochs,
-            batch_size: c.batch_size,
-            lr: c.sgd.lr,
-            momentum: c.sgd.momentum,
-            seed: c.seed,
-            head: c.head.name().into(),
-            train_limit: None,
-            test_limit: None,
-        }
-    }
 }
 
 /// Where a run stands, for the page.
@@ -147,22 +111,13 @@ impl Session {
         self.data.as_ref().map_or(&[], |d| &d.class_names)
     }
 
-    /// Starts a new run with `settings` (JSON, see [`Settings`]), from PyTorch's initialisation for its seed.
+    /// Starts a new run with `settings`, the JSON of a run specification ([`RunSpec`]: the recipe, with the
+    /// object's settings in place of its own), from PyTorch's initialisation for its seed. The page runs one
+    /// thread and holds its data in memory: the settings of threads and of data on disk have no effect here.
     pub fn configure(&mut self, settings: &str) -> Result<()> {
         let data = self.data.as_ref().ok_or(SessionError::NoData)?;
-        let s: Settings = serde_json::from_str(settings)?;
-        let head = Head::parse(&s.head).ok_or_else(|| SessionError::Head(s.head.clone()))?;
-        let config = TrainConfig {
-            epochs: s.epochs,
-            batch_size: s.batch_size,
-            sgd: Sgd { lr: s.lr, momentum: s.momentum, weight_decay: 0.0 },
-            seed: s.seed,
-            head,
-            train_limit: s.train_limit,
-            test_limit: s.test_limit,
-            ..TrainConfig::default()
-        };
-        config.validate()?;
+        let spec = RunSpec::from_json_text(settings)?.validate()?;
+        let config = spec.config().clone();
         // Cut-short splits are copied once here, as `lenet5 train` cuts them.
         let cut = |split: &Split, limit| match limited(split, limit) {
             std::borrow::Cow::Owned(s) => Some(s),

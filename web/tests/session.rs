@@ -59,11 +59,13 @@ fn every_misuse_is_a_typed_error_with_a_message_for_the_page() {
 
     s.load("mnist", mnist()).unwrap();
     for (settings, phrase) in [
-        (r#"{"epochs": "many"}"#, "settings: invalid type"),
-        (r#"{"learning_rate": 0.1}"#, "unknown field `learning_rate`"),
-        (r#"{"head": "softmax"}"#, "the head must be sigmoid or logits, got softmax"),
-        (r#"{"batch_size": 0}"#, "batch"),
-        (r#"{"lr": -1}"#, "learning rate"),
+        (r#"{"epochs": "many"}"#, "setting epochs: invalid type"),
+        (r#"{"learning_rate": 0.1}"#, "unknown setting `learning_rate` (did you mean `lr`?)"),
+        (r#"{"head": "softmax"}"#, "unknown head `softmax`"),
+        (r#"{"batch_size": 0}"#, "batch_size"),
+        (r#"{"lr": -1}"#, "invalid setting: lr must be a positive number"),
+        ("[1]", "expected an object"),
+        ("not json", "not JSON"),
     ] {
         let e = s.configure(settings).unwrap_err();
         assert!(e.to_string().contains(phrase), "{settings}: {e}");

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::base::{IMAGE_LEN, IMAGE_SIZE};
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// The ranges transforms are drawn from, uniformly.
@@ -22,27 +23,25 @@ pub struct Augment {
     pub scale_max: f32,
 }
 
-impl Default for Augment {
-    /// Burn's MNIST example and common use of `RandomAffine` on MNIST: ±10°, ±2 pixels, 0.9 to 1.1.
-    fn default() -> Self {
-        Augment { degrees: 10.0, translate: 2.0, scale_min: 0.9, scale_max: 1.1 }
-    }
-}
-
 /// The draws of the augmentation's random numbers (see [`Rng::derived`]).
 const PURPOSE: u64 = 4;
 
 impl Augment {
-    /// Whether every range is one the transform can take: rotation up to 180°, a shift of at most half the
+    /// Checks that every range is one the transform can take: rotation up to 180°, a shift of at most half the
     /// image, a scale from 0.1 to 10.
-    pub fn is_valid(&self) -> bool {
-        let finite = [self.degrees, self.translate, self.scale_min, self.scale_max].iter().all(|v| v.is_finite());
-        finite
-            && (0.0..=180.0).contains(&self.degrees)
-            && (0.0..=IMAGE_SIZE as f32 / 2.0).contains(&self.translate)
-            && 0.1 <= self.scale_min
-            && self.scale_min <= self.scale_max
-            && self.scale_max <= 10.0
+    pub fn check(&self) -> Result<()> {
+        let bad = |setting, value: String, expected| Err(Error::Setting { setting, value, expected });
+        if !(self.degrees.is_finite() && (0.0..=180.0).contains(&self.degrees)) {
+            return bad("rotate", self.degrees.to_string(), "in 0..=180 degrees");
+        }
+        if !(self.translate.is_finite() && (0.0..=IMAGE_SIZE as f32 / 2.0).contains(&self.translate)) {
+            return bad("shift", self.translate.to_string(), "in 0..=14 pixels");
+        }
+        let (lo, hi) = (self.scale_min, self.scale_max);
+        if !(lo.is_finite() && hi.is_finite() && 0.1 <= lo && lo <= hi && hi <= 10.0) {
+            return bad("scale", format!("{lo},{hi}"), "MIN,MAX with 0.1 <= MIN <= MAX <= 10");
+        }
+        Ok(())
     }
 
     /// The transform of image `index` in epoch `epoch` of a run seeded `seed`.
@@ -177,7 +176,7 @@ mod tests {
 
     #[test]
     fn transforms_depend_on_seed_epoch_and_index_alone_and_stay_in_range() {
-        let aug = Augment::default();
+        let aug = Augment { degrees: 10.0, translate: 2.0, scale_min: 0.9, scale_max: 1.1 };
         assert_eq!(aug.transform(1, 2, 3), aug.transform(1, 2, 3));
         assert_ne!(aug.transform(1, 2, 3), aug.transform(1, 3, 3));
         assert_ne!(aug.transform(1, 2, 3), aug.transform(1, 2, 4));
@@ -187,7 +186,9 @@ mod tests {
             assert!(t.angle.abs() <= 10f32.to_radians() && (0.9..=1.1).contains(&t.scale));
             assert!(t.shift.0.abs() <= 2.0 && t.shift.1.abs() <= 2.0);
         }
-        assert!(aug.is_valid());
-        assert!(!Augment { scale_min: 1.2, ..aug }.is_valid() && !Augment { degrees: f32::NAN, ..aug }.is_valid());
+        assert!(aug.check().is_ok());
+        assert!(
+            Augment { scale_min: 1.2, ..aug }.check().is_err() && Augment { degrees: f32::NAN, ..aug }.check().is_err()
+        );
     }
 }

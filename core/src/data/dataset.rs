@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::idx::{IdxError, IdxImages, decompress_if_gzip, parse_images_owned, parse_labels, read_images, read_labels};
 use crate::base::{IMAGE_LEN, IMAGE_SIZE, Label, MAX_CLASSES, MIN_CLASSES, MNIST_CLASS_COUNT, MNIST_CLASSES};
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
 pub const FILES: [&str; 4] =
@@ -122,6 +123,34 @@ impl Split {
     /// The raw bytes of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * IMAGE_LEN..(i + 1) * IMAGE_LEN]
+    }
+
+    /// The split cut into the images kept and those held out: from each of the `classes` classes, `share` of
+    /// its images (rounded, at least one and never all of a class of two or more) drawn by `seed`. Both parts
+    /// keep this split's order.
+    pub fn stratified_holdout(&self, classes: usize, share: f64, seed: u64) -> (Split, Split) {
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); classes];
+        for (i, &label) in self.labels.iter().enumerate() {
+            if let Some(class) = members.get_mut(label as usize) {
+                class.push(i as u32);
+            }
+        }
+        let mut held_out = vec![false; self.len()];
+        for (class, members) in members.iter_mut().enumerate() {
+            let n = members.len();
+            let take = if n < 2 { 0 } else { ((n as f64 * share).round() as usize).clamp(1, n - 1) };
+            Rng::derived(seed, 7, class as u64).shuffle(members);
+            for &i in &members[..take] {
+                held_out[i as usize] = true;
+            }
+        }
+        let (mut kept, mut out) = (Split::default(), Split::default());
+        for (i, &is_out) in held_out.iter().enumerate() {
+            let part = if is_out { &mut out } else { &mut kept };
+            part.images.extend_from_slice(self.image(i));
+            part.labels.push(self.labels[i]);
+        }
+        (kept, out)
     }
 
     /// Keeps only the first `n` images.

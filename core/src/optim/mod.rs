@@ -23,12 +23,6 @@ pub struct Sgd {
     pub weight_decay: f32,
 }
 
-impl Default for Sgd {
-    fn default() -> Self {
-        Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 0.0 }
-    }
-}
-
 impl Sgd {
     /// One update of `params` and `velocity` from `grads` (all the same length).
     pub fn step(&self, params: &mut [f32], velocity: &mut [f32], grads: &[f32]) {
@@ -104,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_velocity_that_turns_subnormal_is_stored_as_zero_and_moves_nothing() {
-        let sgd = Sgd::default();
+        let sgd = Sgd { lr: 1e-3, momentum: 0.9, weight_decay: 0.0 };
         let p0 = [0.05f32, -0.3, 1e-3, 0.2];
         // Decays below the smallest normal value, stays normal, turns subnormal from the gradient alone, exact.
         let v0 = [1.1e-38f32, 1.0, 0.0, 3e-38];

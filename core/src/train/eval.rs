@@ -11,8 +11,9 @@ use crate::parallel::{PhaseShared, Team};
 /// Images per forward call.
 const EVAL_CHUNK: usize = 64;
 
-/// Loss and accuracy over a split, as the recipe reports them: means of per-batch values.
-#[derive(Clone, Debug, PartialEq)]
+/// Loss and accuracy over a split, as every front end reports them: the loss is the mean of the per-batch mean
+/// losses (batches of the run's size, as the recipe's `DataLoader` gives them), the accuracy `correct / total`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalResult {
     pub loss: f64,
     pub accuracy: f64,
@@ -85,10 +86,9 @@ impl Evaluator {
         self.batch_means(split, batch_size)
     }
 
-    /// The recipe's figures from the per-image results: means over batches of `batch_size` images.
+    /// The figures from the per-image results (see [`EvalResult`]).
     fn batch_means(&self, split: &Split, batch_size: usize) -> EvalResult {
         let mut loss_sum = 0.0f64;
-        let mut acc_sum = 0.0f64;
         let mut correct = 0;
         let mut batches = 0;
         for (losses, (preds, labels)) in
@@ -96,11 +96,11 @@ impl Evaluator {
         {
             let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
             loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
-            acc_sum += ok as f64 / losses.len() as f64;
             correct += ok;
             batches += 1;
         }
         let batches = batches.max(1) as f64;
-        EvalResult { loss: loss_sum / batches, accuracy: acc_sum / batches, correct, total: split.len() }
+        let accuracy = correct as f64 / split.len().max(1) as f64;
+        EvalResult { loss: loss_sum / batches, accuracy, correct, total: split.len() }
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::aligned::AlignedBuf;
 use crate::base::{MAX_CLASSES, MIN_CLASSES};
 use crate::data::{Augment, Split};
-use crate::error::{Error, Result, Setting};
+use crate::error::{Error, Result};
 use crate::nn::model::{CONV_PARAMS, Head, StageClock};
 use crate::nn::params::FIXED_PARAMS;
 use crate::optim::{LrSchedule, Sgd};
@@ -51,77 +51,99 @@ pub struct TrainConfig {
     /// A random affine transform of every training image, drawn anew each epoch (none in the recipe).
     #[serde(default)]
     pub augment: Option<Augment>,
+    /// Training images held out to validate on, so that the test set decides nothing (none in the recipe,
+    /// which validates on the test set).
+    #[serde(default)]
+    pub holdout: Option<Holdout>,
 }
 
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 50,
-            batch_size: 16,
-            sgd: Sgd::default(),
-            seed: 0,
-            head: Head::Sigmoid,
-            train_limit: None,
-            test_limit: None,
-            lr_schedule: LrSchedule::Constant,
-            patience: None,
-            augment: None,
-        }
-    }
+/// A stratified, seeded share of the training images held out for validation ([`Split::stratified_holdout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holdout {
+    pub share: f64,
+    pub seed: u64,
 }
 
 impl TrainConfig {
-    /// Checks every setting's range.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks every setting's range, once: the only way to a [`ValidConfig`]. A front end checks a whole run
+    /// with `spec::RunSpec::validate`, which comes here; a resumed run's recorded settings come here too.
+    pub fn check(self) -> Result<ValidConfig> {
         let bad = |setting, value: &dyn std::fmt::Display, expected| {
             Err(Error::Setting { setting, value: value.to_string(), expected })
         };
         if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return bad(Setting::Epochs, &self.epochs, "in 1..=1000000");
+            return bad("epochs", &self.epochs, "in 1..=1000000");
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
-            return bad(Setting::BatchSize, &self.batch_size, "in 1..=65536");
+            return bad("batch_size", &self.batch_size, "in 1..=65536");
         }
         let Sgd { lr, momentum, weight_decay } = self.sgd;
         if !(lr.is_finite() && lr > 0.0) {
-            return bad(Setting::LearningRate, &lr, "a positive number");
+            return bad("lr", &lr, "a positive number");
         }
         if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
-            return bad(Setting::Momentum, &momentum, "in [0, 1)");
+            return bad("momentum", &momentum, "in [0, 1)");
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return bad(Setting::WeightDecay, &weight_decay, ">= 0");
+            return bad("weight_decay", &weight_decay, ">= 0");
         }
         if self.train_limit == Some(0) {
-            return bad(Setting::TrainLimit, &0, "at least 1");
+            return bad("train_limit", &0, "at least 1");
         }
         if self.test_limit == Some(0) {
-            return bad(Setting::TestLimit, &0, "at least 1");
+            return bad("test_limit", &0, "at least 1");
         }
         if self.patience == Some(0) {
-            return bad(Setting::Patience, &0, "at least 1");
+            return bad("patience", &0, "at least 1");
         }
-        if let Some(a) = self.augment.filter(|a| !a.is_valid()) {
-            let value = format!("{}° {} px {}..{}", a.degrees, a.translate, a.scale_min, a.scale_max);
-            return bad(Setting::Augment, &value, "rotation 0..=180°, shift 0..=14 px, scale 0.1 <= min <= max <= 10");
+        if let Some(a) = self.augment {
+            a.check()?;
         }
-        self.validate_schedule()
+        if let Some(h) = self.holdout.filter(|h| !(h.share > 0.0 && h.share < 1.0)) {
+            return bad("val_split", &h.share, "between 0 and 1 (exclusive)");
+        }
+        self.check_schedule()?;
+        Ok(ValidConfig(self))
     }
 
-    fn validate_schedule(&self) -> Result<()> {
+    fn check_schedule(&self) -> Result<()> {
         let bad = |setting, value: &dyn std::fmt::Display, expected| {
             Err(Error::Setting { setting, value: value.to_string(), expected })
         };
         match self.lr_schedule {
-            LrSchedule::Step { step_size: 0, .. } => bad(Setting::StepSize, &0, "at least 1"),
+            LrSchedule::Step { step_size: 0, .. } => bad("step_size", &0, "at least 1"),
             LrSchedule::Step { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => {
-                bad(Setting::Gamma, &gamma, "a positive number")
+                bad("gamma", &gamma, "a positive number")
             }
             s if s.warmup() >= self.epochs && s.warmup() > 0 => {
-                bad(Setting::Warmup, &s.warmup(), "fewer than the number of epochs")
+                bad("warmup_epochs", &s.warmup(), "fewer than the number of epochs")
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A [`TrainConfig`] whose every setting was checked ([`TrainConfig::check`]): what the engine takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidConfig(TrainConfig);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
+impl ValidConfig {
+    /// The same settings, running to `epochs` (as when a run is resumed with more), checked again.
+    pub fn with_epochs(&self, epochs: usize) -> Result<ValidConfig> {
+        TrainConfig { epochs, ..self.0.clone() }.check()
+    }
+
+    /// The same settings with no holdout: for data whose evaluation images were already held out of its
+    /// training images as it was read (an image folder without `train/` and `test/`).
+    pub fn without_holdout(&self) -> ValidConfig {
+        ValidConfig(TrainConfig { holdout: None, ..self.0.clone() })
     }
 }
 
@@ -195,11 +217,12 @@ mod any_f64 {
     }
 }
 
-/// The mean loss and accuracy of one batch.
+/// The mean loss and accuracy of one batch, and how many of its images were classified right.
 #[derive(Clone, Copy, Debug)]
 pub struct StepResult {
     pub loss: f32,
     pub accuracy: f32,
+    pub correct: usize,
 }
 
 /// Largest batch a trainer takes.
@@ -211,7 +234,7 @@ pub const MAX_EPOCHS: usize = 1_000_000;
 /// A team of `threads` workers (at least one), or the error that starting its threads gave.
 fn start_team(threads: usize) -> Result<Team> {
     if threads == 0 {
-        return Err(Error::Setting { setting: Setting::Threads, value: "0".into(), expected: "at least 1" });
+        return Err(Error::Setting { setting: "threads", value: "0".into(), expected: "at least 1" });
     }
     Team::new(threads).map_err(|source| Error::Threads { count: threads, source })
 }
@@ -245,8 +268,8 @@ pub struct Trainer {
 impl Trainer {
     /// A trainer for `config` from `params` (and `velocity`, when resuming), whose steps run on `threads`
     /// workers. The thread count never changes a number.
-    pub fn new(config: TrainConfig, params: Vec<f32>, velocity: Option<Vec<f32>>, threads: usize) -> Result<Self> {
-        config.validate()?;
+    pub fn new(config: ValidConfig, params: Vec<f32>, velocity: Option<Vec<f32>>, threads: usize) -> Result<Self> {
+        let config = config.0;
         let classes = block_classes(params.len())?;
         if velocity.as_ref().is_some_and(|v| v.len() != params.len()) {
             return Err(Error::Shape {
@@ -284,11 +307,6 @@ impl Trainer {
     /// What the trainer was built with (the number of epochs as last set).
     pub fn config(&self) -> &TrainConfig {
         &self.config
-    }
-
-    /// Changes the number of epochs a run goes to (as when a run is resumed with a new `--epochs`).
-    pub fn set_epochs(&mut self, epochs: usize) {
-        self.config.epochs = epochs;
     }
 
     /// The learning rate of epoch `epoch` (1-based) under the run's schedule.
@@ -335,8 +353,8 @@ impl Trainer {
         let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, indices, next, clock);
         let step = step.augmented(augmentation);
         self.team.run(&|t| step.run(t));
-        let (loss, accuracy) = step.result();
-        StepResult { loss, accuracy }
+        let (loss, accuracy, correct) = step.result();
+        StepResult { loss, accuracy, correct }
     }
 
     /// The order in which epoch `epoch` (1-based) visits the `n` training images.
@@ -351,7 +369,7 @@ impl Trainer {
         let mut order = Vec::new();
         Self::epoch_order(self.config.seed, epoch, images, &mut order);
         let batch_size = self.config.batch_size;
-        EpochProgress { epoch, order, batch_size, done: 0, loss_sum: 0.0, acc_sum: 0.0 }
+        EpochProgress { epoch, order, batch_size, done: 0, loss_sum: 0.0, correct: 0 }
     }
 
     /// Trains the next batches of `progress`, at most `max_batches`, on the images of `split` (the split the
@@ -380,14 +398,14 @@ impl Trainer {
                 return Err(Error::Diverged { epoch: progress.epoch, batch: progress.done + 1, loss: r.loss });
             }
             progress.loss_sum += r.loss as f64;
-            progress.acc_sum += r.accuracy as f64;
+            progress.correct += r.correct;
             progress.done += 1;
             observer.on_batch(progress.done, progress.batches(), images, r);
         }
         Ok(true)
     }
 
-    /// Trains one epoch (1-based number); returns the mean per-batch loss and accuracy, or `None` when
+    /// Trains one epoch (1-based number); returns its loss and accuracy ([`EpochProgress::means`]), or `None` when
     /// `observer` asked to stop part-way.
     pub fn train_epoch(
         &mut self,
@@ -400,8 +418,8 @@ impl Trainer {
     }
 }
 
-/// An epoch being trained a few batches at a time: the order of its images, how many batches are done, and the
-/// sums of their losses and accuracies. The same steps in the same order as one call of
+/// An epoch being trained a few batches at a time: the order of its images, how many batches are done, the sum
+/// of their losses and the count of images they classified right. The same steps in the same order as one call of
 /// [`Trainer::train_epoch`], whatever the batches are trained in.
 #[derive(Clone, Debug)]
 pub struct EpochProgress {
@@ -411,7 +429,7 @@ pub struct EpochProgress {
     batch_size: usize,
     done: usize,
     loss_sum: f64,
-    acc_sum: f64,
+    correct: usize,
 }
 
 impl EpochProgress {
@@ -436,10 +454,13 @@ impl EpochProgress {
         &self.order[start..(start + self.batch_size).min(self.order.len())]
     }
 
-    /// The mean per-batch loss and accuracy of the batches trained so far (the epoch's, once it is done).
+    /// The figures of the batches trained so far (the epoch's, once it is done), as every front end reports
+    /// them: the loss is the mean of the batches' mean losses (the recipe's running loss over its `DataLoader`),
+    /// the accuracy the images classified right over the images seen.
     pub fn means(&self) -> (f64, f64) {
         let n = self.done.max(1) as f64;
-        (self.loss_sum / n, self.acc_sum / n)
+        let seen = (self.done * self.batch_size).min(self.order.len()).max(1);
+        (self.loss_sum / n, self.correct as f64 / seen as f64)
     }
 }
 
@@ -469,7 +490,8 @@ mod tests {
     fn linear1_weight_starts_a_cache_line_in_the_trainer() {
         assert_eq!(LINEAR1_WEIGHT_AT, Param::Linear1Weight.fixed_range().start);
         let params = init_params(3);
-        let trainer = Trainer::new(TrainConfig::default(), params.clone(), None, 1).unwrap();
+        let trainer =
+            Trainer::new(crate::spec::ValidSpec::default().config().clone(), params.clone(), None, 1).unwrap();
         assert_eq!(trainer.params(), &params[..]);
         for buf in [trainer.params(), trainer.velocity()] {
             assert_eq!(buf[LINEAR1_WEIGHT_AT..].as_ptr() as usize % 64, 0);

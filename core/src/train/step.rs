@@ -515,13 +515,14 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// The batch's mean loss and accuracy, once the team has run the step.
-    pub fn result(&self) -> (f32, f32) {
+    /// The batch's mean loss, its accuracy and how many of its images were classified right, once the team has
+    /// run the step.
+    pub fn result(&self) -> (f32, f32, usize) {
         // SAFETY: the team has finished; nobody else uses the slices.
         let slices = unsafe { self.slices.get(0..self.used) };
         let b = self.indices.len() as f32;
         let loss = slices.iter().map(|s| s.loss).sum::<f32>() / b;
         let correct: usize = slices.iter().map(|s| s.correct).sum();
-        (loss, correct as f32 / b)
+        (loss, correct as f32 / b, correct)
     }
 }
