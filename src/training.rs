@@ -46,6 +46,15 @@ pub fn read_config(path: &Path) -> Result<Map<String, Value>> {
     Ok(settings)
 }
 
+/// The batch size of the loss that evaluating `ck` reports (the mean of per-batch means): the one the weights
+/// were trained with, as their checkpoint records it, else the recipe's. `lenet5 eval`, `Model.evaluate` and the
+/// run's own val_loss then agree.
+pub fn eval_batch_size(ck: &lenet5_core::checkpoint::Checkpoint) -> usize {
+    let recorded = ck.metadata.get("config").and_then(|c| serde_json::from_str::<Value>(c).ok());
+    let recorded = recorded.and_then(|c| c["batch_size"].as_u64()).map(|b| b as usize);
+    recorded.filter(|&b| (1..=lenet5_core::train::MAX_BATCH_SIZE).contains(&b)).unwrap_or(RunSpec::default().batch_size)
+}
+
 /// The specification of a run: the recipe, then the settings of the file `config` (if any), then those `given`
 /// beside it (flags, keywords). Returns it with every setting that was set explicitly, by the file or beside it.
 pub fn resolve(config: Option<&Path>, given: Map<String, Value>) -> Result<(RunSpec, Map<String, Value>)> {

@@ -33,8 +33,27 @@ fn native(args: &[&str]) -> (String, Vec<Value>) {
     assert!(o.status.success(), "{}", stderr(&o));
     let state = lenet5_core::checkpoint::Checkpoint::load(&run.join("last.safetensors")).unwrap();
     let history = lenet5_core::run::read_metrics(&run.join("metrics.jsonl")).unwrap();
+    same_figures_as_eval(&run, &history, out.path());
     let history = history.into_iter().map(without_timings).collect();
     (state.metadata["tensors_sha256"].clone(), history)
+}
+
+/// `lenet5 eval` of the run's best weights on the run's validation images gives that epoch's val figures exactly:
+/// one definition of loss and accuracy for a run, an evaluation and (through the equality below) the page.
+fn same_figures_as_eval(run: &std::path::Path, history: &[lenet5_core::train::EpochMetrics], tmp: &std::path::Path) {
+    let state = lenet5_core::run::RunDir::new(run).load_state().unwrap().0;
+    let best = &history[state.best_epoch.unwrap() - 1];
+    let images = tmp.join("validation");
+    write_subset(&images, 1, state.config.test_limit.unwrap());
+    let weights = run.join("best.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["eval", "--json", "--weights", weights.to_str().unwrap(), "--dataset", images.to_str().unwrap()])
+        .env(lenet5_core::SIMD_CAP_VAR, "baseline")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((eval["loss"].as_f64().unwrap(), eval["accuracy"].as_f64().unwrap()), (best.val_loss, best.val_acc));
 }
 
 fn without_timings(m: impl serde::Serialize) -> Value {

@@ -101,7 +101,7 @@ class Model:
     def scores(self, images: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """The network's outputs, [N, K]: sigmoid outputs (sigmoid head) or logits (logits head)."""
     def evaluate(
-        self, images: npt.ArrayLike, labels: npt.ArrayLike, *, batch_size: int = 16, threads: Optional[int] = None
+        self, images: npt.ArrayLike, labels: npt.ArrayLike, *, batch_size: Optional[int] = None, threads: Optional[int] = None
     ) -> Dict[str, Any]:
         """Loss, accuracy, correct and total on labelled images, as `lenet5 eval` reports them (floats must be
         bytes / 255; the loss is the mean of per-batch means)."""

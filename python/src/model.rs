@@ -96,15 +96,16 @@ impl Model {
 
     /// Loss and accuracy on labelled images, as `lenet5 eval` reports them for a data set: images as `predict`
     /// takes them (floats must be bytes / 255, as the data sets hold them), labels N integers below
-    /// `num_classes`; the loss is the mean of per-batch means over batches of `batch_size`. Returns a dict of
+    /// `num_classes`; the loss is the mean of per-batch means over batches of `batch_size` (default: the one the
+    /// weights were trained with, else the recipe's), the accuracy correct / total. Returns a dict of
     /// loss, accuracy, correct and total.
-    #[pyo3(signature = (images, labels, *, batch_size = 16, threads = None))]
+    #[pyo3(signature = (images, labels, *, batch_size = None, threads = None))]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
         labels: &Bound<'py, PyAny>,
-        batch_size: usize,
+        batch_size: Option<usize>,
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let split = arrays::split("images", images, labels)?;
@@ -117,6 +118,7 @@ impl Model {
                 "labels: label {bad} is not a class of this {classes}-class network"
             )));
         }
+        let batch_size = batch_size.unwrap_or_else(|| self.with(|p| lenet5::training::eval_batch_size(&p.checkpoint)));
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
             return Err(PyValueError::new_err(format!("batch_size: expected 1 to {MAX_BATCH_SIZE}, got {batch_size}")));
         }

@@ -12,9 +12,10 @@ pub struct EvalArgs {
     pub weights: WeightsArg,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Batch size for the per-batch means (the loss and accuracy are means of per-batch values).
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
+    /// Batch size of the loss, a mean of per-batch means [default: the one the weights were trained with, as
+    /// their checkpoint records it, else the recipe's].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -24,16 +25,19 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> CliResult {
-    if a.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
-    }
     let ck = load_weights(&a.weights)?;
+    let batch_size = a.batch_size.unwrap_or_else(|| lenet5::training::eval_batch_size(&ck));
+    if batch_size == 0 || batch_size > lenet5_core::train::MAX_BATCH_SIZE {
+        return Err(
+            format!("--batch-size must be from 1 to {}, got {batch_size}", lenet5_core::train::MAX_BATCH_SIZE).into()
+        );
+    }
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
     let mut evaluator = Evaluator::new(threads)?;
     let t0 = Instant::now();
-    let r = evaluator.evaluate(&ck.params, ck.head, &test, a.batch_size);
+    let r = evaluator.evaluate(&ck.params, ck.head, &test, batch_size);
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
         println!(

@@ -67,7 +67,7 @@ pub fn confusion(a: ConfusionArgs) -> CliResult {
     let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
     let mut ev = Evaluator::new(threads)?;
-    let r = ev.evaluate(&ck.params, ck.head, &test, 16);
+    let r = ev.evaluate(&ck.params, ck.head, &test, lenet5::training::eval_batch_size(&ck));
     let classes = ck.classes();
     let mut counts = vec![vec![0usize; classes]; classes];
     for (&p, &l) in ev.predictions.iter().zip(&test.labels) {
