@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
-use lenet5_core::digit::{Filter, FrameError, GreyImage, frame, resize};
+use lenet5_core::digit::{FrameError, GreyImage};
 
 use lenet5_core::error::IoContext;
 
 use crate::error::{Error, Result};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
-pub use lenet5_core::spec::Preprocess;
+pub use lenet5_core::digit::Preprocess;
 
 /// How the network in `ck` wants its pictures: as its training images were made (the `data.preprocess` of a
 /// network trained on an image folder), else MNIST's framing.
@@ -20,7 +20,7 @@ pub fn preprocess_of(ck: &lenet5_core::checkpoint::Checkpoint) -> Preprocess {
     ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist)
 }
 
-/// A [`Preprocess`] applied to a decoded picture.
+/// A [`Preprocess`] applied to a decoded picture, grey first (see [`to_grey`]).
 pub trait Prepare {
     /// A decoded picture as the network's input, in [0, 1].
     fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError>;
@@ -30,29 +30,12 @@ pub trait Prepare {
 
 impl Prepare for Preprocess {
     fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
-        match self {
-            Preprocess::Mnist => preprocess(img),
-            _ => Ok(self.apply(img)?.map(|p| p as f32 / 255.0)),
-        }
+        Ok(self.input(&to_grey(img))?)
     }
 
     fn apply(self, img: &DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
-        let grey = to_grey(img);
-        let bytes = match self {
-            Preprocess::Mnist => frame(&grey)?.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8),
-            Preprocess::Resize => to_bytes(resize(&grey, IMAGE_SIZE, IMAGE_SIZE, Filter::Triangle)),
-            Preprocess::None if (grey.width, grey.height) != (IMAGE_SIZE, IMAGE_SIZE) => {
-                return Err(ImageError::Size { width: grey.width, height: grey.height });
-            }
-            Preprocess::None => to_bytes(grey),
-        };
-        Ok(bytes)
+        Ok(self.bytes(&to_grey(img))?)
     }
-}
-
-/// The pixels of a 28x28 picture.
-fn to_bytes(grey: GreyImage) -> [u8; IMAGE_LEN] {
-    grey.pixels.try_into().expect("a 28x28 picture")
 }
 
 /// Larger files are refused before decoding.
@@ -76,8 +59,6 @@ pub enum ImageError {
     Unreadable(String),
     #[error("cannot decode image ({0})")]
     Undecodable(String),
-    #[error("image is {width}x{height}, expected 28x28")]
-    Size { width: usize, height: usize },
     #[error(transparent)]
     NoDigit(#[from] FrameError),
 }
@@ -138,7 +119,7 @@ pub fn to_grey(img: &DynamicImage) -> GreyImage {
 
 /// MNIST-style preprocessing of any picture holding one digit (see [`lenet5_core::digit::frame`]).
 pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
-    Ok(frame(&to_grey(img))?)
+    Preprocess::Mnist.digit(img)
 }
 
 /// A digit as an 8-bit grey image (for `--save-preprocessed` and the web page).

@@ -1,7 +1,8 @@
 //! Turning a grey picture of one digit into what the network expects, the way MNIST was made: light ink on a
 //! dark background, the digit cropped, scaled to fit a 20x20 box keeping its aspect ratio, and placed in a
-//! 28x28 field with its centre of mass at the centre. The command line, the server and the browser page all
-//! prepare drawings and photos with [`frame`].
+//! 28x28 field with its centre of mass at the centre ([`frame`]). [`Preprocess`] is the one way a user's
+//! picture becomes the network's input: `lenet5 predict`, the server, image folders, Python's
+//! `Model.predict(preprocess=...)` and the browser page all go through it.
 //!
 //! Scaling is [`resize`]: separable filtering (a triangle to shrink, Catmull-Rom to enlarge), in `f32`, the
 //! vertical pass first, as the `image` crate's `imageops::resize` does it, to the bit.
@@ -30,13 +31,63 @@ impl GreyImage {
     }
 }
 
-/// Why a picture holds no digit to read.
+/// Why a picture cannot be read as a digit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("image has no pixels")]
     NoPixels,
     #[error("no digit found: the image is blank or has too little contrast")]
     NoDigit,
+    #[error("image is {width}x{height}, expected 28x28")]
+    Size { width: usize, height: usize },
+}
+
+/// How a grey picture becomes the network's 28x28 input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preprocess {
+    /// Resized to 28x28 (bilinear); a 28x28 picture is taken as it is.
+    Resize,
+    /// The framing a photo of a digit needs ([`frame`]): light ink on dark, cropped to the ink, fitted in 20x20
+    /// and centred by its centre of mass.
+    Mnist,
+    /// None: the picture must already be 28x28.
+    None,
+}
+
+impl Preprocess {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocess::Resize => "resize",
+            Preprocess::Mnist => "mnist",
+            Preprocess::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Preprocess> {
+        [Preprocess::Resize, Preprocess::Mnist, Preprocess::None].into_iter().find(|p| p.name() == s)
+    }
+
+    /// The network's input for `grey`, in [0, 1]: MNIST's framing keeps its fractions, the others are bytes / 255.
+    pub fn input(self, grey: &GreyImage) -> Result<Image, FrameError> {
+        match self {
+            Preprocess::Mnist => frame(grey),
+            _ => Ok(self.bytes(grey)?.map(|p| p as f32 / 255.0)),
+        }
+    }
+
+    /// The 28x28 grey bytes of `grey`, as a data set stores its images.
+    pub fn bytes(self, grey: &GreyImage) -> Result<[u8; IMAGE_LEN], FrameError> {
+        let exact = |g: GreyImage| <[u8; IMAGE_LEN]>::try_from(g.pixels).expect("a 28x28 picture");
+        match self {
+            Preprocess::Mnist => Ok(frame(grey)?.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)),
+            Preprocess::Resize => Ok(exact(resize(grey, IMAGE_SIZE, IMAGE_SIZE, Filter::Triangle))),
+            Preprocess::None if (grey.width, grey.height) != (IMAGE_SIZE, IMAGE_SIZE) => {
+                Err(FrameError::Size { width: grey.width, height: grey.height })
+            }
+            Preprocess::None => Ok(exact(grey.clone())),
+        }
+    }
 }
 
 /// MNIST-style preparation of a picture holding one digit, dark on light or light on dark.

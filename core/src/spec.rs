@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::data::Augment;
+pub use crate::digit::Preprocess;
 use crate::error::{Error, Result};
 use crate::nn::Head;
 use crate::optim::{LrSchedule, Sgd};
@@ -47,33 +48,6 @@ pub enum ScheduleKind {
     /// PyTorch's OneCycleLR, one step per epoch.
     #[serde(rename = "onecycle")]
     OneCycle,
-}
-
-/// How a picture of an image folder becomes 28x28 grey.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preprocess {
-    /// Grey, then resized to 28x28 (bilinear); a 28x28 grey image is taken as it is.
-    Resize,
-    /// The framing `predict` gives a photo of a digit: light ink on dark, cropped to the ink, fitted in 20x20
-    /// and centred by its centre of mass (see the `digit` module).
-    Mnist,
-    /// None: every image must already be 28x28; colour is turned grey.
-    None,
-}
-
-impl Preprocess {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preprocess::Resize => "resize",
-            Preprocess::Mnist => "mnist",
-            Preprocess::None => "none",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Preprocess> {
-        [Preprocess::Resize, Preprocess::Mnist, Preprocess::None].into_iter().find(|p| p.name() == s)
-    }
 }
 
 /// Everything a training run can be told. [`RunSpec::default`] is the recipe, on MNIST, into `save_model`; a

@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("checkpoint", &["base", "error", "fs", "nn"]),
     ("train", &["aligned", "base", "data", "error", "nn", "optim", "parallel", "rng", "simd"]),
     ("run", &["checkpoint", "data", "error", "fs", "train"]),
-    ("spec", &["data", "error", "nn", "optim", "train"]),
+    ("spec", &["data", "digit", "error", "nn", "optim", "train"]),
     ("infer", &["base", "checkpoint", "nn"]),
     ("summary", &["base", "nn"]),
     ("machine", &["simd"]),

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 use lenet5_core::base::{Label, MAX_CLASSES};
 use lenet5_core::data::Split;
+use lenet5_core::digit::{GreyImage, Preprocess};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
 /// Most images one call takes: a call copies its images as floats (3.1 GB for a million); more go in chunks.
@@ -40,6 +41,39 @@ pub fn images(name: &str, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usiz
         )));
     }
     Ok((pixels, n))
+}
+
+/// Largest side of a picture given to `preprocess` (as the command line decodes).
+const MAX_SIDE: usize = 8192;
+
+/// The network's inputs for `pictures` prepared by `preprocess` (as `lenet5 predict` prepares image files):
+/// a list of 2-D grey arrays of any size, or one array `[N, H, W]`; uint8, or floats in [0, 1].
+pub fn pictures(name: &str, pictures: &Bound<'_, PyAny>, preprocess: Preprocess) -> PyResult<(Vec<f32>, usize)> {
+    let numpy = pictures.py().import("numpy")?;
+    let count = pictures.len()?;
+    if count > MAX_IMAGES {
+        return Err(PyValueError::new_err(format!("{name}: at most {MAX_IMAGES} pictures in one call, got {count}")));
+    }
+    let mut inputs = Vec::with_capacity(count * IMAGE_LEN);
+    for (i, picture) in pictures.try_iter()?.enumerate() {
+        let array: PyReadonlyArrayDyn<'_, f64> = numpy.call_method1("asarray", (picture?, "float64"))?.extract()?;
+        let [height, width] = *array.shape() else {
+            let shape = array.shape().to_vec();
+            return Err(PyValueError::new_err(format!("{name}: picture {i} has shape {shape:?}, expected [H, W]")));
+        };
+        if height.max(width) > MAX_SIDE {
+            return Err(PyValueError::new_err(format!(
+                "{name}: picture {i} is {width}x{height}, larger than {MAX_SIDE}"
+            )));
+        }
+        let values = array.as_array();
+        let scale = if values.iter().any(|&v| v > 1.0) { 1.0 } else { 255.0 };
+        let bytes: Vec<u8> = values.iter().map(|&v| (v * scale).round().clamp(0.0, 255.0) as u8).collect();
+        let grey = GreyImage::new(width, height, bytes).expect("one byte per pixel");
+        let input = preprocess.input(&grey).map_err(|e| PyValueError::new_err(format!("{name}: picture {i}: {e}")))?;
+        inputs.extend_from_slice(&input);
+    }
+    Ok((inputs, count))
 }
 
 /// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]`.

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use numpy::{PyArray1, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use lenet5_core::digit::Preprocess;
 use pyo3::types::PyDict;
 
 use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
@@ -37,8 +39,19 @@ impl Model {
     }
 
     /// The head's outputs for `images`: N x K floats, and N.
-    fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
-        let (pixels, n) = arrays::images("images", images)?;
+    /// The scores of `images`: network inputs, or pictures to prepare with `preprocess` first.
+    fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>, preprocess: Option<&str>) -> PyResult<(Vec<f32>, usize)> {
+        let (pixels, n) = match preprocess {
+            None => arrays::images("images", images)?,
+            Some(name) => {
+                let p = Preprocess::parse(name).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "preprocess: expected \"mnist\", \"resize\" or \"none\", got {name:?}"
+                    ))
+                })?;
+                arrays::pictures("images", images, p)?
+            }
+        };
         let scores = py.detach(|| self.with(|p| p.scores(&pixels)));
         Ok((scores, n))
     }
@@ -79,8 +92,18 @@ impl Model {
 
     /// The class of each image: `images` is `[N, 28, 28]` or `[N, 1, 28, 28]`, float in [0, 1] (as torchvision's
     /// `ToTensor` gives) or uint8; returns N class indices (int64). `class_names` maps them to names.
-    fn predict<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let (scores, n) = self.run(py, images)?;
+    ///
+    /// With `preprocess` ("mnist": the framing `lenet5 predict` gives a photo; "resize"; "none"), `images` are
+    /// grey pictures of any size (a list of 2-D arrays, or `[N, H, W]`), prepared as `lenet5 predict` prepares
+    /// image files.
+    #[pyo3(signature = (images, *, preprocess = None))]
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        preprocess: Option<&str>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let (scores, n) = self.run(py, images, preprocess)?;
         let argmax = scores.chunks_exact(self.num_classes()).map(|s| lenet5_core::nn::argmax(s) as i64);
         debug_assert_eq!(argmax.len(), n);
         Ok(PyArray1::from_vec(py, argmax.collect()))
@@ -88,8 +111,15 @@ impl Model {
 
     /// The network's outputs for each image, `[N, K]` float32, as the PyTorch module returns them: the sigmoid
     /// outputs for the sigmoid head, the logits for the logits head.
-    fn scores<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let (scores, n) = self.run(py, images)?;
+    /// `preprocess` as for `predict`.
+    #[pyo3(signature = (images, *, preprocess = None))]
+    fn scores<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        preprocess: Option<&str>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let (scores, n) = self.run(py, images, preprocess)?;
         let classes = self.num_classes();
         arrays::tensor(py, scores, &[n, classes])
     }

@@ -152,3 +152,32 @@ def test_bad_images_and_state_dicts_are_refused_with_a_clear_error(trained):
         lenet5.Model.from_state_dict({**sd, "output.bias": np.full(10, np.inf, np.float32)})
     with pytest.raises(ValueError, match="3 names for a network of 10 outputs"):
         lenet5.Model.from_state_dict(sd, class_names=["a", "b", "c"])
+
+
+def test_pictures_are_prepared_as_lenet5_predict_prepares_image_files(trained, test_images, cli, tmp_path):
+    """One input path: a photo-like picture (dark ink on light paper, larger, off centre) as an array with
+    preprocess="mnist", and the same picture as a file given to `lenet5 predict`, give the same scores."""
+    images, _ = test_images
+    model = lenet5.Model.load(trained)
+    pictures, files = [], []
+    for i in range(5):
+        big = np.kron(images[i], np.ones((3, 2), dtype=np.uint8))  # 84x56
+        paper = np.full((100, 90), 255, dtype=np.uint8)
+        paper[5 + i : 89 + i, 20 : 76] = 255 - big
+        pictures.append(paper)
+        path = tmp_path / f"picture{i}.pgm"
+        path.write_bytes(b"P5 90 100 255\n" + paper.tobytes())
+        files.append(path)
+    report = [json.loads(line) for line in cli("predict", "--weights", trained, "--json", "--top-k", "10", *files).splitlines()]
+    scores = model.scores(pictures, preprocess="mnist")
+    classes = model.predict(np.stack(pictures), preprocess="mnist")
+    for r, s, c in zip(report, scores, classes):
+        assert int(r["top"][0]["index"]) == int(c) == int(s.argmax())
+        assert [t["index"] for t in r["top"][:3]] == list(np.argsort(-s)[:3])
+    blank = np.zeros((30, 30), dtype=np.uint8)
+    with pytest.raises(ValueError, match="images: picture 1: no digit found"):
+        model.predict([pictures[0], blank], preprocess="mnist")
+    with pytest.raises(ValueError, match="preprocess: expected"):
+        model.predict(pictures, preprocess="crop")
+    with pytest.raises(ValueError, match=r"picture 0: image is 40x40, expected 28x28"):
+        model.predict([np.zeros((40, 40))], preprocess="none")

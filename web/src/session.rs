@@ -10,7 +10,7 @@ use serde::Serialize;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::Split;
 use lenet5_core::data::dataset::{DatasetId, FILES};
-use lenet5_core::digit::{FrameError, GreyImage, frame};
+use lenet5_core::digit::{FrameError, GreyImage, Preprocess};
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::params::init_params;
 use lenet5_core::run::{Start, Training, limited};
@@ -207,7 +207,7 @@ impl Session {
     pub fn predict(&self, grey: Vec<u8>, width: usize, height: usize) -> Result<Prediction> {
         let (run, _) = self.run()?;
         let picture = GreyImage::new(width, height, grey).ok_or(SessionError::DrawingSize)?;
-        let image = frame(&picture)?;
+        let image = Preprocess::Mnist.input(&picture)?;
         let trainer = run.training.trainer();
         let checkpoint = Checkpoint::new(trainer.params().to_vec(), trainer.config().head);
         let p = Predictor::new(checkpoint).predict(&[image]).remove(0);
