@@ -17,7 +17,7 @@ pub enum Error {
     Image {
         path: PathBuf,
         #[source]
-        source: crate::preprocess::ImageError,
+        source: ImageError,
     },
 
     /// Image files of a data set that cannot be used.
@@ -44,4 +44,21 @@ pub enum Error {
     /// A picture was asked of nothing.
     #[error("nothing to draw: {0}")]
     NothingToDraw(&'static str),
+}
+
+/// Why an image cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("empty file")]
+    EmptyFile,
+    #[error("{len} bytes is larger than the {limit}-byte limit")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("not a PNG, JPEG, BMP, GIF or PGM image")]
+    UnknownFormat,
+    #[error("cannot read ({0})")]
+    Unreadable(String),
+    #[error("cannot decode image ({0})")]
+    Undecodable(String),
+    #[error(transparent)]
+    NoDigit(#[from] lenet5_core::digit::FrameError),
 }

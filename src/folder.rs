@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lenet5_core::base::{IMAGE_LEN, Label, MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::data::{Dataset, Split};
 
+use crate::error::ImageError;
 use crate::error::{Error, Result};
 pub use crate::preprocess::Preprocess;
-use crate::preprocess::{ImageError, MAX_FILE_BYTES, Prepare, decode};
+use crate::preprocess::{MAX_FILE_BYTES, Prepare, decode};
 
 /// File name extensions of the images a class folder may hold (any case).
 pub const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "pgm"];
@@ -259,7 +260,7 @@ fn read_image(path: &Path, preprocess: Preprocess) -> std::result::Result<[u8; I
         return Err(ImageError::EmptyFile);
     }
     if len > MAX_FILE_BYTES {
-        return Err(ImageError::TooLarge { len });
+        return Err(ImageError::TooLarge { len, limit: MAX_FILE_BYTES });
     }
     let bytes = std::fs::read(path).map_err(|e| ImageError::Unreadable(e.to_string()))?;
     preprocess.apply(&decode(&bytes)?)

@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
-use lenet5_core::digit::{FrameError, GreyImage};
+use lenet5_core::digit::GreyImage;
 
 use lenet5_core::error::IoContext;
 
+pub use crate::error::ImageError;
 use crate::error::{Error, Result};
 use lenet5_core::nn::model::{IMAGE_LEN, IMAGE_SIZE};
 
@@ -46,23 +47,6 @@ pub const MAX_SIDE: u32 = 8192;
 /// A 28x28 image in [0, 1], row-major.
 pub type Digit = [f32; IMAGE_LEN];
 
-/// Why an image cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("empty file")]
-    EmptyFile,
-    #[error("{len} bytes is larger than the {MAX_FILE_BYTES}-byte limit")]
-    TooLarge { len: u64 },
-    #[error("not a PNG, JPEG, BMP, GIF or PGM image")]
-    UnknownFormat,
-    #[error("cannot read ({0})")]
-    Unreadable(String),
-    #[error("cannot decode image ({0})")]
-    Undecodable(String),
-    #[error(transparent)]
-    NoDigit(#[from] FrameError),
-}
-
 /// Decodes PNG, JPEG, BMP, GIF or PNM bytes, refusing images larger than [`MAX_SIDE`] on a side.
 pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
     decode_within(bytes, MAX_SIDE, 512 << 20)
@@ -98,7 +82,7 @@ pub fn load_image(path: &Path, preprocess: Preprocess) -> Result<Digit> {
         return Err(image(ImageError::EmptyFile));
     }
     if len > MAX_FILE_BYTES {
-        return Err(image(ImageError::TooLarge { len }));
+        return Err(image(ImageError::TooLarge { len, limit: MAX_FILE_BYTES }));
     }
     let bytes = std::fs::read(path).at(path)?;
     preprocess.digit(&decode(&bytes).map_err(image)?).map_err(image)
