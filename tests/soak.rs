@@ -42,10 +42,16 @@ fn png() -> Vec<u8> {
     bytes
 }
 
-#[test]
-#[ignore = "a soak test of a minute: cargo test --release --test soak -- --ignored"]
-fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
-    let seconds: u64 = std::env::var("LENET5_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+/// Counts of what the clients saw.
+#[derive(Default)]
+struct Tally {
+    good_failed: AtomicUsize,
+    bad_wrong: AtomicUsize,
+    done: AtomicUsize,
+}
+
+/// `lenet5 serve` on a free port of loopback: the child, its address, and a thread that collects its stderr.
+fn start_server() -> (std::process::Child, String, std::thread::JoinHandle<String>) {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
         .args(["serve", "--addr", "127.0.0.1:0", "--weights"])
@@ -66,96 +72,102 @@ fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
         let _ = BufReader::new(stderr).read_to_string(&mut text);
         text
     });
+    (child, addr, log)
+}
 
-    // 500 slow clients and 100 half-open connections, opened again as the server drops them.
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let open_slow = |held: &Mutex<Vec<TcpStream>>| {
-        let mut held = held.lock().unwrap();
-        held.clear();
-        for i in 0..600 {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                if i < 500 {
-                    let _ = s.write_all(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Le");
-                }
-                held.push(s);
+/// 500 slow clients and 100 half-open connections, opened again (as the server drops them) into `held`.
+fn open_slow(addr: &str, held: &Mutex<Vec<TcpStream>>) {
+    let mut held = held.lock().unwrap();
+    held.clear();
+    for i in 0..600 {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            if i < 500 {
+                let _ = s.write_all(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Le");
             }
+            held.push(s);
         }
-    };
-    open_slow(&held);
+    }
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (good_failed, bad_wrong, done) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+/// A client sending good and bad requests in turn until `stop`, counting in `tally` what went wrong.
+fn client(w: usize, addr: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> std::thread::JoinHandle<()> {
     let picture = png();
     let pixels =
         serde_json::to_vec(&(0..784).map(|i| if i % 28 == 14 { 1.0 } else { 0.0 }).collect::<Vec<f32>>()).unwrap();
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (addr, stop, good_failed, bad_wrong, done) =
-                (addr.clone(), stop.clone(), good_failed.clone(), bad_wrong.clone(), done.clone());
-            let (picture, pixels) = (picture.clone(), pixels.clone());
-            std::thread::spawn(move || {
-                let mut k = w;
-                while !stop.load(Ordering::Relaxed) {
-                    k += 1;
-                    let status = match k % 8 {
-                        0 => request(&addr, "GET", "/healthz", "text/plain", b""),
-                        1 => request(&addr, "GET", "/api/model", "text/plain", b""),
-                        2 => request(&addr, "POST", "/api/predict", "image/png", &picture),
-                        3 => request(&addr, "POST", "/api/predict?features=1", "application/json", &pixels),
-                        4 => request(&addr, "POST", "/api/predict", "application/json", b"{\"pixels\": [1, 2"),
-                        5 => request(&addr, "POST", "/api/predict", "text/plain", b"hello"),
-                        6 => request(&addr, "DELETE", "/api/predict", "text/plain", b""),
-                        _ => request(&addr, "GET", "/api/sample?index=999999", "text/plain", b""),
-                    };
-                    if k % 8 < 4 && status != Some(200) {
-                        good_failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if k % 8 >= 4 && !status.is_some_and(|s| (400..500).contains(&s)) {
-                        bad_wrong.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        })
-        .collect();
+    std::thread::spawn(move || {
+        let mut k = w;
+        while !stop.load(Ordering::Relaxed) {
+            k += 1;
+            let status = match k % 8 {
+                0 => request(&addr, "GET", "/healthz", "text/plain", b""),
+                1 => request(&addr, "GET", "/api/model", "text/plain", b""),
+                2 => request(&addr, "POST", "/api/predict", "image/png", &picture),
+                3 => request(&addr, "POST", "/api/predict?features=1", "application/json", &pixels),
+                4 => request(&addr, "POST", "/api/predict", "application/json", b"{\"pixels\": [1, 2"),
+                5 => request(&addr, "POST", "/api/predict", "text/plain", b"hello"),
+                6 => request(&addr, "DELETE", "/api/predict", "text/plain", b""),
+                _ => request(&addr, "GET", "/api/sample?index=999999", "text/plain", b""),
+            };
+            if k % 8 < 4 && status != Some(200) {
+                tally.good_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if k % 8 >= 4 && !status.is_some_and(|s| (400..500).contains(&s)) {
+                tally.bad_wrong.fetch_add(1, Ordering::Relaxed);
+            }
+            tally.done.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
 
+/// Sends SIGTERM and waits (at most 15 s) for the server to exit; returns its status and how long it took.
+fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, Duration) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let t1 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, t1.elapsed());
+        }
+        assert!(t1.elapsed() < Duration::from_secs(15), "the server did not exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "a soak test of a minute: cargo test --release --test soak -- --ignored"]
+fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
+    let seconds: u64 = std::env::var("LENET5_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let (mut child, addr, log) = start_server();
+    let held = Mutex::new(Vec::new());
+    open_slow(&addr, &held);
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let workers: Vec<_> = (0..8).map(|w| client(w, addr.clone(), stop.clone(), tally.clone())).collect();
     let t0 = Instant::now();
     let mut peak_rss = 0;
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(500));
         peak_rss = peak_rss.max(rss_kb(child.id()).unwrap_or(0));
         if t0.elapsed().as_secs() % 15 == 14 {
-            open_slow(&held); // the server closed the slow ones after its header timeout: come back
+            open_slow(&addr, &held); // the server closed the slow ones after its header timeout: come back
         }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
-    open_slow(&held); // slow clients holding half-sent requests as the server is told to stop
-
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let t1 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(t1.elapsed() < Duration::from_secs(15), "the server did not exit within 15 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    open_slow(&addr, &held); // slow clients holding half-sent requests as the server is told to stop
+    let (status, exit_time) = terminate(&mut child);
     let log = log.join().unwrap();
-    let requests = done.load(Ordering::Relaxed);
+    let requests = tally.done.load(Ordering::Relaxed);
     println!(
         "{requests} requests (half good, half bad) in {seconds} s, peak RSS {} MB, exit {:.1} s after SIGTERM",
         peak_rss / 1024,
-        t1.elapsed().as_secs_f64()
+        exit_time.as_secs_f64()
     );
     assert!(status.success(), "{status:?}\n{log}");
     assert!(requests > 100, "only {requests} requests");
-    assert_eq!(good_failed.load(Ordering::Relaxed), 0, "good requests failed");
-    assert_eq!(bad_wrong.load(Ordering::Relaxed), 0, "bad requests not answered with 4xx");
+    assert_eq!(tally.good_failed.load(Ordering::Relaxed), 0, "good requests failed");
+    assert_eq!(tally.bad_wrong.load(Ordering::Relaxed), 0, "bad requests not answered with 4xx");
     assert!(peak_rss < 512 * 1024, "peak RSS {peak_rss} kB");
     assert!(!log.contains("panicked"), "{log}");
 }

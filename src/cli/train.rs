@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use lenet5::training::{prepare, resolve};
+use lenet5::training::{PreparedRun, prepare, resolve};
 use lenet5_core::optim::LrSchedule;
+use lenet5_core::run::{RunDir, TrainState};
 use lenet5_core::train::{EpochMetrics, StepResult, TrainConfig, TrainObserver};
 
 use super::flags::RunFlags;
@@ -139,37 +140,61 @@ pub fn run(a: TrainArgs) -> CliResult {
     let threads = spec.threads();
     let prepared = prepare(&spec, given.contains_key("epochs"), &TerminalNotices::new())?;
     let stop = install_interrupt_handler(prepared.run_dir.dir.clone())?;
-    let use_bar = match a.progress.as_str() {
+    println!("{}", first_line(&prepared, threads));
+    let config = &prepared.config;
+    let mut reporter = Reporter {
+        bar: progress_bar(&a.progress),
+        stop,
+        epoch_start: Instant::now(),
+        images: 0,
+        loss_sum: 0.0,
+        correct: 0,
+        epochs: config.epochs,
+        show_lr: config.lr_schedule != LrSchedule::Constant,
+    };
+    let run_dir = prepared.run_dir.clone();
+    let result = prepared.run(threads, &mut reporter);
+    if let Some(bar) = &reporter.bar {
+        bar.finish_and_clear();
+    }
+    last_lines(&result?.state, &run_dir);
+    Ok(())
+}
+
+/// A progress bar, on a terminal (or when `--progress bar` asks for one).
+fn progress_bar(mode: &str) -> Option<ProgressBar> {
+    let use_bar = match mode {
         "bar" => true,
         "plain" => false,
         _ => std::io::stderr().is_terminal(),
     };
-    let bar = use_bar.then(|| {
+    use_bar.then(|| {
         let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})");
+        bar.set_style(style.expect("valid template").progress_chars("=> "));
         bar
-    });
-    let (config, data, run_dir) = (&prepared.config, &prepared.data, prepared.run_dir.clone());
+    })
+}
+
+/// What the run is about to do: the data, which images val_acc comes from, the settings and the directory.
+fn first_line(prepared: &PreparedRun, threads: usize) -> String {
+    let (config, data) = (&prepared.config, &prepared.data);
+    let test_images = config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len()));
     let images = match config.holdout {
         None => format!(
-            "{} train / {} test images, val_acc on the test images",
+            "{} train / {test_images} test images, val_acc on the test images",
             config.train_limit.map_or(data.train.len(), |n| n.min(data.train.len())),
-            config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
         ),
         Some(h) => format!(
-            "{} train images, {}% of each class held out for val_acc; {} test images, measured once at the end",
+            "{} train images, {}% of each class held out for val_acc; {test_images} test images, measured once at \
+             the end",
             data.train.len(),
             h.share * 100.0,
-            config.test_limit.map_or(data.test.len(), |n| n.min(data.test.len())),
         ),
     };
-    println!(
+    format!(
         "{} LeNet-5 on {} ({images}, data in {}), {} epochs, batch {}, lr {}, momentum {}, head {}, seed {}{}, \
-         {} threads -> {}",
+         {threads} threads -> {}",
         if prepared.is_resumed() { "resuming" } else { "training" },
         data.name,
         data.dir.display(),
@@ -180,31 +205,15 @@ pub fn run(a: TrainArgs) -> CliResult {
         config.head.name(),
         config.seed,
         schedule_and_patience(config),
-        threads,
-        run_dir.dir.display()
-    );
-    let mut reporter = Reporter {
-        bar,
-        stop,
-        epoch_start: Instant::now(),
-        images: 0,
-        loss_sum: 0.0,
-        correct: 0,
-        epochs: config.epochs,
-        show_lr: config.lr_schedule != LrSchedule::Constant,
-    };
-    let result = prepared.run(threads, &mut reporter);
-    if let Some(bar) = &reporter.bar {
-        bar.finish_and_clear();
-    }
-    let summary = result?;
-    let s = &summary.state;
+        prepared.run_dir.dir.display()
+    )
+}
+
+/// How the run ended: early or not, its best epoch, and its test figures where it held the test set out.
+fn last_lines(s: &TrainState, run_dir: &RunDir) {
     if s.stopped_early() {
-        println!(
-            "stopped early after epoch {}: val_acc has not improved for {} epochs",
-            s.epoch,
-            s.config.patience.unwrap_or_default()
-        );
+        let patience = s.config.patience.unwrap_or_default();
+        println!("stopped early after epoch {}: val_acc has not improved for {patience} epochs", s.epoch);
     }
     if let (Some(acc), Some(epoch)) = (s.best_val_acc, s.best_epoch) {
         println!("best val_acc {:.4} at epoch {}: weights in {}", acc, epoch, run_dir.best().display());
@@ -215,7 +224,6 @@ pub fn run(a: TrainArgs) -> CliResult {
             t.loss, t.accuracy, t.correct, t.total
         );
     }
-    Ok(())
 }
 
 /// The schedule and the patience for the run's first line, when they are not the recipe's.

@@ -33,12 +33,9 @@ type Kernels = (
     fn(usize, &[f32], &mut [f32], &[f32], &mut [f32]),
 );
 
-#[test]
-fn matches_im2col_gemm_forward_and_backward() {
-    assert!(supports(&CONV2));
-    let d = CONV2;
-    // The dispatched kernels (AVX-512 here when the CPU has it), then the portable ones as compiled for the
-    // baseline target, which a CPU with AVX2 never picks on its own.
+/// The dispatched kernels (AVX-512 here when the CPU has it), then the portable ones as compiled for the
+/// baseline target, which a CPU with AVX2 never picks on its own, and the AVX2 ones where the CPU has them.
+fn kernels() -> Vec<(&'static str, Kernels)> {
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut kernels: Vec<(&str, Kernels)> = vec![
         ("dispatched", (conv_relu_forward, weight_grad, input_grad)),
@@ -63,6 +60,14 @@ fn matches_im2col_gemm_forward_and_backward() {
             ),
         ));
     }
+    kernels
+}
+
+#[test]
+fn matches_im2col_gemm_forward_and_backward() {
+    assert!(supports(&CONV2));
+    let d = CONV2;
+    let kernels = kernels();
     for n in [1, 3, 8] {
         let mut rng = Rng::new(5 + n as u64);
         let input = random(&mut rng, n * d.in_len());
