@@ -50,8 +50,12 @@ struct Tally {
     done: AtomicUsize,
 }
 
-/// `lenet5 serve` on a free port of loopback: the child, its address, and a thread that collects its stderr.
-fn start_server() -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+/// The server's standard output, kept open while it runs (a closed pipe would end it at its next line).
+type Stdout = BufReader<std::process::ChildStdout>;
+
+/// `lenet5 serve` on a free port of loopback: the child, its address, its standard output, and a thread that
+/// collects its stderr.
+fn start_server() -> (std::process::Child, String, Stdout, std::thread::JoinHandle<String>) {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
         .args(["serve", "--addr", "127.0.0.1:0", "--weights"])
@@ -72,7 +76,7 @@ fn start_server() -> (std::process::Child, String, std::thread::JoinHandle<Strin
         let _ = BufReader::new(stderr).read_to_string(&mut text);
         text
     });
-    (child, addr, log)
+    (child, addr, out, log)
 }
 
 /// 500 slow clients and 100 half-open connections, opened again (as the server drops them) into `held`.
@@ -137,7 +141,7 @@ fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, Dura
 #[ignore = "a soak test of a minute: cargo test --release --test soak -- --ignored"]
 fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
     let seconds: u64 = std::env::var("LENET5_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let (mut child, addr, log) = start_server();
+    let (mut child, addr, _stdout, log) = start_server();
     let held = Mutex::new(Vec::new());
     open_slow(&addr, &held);
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
