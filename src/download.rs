@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use lenet5_core::data::dataset::{DatasetId, FILES};
+use lenet5_core::data::DatasetId;
 use lenet5_core::data::idx::decompress_if_gzip;
 use lenet5_core::fs::{create_dir, write_atomic};
 
 /// No data set file we fetch is larger than this compressed.
 const MAX_DOWNLOAD: u64 = 64 << 20;
 
-/// Where a known data set comes from, and what its decompressed files must hash to (in [`FILES`] order).
+/// Where a known data set comes from, and what its decompressed files must hash to (in [`DatasetId::FILES`] order).
 pub struct Remote {
     pub mirrors: &'static [&'static str],
     pub sha256: [&'static str; 4],
@@ -97,13 +97,13 @@ fn fetch(url: &str) -> std::result::Result<Vec<u8>, FetchError> {
     Ok(body)
 }
 
-/// Downloads `files` of `id` (all four of [`FILES`], or some of them) into `root/<subdir>`, trying each mirror
+/// Downloads `files` of `id` (all four of [`DatasetId::FILES`], or some of them) into `root/<subdir>`, trying each mirror
 /// in turn and keeping only verified files. `progress` is told each file as it starts.
 pub fn download(id: &DatasetId, root: &Path, files: &[&str], progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let remote = remote(id).ok_or_else(|| Error::NotDownloadable(id.name()))?;
     let dir = root.join(remote.subdir);
     create_dir(&dir)?;
-    for (file, sha) in FILES.iter().zip(remote.sha256).filter(|(f, _)| files.contains(f)) {
+    for (file, sha) in DatasetId::FILES.iter().zip(remote.sha256).filter(|(f, _)| files.contains(f)) {
         let target = dir.join(format!("{file}.gz"));
         if target.exists() {
             continue;
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn bundled_mnist_matches_the_published_hashes_and_tampering_is_caught() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/MNIST/raw");
-        for (file, sha) in FILES.iter().zip(MNIST.sha256) {
+        for (file, sha) in DatasetId::FILES.iter().zip(MNIST.sha256) {
             let bytes = std::fs::read(dir.join(format!("{file}.gz"))).unwrap();
             verify(bytes, sha).unwrap_or_else(|e| panic!("{file}: {e}"));
         }

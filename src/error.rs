@@ -32,7 +32,7 @@ pub enum Error {
     #[error(
         "could not download {dataset} ({}); put the four IDX files ({}, raw or .gz) in {}",
         attempts.join("; "),
-        lenet5_core::data::dataset::FILES.join(", "),
+        lenet5_core::data::DatasetId::FILES.join(", "),
         dir.display()
     )]
     Download { dataset: String, attempts: Vec<String>, dir: PathBuf },

@@ -49,7 +49,7 @@ pub struct FolderReport {
 
 /// Whether `dir` holds an image folder: a folder that holds folders and no IDX data set.
 pub fn is_image_folder(dir: &Path) -> bool {
-    let idx = lenet5_core::data::dataset::FILES
+    let idx = lenet5_core::data::DatasetId::FILES
         .iter()
         .any(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
     !idx && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| e.path().is_dir())))

@@ -101,7 +101,7 @@ pub fn to_grey(img: &DynamicImage) -> GreyImage {
     GreyImage::new(la.width() as usize, la.height() as usize, pixels).expect("one byte per pixel")
 }
 
-/// MNIST-style preprocessing of any picture holding one digit (see [`lenet5_core::digit::frame`]).
+/// MNIST-style preprocessing of any picture holding one digit (see [`Preprocess::Mnist`]).
 pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
     Preprocess::Mnist.digit(img)
 }

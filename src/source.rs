@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::dataset::{FILES, TEST_FILES, locate_files};
 use lenet5_core::data::{Dataset, DatasetId, Split};
 
 use crate::error::Result;
-use lenet5_core::spec::{FOLDER_HOLDOUT, RunSpec};
+use lenet5_core::spec::RunSpec;
 
 use crate::folder::{FolderOptions, FolderReport, Preprocess, is_image_folder, load_folder};
 
@@ -99,7 +98,7 @@ impl DataSource {
     /// what is missing where that is allowed.
     fn ensure(&self, id: &DatasetId, files: &'static [&'static str], notices: &dyn Notices) -> Result<()> {
         let root = self.root();
-        if let Err(e) = locate_files(id, &root, files) {
+        if let Err(e) = id.locate_files(&root, files) {
             if !self.download || crate::download::remote(id).is_none() {
                 return Err(e.into());
             }
@@ -118,7 +117,10 @@ impl DataSource {
             .unwrap_or(Preprocess::Resize);
         FolderOptions {
             preprocess,
-            val_split: self.val_split.or_else(|| recorded.get("val_split")?.parse().ok()).unwrap_or(FOLDER_HOLDOUT),
+            val_split: self
+                .val_split
+                .or_else(|| recorded.get("val_split")?.parse().ok())
+                .unwrap_or(RunSpec::FOLDER_HOLDOUT),
             split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
             skip_bad_images: self.skip_bad_images,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -144,7 +146,7 @@ impl DataSource {
         {
             return load_image_folder(dir, &self.folder_options(recorded), notices);
         }
-        self.ensure(&id, &FILES, notices)?;
+        self.ensure(&id, &DatasetId::FILES, notices)?;
         let data = Dataset::load(&id, &self.root())?;
         Ok(match self.label_offset(recorded) {
             0 => data,
@@ -168,7 +170,7 @@ impl DataSource {
             data.test
         } else {
             // Only the test split: evaluating never needs (or downloads) the training images.
-            self.ensure(&id, &TEST_FILES, notices)?;
+            self.ensure(&id, &DatasetId::TEST_FILES, notices)?;
             Dataset::load_test(&id, &self.root(), ck.classes())?
         };
         if test.is_empty() {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use lenet5_core::data::{Dataset, DatasetId};
 use lenet5_core::fs::{create_dir, write_atomic};
 use lenet5_core::nn::params::init_params_for;
-use lenet5_core::run::{RunDir, RunSummary, STATE_FILE, Start, TrainState, train_run};
+use lenet5_core::run::{RunDir, RunSummary, Start, TrainState, train_run};
 use lenet5_core::spec::{RunSpec, ValidSpec};
 use lenet5_core::train::{TrainObserver, ValidConfig};
 
@@ -52,7 +52,9 @@ pub fn read_config(path: &Path) -> Result<Map<String, Value>> {
 pub fn eval_batch_size(ck: &lenet5_core::checkpoint::Checkpoint) -> usize {
     let recorded = ck.metadata.get("config").and_then(|c| serde_json::from_str::<Value>(c).ok());
     let recorded = recorded.and_then(|c| c["batch_size"].as_u64()).map(|b| b as usize);
-    recorded.filter(|&b| (1..=lenet5_core::train::MAX_BATCH_SIZE).contains(&b)).unwrap_or(RunSpec::default().batch_size)
+    recorded
+        .filter(|&b| (1..=lenet5_core::train::TrainConfig::MAX_BATCH_SIZE).contains(&b))
+        .unwrap_or(RunSpec::default().batch_size)
 }
 
 /// The specification of a run: the recipe, then the settings of the file `config` (if any), then those `given`
@@ -133,9 +135,7 @@ fn resumed_run(
     notices: &dyn Notices,
 ) -> Result<PreparedRun> {
     let run_dir = RunDir::new(dir);
-    if !run_dir.state().exists() {
-        return Err(lenet5_core::Error::NotResumable { dir: dir.to_path_buf(), missing: STATE_FILE }.into());
-    }
+    run_dir.check_resumable()?;
     let lock = take_run_dir(dir, notices)?;
     let (state, params, momentum) = run_dir.load_state()?;
     let recorded = state.config.clone().check()?;

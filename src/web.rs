@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lenet5_core::data::dataset::{DatasetId, FILES, find_file, locate};
+use lenet5_core::data::DatasetId;
+
+const FILES: [&str; 4] = DatasetId::FILES;
 use lenet5_core::error::IoContext;
 use lenet5_core::fs::{create_dir, write_atomic};
 use serde_json::{Value, json};
@@ -30,7 +32,7 @@ const KNOWN: [DatasetId; 2] = [DatasetId::Mnist, DatasetId::FashionMnist];
 
 /// The known data sets found under `root`, with the directory that holds each one's files.
 pub fn available(root: &Path) -> Vec<(DatasetId, PathBuf)> {
-    KNOWN.into_iter().filter_map(|id| Some((id.clone(), locate(&id, root).ok()?))).collect()
+    KNOWN.into_iter().filter_map(|id| Some((id.clone(), id.locate_files(root, &DatasetId::FILES).ok()?))).collect()
 }
 
 /// `data/datasets.json`: the data sets offered, and whether a `lenet5 serve` offers them (it also has the
@@ -46,7 +48,7 @@ pub fn datasets_json(available: &[(DatasetId, PathBuf)], server: bool) -> Value 
 pub fn data_file(root: &Path, name: &str, file: &str) -> Option<PathBuf> {
     let id = KNOWN.into_iter().find(|id| id.name() == name)?;
     let stem = file.strip_suffix(".gz").filter(|stem| FILES.contains(stem))?;
-    find_file(&locate(&id, root).ok()?, stem)
+    DatasetId::find_file(&id.locate_files(root, &DatasetId::FILES).ok()?, stem)
 }
 
 /// What [`write_site`] wrote.
@@ -62,7 +64,7 @@ pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
     let found = available(root);
     if found.is_empty() {
         // Name what was looked for, as for a training run.
-        locate(&DatasetId::Mnist, root)?;
+        DatasetId::Mnist.locate_files(root, &DatasetId::FILES)?;
     }
     create_dir(dir)?;
     let mut bytes = 0u64;
@@ -80,7 +82,7 @@ pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
         let out = dir.join("data").join(id.name());
         create_dir(&out)?;
         for file in FILES {
-            let from = find_file(source, file).expect("located with every file");
+            let from = DatasetId::find_file(source, file).expect("located with every file");
             write(&out.join(format!("{file}.gz")), &gzipped(&from)?)?;
         }
     }

@@ -124,7 +124,8 @@ fn broken_idx_files_are_named_in_one_line_errors() {
         (
             "count mismatch",
             |d| {
-                let lab = lenet5_core::data::idx::encode_labels(&[1; 99]);
+                let split = lenet5_core::data::Split { images: vec![0; 99 * 784], labels: vec![1; 99] };
+                let lab = split.to_idx().1;
                 std::fs::write(d.join("train-labels-idx1-ubyte"), lab).unwrap();
             },
             &["train-labels-idx1-ubyte", "99 labels", "200 images"],
@@ -293,14 +294,15 @@ fn schedules_and_early_stopping_from_the_command_line() {
 #[test]
 fn idx_labels_from_one_with_a_label_offset() {
     use lenet5_core::checkpoint::Checkpoint;
-    use lenet5_core::data::idx::{encode_labels, read_labels};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_subset(&data, 500, 100);
     for prefix in ["train", "t10k"] {
         let path = data.join(format!("{prefix}-labels-idx1-ubyte"));
-        let shifted: Vec<u8> = read_labels(&path).unwrap().iter().map(|l| l + 1).collect();
-        std::fs::write(&path, encode_labels(&shifted)).unwrap();
+        let mut split =
+            lenet5_core::data::Split::load(&data.join(format!("{prefix}-images-idx3-ubyte")), &path).unwrap();
+        split.labels.iter_mut().for_each(|l| *l += 1);
+        std::fs::write(&path, split.to_idx().1).unwrap();
     }
     let (d, out) = (data.to_str().unwrap(), tmp.path().join("run"));
     let o = out.to_str().unwrap();

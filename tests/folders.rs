@@ -8,7 +8,7 @@ use std::path::Path;
 use common::*;
 use image::{GrayImage, Rgb, RgbImage};
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::idx::{encode_images, encode_labels, read_images, read_labels};
+use lenet5_core::data::Split;
 
 /// Picture `index` of class `class` of `classes`, `size` pixels square, in colour: a light block on a dark
 /// background at a place that tells the class (a 6x5 grid of places), moved a little by the index.
@@ -159,21 +159,22 @@ fn mnist_as_png_folders_trains_to_the_same_bits_as_its_idx_files() {
     let (folder, idx) = (tmp.path().join("png"), tmp.path().join("idx"));
     std::fs::create_dir_all(&idx).unwrap();
     for (prefix, part, n) in [("train", "train", 400), ("t10k", "test", 100)] {
-        let img = read_images(&mnist_dir().join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap();
-        let lab = read_labels(&mnist_dir().join(format!("{prefix}-labels-idx1-ubyte.gz"))).unwrap();
+        let all = mnist_split(prefix);
+        let (img, lab) = (&all.images, &all.labels);
         // The folder's order: class by class, each class's files by name (their index).
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| (lab[i], i));
         for &i in &order {
             let dir = folder.join(part).join(lab[i].to_string());
             std::fs::create_dir_all(&dir).unwrap();
-            let pixels = img.pixels[i * 784..(i + 1) * 784].to_vec();
+            let pixels = img[i * 784..(i + 1) * 784].to_vec();
             GrayImage::from_raw(28, 28, pixels).unwrap().save(dir.join(format!("{i:05}.png"))).unwrap();
         }
-        let pixels: Vec<u8> = order.iter().flat_map(|&i| img.pixels[i * 784..(i + 1) * 784].to_vec()).collect();
-        let labels: Vec<u8> = order.iter().map(|&i| lab[i]).collect();
-        std::fs::write(idx.join(format!("{prefix}-images-idx3-ubyte")), encode_images(n, 28, 28, &pixels)).unwrap();
-        std::fs::write(idx.join(format!("{prefix}-labels-idx1-ubyte")), encode_labels(&labels)).unwrap();
+        let images: Vec<u8> = order.iter().flat_map(|&i| img[i * 784..(i + 1) * 784].to_vec()).collect();
+        let labels = order.iter().map(|&i| lab[i]).collect();
+        let (images, labels) = Split { images, labels }.to_idx();
+        std::fs::write(idx.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(idx.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
     }
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     train(&folder, &a, "2", &[]);

@@ -10,7 +10,7 @@ use lenet5::interop::pth;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::Head;
-use lenet5_core::nn::params::{MNIST_PARAMS, Param};
+use lenet5_core::nn::params::{Param, num_params};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {
@@ -24,7 +24,7 @@ fn reference(name: &str) -> Vec<f32> {
 }
 
 fn init_params() -> Vec<f32> {
-    let mut flat = Vec::with_capacity(MNIST_PARAMS);
+    let mut flat = Vec::with_capacity(num_params(10));
     for p in Param::ALL {
         flat.extend(reference(&format!("init.{}", p.name())));
     }

@@ -45,6 +45,7 @@ impl AlignedBuf {
     }
 
     /// A copy of `values`.
+    #[cfg(test)]
     pub fn from_slice(values: &[f32]) -> Self {
         AlignedBuf::from_slice_at(values, 0)
     }

@@ -16,6 +16,6 @@ pub const MIN_CLASSES: usize = 2;
 pub const MAX_CLASSES: usize = 1000;
 
 /// Classes of the recipe's data sets, MNIST and Fashion-MNIST.
-pub const MNIST_CLASS_COUNT: usize = 10;
+pub(crate) const MNIST_CLASS_COUNT: usize = 10;
 /// The class names of MNIST, which checkpoints without names of their own get.
-pub const MNIST_CLASSES: [&str; MNIST_CLASS_COUNT] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+pub(crate) const MNIST_CLASSES: [&str; MNIST_CLASS_COUNT] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];

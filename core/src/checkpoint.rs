@@ -5,7 +5,7 @@
 //! Metadata (string to string) carries what a reader needs besides the weights: the format version, the head,
 //! the data set and its class names, and, in a resumable training state, the optimiser's momentum tensors
 //! (`optimizer.momentum.<name>`) and the training state as JSON. It also holds the SHA-256 of the tensors'
-//! values ([`CHECKSUM_KEY`]): safetensors itself notices a cut or a broken header, not a changed byte in a
+//! values (`CHECKSUM_KEY`): safetensors itself notices a cut or a broken header, not a changed byte in a
 //! tensor, which would otherwise load as a wrong weight.
 //!
 //! Every file is written atomically (see [`crate::fs::write_atomic`]).
@@ -21,11 +21,11 @@ use crate::fs::write_atomic;
 use crate::nn::model::Head;
 use crate::nn::params::{Param, classes_of, num_params};
 
-pub const FORMAT_VERSION: &str = "1";
+pub(crate) const FORMAT_VERSION: &str = "1";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 /// The metadata entry with the hex SHA-256 of the weights' values, then the momentum's (if any), as little-endian
 /// float32 in `state_dict` order. Checked on load when present; files from elsewhere need not have it.
-pub const CHECKSUM_KEY: &str = "tensors_sha256";
+pub(crate) const CHECKSUM_KEY: &str = "tensors_sha256";
 
 /// The hex SHA-256 of the tensors' bytes, given in the order [`CHECKSUM_KEY`] defines.
 fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = &'a [u8]>) -> String {
@@ -112,7 +112,7 @@ impl Checkpoint {
     }
 
     /// Reads and validates a checkpoint: every tensor present, float32, with PyTorch's shape. The file is read
-    /// header first, and then only as far as the header says (see [`read_safetensors`]).
+    /// header first, and then only as far as the header says (see `read_safetensors`).
     pub fn load(path: &Path) -> Result<Checkpoint> {
         Self::from_bytes(&read_safetensors(path)?, path)
     }
@@ -205,7 +205,7 @@ const MAX_DATA: u64 = 64 << 20;
 /// The bytes of the safetensors file at `path`, read as its header says: the 8-byte header length, the header,
 /// then exactly the tensor data the header lays out, each within a bound, and nothing after. A file that is
 /// not a checkpoint (or endless, like `/dev/zero`) costs a few bytes to refuse.
-pub fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).at(path)?;
     let not_safetensors = |why: String| Error::format(path, format!("not a valid safetensors checkpoint ({why})"));

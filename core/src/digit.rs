@@ -1,6 +1,6 @@
 //! Turning a grey picture of one digit into what the network expects, the way MNIST was made: light ink on a
 //! dark background, the digit cropped, scaled to fit a 20x20 box keeping its aspect ratio, and placed in a
-//! 28x28 field with its centre of mass at the centre ([`frame`]). [`Preprocess`] is the one way a user's
+//! 28x28 field with its centre of mass at the centre (`frame`). `Preprocess` is the one way a user's
 //! picture becomes the network's input: `lenet5 predict`, the server, image folders, Python's
 //! `Model.predict(preprocess=...)` and the browser page all go through it.
 //!
@@ -48,7 +48,7 @@ pub enum FrameError {
 pub enum Preprocess {
     /// Resized to 28x28 (bilinear); a 28x28 picture is taken as it is.
     Resize,
-    /// The framing a photo of a digit needs ([`frame`]): light ink on dark, cropped to the ink, fitted in 20x20
+    /// The framing a photo of a digit needs (`frame`): light ink on dark, cropped to the ink, fitted in 20x20
     /// and centred by its centre of mass.
     Mnist,
     /// None: the picture must already be 28x28.
@@ -91,7 +91,7 @@ impl Preprocess {
 }
 
 /// MNIST-style preparation of a picture holding one digit, dark on light or light on dark.
-pub fn frame(grey: &GreyImage) -> Result<Image, FrameError> {
+pub(crate) fn frame(grey: &GreyImage) -> Result<Image, FrameError> {
     let (w, h) = (grey.width, grey.height);
     if w == 0 || h == 0 {
         return Err(FrameError::NoPixels);

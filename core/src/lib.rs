@@ -65,6 +65,8 @@ pub mod run;
 mod simd;
 pub mod spec;
 pub mod summary;
+#[cfg(test)]
+mod tests;
 pub mod train;
 
 pub use error::{Error, Result};

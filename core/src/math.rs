@@ -12,7 +12,7 @@
 const LN_2: f64 = std::f64::consts::LN_2;
 
 /// e^x.
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     if x.is_nan() {
         return x;
     }
@@ -39,7 +39,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// The natural logarithm: NaN below zero, minus infinity at zero.
-pub fn ln(x: f32) -> f32 {
+pub(crate) fn ln(x: f32) -> f32 {
     if x.is_nan() || x < 0.0 {
         return f32::NAN;
     }

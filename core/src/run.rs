@@ -15,7 +15,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::data::dataset::check_labels;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{create_dir, write_atomic};
@@ -23,9 +22,9 @@ use crate::train::{
     EpochMetrics, EpochProgress, EvalResult, Evaluator, TrainConfig, TrainObserver, Trainer, ValidConfig,
 };
 
-pub const BEST_FILE: &str = "best.safetensors";
-pub const STATE_FILE: &str = "last.safetensors";
-pub const METRICS_FILE: &str = "metrics.jsonl";
+const BEST_FILE: &str = "best.safetensors";
+pub(crate) const STATE_FILE: &str = "last.safetensors";
+const METRICS_FILE: &str = "metrics.jsonl";
 
 /// What a resumable state holds besides tensors.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,6 +108,14 @@ impl RunDir {
         Ok(())
     }
 
+    /// Whether the directory holds a resumable state; the error says what is missing.
+    pub fn check_resumable(&self) -> Result<()> {
+        match self.state().exists() {
+            true => Ok(()),
+            false => Err(Error::NotResumable { dir: self.dir.clone(), missing: STATE_FILE }),
+        }
+    }
+
     /// Reads the resumable state: the state itself, the weights and the momentum.
     pub fn load_state(&self) -> Result<(TrainState, Vec<f32>, Vec<f32>)> {
         let path = self.state();
@@ -155,18 +162,6 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
-/// The first `limit` images of `split` (all of them when `None`).
-pub fn limited(split: &Split, limit: Option<usize>) -> Cow<'_, Split> {
-    match limit {
-        Some(n) if n < split.len() => {
-            let mut s = split.clone();
-            s.truncate(n);
-            Cow::Owned(s)
-        }
-        _ => Cow::Borrowed(split),
-    }
-}
-
 /// Where a run starts from.
 pub enum Start {
     /// A new run with these weights.
@@ -177,7 +172,7 @@ pub enum Start {
 
 /// A training run in memory: the trainer and the evaluator, and the run's record (its settings, the epochs
 /// finished, the best one and its weights, the history). Its data are the caller's: every call takes the
-/// training or the test split, which must be the same ones throughout (see [`limited`]).
+/// training or the test split, which must be the same ones throughout (see `limited`).
 pub struct Training {
     state: TrainState,
     trainer: Trainer,
@@ -371,15 +366,15 @@ pub fn train_run(
         }
         None => (Cow::Borrowed(&data.train), None),
     };
-    let train = limited(&train, config.train_limit);
-    let test = limited(&data.test, config.test_limit);
-    let val = val.as_ref().map(|v| limited(v, config.test_limit));
+    let train = train.limited(config.train_limit);
+    let test = data.test.limited(config.test_limit);
+    let val = val.as_ref().map(|v| v.limited(config.test_limit));
     let splits = [("training", &train), ("validation", val.as_ref().unwrap_or(&test)), ("test", &test)];
     for (split, images) in splits {
         if images.is_empty() {
             return Err(Error::EmptySplit { dataset: data.name.clone(), split });
         }
-        check_labels(images, data.classes(), &data.dir)?;
+        images.check_labels(data.classes(), &data.dir)?;
     }
     let validation = val.as_ref().unwrap_or(&test);
     let fingerprint = [train.fingerprint(), validation.fingerprint()];

@@ -29,10 +29,10 @@ use crate::train::{Holdout, TrainConfig, ValidConfig};
 
 /// Most worker threads a run takes: far more than any use needs. Where the system cannot start that many the
 /// run says so; asking for 100,000 once left a run hanging after that error instead.
-pub const MAX_THREADS: usize = 256;
+const MAX_THREADS: usize = 256;
 
 /// The share of each class an image folder without `train/` and `test/` holds out when `val_split` is not given.
-pub const FOLDER_HOLDOUT: f64 = 0.2;
+const FOLDER_HOLDOUT: f64 = 0.2;
 
 /// The kind of learning-rate schedule; its lengths come from `step_size`, `gamma` and `warmup_epochs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +144,13 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// Two numbers, `MIN,MAX`.
     Pair,
+}
+
+impl Kind {
+    /// A value read from text for a setting of this kind (a flag's value, one of a sweep's values).
+    pub fn value_from_text(self, text: &str) -> std::result::Result<Value, String> {
+        value_from_text(self, text)
+    }
 }
 
 /// A setting: its name (the key in files and JSON, the Python keyword, and the flag `--name-with-dashes`), its
@@ -292,7 +299,7 @@ pub const SETTINGS: &[SettingInfo] = &[
 ];
 
 /// The setting called `name`.
-pub fn setting_info(name: &str) -> Option<&'static SettingInfo> {
+fn setting_info(name: &str) -> Option<&'static SettingInfo> {
     SETTINGS.iter().find(|s| s.name == name)
 }
 
@@ -346,6 +353,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl RunSpec {
+    /// The share of each class an image folder without `train/` and `test/` holds out when `val_split` is not
+    /// given.
+    pub const FOLDER_HOLDOUT: f64 = FOLDER_HOLDOUT;
+
     /// This specification with the settings of `overrides` (a JSON object of setting names and values) in
     /// place of its own. An unknown name, or a value of the wrong type, is an error that names the setting.
     pub fn with_json(&self, overrides: &Value) -> Result<RunSpec> {
@@ -513,7 +524,7 @@ pub fn recipe() -> TrainConfig {
 }
 
 /// A value read from text for a setting of kind `kind` (a flag's value, one of a sweep's values).
-pub fn value_from_text(kind: Kind, text: &str) -> std::result::Result<Value, String> {
+fn value_from_text(kind: Kind, text: &str) -> std::result::Result<Value, String> {
     let number = |t: &str| {
         let v: f32 =
             t.trim().parse().ok().filter(|v: &f32| v.is_finite()).ok_or(format!("expected a number, got `{t}`"))?;

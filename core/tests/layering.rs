@@ -28,6 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("infer", &["base", "checkpoint", "nn"]),
     ("summary", &["base", "nn"]),
     ("machine", &["simd"]),
+    // The tests against PyTorch and finite differences, which reach every layer.
+    ("tests", &["base", "checkpoint", "data", "error", "math", "nn", "optim", "rng", "run", "spec", "train"]),
 ];
 
 /// The `.rs` files under `dir`.

@@ -35,7 +35,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn training_steps_do_not_allocate() {
     use lenet5_core::data::Split;
-    use lenet5_core::nn::params::init_params;
+    use lenet5_core::nn::params::init_params_for;
     use lenet5_core::spec::recipe;
     use lenet5_core::train::{TrainConfig, Trainer};
 
@@ -49,8 +49,13 @@ fn training_steps_do_not_allocate() {
     let mut trainers: Vec<_> = configs
         .iter()
         .map(|&(batch, threads)| {
-            Trainer::new(TrainConfig { batch_size: batch, ..recipe() }.check().unwrap(), init_params(0), None, threads)
-                .unwrap()
+            Trainer::new(
+                TrainConfig { batch_size: batch, ..recipe() }.check().unwrap(),
+                init_params_for(0, 10),
+                None,
+                threads,
+            )
+            .unwrap()
         })
         .collect();
     for (&(batch, threads), trainer) in configs.iter().zip(&mut trainers) {

@@ -3,7 +3,7 @@
 
 use lenet5_core::base::IMAGE_LEN;
 use lenet5_core::data::Split;
-use lenet5_core::nn::params::init_params;
+use lenet5_core::nn::params::init_params_for;
 use lenet5_core::optim::LrSchedule;
 use lenet5_core::run::{Start, Training};
 use lenet5_core::spec::recipe;
@@ -25,7 +25,7 @@ fn bands(n: usize) -> Split {
 fn train(config: TrainConfig) -> (Vec<f32>, lenet5_core::run::TrainState) {
     let (train, test) = (bands(96), bands(40));
     let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
-    let start = Start::Fresh { params: init_params(config.seed) };
+    let start = Start::Fresh { params: init_params_for(config.seed, 10) };
     let mut run = Training::new(config.check().unwrap(), "bands", &names, start, 2).unwrap();
     while !run.is_finished() {
         assert!(run.train_batches(&train, usize::MAX, &mut ()).unwrap());
@@ -85,7 +85,8 @@ fn a_run_that_diverges_stops_with_the_epoch_and_batch_and_metrics_keep_non_finit
     let sgd = lenet5_core::optim::Sgd { lr: 1e4, ..recipe().sgd };
     let config = TrainConfig { epochs: 3, sgd, head: lenet5_core::nn::Head::Logits, ..recipe() };
     let mut run =
-        Training::new(config.check().unwrap(), "bands", &names, Start::Fresh { params: init_params(0) }, 2).unwrap();
+        Training::new(config.check().unwrap(), "bands", &names, Start::Fresh { params: init_params_for(0, 10) }, 2)
+            .unwrap();
     let e = run.train_batches(&train, usize::MAX, &mut ()).unwrap_err();
     assert!(matches!(e, lenet5_core::Error::Diverged { epoch: 1, .. }), "{e}");
 

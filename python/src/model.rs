@@ -16,7 +16,9 @@ use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::Head;
 use lenet5_core::nn::params::{Param, num_params};
-use lenet5_core::train::{Evaluator, MAX_BATCH_SIZE};
+use lenet5_core::train::{Evaluator, TrainConfig};
+
+const MAX_BATCH_SIZE: usize = TrainConfig::MAX_BATCH_SIZE;
 
 use crate::arrays;
 use crate::errors::core_to_py;

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use lenet5_core::data::{Dataset, Split};
 use lenet5_core::machine::parallel_arithmetic;
-use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock, forward_flops_per_image, train_flops_per_image};
-use lenet5_core::nn::params::init_params;
+use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock};
+use lenet5_core::nn::params::init_params_for;
 use lenet5_core::rng::Rng;
 use lenet5_core::spec::recipe;
+use lenet5_core::summary::flops_per_image;
 use lenet5_core::train::{Evaluator, TrainConfig, Trainer};
 
 use super::{CliResult, DataArgs, threads};
@@ -60,7 +61,7 @@ struct StepBench<'a> {
 impl<'a> StepBench<'a> {
     fn new(train: &'a Split, batch: usize, threads: usize, order: &'a [u32]) -> CliResult<Self> {
         let config = TrainConfig { batch_size: batch, ..recipe() }.check()?;
-        let mut trainer = Trainer::new(config, init_params(0), None, threads)?;
+        let mut trainer = Trainer::new(config, init_params_for(0, 10), None, threads)?;
         let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
         // warm up
         for b in batches.iter().take(20) {
@@ -154,7 +155,7 @@ fn training_steps(a: &BenchArgs, threads: usize, train: &Split, order: &[u32]) -
             bench.best_seconds_per_step * 1e3,
             ips,
             train.len() as f64 / ips,
-            ips * train_flops_per_image() as f64 / 1e9,
+            ips * flops_per_image().1 as f64 / 1e9,
             ips / images_per_second(bench.batch, 1),
             ips / images_per_second(a.batch_size[0], bench.threads)
         );
@@ -185,7 +186,7 @@ fn training_steps(a: &BenchArgs, threads: usize, train: &Split, order: &[u32]) -
 
 /// The whole test set, forward only.
 fn evaluation(a: &BenchArgs, threads: usize, test: &Split) -> CliResult {
-    let params = init_params(0);
+    let params = init_params_for(0, 10);
     let mut evaluator = Evaluator::new(threads)?;
     evaluator.evaluate(&params, Default::default(), test, 16);
     let t0 = Instant::now();
@@ -201,7 +202,7 @@ fn evaluation(a: &BenchArgs, threads: usize, test: &Split) -> CliResult {
         test.len(),
         eval_s * 1e3,
         test.len() as f64 / eval_s,
-        test.len() as f64 * forward_flops_per_image() as f64 / eval_s / 1e9
+        test.len() as f64 * flops_per_image().0 as f64 / eval_s / 1e9
     );
     Ok(())
 }
@@ -229,7 +230,8 @@ impl StageClock for StageTimes {
 /// The time of each layer of one thread's first slice, batch of the first size given.
 fn layers(a: &BenchArgs, train: &Split, order: &[u32]) -> CliResult {
     let batch = a.batch_size[0];
-    let mut trainer = Trainer::new(TrainConfig { batch_size: batch, ..recipe() }.check()?, init_params(0), None, 1)?;
+    let mut trainer =
+        Trainer::new(TrainConfig { batch_size: batch, ..recipe() }.check()?, init_params_for(0, 10), None, 1)?;
     let batches: Vec<&[u32]> = order.chunks_exact(batch).collect();
     // Ten rounds; each layer's figure is its best round, which shrugs off other work on a shared machine.
     let mut best_fwd = [f64::INFINITY; Stage::ALL.len()];

@@ -27,10 +27,12 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> CliResult {
     let ck = load_weights(&a.weights)?;
     let batch_size = a.batch_size.unwrap_or_else(|| lenet5::training::eval_batch_size(&ck));
-    if batch_size == 0 || batch_size > lenet5_core::train::MAX_BATCH_SIZE {
-        return Err(
-            format!("--batch-size must be from 1 to {}, got {batch_size}", lenet5_core::train::MAX_BATCH_SIZE).into()
-        );
+    if batch_size == 0 || batch_size > lenet5_core::train::TrainConfig::MAX_BATCH_SIZE {
+        return Err(format!(
+            "--batch-size must be from 1 to {}, got {batch_size}",
+            lenet5_core::train::TrainConfig::MAX_BATCH_SIZE
+        )
+        .into());
     }
     let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
     let test = a.data.load_test_for(&ck)?;

@@ -10,7 +10,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use serde_json::{Map, Value};
 
-use lenet5_core::spec::{Kind, RunSpec, SETTINGS, SettingInfo, value_from_text};
+use lenet5_core::spec::{Kind, RunSpec, SETTINGS, SettingInfo};
 
 /// The settings that say where a command's data are and how to read them.
 pub const DATA_SETTINGS: [&str; 8] =
@@ -45,7 +45,7 @@ fn arg(info: &'static SettingInfo, list: bool) -> Arg {
     } else if !info.value_name.is_empty() {
         arg = arg.value_name(info.value_name);
     }
-    let parsed = arg.clone().value_parser(move |s: &str| value_from_text(kind, s)).allow_negative_numbers(true);
+    let parsed = arg.clone().value_parser(move |s: &str| kind.value_from_text(s)).allow_negative_numbers(true);
     match (kind, list) {
         (Kind::Switch, false) => arg.action(ArgAction::SetTrue),
         // A pair holds a comma itself: a sweep takes one.

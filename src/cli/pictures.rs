@@ -8,7 +8,7 @@ use lenet5::viz::{Tile, plot_confusion, plot_curves, plot_grid};
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2};
 use lenet5_core::nn::params::Tensors;
-use lenet5_core::run::{METRICS_FILE, read_metrics};
+use lenet5_core::run::{RunDir, read_metrics};
 use lenet5_core::train::Evaluator;
 
 use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
@@ -32,7 +32,7 @@ fn out_dir(flag: &Option<PathBuf>, default: &Path) -> CliResult<PathBuf> {
 
 pub fn plot(a: PlotArgs) -> CliResult {
     let (log, dir) =
-        if a.run.is_dir() { (a.run.join(METRICS_FILE), a.run.clone()) } else { (a.run.clone(), parent(&a.run)) };
+        if a.run.is_dir() { (RunDir::new(&a.run).metrics(), a.run.clone()) } else { (a.run.clone(), parent(&a.run)) };
     let history = read_metrics(&log)?;
     let dir = out_dir(&a.out, &dir)?;
     let (png, svg) = (dir.join("curves.png"), dir.join("curves.svg"));

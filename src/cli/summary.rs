@@ -33,7 +33,7 @@ fn group(n: usize) -> String {
 }
 
 pub fn run(a: SummaryArgs) -> CliResult {
-    let max = lenet5_core::train::MAX_BATCH_SIZE;
+    let max = lenet5_core::train::TrainConfig::MAX_BATCH_SIZE;
     if a.batch == 0 || a.batch > max {
         return Err(format!("--batch must be from 1 to {max}, got {}", a.batch).into());
     }

@@ -9,10 +9,8 @@ use std::sync::Arc;
 
 use lenet5::serve::{AppState, serve};
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::{Dataset, DatasetId};
+use lenet5_core::data::{Dataset, DatasetId, Split};
 use lenet5_core::infer::Predictor;
-
-use lenet5_core::data::idx::{encode_images, encode_labels, read_images, read_labels};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,15 +25,19 @@ pub fn mnist_dir() -> PathBuf {
 pub fn write_subset(dir: &Path, train: usize, test: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for (prefix, n) in [("train", train), ("t10k", test)] {
-        let img = read_images(&mnist_dir().join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap();
-        let lab = read_labels(&mnist_dir().join(format!("{prefix}-labels-idx1-ubyte.gz"))).unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            encode_images(n, 28, 28, &img.pixels[..n * 784]),
-        )
-        .unwrap();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), encode_labels(&lab[..n])).unwrap();
+        let mut split = mnist_split(prefix);
+        split.truncate(n);
+        let (images, labels) = split.to_idx();
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
     }
+}
+
+/// One split of the bundled MNIST: `train` or `t10k`.
+pub fn mnist_split(prefix: &str) -> Split {
+    let path =
+        |kind: &str| mnist_dir().join(format!("{prefix}-{kind}-idx{}-ubyte.gz", if kind == "images" { 3 } else { 1 }));
+    Split::load(&path("images"), &path("labels")).unwrap()
 }
 
 pub fn lenet5(args: &[&str]) -> Output {

@@ -8,12 +8,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::data::DatasetId;
 use lenet5_core::data::Split;
-use lenet5_core::data::dataset::{DatasetId, FILES};
 use lenet5_core::digit::{FrameError, GreyImage, Preprocess};
 use lenet5_core::infer::Predictor;
-use lenet5_core::nn::params::init_params;
-use lenet5_core::run::{Start, Training, limited};
+use lenet5_core::nn::params::init_params_for;
+use lenet5_core::run::{Start, Training};
 use lenet5_core::spec::RunSpec;
 use lenet5_core::train::EpochMetrics;
 
@@ -84,14 +84,15 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads a data set from its four files as fetched (gzipped or raw), in the order of [`FILES`]; returns how
+    /// Loads a data set from its four files as fetched (gzipped or raw), in the order of [`DatasetId::FILES`]; returns how
     /// many training and test images it holds.
     pub fn load(&mut self, name: &str, files: [Vec<u8>; 4]) -> Result<(usize, usize)> {
         let [train_images, train_labels, test_images, test_labels] = files;
-        let path = |i: usize| Path::new(name).join(format!("{}.gz", FILES[i]));
+        let path = |i: usize| Path::new(name).join(format!("{}.gz", DatasetId::FILES[i]));
+        let class_names = DatasetId::parse(name).class_names();
         let split = |images, labels, i, split| {
             let s = Split::from_idx_bytes(images, labels, &path(i), &path(i + 1))?;
-            lenet5_core::data::dataset::check_labels(&s, lenet5_core::base::MNIST_CLASS_COUNT, &path(i + 1))?;
+            s.check_labels(class_names.len(), &path(i + 1))?;
             match s.is_empty() {
                 true => Err(lenet5_core::Error::EmptySplit { dataset: name.to_string(), split }),
                 false => Ok(s),
@@ -99,7 +100,6 @@ impl Session {
         };
         let train = split(train_images, train_labels, 0, "training")?;
         let test = split(test_images, test_labels, 2, "test")?;
-        let class_names = DatasetId::parse(name).class_names();
         self.run = None;
         let sizes = (train.len(), test.len());
         self.data = Some(Data { name: name.to_string(), class_names, train, test });
@@ -119,12 +119,12 @@ impl Session {
         let spec = RunSpec::from_json_text(settings)?.validate()?;
         let config = spec.config().clone();
         // Cut-short splits are copied once here, as `lenet5 train` cuts them.
-        let cut = |split: &Split, limit| match limited(split, limit) {
+        let cut = |split: &Split, limit| match split.limited(limit) {
             std::borrow::Cow::Owned(s) => Some(s),
             std::borrow::Cow::Borrowed(_) => None,
         };
         let (train, test) = (cut(&data.train, config.train_limit), cut(&data.test, config.test_limit));
-        let start = Start::Fresh { params: init_params(config.seed) };
+        let start = Start::Fresh { params: init_params_for(config.seed, data.class_names.len()) };
         let training = Training::new(config, &data.name, &data.class_names, start, 1)?;
         self.run = Some(Run { training, train, test, epoch_seconds: 0.0, images_seen: 0 });
         Ok(())

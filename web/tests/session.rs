@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::dataset::FILES;
+use lenet5_core::data::DatasetId;
 use lenet5_web::session::{Session, SessionError};
 
 fn mnist() -> [Vec<u8>; 4] {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/MNIST/raw");
-    FILES.map(|f| std::fs::read(dir.join(format!("{f}.gz"))).unwrap())
+    DatasetId::FILES.map(|f| std::fs::read(dir.join(format!("{f}.gz"))).unwrap())
 }
 
 const SETTINGS: &str = r#"{"epochs": 2, "head": "logits", "lr": 0.05, "train_limit": 2000, "test_limit": 500}"#;

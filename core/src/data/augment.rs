@@ -45,7 +45,7 @@ impl Augment {
     }
 
     /// The transform of image `index` in epoch `epoch` of a run seeded `seed`.
-    pub fn transform(&self, seed: u64, epoch: usize, index: u32) -> Affine {
+    pub(crate) fn transform(&self, seed: u64, epoch: usize, index: u32) -> Affine {
         let mut rng = Rng::derived(seed, PURPOSE, ((epoch as u64) << 32) | index as u64);
         let angle = rng.uniform(-self.degrees, self.degrees).to_radians();
         let (tx, ty) = (rng.uniform(-self.translate, self.translate), rng.uniform(-self.translate, self.translate));
@@ -57,7 +57,7 @@ impl Augment {
 /// Rotation by `angle` (radians, counter-clockwise on screen) and scaling by `scale` about the image's centre,
 /// then a shift by `shift` pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Affine {
+pub(crate) struct Affine {
     pub angle: f32,
     pub scale: f32,
     pub shift: (f32, f32),

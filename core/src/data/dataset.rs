@@ -8,10 +8,10 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
-pub const FILES: [&str; 4] =
+pub(crate) const FILES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
-pub const FASHION_CLASSES: [&str; 10] =
+pub(crate) const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// Which data set to use: a known one, found under the data root, or a directory holding the four files.
@@ -23,6 +23,21 @@ pub enum DatasetId {
 }
 
 impl DatasetId {
+    /// The four IDX files of a data set: training images and labels, test images and labels (each raw or `.gz`).
+    pub const FILES: [&'static str; 4] = FILES;
+    /// The test split's two files.
+    pub const TEST_FILES: [&'static str; 2] = TEST_FILES;
+
+    /// `dir/name`, or `dir/name.gz`, whichever exists.
+    pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+        find_file(dir, name)
+    }
+
+    /// The directory under `root` that holds `files` of this data set (see [`Dataset::load`] for where it looks).
+    pub fn locate_files(&self, root: &Path, files: &'static [&'static str]) -> Result<PathBuf> {
+        locate_files(self, root, files)
+    }
+
     /// `mnist`, `fashion-mnist`, or a path to a directory.
     pub fn parse(s: &str) -> DatasetId {
         match s.to_ascii_lowercase().as_str() {
@@ -61,20 +76,20 @@ impl DatasetId {
 }
 
 /// The path of one of the four files in `dir`, raw or gzipped.
-pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
 }
 
 /// The two files of the test split (of [`FILES`]).
-pub const TEST_FILES: [&str; 2] = [FILES[2], FILES[3]];
+pub(crate) const TEST_FILES: [&str; 2] = [FILES[2], FILES[3]];
 
 /// The first candidate directory that holds all four files.
-pub fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
+pub(crate) fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
     locate_files(id, root, &FILES)
 }
 
 /// The first candidate directory that holds `files` (all four, or the test split's [`TEST_FILES`]).
-pub fn locate_files(id: &DatasetId, root: &Path, files: &'static [&'static str]) -> Result<PathBuf> {
+pub(crate) fn locate_files(id: &DatasetId, root: &Path, files: &'static [&'static str]) -> Result<PathBuf> {
     let candidates = id.candidates(root);
     for dir in &candidates {
         if files.iter().all(|f| find_file(dir, f).is_some()) {
@@ -153,6 +168,34 @@ impl Split {
         (kept, out)
     }
 
+    /// The split as the bytes of two IDX files: its images (`N x 28 x 28`, magic 2051) and its labels (magic
+    /// 2049; every label must fit a byte, as in the IDX format).
+    pub fn to_idx(&self) -> (Vec<u8>, Vec<u8>) {
+        let labels: Vec<u8> = self.labels.iter().map(|&l| l as u8).collect();
+        (
+            super::idx::encode_images(self.len(), IMAGE_SIZE, IMAGE_SIZE, &self.images),
+            super::idx::encode_labels(&labels),
+        )
+    }
+
+    /// Every label is a class of `0..classes` (the labels read from `labels`, named in the error), and `classes` is
+    /// a number of classes the network takes.
+    pub fn check_labels(&self, classes: usize, labels: &Path) -> Result<()> {
+        check_labels(self, classes, labels)
+    }
+
+    /// The first `limit` images of the split (all of them when `None`), copied only when cut.
+    pub fn limited(&self, limit: Option<usize>) -> std::borrow::Cow<'_, Split> {
+        match limit {
+            Some(n) if n < self.len() => {
+                let mut s = self.clone();
+                s.truncate(n);
+                std::borrow::Cow::Owned(s)
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// Keeps only the first `n` images.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
@@ -194,7 +237,7 @@ impl Split {
         }
     }
 
-    fn load(images: &Path, labels: &Path) -> Result<Split> {
+    pub fn load(images: &Path, labels: &Path) -> Result<Split> {
         Split::from_idx(read_images(images)?, read_labels(labels)?, images, labels)
     }
 
@@ -298,7 +341,7 @@ impl Dataset {
 
 /// Every label of `split` (read from `labels`) is a class of `0..classes`, and `classes` is a number of classes
 /// the network takes.
-pub fn check_labels(split: &Split, classes: usize, labels: &Path) -> Result<()> {
+pub(crate) fn check_labels(split: &Split, classes: usize, labels: &Path) -> Result<()> {
     if !(MIN_CLASSES..=MAX_CLASSES).contains(&classes) {
         return Err(Error::format(labels, format!("{classes} classes; expected {MIN_CLASSES} to {MAX_CLASSES}")));
     }

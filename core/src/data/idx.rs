@@ -7,12 +7,12 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
-pub const IMAGES_MAGIC: u32 = 2051;
-pub const LABELS_MAGIC: u32 = 2049;
+pub(crate) const IMAGES_MAGIC: u32 = 2051;
+pub(crate) const LABELS_MAGIC: u32 = 2049;
 
 /// No IDX file we read decompresses to more than this (MNIST's largest is 47 MB); a larger stream is refused
 /// rather than allowed to fill memory.
-pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+pub(crate) const MAX_DECOMPRESSED: u64 = 1 << 30;
 
 /// What is wrong with the bytes of an IDX file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum IdxError {
 
 /// Images as stored: `count` images of `rows x cols` bytes, row-major.
 #[derive(Clone, Debug)]
-pub struct IdxImages {
+pub(crate) struct IdxImages {
     pub count: usize,
     pub rows: usize,
     pub cols: usize,
@@ -104,12 +104,13 @@ fn check_len(
 }
 
 /// Parses an images file held in memory.
-pub fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, IdxError> {
+#[cfg(test)]
+pub(crate) fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, IdxError> {
     parse_images_owned(bytes.to_vec())
 }
 
 /// [`parse_images`] reusing the buffer for the pixels (no second copy of a 47 MB file).
-pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, IdxError> {
+pub(crate) fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, IdxError> {
     let (dims, header_len) = parse_header(&bytes, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     check_len(&bytes, header_len, count.checked_mul(rows).and_then(|n| n.checked_mul(cols)), &dims)?;
@@ -118,20 +119,20 @@ pub fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, 
 }
 
 /// Parses a labels file held in memory.
-pub fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, IdxError> {
+pub(crate) fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, IdxError> {
     let (dims, header_len) = parse_header(bytes, LABELS_MAGIC, "labels")?;
     check_len(bytes, header_len, Some(dims[0]), &dims)?;
     Ok(bytes[header_len..].to_vec())
 }
 
 /// Reads an images file (raw or gzip).
-pub fn read_images(path: &Path) -> Result<IdxImages> {
+pub(crate) fn read_images(path: &Path) -> Result<IdxImages> {
     let (dims, pixels) = read_idx(path, IMAGES_MAGIC, "images")?;
     Ok(IdxImages { count: dims[0], rows: dims[1], cols: dims[2], pixels })
 }
 
 /// Reads a labels file (raw or gzip).
-pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_labels(path: &Path) -> Result<Vec<u8>> {
     Ok(read_idx(path, LABELS_MAGIC, "labels")?.1)
 }
 
@@ -177,7 +178,7 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, 
 }
 
 /// Encodes an images file (used by tests and tools that write small data sets).
-pub fn encode_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + pixels.len());
     for v in [IMAGES_MAGIC, count as u32, rows as u32, cols as u32] {
         out.extend_from_slice(&v.to_be_bytes());
@@ -187,7 +188,7 @@ pub fn encode_images(count: usize, rows: usize, cols: usize, pixels: &[u8]) -> V
 }
 
 /// Encodes a labels file.
-pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_labels(labels: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + labels.len());
     out.extend_from_slice(&LABELS_MAGIC.to_be_bytes());
     out.extend_from_slice(&(labels.len() as u32).to_be_bytes());

@@ -11,6 +11,7 @@
 //!   with `OH = H + 2 pad - K + 1`.
 //! - column matrix `(C*K*K, N*OH*OW)`: kept from forward for the weight gradient.
 
+#[cfg(test)]
 use super::gemm::{MatRef, sgemm};
 
 /// The static description of a convolution layer (square images and kernels).
@@ -53,12 +54,14 @@ impl Conv2dDims {
 }
 
 /// For kernel column `j`: the output columns `x_lo..x_hi` that read inside the image (the rest read padding).
+#[cfg(test)]
 fn valid_columns(d: &Conv2dDims, j: usize) -> (usize, usize) {
     let (h, p, oh) = (d.in_size, d.padding, d.out_size());
     (p.saturating_sub(j), (h + p - j).min(oh))
 }
 
 /// Unfolds `n` images `(C, n, H, W)` into `col (C*K*K, n*OH*OW)`; padding reads as zero.
+#[cfg(test)]
 pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
     // Rows are short (10 or 28 values); a copy of known length compiles to a few vector moves instead of a
     // call to memmove.
@@ -70,6 +73,7 @@ pub fn im2col(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
 }
 
 /// [`im2col`] for output rows of `OW` values (`OW == 0`: any width).
+#[cfg(test)]
 fn im2col_rows<const OW: usize>(d: &Conv2dDims, n: usize, input: &[f32], col: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
     debug_assert!(OW == 0 || OW == oh);
@@ -125,6 +129,7 @@ fn im2col_rows<const OW: usize>(d: &Conv2dDims, n: usize, input: &[f32], col: &m
 }
 
 /// The adjoint of [`im2col`]: adds `col (C*K*K, n*OH*OW)` back into `input_grad (C, n, H, W)`.
+#[cfg(test)]
 pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
     match d.out_size() {
         10 => col2im_rows::<10>(d, n, col, input_grad),
@@ -132,6 +137,7 @@ pub fn col2im_add(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32])
     }
 }
 
+#[cfg(test)]
 fn col2im_rows<const OW: usize>(d: &Conv2dDims, n: usize, col: &[f32], input_grad: &mut [f32]) {
     let (h, k, p, oh) = (d.in_size, d.kernel, d.padding, d.out_size());
     if OW != 0 && p == 0 {
@@ -191,6 +197,7 @@ fn col2im_rows<const OW: usize>(d: &Conv2dDims, n: usize, col: &[f32], input_gra
 }
 
 /// Forward over `n` images. `input (C, n, H, W)`, `col (C*K*K, n*OH*OW)`, `out (OC, n, OH, OW)`.
+#[cfg(test)]
 pub fn conv2d_forward(
     d: &Conv2dDims,
     n: usize,
@@ -214,6 +221,7 @@ pub fn conv2d_forward(
 /// `input_grad (C, n, H, W)` is overwritten when given, using `col_grad (C*K*K, n*OH*OW)` as scratch; the
 /// first layer passes `None` and skips that work.
 #[allow(clippy::too_many_arguments)]
+#[cfg(test)]
 pub fn conv2d_backward(
     d: &Conv2dDims,
     n: usize,

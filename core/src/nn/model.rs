@@ -17,30 +17,33 @@ use std::ops::Range;
 use super::activation::{relu_backward, relu_forward, sigmoid_backward, sigmoid_forward};
 use super::conv::Conv2dDims;
 use super::gemm::{MatRef, sgemm};
-use super::linear::{LinearDims, linear_backward, linear_forward, linear_input_grad};
+#[cfg(test)]
+use super::linear::linear_input_grad;
+use super::linear::{LinearDims, linear_backward, linear_forward};
 use super::loss::cross_entropy;
 use super::params::{Param, Tensors};
 use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
 use super::{conv1_direct, conv2_direct, conv2_winograd};
 use crate::aligned::AlignedBuf;
 
-pub use crate::base::{IMAGE_LEN, IMAGE_SIZE, Label, MNIST_CLASS_COUNT};
+pub use crate::base::{IMAGE_LEN, IMAGE_SIZE};
+pub(crate) use crate::base::{Label, MNIST_CLASS_COUNT};
 
 pub const CONV1: Conv2dDims = Conv2dDims { in_channels: 1, out_channels: 6, in_size: 28, kernel: 5, padding: 2 };
 pub const POOL1: Pool2Dims = Pool2Dims { channels: 6, in_size: CONV1.out_size() };
 pub const CONV2: Conv2dDims =
     Conv2dDims { in_channels: 6, out_channels: 16, in_size: POOL1.out_size(), kernel: 5, padding: 0 };
 pub const POOL2: Pool2Dims = Pool2Dims { channels: 16, in_size: CONV2.out_size() };
-pub const LINEAR1: LinearDims = LinearDims { in_features: POOL2.out_len(), out_features: 120 };
-pub const LINEAR2: LinearDims = LinearDims { in_features: 120, out_features: 84 };
+pub(crate) const LINEAR1: LinearDims = LinearDims { in_features: POOL2.out_len(), out_features: 120 };
+pub(crate) const LINEAR2: LinearDims = LinearDims { in_features: 120, out_features: 84 };
 /// The output layer of a network of `classes` classes.
-pub const fn output(classes: usize) -> LinearDims {
+pub(crate) const fn output(classes: usize) -> LinearDims {
     LinearDims { in_features: LINEAR2.out_features, out_features: classes }
 }
 
 /// LeNet-5's three linear layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinearLayer {
+pub(crate) enum LinearLayer {
     Linear1,
     Linear2,
     Output,
@@ -150,7 +153,7 @@ impl StageClock for () {}
 /// planes whatever the layout.
 /// [`backward`] overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
 /// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
-pub struct Workspace {
+pub(crate) struct Workspace {
     capacity: usize,
     classes: usize,
     /// Input images `(n, 1, 28, 28)`, scaled to [0, 1].
@@ -219,10 +222,6 @@ impl Workspace {
             d_conv2_rows: z(conv2_direct::GRAD_ROWS_LEN),
             d_conv2_winograd: AlignedBuf::zeroed(conv2_winograd::GRAD_SCRATCH_LEN),
         }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Classes of the network the workspace is for: the scores of image `i` are `scores[i * K..(i + 1) * K]`.
@@ -301,7 +300,7 @@ pub(crate) fn feature_map(activation: &[f32], n: usize, size: usize, image: usiz
 }
 
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
-pub fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
+pub(crate) fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
     forward_features(params, ws, n, clock);
     let p = Tensors::of(params);
     linear_forward(&LINEAR1, n, &ws.flat, p.linear1_weight, p.linear1_bias, &mut ws.linear1);
@@ -369,7 +368,7 @@ pub(crate) fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: us
 
 /// Cross-entropy of `ws.scores` against `targets` (one per image). Returns the *sum* of the per-image losses
 /// and the number classified right; stores `d loss / d scores` for a batch mean over `batch_size` images.
-pub fn loss_and_grad(ws: &mut Workspace, targets: &[Label], batch_size: usize) -> (f32, usize) {
+pub(crate) fn loss_and_grad(ws: &mut Workspace, targets: &[Label], batch_size: usize) -> (f32, usize) {
     let scale = 1.0 / batch_size as f32;
     let mut loss = 0.0;
     let mut correct = 0;
@@ -385,7 +384,8 @@ pub fn loss_and_grad(ws: &mut Workspace, targets: &[Label], batch_size: usize) -
 
 /// Back-propagates the gradient left by [`loss_and_grad`] through the first `n` images, *adding* every
 /// parameter's gradient into `grads` (flat, same layout as `params`).
-pub fn backward(
+#[cfg(test)]
+pub(crate) fn backward(
     params: &[f32],
     head: Head,
     ws: &mut Workspace,
@@ -496,7 +496,7 @@ pub fn conv2_runs_winograd() -> bool {
 }
 
 /// Forward multiply-adds (x2) of one image: about 0.83 MFLOP.
-pub const fn forward_flops_per_image() -> usize {
+pub(crate) const fn forward_flops_per_image() -> usize {
     CONV1.forward_flops()
         + CONV2.forward_flops()
         + LINEAR1.forward_flops()
@@ -505,7 +505,7 @@ pub const fn forward_flops_per_image() -> usize {
 }
 
 /// Forward plus backward FLOPs of one training image (conv1 needs no input gradient): about 2.26 MFLOP.
-pub const fn train_flops_per_image() -> usize {
+pub(crate) const fn train_flops_per_image() -> usize {
     3 * forward_flops_per_image() - CONV1.forward_flops()
 }
 

@@ -131,10 +131,11 @@ pub const fn num_params(classes: usize) -> usize {
 }
 
 /// Values before the output layer, the same for every number of classes.
-pub const FIXED_PARAMS: usize = Param::OutputWeight.start(CLASSES);
+pub(crate) const FIXED_PARAMS: usize = Param::OutputWeight.start(CLASSES);
 
 /// 61,706: the parameters of the recipe's network, of ten classes.
-pub const MNIST_PARAMS: usize = num_params(10);
+#[cfg(test)]
+pub(crate) const MNIST_PARAMS: usize = num_params(10);
 
 /// The ten tensors of a flat block, by name: `Tensors::of(&params).conv2_weight` is conv2's weight
 /// `(16, 6, 5, 5)`. The same for a gradient or the momentum, which share the layout.
@@ -172,7 +173,7 @@ impl<T> Tensors<T> {
 
 /// The number of classes of a flat block of `len` values, if that is the size of one (from [`MIN_CLASSES`] to
 /// [`MAX_CLASSES`] classes).
-pub fn block_classes(len: usize) -> Option<usize> {
+pub(crate) fn block_classes(len: usize) -> Option<usize> {
     let per_class = Param::OutputWeight.numel(1) + Param::OutputBias.numel(1);
     let extra = len.checked_sub(FIXED_PARAMS)?;
     let classes = extra / per_class;
@@ -180,7 +181,7 @@ pub fn block_classes(len: usize) -> Option<usize> {
 }
 
 /// The number of classes of a flat block of `len` values, which must be the size of one.
-pub fn classes_of(len: usize) -> usize {
+pub(crate) fn classes_of(len: usize) -> usize {
     block_classes(len).unwrap_or_else(|| panic!("not a parameter block: {len} values"))
 }
 
@@ -207,11 +208,12 @@ impl<'a> Tensors<&'a mut [f32]> {
 
 /// PyTorch's default initialisation for `Conv2d` and `Linear` of the recipe's ten-class network (weights and
 /// biases alike `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, a bias with its weight's fan-in), drawn from `seed`.
-pub fn init_params(seed: u64) -> Vec<f32> {
+#[cfg(test)]
+pub(crate) fn init_params(seed: u64) -> Vec<f32> {
     init_params_for(seed, 10)
 }
 
-/// [`init_params`] for a network of `classes` classes: the same draws in the same order, so every tensor before
+/// `init_params` for a network of `classes` classes: the same draws in the same order, so every tensor before
 /// the output layer is the same whatever the number of classes.
 pub fn init_params_for(seed: u64, classes: usize) -> Vec<f32> {
     let mut rng = Rng::derived(seed, 1, 0);

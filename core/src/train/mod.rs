@@ -1,9 +1,9 @@
 //! Training: the recipe's step and epoch, parallel over fixed slices of each batch, and evaluation.
 //!
-//! Determinism: a batch is cut into slices (see [`slice_len`]) that depend on the batch size only, never on the
+//! Determinism: a batch is cut into slices (see `slice_len`) that depend on the batch size only, never on the
 //! thread count; each slice writes its own gradient buffer, the optimiser adds the buffers in slice order, and
 //! the linear layers' weight gradients are summed over the slices in order, in blocks of rows that do not
-//! depend on the thread count either. linear1 is computed by groups of its rows (see [`linear1_groups`], again a
+//! depend on the thread count either. linear1 is computed by groups of its rows (see `linear1_groups`, again a
 //! function of the batch size alone), and its input gradient is the sum of the groups' parts in group order. So
 //! the thread count changes the speed and never the numbers. The shuffle of epoch `e` is drawn from `(seed, e)`
 //! alone, so a run resumed at an epoch boundary continues exactly as if it had never stopped.
@@ -28,7 +28,7 @@ use plan::{MAX_BATCH_FOR_TAIL_COPIES, TailCopy, TailPart};
 use step::{Buffers, EpochAugment, Step};
 
 pub use eval::{EvalResult, Evaluator};
-pub use plan::{MAX_SLICE, MIN_SLICE, linear1_groups, slice_len};
+pub(crate) use plan::{linear1_groups, slice_len};
 
 /// Everything that decides the numbers of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +65,9 @@ pub struct Holdout {
 }
 
 impl TrainConfig {
+    /// Largest batch a trainer takes.
+    pub const MAX_BATCH_SIZE: usize = MAX_BATCH_SIZE;
+
     /// Checks every setting's range, once: the only way to a [`ValidConfig`]. A front end checks a whole run
     /// with `spec::RunSpec::validate`, which comes here; a resumed run's recorded settings come here too.
     pub fn check(self) -> Result<ValidConfig> {
@@ -226,10 +229,10 @@ pub struct StepResult {
 }
 
 /// Largest batch a trainer takes.
-pub const MAX_BATCH_SIZE: usize = 65_536;
+const MAX_BATCH_SIZE: usize = 65_536;
 /// Longest run, in epochs: far beyond any use, and small enough that no count of epochs, batches or images can
 /// overflow.
-pub const MAX_EPOCHS: usize = 1_000_000;
+pub(crate) const MAX_EPOCHS: usize = 1_000_000;
 
 /// A team of `threads` workers (at least one), or the error that starting its threads gave.
 fn start_team(threads: usize) -> Result<Team> {

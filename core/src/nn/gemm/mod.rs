@@ -230,6 +230,7 @@ mod avx512;
 
 /// `c = alpha * a @ b + beta * c` by its definition, one dot product at a time: what the fast GEMM is
 /// tested against.
+#[cfg(test)]
 pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     let (m, n) = (a.rows, b.cols);
     check(&a, &b, c, m, n);

@@ -224,6 +224,7 @@ pub fn avgpool2_pixel_major_relu_backward(
 }
 
 /// `out_grad (n, C, H/2, H/2)` -> `input_grad (n, C, H, H)` (overwritten): each input gets a quarter.
+#[cfg(test)]
 pub fn avgpool2_backward(d: &Pool2Dims, n: usize, out_grad: &[f32], input_grad: &mut [f32]) {
     let (h, oh) = (d.in_size, d.out_size());
     for (plane, g_plane) in input_grad.chunks_exact_mut(h * h).zip(out_grad.chunks_exact(oh * oh)).take(n * d.channels)

@@ -1,12 +1,12 @@
 //! The numbers of the recipe against PyTorch: forward, loss, every gradient, and SGD steps, for both heads.
 //! Fixtures come from `tests/fixtures/generate.py`.
 
-use lenet5_core::data::Split;
-use lenet5_core::nn::model::{Head, Workspace, backward, forward, loss_and_grad};
-use lenet5_core::nn::params::{MNIST_PARAMS, Param};
-use lenet5_core::optim::Sgd;
-use lenet5_core::spec::recipe;
-use lenet5_core::train::{TrainConfig, Trainer};
+use crate::data::Split;
+use crate::nn::model::{Head, Workspace, backward, forward, loss_and_grad};
+use crate::nn::params::{MNIST_PARAMS, Param};
+use crate::optim::Sgd;
+use crate::spec::recipe;
+use crate::train::{TrainConfig, Trainer};
 use safetensors::SafeTensors;
 
 struct Fixture {

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::idx::{decompress_if_gzip, encode_images, encode_labels, parse_images, parse_labels};
-use lenet5_core::nn::model::Head;
-use lenet5_core::nn::params::init_params;
+use crate::checkpoint::Checkpoint;
+use crate::data::idx::{decompress_if_gzip, encode_images, encode_labels, parse_images, parse_labels};
+use crate::nn::model::Head;
+use crate::nn::params::init_params;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -98,7 +98,7 @@ proptest! {
 /// and what follows the data is noticed after a look at its first megabyte.
 #[test]
 fn idx_files_are_read_no_further_than_their_header_says() {
-    use lenet5_core::data::idx::{read_images, read_labels};
+    use crate::data::idx::{read_images, read_labels};
     let dir = tempfile::tempdir().unwrap();
     #[cfg(unix)]
     {
@@ -137,7 +137,7 @@ proptest! {
         in_momentum in any::<bool>(),
         bad in prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
     ) {
-        let params = lenet5_core::nn::params::init_params_for(3, classes);
+        let params = crate::nn::params::init_params_for(3, classes);
         let i = at.index(params.len());
         let mut ck = Checkpoint::new(params.clone(), Head::Logits);
         ck.momentum = Some(params);
@@ -145,7 +145,7 @@ proptest! {
         target[i] = bad;
         let bytes = ck.to_bytes().unwrap();
         let e = Checkpoint::from_bytes(&bytes, Path::new("x.safetensors")).unwrap_err().to_string();
-        let tensor = lenet5_core::nn::Param::ALL.into_iter().find(|p| p.range(classes).contains(&i)).unwrap();
+        let tensor = crate::nn::Param::ALL.into_iter().find(|p| p.range(classes).contains(&i)).unwrap();
         prop_assert!(e.contains(tensor.name()) && e.contains("must be finite"), "{}", e);
         prop_assert_eq!(e.contains("optimizer.momentum."), in_momentum, "{}", e);
     }

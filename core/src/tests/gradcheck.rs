@@ -1,11 +1,11 @@
 //! Finite-difference checks of every layer's backward pass: for a random projection `L = sum(out * r)`, the
 //! analytic gradient from backward must match central differences of the forward pass.
 
-use lenet5_core::nn::reference::{
+use crate::nn::reference::{
     Conv2dDims, LinearDims, Pool2Dims, avgpool2_backward, avgpool2_forward, conv2d_backward, conv2d_forward,
     cross_entropy, linear_backward, linear_forward, relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
 };
-use lenet5_core::rng::Rng;
+use crate::rng::Rng;
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
