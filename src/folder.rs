@@ -21,6 +21,8 @@ use crate::preprocess::{MAX_FILE_BYTES, Prepare, decode};
 pub const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "pgm"];
 /// Deepest folder read inside a class folder (which also ends any loop of links).
 const MAX_DEPTH: usize = 16;
+/// Longest class name, in bytes (as checkpoints hold them).
+const MAX_CLASS_NAME: usize = 256;
 /// Most images a data set may hold.
 pub const MAX_IMAGES: usize = 10_000_000;
 /// Bad files named in an error before "and N more".
@@ -170,7 +172,11 @@ fn class_samples(dir: &Path) -> Result<(Vec<String>, Vec<Sample>)> {
         let path = entry.map_err(|e| Error::Core(lenet5_core::Error::io(dir, e)))?.path();
         if path.is_dir() {
             let name = path.file_name().and_then(|n| n.to_str()).map(str::to_string);
-            names.push(name.ok_or_else(|| folder_error(&path, "a class folder's name must be UTF-8".into()))?);
+            let name = name.ok_or_else(|| folder_error(&path, "a class folder's name must be UTF-8".into()))?;
+            if name.len() > MAX_CLASS_NAME {
+                return Err(folder_error(&path, format!("a class folder's name is at most {MAX_CLASS_NAME} bytes")));
+            }
+            names.push(name);
         }
     }
     names.sort();

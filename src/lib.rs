@@ -10,6 +10,7 @@ pub mod preprocess;
 #[cfg(feature = "server")]
 pub mod serve;
 pub mod source;
+pub mod text;
 pub mod training;
 #[cfg(feature = "pictures")]
 pub mod viz;

@@ -32,28 +32,12 @@ pub trait Notices: Sync {
 /// Notices nobody hears.
 impl Notices for () {}
 
-/// The data a command reads: the data settings of a [`RunSpec`] ([`DataSource::of`]). Every field left `None`
-/// means: what the run or the checkpoint recorded, else the default.
+/// The data a command reads: the data settings of a run specification (`data`, `dataset`, `no_download`,
+/// `preprocess`, `val_split`, `split_seed`, `label_offset`, `skip_bad_images`). A setting left `None` means: what
+/// the run or the checkpoint recorded, else the default.
 #[derive(Clone, Debug)]
 pub struct DataSource {
-    /// The data root holding the data sets (`None`: `$LENET5_DATA`, else `./data`). Both a flat directory and
-    /// torchvision's layout (`ROOT/MNIST/raw`) work.
-    pub root: Option<PathBuf>,
-    /// `mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder.
-    pub dataset: Option<String>,
-    /// Whether a missing known data set may be downloaded (from the mirrors torchvision uses, and verified).
-    pub download: bool,
-    /// How an image folder's pictures become 28x28 grey.
-    pub preprocess: Option<Preprocess>,
-    /// The share of each class an image folder without `train/` and `test/` holds out for validation (other
-    /// data sources hold it out as the run starts: see [`lenet5_core::train::Holdout`]).
-    pub val_split: Option<f64>,
-    /// Seed of that split.
-    pub split_seed: Option<u64>,
-    /// Subtracted from every label of an IDX data set whose classes are not numbered from 0.
-    pub label_offset: Option<u16>,
-    /// Leave out the files of an image folder that cannot be decoded instead of failing.
-    pub skip_bad_images: bool,
+    spec: RunSpec,
 }
 
 impl Default for DataSource {
@@ -66,21 +50,12 @@ impl Default for DataSource {
 impl DataSource {
     /// The data settings of `spec`.
     pub fn of(spec: &RunSpec) -> DataSource {
-        DataSource {
-            root: spec.data.clone(),
-            dataset: spec.dataset.clone(),
-            download: !spec.no_download,
-            preprocess: spec.preprocess,
-            val_split: spec.val_split,
-            split_seed: spec.split_seed,
-            label_offset: spec.label_offset,
-            skip_bad_images: spec.skip_bad_images,
-        }
+        DataSource { spec: spec.clone() }
     }
 
-    /// The data root: [`DataSource::root`] when given, else `$LENET5_DATA`, else `./data`.
+    /// The data root: the `data` setting when given, else `$LENET5_DATA`, else `./data`.
     pub fn root(&self) -> PathBuf {
-        if let Some(dir) = &self.root {
+        if let Some(dir) = &self.spec.data {
             return dir.clone();
         }
         match std::env::var_os("LENET5_DATA") {
@@ -91,7 +66,7 @@ impl DataSource {
 
     /// The data set named, else `fallback`, else MNIST.
     pub fn id(&self, fallback: Option<&str>) -> DatasetId {
-        DatasetId::parse(self.dataset.as_deref().or(fallback).unwrap_or("mnist"))
+        DatasetId::parse(self.spec.dataset.as_deref().or(fallback).unwrap_or("mnist"))
     }
 
     /// Makes sure the `files` of a known data set are on disk (all four, or the test split's), downloading
@@ -99,7 +74,7 @@ impl DataSource {
     fn ensure(&self, id: &DatasetId, files: &'static [&'static str], notices: &dyn Notices) -> Result<()> {
         let root = self.root();
         if let Err(e) = id.locate_files(&root, files) {
-            if !self.download || crate::download::remote(id).is_none() {
+            if self.spec.no_download || crate::download::remote(id).is_none() {
                 return Err(e.into());
             }
             notices.downloading(&id.name(), &root);
@@ -111,25 +86,24 @@ impl DataSource {
     /// How to read an image folder: the fields, else what `recorded` (a run's or a checkpoint's data options)
     /// says, else the defaults.
     pub fn folder_options(&self, recorded: &BTreeMap<String, String>) -> FolderOptions {
-        let preprocess = self
-            .preprocess
+        let preprocess = (self.spec.preprocess)
             .or_else(|| recorded.get("preprocess").and_then(|p| Preprocess::parse(p)))
             .unwrap_or(Preprocess::Resize);
         FolderOptions {
             preprocess,
-            val_split: self
-                .val_split
+            val_split: (self.spec.val_split)
                 .or_else(|| recorded.get("val_split")?.parse().ok())
                 .unwrap_or(RunSpec::FOLDER_HOLDOUT),
-            split_seed: self.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
-            skip_bad_images: self.skip_bad_images,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            split_seed: self.spec.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
+            skip_bad_images: self.spec.skip_bad_images,
+            // At most the run's threads decode at once (each may hold a large picture in memory).
+            threads: lenet5_core::spec::thread_count(self.spec.threads).unwrap_or(1),
         }
     }
 
     /// The label offset of an IDX data set: the field, else the recorded one, else 0.
     fn label_offset(&self, recorded: &BTreeMap<String, String>) -> u16 {
-        self.label_offset.or_else(|| recorded.get("label_offset")?.parse().ok()).unwrap_or(0)
+        self.spec.label_offset.or_else(|| recorded.get("label_offset")?.parse().ok()).unwrap_or(0)
     }
 
     /// Both splits of the data set (`fallback` when none is named; downloaded first if needed and allowed); an
@@ -156,7 +130,7 @@ impl DataSource {
 
     /// The test split of the data set `ck` was trained on (unless another is named), for its classes.
     pub fn load_test_for(&self, ck: &Checkpoint, notices: &dyn Notices) -> Result<Split> {
-        let id = self.id(ck.metadata.get("dataset").map(String::as_str));
+        let id = self.id_for(ck)?;
         let recorded = data_options(ck);
         let test = if let DatasetId::Dir(dir) = &id
             && is_image_folder(dir)
@@ -177,6 +151,23 @@ impl DataSource {
             return Err(lenet5_core::Error::EmptySplit { dataset: id.name(), split: "test" }.into());
         }
         Ok(test)
+    }
+}
+
+impl DataSource {
+    /// The data set to evaluate `ck` on: the one named, else the one its metadata records when that is a known
+    /// data set. A checkpoint never chooses a directory to read: a path comes only from the user.
+    pub fn id_for(&self, ck: &Checkpoint) -> Result<DatasetId> {
+        let recorded = ck.metadata.get("dataset").map(String::as_str);
+        match (self.spec.dataset.is_some(), recorded.map(DatasetId::parse)) {
+            (false, Some(DatasetId::Dir(dir))) => Err(lenet5_core::Error::format(
+                &dir,
+                "the weights were trained on this directory, which their metadata cannot choose to read: name the \
+                 data with --dataset (dataset= in Python)",
+            )
+            .into()),
+            _ => Ok(self.id(recorded)),
+        }
     }
 }
 

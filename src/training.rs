@@ -145,7 +145,7 @@ fn resumed_run(
     };
     let data = match data {
         Some(data) => data,
-        None => resume_data(&DataSource::of(spec.spec()), &state).load(None, &state.data_options, notices)?,
+        None => resume_data(spec.spec(), &state).load(None, &state.data_options, notices)?,
     };
     update_config_file(dir, config.epochs)?;
     let start = Start::Resume { state: Box::new(state), params, momentum };
@@ -191,21 +191,20 @@ fn new_run(spec: &ValidSpec, data: Option<Dataset>, notices: &dyn Notices) -> Re
     Ok(PreparedRun { run_dir, config, start: Start::Fresh { params }, data, _lock: lock })
 }
 
-/// Where a resumed run's data are: the source's where given, else the directory and the data set the run
+/// Where a resumed run's data are: the specification's where given, else the directory and the data set the run
 /// recorded (read from there, never downloaded: it must be the same data, which `train_run` checks).
-fn resume_data(source: &DataSource, state: &TrainState) -> DataSource {
-    let mut data = source.clone();
-    if source.dataset.is_none() {
-        data.dataset = Some(state.dataset.clone());
-    }
-    if let (None, None, Some(dir)) = (&source.root, &source.dataset, &state.data_dir) {
-        data.root = Some(dir.clone());
+fn resume_data(spec: &RunSpec, state: &TrainState) -> DataSource {
+    let mut spec = spec.clone();
+    let named = spec.data.is_some() || spec.dataset.is_some();
+    spec.dataset = spec.dataset.or_else(|| Some(state.dataset.clone()));
+    if let (false, Some(dir)) = (named, &state.data_dir) {
+        spec.data = Some(dir.clone());
         if let DatasetId::Dir(_) = DatasetId::parse(&state.dataset) {
-            data.dataset = Some(dir.display().to_string());
+            spec.dataset = Some(dir.display().to_string());
         }
-        data.download = false;
+        spec.no_download = true;
     }
-    data
+    DataSource::of(&spec)
 }
 
 #[cfg(test)]

@@ -334,7 +334,7 @@ fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
         document.getElementById('error').textContent",
         "the engine's error",
     );
-    assert!(error.as_str().unwrap().contains("learning rate must be a positive number, got -1"), "{error}");
+    assert!(error.as_str().unwrap().contains("invalid setting: lr must be a positive number, got -1"), "{error}");
     assert_eq!(b.eval("document.body.dataset.state"), "ready");
 
     // The tab closed mid-training: the server keeps serving.

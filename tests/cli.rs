@@ -318,7 +318,12 @@ fn idx_labels_from_one_with_a_label_offset() {
     assert!(r.status.success(), "{}", stderr(&r));
     let ck = Checkpoint::load(&out.join("best.safetensors")).unwrap();
     assert_eq!((ck.classes(), ck.class_names[0].as_str(), ck.class_names[9].as_str()), (10, "1", "10"));
-    let e = lenet5(&["eval", "--weights", out.join("best.safetensors").to_str().unwrap(), "--json"]);
+    // The weights record the directory, but never choose to read it: eval is told the data, and reads the
+    // label offset the weights recorded.
+    let weights = out.join("best.safetensors");
+    let e = lenet5(&["eval", "--weights", weights.to_str().unwrap(), "--json"]);
+    assert_clean_error(&e, &["metadata cannot choose", "--dataset"]);
+    let e = lenet5(&["eval", "--weights", weights.to_str().unwrap(), "--json", "--dataset", d]);
     assert!(e.status.success(), "{}", stderr(&e));
     assert_clean_error(&train(&["--label-offset", "2"]), &["label 1 is below the label offset 2"]);
 }

@@ -68,8 +68,11 @@ fn three_classes_in_train_and_test_folders_from_training_to_eval_predict_confusi
     let best_acc = history.iter().map(|m| m.val_acc).fold(0.0, f64::max);
     assert!(best_acc > 0.9, "val_acc only {best_acc}: {text}");
 
-    // eval finds the data set from the weights, and agrees with training.
+    // eval of weights trained on a folder is told the folder (their metadata never chooses what to read), and
+    // agrees with training.
     let o = lenet5(&["eval", "--weights", best.to_str().unwrap(), "--json"]);
+    assert_clean_error(&o, &["--dataset", "metadata cannot choose"]);
+    let o = lenet5(&["eval", "--weights", best.to_str().unwrap(), "--json", "--dataset", data.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["total"], 45);
@@ -84,7 +87,8 @@ fn three_classes_in_train_and_test_folders_from_training_to_eval_predict_confusi
     assert_eq!(v["predicted"], "cross", "{v}");
     assert_eq!(v["top"].as_array().unwrap().len(), 3, "{v}");
 
-    let o = lenet5(&["confusion", "--weights", best.to_str().unwrap(), "--out", tmp.path().to_str().unwrap()]);
+    let (w, d, out) = (best.to_str().unwrap(), data.to_str().unwrap(), tmp.path().to_str().unwrap());
+    let o = lenet5(&["confusion", "--weights", w, "--dataset", d, "--out", out]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).lines().any(|l| l.trim_start().starts_with("square")), "{}", stdout(&o));
     assert!(tmp.path().join("confusion.png").exists());
@@ -130,8 +134,9 @@ fn twenty_six_classes_in_one_folder_split_by_class_reproducibly() {
     let history = lenet5_core::run::read_metrics(&a.join("metrics.jsonl")).unwrap();
     let best = history.iter().map(|m| m.val_acc).fold(0.0, f64::max);
     assert!(best > 0.8, "val_acc only {best}: {first}");
-    // eval reads the folder and splits it as training did, from what the weights recorded.
-    let o = lenet5(&["eval", "--weights", a.join("best.safetensors").to_str().unwrap(), "--json"]);
+    // eval reads the folder it is given and splits it as training did, from what the weights recorded.
+    let weights = a.join("best.safetensors");
+    let o = lenet5(&["eval", "--weights", weights.to_str().unwrap(), "--json", "--dataset", data.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["total"], 78);

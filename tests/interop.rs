@@ -182,3 +182,38 @@ fn endless_weight_files_are_refused_after_a_bounded_read() {
     let o = lenet5(&["import", "/dev/zero", tmp.path().join("out.safetensors").to_str().unwrap()]);
     assert_clean_error(&o, &["/dev/zero", "larger than"]);
 }
+
+/// An output never replaces what is not a regular file: a FIFO, a directory or a link to a device given as the
+/// output of `export`, `import` or `predict --save-preprocessed` is refused and left as it was; a link to a
+/// regular file is followed, and the file it names replaced.
+#[test]
+fn outputs_replace_only_regular_files() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let device = tmp.path().join("device");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    let weights = repo().join("models/lenet5-mnist.safetensors");
+    let w = weights.to_str().unwrap();
+    for target in [&fifo, &device, &tmp.path().to_path_buf()] {
+        let t = target.to_str().unwrap();
+        assert_clean_error(
+            &lenet5(&["export", "--weights", w, "--onnx", t]),
+            &[t, "an output replaces only a regular file"],
+        );
+        let pth = repo().join("tests/fixtures/tutorial.pth");
+        assert_clean_error(&lenet5(&["import", pth.to_str().unwrap(), t]), &["an output replaces only a regular file"]);
+    }
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(&device).unwrap().file_type().is_symlink());
+    let (file, link) = (tmp.path().join("model.onnx"), tmp.path().join("link.onnx"));
+    std::fs::write(&file, b"old").unwrap();
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let o = lenet5(&["export", "--weights", w, "--onnx", link.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&file).unwrap().len() > 1000
+            && std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink()
+    );
+}

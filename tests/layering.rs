@@ -2,7 +2,8 @@
 //! the modules of the layers below it, read from the source (every `crate::<module>` path, and in the command
 //! line, every `lenet5::<module>` path, outside test modules). From the bottom:
 //!
-//! 1. `error` (the application's errors around the engine's), `lock` (a run directory held by one process);
+//! 1. `error` (the application's errors around the engine's), `lock` (a run directory held by one process),
+//!    `text` (names from files made safe for a terminal);
 //! 2. `preprocess` (pictures as the network's input), `download` (a known data set fetched and verified),
 //!    `interop` (PyTorch's files read safely, ONNX written);
 //! 3. `folder` (image folders), `source` (where a run's data come from);
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
+    ("text", &[]),
     ("lock", &["error"]),
     ("preprocess", &["error"]),
     ("download", &["error"]),
@@ -40,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "preprocess",
             "serve",
             "source",
+            "text",
             "training",
             "viz",
             "web",

@@ -229,3 +229,24 @@ fn a_trial_another_process_trains_is_left_to_it() {
     assert!(log.starts_with("written by the other process\ntraining LeNet-5"), "{log}");
     assert_eq!(results(&out).len(), 2);
 }
+
+/// A sweep never mixes grids: another grid into a directory that holds a trial is refused before anything runs,
+/// naming the settings that differ; `--collect` reports a trial whose `trial.json` cannot be read and goes on.
+#[test]
+fn another_grid_is_refused_and_collect_skips_unreadable_trials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 300, 100);
+    let out = tmp.path().join("sweep");
+    let first = sweep(&data, &out, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let other = sweep(&data, &out, &["--seed", "3"]);
+    assert_clean_error(&other, &["trial-000", "another grid", "--seed 3 here, 0 there", "new --out"]);
+    assert_eq!(results(&out).len(), 2, "the first grid's trials are as they were");
+
+    std::fs::write(out.join("trial-001/trial.json"), "{ hand-edited").unwrap();
+    let o = lenet5(&["sweep", "--collect", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("left out of the table") && stderr(&o).contains("trial-001"), "{}", stderr(&o));
+    assert_eq!(results(&out).len(), 1);
+}

@@ -210,3 +210,32 @@ fn the_readme_gives_the_shipped_models_checksum() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     assert!(readme.contains(&format!("SHA-256 is `{hex}`")), "README.md should give the model's SHA-256 {hex}");
 }
+
+/// Class names come from files: control characters in them reach the terminal escaped, and a name longer than
+/// 256 bytes is refused when the checkpoint is read.
+#[test]
+fn class_names_reach_the_terminal_escaped_and_long_ones_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ck = lenet5_core::checkpoint::Checkpoint::load(std::path::Path::new(&model())).unwrap();
+    ck.class_names[7] = "seven\u{1b}[2J\r\nforged: 1 (1.000)".into();
+    let crafted = tmp.path().join("crafted.safetensors");
+    ck.save(&crafted).unwrap();
+    let o = lenet5(
+        &["predict", "--weights", crafted.to_str().unwrap(), "--test-index", "0", "--data"]
+            .into_iter()
+            .chain([repo().join("data").to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("seven\\u{1b}[2J\\r\\nforged"), "{text}");
+    assert!(!text.contains('\u{1b}') && text.lines().count() == 1, "{text}");
+
+    ck.class_names[7] = "x".repeat(257);
+    let long = tmp.path().join("long.safetensors");
+    ck.save(&long).unwrap();
+    assert_clean_error(
+        &lenet5(&["eval", "--weights", long.to_str().unwrap()]),
+        &["long.safetensors", "at most 256 bytes"],
+    );
+}

@@ -14,6 +14,8 @@ pub type Label = u16;
 pub const MIN_CLASSES: usize = 2;
 /// Most classes a network tells apart (the output layer is `(K, 84)`).
 pub const MAX_CLASSES: usize = 1000;
+/// Longest class name, in bytes: a name is a label to show, not a place to hide data.
+pub(crate) const MAX_CLASS_NAME: usize = 256;
 
 /// Classes of the recipe's data sets, MNIST and Fashion-MNIST.
 pub(crate) const MNIST_CLASS_COUNT: usize = 10;

@@ -184,11 +184,15 @@ impl Checkpoint {
         let class_names = match metadata.get("class_names") {
             None => (0..classes).map(|k| k.to_string()).collect(),
             Some(s) => match serde_json::from_str::<Vec<String>>(s) {
-                Ok(v) if v.len() == classes => v,
+                Ok(v) if v.len() == classes && v.iter().all(|n| n.len() <= crate::base::MAX_CLASS_NAME) => v,
                 _ => {
                     return Err(Error::format(
                         path,
-                        format!("metadata class_names must be a JSON list of {classes} strings (one per output)"),
+                        format!(
+                            "metadata class_names must be a JSON list of {classes} strings (one per output) of at most \
+                             {} bytes",
+                            crate::base::MAX_CLASS_NAME
+                        ),
                     ));
                 }
             },

@@ -17,7 +17,7 @@
 //! use lenet5_core::checkpoint::Checkpoint;
 //! use lenet5_core::data::Split;
 //! use lenet5_core::infer::Predictor;
-//! use lenet5_core::nn::{Head, params::init_params};
+//! use lenet5_core::nn::{Head, params::init_params_for};
 //! use lenet5_core::spec::RunSpec;
 //! use lenet5_core::train::Trainer;
 //!
@@ -31,7 +31,7 @@
 //!
 //! let spec = RunSpec { head: Head::Logits, lr: 0.05, ..RunSpec::default() }.validate()?;
 //! let config = spec.config();
-//! let mut trainer = Trainer::new(config.clone(), init_params(config.seed), None, 2)?;
+//! let mut trainer = Trainer::new(config.clone(), init_params_for(config.seed, 10), None, 2)?;
 //! for epoch in 1..=5 {
 //!     let (loss, accuracy) = trainer.train_epoch(&data, epoch, &mut ())?.expect("not stopped");
 //!     println!("epoch {epoch}: loss {loss:.3}, accuracy {accuracy:.3}");

@@ -46,6 +46,39 @@ def test_a_run_gives_the_weights_of_the_same_lenet5_train(tmp_path, data_root, c
             assert np.array_equal(ours[key], theirs[key]), (name, key)
 
 
+def test_a_runs_config_json_trains_the_same_run_again_from_python(tmp_path, data_root, cli):
+    """The run specification a `lenet5 train` run writes, read by `lenet5.train(config=...)`: the same bits."""
+    cli(
+        "train", "--epochs", "2", "--lr", "0.02", "--head", "logits", "--train-limit", "1000", "--test-limit", "300",
+        "--data", data_root, "--out", tmp_path / "cli", "--progress", "plain",
+    )
+    config = tmp_path / "cli" / "config.json"
+    assert json.loads(config.read_text())["lr"] == 0.02
+    lenet5.train(config=config, out=tmp_path / "py")
+    settings = {k: v for k, v in json.loads(config.read_text()).items() if v is not None}
+    lenet5.train(config=settings, out=tmp_path / "dict", threads=1)
+    for run in ["py", "dict"]:
+        ours = lenet5.Model.load(tmp_path / run / "last.safetensors").state_dict()
+        theirs = lenet5.Model.load(tmp_path / "cli" / "last.safetensors").state_dict()
+        assert all(np.array_equal(ours[k], theirs[k]) for k in lenet5.PARAMETER_NAMES), run
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 0.1\n")
+    with pytest.raises(lenet5.Error, match=r"bad.toml: unknown setting `learning_rate` \(did you mean `lr`\?\)"):
+        lenet5.train(config=bad, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_validation_split_of_arrays_keeps_the_test_arrays_for_the_end(tmp_path, test_images):
+    images, labels = test_images
+    history = lenet5.train(
+        train_data=(images[:1500], labels[:1500]), test_data=(images[1500:1800], labels[1500:1800]),
+        val_split=0.2, epochs=2, lr=0.02, head="logits", out=tmp_path / "r", threads=1,
+    )
+    assert len(history) == 2
+    state = json.loads(lenet5.Model.load(tmp_path / "r" / "last.safetensors").metadata["train_state"])
+    assert state["test"]["total"] == 300 and state["config"]["holdout"]["share"] == 0.2
+
+
 def test_returning_false_from_on_epoch_stops_the_run_and_it_resumes(tmp_path, data_root):
     out = tmp_path / "run"
     seen = []

@@ -34,7 +34,7 @@ pub fn run(a: EvalArgs) -> CliResult {
         )
         .into());
     }
-    let id = a.data.id(ck.metadata.get("dataset").map(String::as_str));
+    let id = a.data.source().id_for(&ck)?;
     let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
     let mut evaluator = Evaluator::new(threads)?;
@@ -50,7 +50,7 @@ pub fn run(a: EvalArgs) -> CliResult {
     } else {
         println!(
             "{}: loss {:.4}  accuracy {:.4}  ({}/{} correct) on {} test images in {:.0} ms",
-            a.weights.weights.display(),
+            lenet5::text::printable(&a.weights.weights.display().to_string()),
             r.loss,
             r.accuracy,
             r.correct,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lenet5::preprocess::load_digit;
+use lenet5::text::printable;
 use lenet5::viz::{Tile, plot_confusion, plot_curves, plot_grid};
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_SIZE, POOL1, POOL2};
@@ -73,8 +74,9 @@ pub fn confusion(a: ConfusionArgs) -> CliResult {
     for (&p, &l) in ev.predictions.iter().zip(&test.labels) {
         counts[l as usize][p as usize] += 1;
     }
-    let names = &ck.class_names;
-    let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(6);
+    // Names from the checkpoint, made safe for the terminal and the pictures.
+    let names: Vec<String> = ck.class_names.iter().map(|n| printable(n).into_owned()).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(1).max(6);
     println!("confusion matrix on {} test images (rows: actual, columns: predicted)", test.len());
     print!("{:>width$} ", "");
     for c in 0..classes {
@@ -93,7 +95,7 @@ pub fn confusion(a: ConfusionArgs) -> CliResult {
     println!("overall: {}/{} correct ({:.4})", r.correct, r.total, r.correct as f64 / r.total.max(1) as f64);
     let dir = out_dir(&a.out, &parent(&a.weights.path()))?;
     let png = dir.join("confusion.png");
-    plot_confusion(&counts, names, &png)?;
+    plot_confusion(&counts, &names, &png)?;
     println!("heat map: {}", png.display());
     if let Some(n) = a.misclassified {
         let mut wrong: Vec<usize> = (0..test.len()).filter(|&i| ev.predictions[i] != test.labels[i]).collect();
@@ -159,7 +161,7 @@ pub fn inspect(a: InspectArgs) -> CliResult {
             values: &digit,
             width: IMAGE_SIZE,
             height: IMAGE_SIZE,
-            label: format!("predict: {}", predictor.class_name(p.class)),
+            label: format!("predict: {}", printable(predictor.class_name(p.class))),
             range: Some((0.0, 1.0)),
         }],
         1,
@@ -199,7 +201,8 @@ pub fn inspect(a: InspectArgs) -> CliResult {
         let title = format!("{} feature maps ({channels} of {size}x{size})", name.trim_end_matches(".png"));
         grid(name, tiles, 8, scale, &title)?;
     }
-    println!("{}: predict {} ({:.3})", a.image.display(), predictor.class_name(p.class), p.probabilities[p.class]);
+    let (image, class) = (a.image.display().to_string(), predictor.class_name(p.class));
+    println!("{}: predict {} ({:.3})", printable(&image), printable(class), p.probabilities[p.class]);
     for path in written {
         println!("wrote {}", path.display());
     }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use lenet5::preprocess::{Digit, Preprocess, digit_to_image, load_image};
+use lenet5::text::printable;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::fs::create_dir;
 use lenet5_core::infer::{Prediction, Predictor};
@@ -47,13 +48,15 @@ fn report(json: bool, name: &str, p: &Prediction, predictor: &Predictor, k: usiz
         }
         println!("{v}");
     } else {
-        let list: Vec<String> =
-            top.iter().map(|&(c, prob)| format!("{} ({:.3})", predictor.class_name(c), prob)).collect();
+        // Names from the checkpoint and the command line, made safe for the terminal.
+        let class = |c: usize| printable(predictor.class_name(c)).into_owned();
+        let name = printable(name);
+        let list: Vec<String> = top.iter().map(|&(c, prob)| format!("{} ({:.3})", class(c), prob)).collect();
         match actual {
             Some(a) => println!(
                 "{name}: predict: {}, actual: {}{}   top: {}",
-                predictor.class_name(p.class),
-                predictor.class_name(a),
+                class(p.class),
+                class(a),
                 if a == p.class { "" } else { "  (wrong)" },
                 list.join("  ")
             ),

@@ -88,11 +88,11 @@ impl Grid {
     }
 }
 
-/// A setting's value as a table shows it: text without quotes, nothing for unset.
+/// A setting's value as a table shows it: text without quotes (and safe for a terminal), nothing for unset.
 pub fn show(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => lenet5::text::printable(s).into_owned(),
         Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(","),
         v => v.to_string(),
     }
