@@ -427,3 +427,25 @@ fn eval_needs_only_the_test_files() {
     let o = lenet5(&["train", "--data", root, "--no-download", "--out", out.to_str().unwrap(), "--epochs", "1"]);
     assert_clean_error(&o, &["train-images-idx3-ubyte"]);
 }
+
+/// More threads than cores only cost memory: the count is capped at the cores, with a note, and the numbers are
+/// those of any other thread count.
+#[test]
+fn threads_beyond_the_cores_are_capped_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 300, 100);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let run = |out: &str, threads: usize| {
+        let (d, o) = (data.to_str().unwrap(), tmp.path().join(out));
+        let args = ["train", "--dataset", d, "--epochs", "1", "--progress", "plain", "--out", o.to_str().unwrap()];
+        let r = lenet5(&[&args[..], &["--threads", &threads.to_string()]].concat());
+        assert!(r.status.success(), "{}", stderr(&r));
+        (stderr(&r), lenet5_core::checkpoint::Checkpoint::load(&o.join("last.safetensors")).unwrap().params)
+    };
+    let (note, many) = run("many", 200);
+    assert!(note.contains(&format!("--threads 200 is more than the {cores} cores: using {cores}")), "{note}");
+    let (quiet, one) = run("one", 1);
+    assert!(!quiet.contains("note:"), "{quiet}");
+    assert_eq!(many, one);
+}

@@ -181,22 +181,7 @@ impl Checkpoint {
             None => Head::Sigmoid,
             Some(h) => Head::parse(h).ok_or_else(|| Error::format(path, format!("unknown head `{h}` in metadata")))?,
         };
-        let class_names = match metadata.get("class_names") {
-            None => (0..classes).map(|k| k.to_string()).collect(),
-            Some(s) => match serde_json::from_str::<Vec<String>>(s) {
-                Ok(v) if v.len() == classes && v.iter().all(|n| n.len() <= crate::base::MAX_CLASS_NAME) => v,
-                _ => {
-                    return Err(Error::format(
-                        path,
-                        format!(
-                            "metadata class_names must be a JSON list of {classes} strings (one per output) of at most \
-                             {} bytes",
-                            crate::base::MAX_CLASS_NAME
-                        ),
-                    ));
-                }
-            },
-        };
+        let class_names = class_names(&metadata, classes, path)?;
         Ok(Checkpoint { params, head, class_names, momentum, metadata })
     }
 }
@@ -205,6 +190,22 @@ impl Checkpoint {
 const MAX_HEADER: u64 = 100_000_000;
 /// Largest tensor data read: far more than the weights and momentum of the largest network (1,000 classes).
 const MAX_DATA: u64 = 64 << 20;
+
+/// The class names a checkpoint's metadata records (the class numbers when it records none): a JSON list of one
+/// name per output, each at most `MAX_CLASS_NAME` bytes.
+fn class_names(metadata: &HashMap<String, String>, classes: usize, path: &Path) -> Result<Vec<String>> {
+    let Some(names) = metadata.get("class_names") else { return Ok((0..classes).map(|k| k.to_string()).collect()) };
+    match serde_json::from_str::<Vec<String>>(names) {
+        Ok(v) if v.len() == classes && v.iter().all(|n| n.len() <= crate::base::MAX_CLASS_NAME) => Ok(v),
+        _ => Err(Error::format(
+            path,
+            format!(
+                "metadata class_names must be a JSON list of {classes} strings (one per output) of at most {} bytes",
+                crate::base::MAX_CLASS_NAME
+            ),
+        )),
+    }
+}
 
 /// The bytes of the safetensors file at `path`, read as its header says: the 8-byte header length, the header,
 /// then exactly the tensor data the header lays out, each within a bound, and nothing after. A file that is

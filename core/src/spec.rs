@@ -492,9 +492,15 @@ impl ValidSpec {
         &self.config
     }
 
-    /// The worker threads: the setting, else every core.
+    /// The worker threads: the setting, else every core; never more than the cores, since more only cost memory
+    /// (the thread count never changes a number).
     pub fn threads(&self) -> usize {
-        thread_count(self.spec.threads).expect("checked")
+        thread_count(self.spec.threads).expect("checked").min(cores())
+    }
+
+    /// The threads asked for, when they are more than the cores and so capped (for a front end to say so).
+    pub fn threads_capped(&self) -> Option<usize> {
+        self.spec.threads.filter(|&n| n > cores())
     }
 }
 
@@ -505,6 +511,11 @@ impl Default for ValidSpec {
     }
 }
 
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The worker threads to use: `asked` (the `threads` setting, which any command that runs the engine takes),
 /// else every core.
 pub fn thread_count(asked: Option<usize>) -> Result<usize> {
@@ -513,7 +524,7 @@ pub fn thread_count(asked: Option<usize>) -> Result<usize> {
             Err(Error::Setting { setting: "threads", value: n.to_string(), expected: "between 1 and 256" })
         }
         Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(cores()),
     }
 }
 

@@ -259,6 +259,10 @@ pub fn train<'py>(
         return Err(PyValueError::new_err("on_epoch: expected a function of one argument (the epoch's dict)"));
     }
     let spec = spec.validate().map_err(core_to_py)?;
+    if let Some(asked) = spec.threads_capped() {
+        let used = spec.threads();
+        PythonLog::log("info", format!("threads={asked} is more than the {used} cores: using {used}"));
+    }
     let mut observer = CallbackObserver { on_epoch, stop: false, error: None, batches: 0 };
     let epochs_given = given.contains_key("epochs");
     let history = py.detach(|| run(&spec, epochs_given, arrays, &mut observer));

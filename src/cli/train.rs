@@ -138,6 +138,11 @@ pub fn run(a: TrainArgs) -> CliResult {
     }
     let spec = spec.validate()?;
     let threads = spec.threads();
+    if let Some(asked) = spec.threads_capped() {
+        eprintln!(
+            "note: --threads {asked} is more than the {threads} cores: using {threads} (the numbers are the same)"
+        );
+    }
     let prepared = prepare(&spec, given.contains_key("epochs"), &TerminalNotices::new())?;
     let stop = install_interrupt_handler(prepared.run_dir.dir.clone())?;
     println!("{}", first_line(&prepared, threads));
