@@ -19,10 +19,13 @@ pub fn images(name: &str, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usiz
         let n = image_count(name, a.shape())?;
         return Ok((a.as_array().iter().map(|&v| v as f32 / 255.0).collect(), n));
     }
+    // Every count is checked before anything is copied: an array may claim any size (np.broadcast_to).
     let (pixels, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f32>>() {
-        (a.as_array().iter().copied().collect::<Vec<f32>>(), image_count(name, a.shape())?)
+        let n = image_count(name, a.shape())?;
+        (a.as_array().iter().copied().collect::<Vec<f32>>(), n)
     } else if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f64>>() {
-        (a.as_array().iter().map(|&v| v as f32).collect(), image_count(name, a.shape())?)
+        let n = image_count(name, a.shape())?;
+        (a.as_array().iter().map(|&v| v as f32).collect(), n)
     } else {
         let kind = match images.cast::<PyUntypedArray>() {
             Ok(array) => format!("an array of dtype {}", array.dtype()),
@@ -76,6 +79,48 @@ pub fn pictures(name: &str, pictures: &Bound<'_, PyAny>, preprocess: Preprocess)
     Ok((inputs, count))
 }
 
+/// Images converted at a time by [`for_each_chunk`]: 12 MB of floats.
+const CHUNK_IMAGES: usize = 4096;
+
+/// Calls `f` with the pixels of `images` (as [`images`] reads them: `[N, 28, 28]` or `[N, 1, 28, 28]`, uint8 or
+/// floats in [0, 1]), at most `CHUNK_IMAGES` images at a time (each a view of the array, copied alone), so that
+/// N images cost their input and one chunk; returns N.
+pub fn for_each_chunk(
+    name: &str,
+    images: &Bound<'_, PyAny>,
+    f: &mut dyn FnMut(&[f32]) -> PyResult<()>,
+) -> PyResult<usize> {
+    let Ok(array) = images.cast::<PyUntypedArray>() else {
+        // Not an array: `images` says why.
+        return self::images(name, images).and_then(|(pixels, n)| f(&pixels).map(|()| n));
+    };
+    let n = image_count(name, array.shape())?;
+    for start in (0..n).step_by(CHUNK_IMAGES) {
+        let end = (start + CHUNK_IMAGES).min(n);
+        let part = images.get_item(pyo3::types::PySlice::new(images.py(), start as isize, end as isize, 1))?;
+        let (pixels, _) = self::images(name, &part).map_err(|e| offset_error(e, start))?;
+        f(&pixels)?;
+    }
+    Ok(n)
+}
+
+/// An error about image `i` of a chunk, renumbered from the chunk's first image `start`.
+fn offset_error(e: PyErr, start: usize) -> PyErr {
+    if start == 0 {
+        return e;
+    }
+    Python::attach(|py| {
+        let message = e.value(py).to_string();
+        match message.split_once(" of image ").and_then(|(head, rest)| {
+            let (index, tail) = rest.split_once(' ')?;
+            Some(format!("{head} of image {} {tail}", index.parse::<usize>().ok()? + start))
+        }) {
+            Some(m) => PyValueError::new_err(m),
+            None => e,
+        }
+    })
+}
+
 /// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]`.
 fn image_count(name: &str, shape: &[usize]) -> PyResult<usize> {
     let n = match shape {
@@ -104,7 +149,8 @@ pub fn tensor<'py>(py: Python<'py>, values: Vec<f32>, shape: &[usize]) -> PyResu
 pub fn split(name: &str, images: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<Split> {
     let err = |message: String| PyValueError::new_err(format!("{name}: {message}"));
     let (bytes, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        (a.as_array().iter().copied().collect::<Vec<u8>>(), image_count(name, a.shape())?)
+        let n = image_count(name, a.shape())?;
+        (a.as_array().iter().copied().collect::<Vec<u8>>(), n)
     } else {
         let (pixels, n) = self::images(name, images)?;
         let bytes = pixels.iter().map(|&p| (p * 255.0).round().clamp(0.0, 255.0) as u8);

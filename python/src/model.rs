@@ -44,7 +44,15 @@ impl Model {
     /// The scores of `images`: network inputs, or pictures to prepare with `preprocess` first.
     fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>, preprocess: Option<&str>) -> PyResult<(Vec<f32>, usize)> {
         let (pixels, n) = match preprocess {
-            None => arrays::images("images", images)?,
+            None => {
+                // In chunks: a million images cost their input and a few megabytes, not 3 GB of floats.
+                let mut scores = Vec::new();
+                let n = arrays::for_each_chunk("images", images, &mut |pixels| {
+                    scores.extend(py.detach(|| self.with(|p| p.scores(pixels))));
+                    Ok(())
+                })?;
+                return Ok((scores, n));
+            }
             Some(name) => {
                 let p = Preprocess::parse(name).ok_or_else(|| {
                     PyValueError::new_err(format!(

@@ -181,3 +181,22 @@ def test_pictures_are_prepared_as_lenet5_predict_prepares_image_files(trained, t
         model.predict(pictures, preprocess="crop")
     with pytest.raises(ValueError, match=r"picture 0: image is 40x40, expected 28x28"):
         model.predict([np.zeros((40, 40))], preprocess="none")
+
+
+def test_predict_works_in_bounded_chunks(trained, test_images):
+    """200,000 images (a broadcast view, which costs no memory) are scored a chunk at a time: the process grows by
+    far less than the 627 MB their floats would take at once, and an error names the image in the whole array."""
+    import resource
+
+    images, _ = test_images
+    model = lenet5.Model.load(trained)
+    many = np.broadcast_to(images[:1], (200_000, 28, 28))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    classes = model.predict(many)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert classes.shape == (200_000,) and (classes == classes[0]).all()
+    assert grown_mb < 200, f"grew by {grown_mb:.0f} MB"
+    bad = (images[:5000] / 255.0).astype(np.float32)
+    bad[4500, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="pixel 88 of image 4500 is NaN"):
+        model.predict(bad)

@@ -240,3 +240,14 @@ def test_arrays_that_cannot_be_training_data_are_refused(tmp_path, data_root):
     assert not out.exists()
     with pytest.raises(lenet5.Error, match="data set arrays has an empty training split"):
         lenet5.train(epochs=1, out=out, train_data=(x[:0], y[:0]), test_data=test)
+
+
+def test_an_array_that_claims_a_huge_size_is_refused_before_anything_is_copied(tmp_path, test_images):
+    """np.broadcast_to makes an array of 10^8 images out of one: its shape is checked before a byte is copied (the
+    interpreter once aborted allocating 78 GB)."""
+    images, labels = test_images
+    for dtype in [np.uint8, np.float32, np.float64]:
+        huge = np.broadcast_to(images[0].astype(dtype), (10**8, 28, 28))
+        with pytest.raises(ValueError, match="at most 1000000 images in one call, got 100000000"):
+            lenet5.train(train_data=(huge, np.broadcast_to(np.int64(0), (10**8,))), test_data=(images[:10], labels[:10]),
+                         out=tmp_path / "r")
