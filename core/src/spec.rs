@@ -274,7 +274,7 @@ pub const SETTINGS: &[SettingInfo] = &[
     ),
     optional("train_limit", Kind::Count, "N", "Train on only the first N training images.", "all"),
     optional("test_limit", Kind::Count, "N", "Evaluate on only the first N test (or validation) images.", "all"),
-    optional("threads", Kind::Count, "N", "Worker threads. Never changes a number.", "every core"),
+    optional("threads", Kind::Count, "N", "Worker threads (at most the cores). Never changes a number.", "every core"),
     setting(
         "out",
         Kind::Text,
