@@ -108,18 +108,30 @@ pub struct DataFlags {
 }
 
 impl DataFlags {
-    /// The specification of these data settings (the others the recipe's).
+    /// The specification of these data settings (the others the recipe's), checked as the flags were read.
     pub fn spec(&self) -> RunSpec {
-        RunSpec::default().with_json(&Value::Object(self.given.clone())).expect("flags parsed as their kinds")
+        RunSpec::default().with_json(&Value::Object(self.given.clone())).expect("checked when the flags were read")
+    }
+}
+
+/// The settings given, or clap's error for a value its setting cannot hold (a label offset of 70000).
+fn checked(given: Map<String, Value>) -> Result<Map<String, Value>, clap::Error> {
+    match RunSpec::default().with_json(&Value::Object(given.clone())) {
+        Ok(_) => Ok(given),
+        Err(lenet5_core::Error::SettingValue { name, reason }) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("invalid value for {}: {reason}\n", flag(&name)),
+        )),
+        Err(e) => Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"))),
     }
 }
 
 impl FromArgMatches for DataFlags {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
-        Ok(DataFlags { given: given(m, Some(&DATA_SETTINGS), &[]) })
+        Ok(DataFlags { given: checked(given(m, Some(&DATA_SETTINGS), &[]))? })
     }
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        self.given.extend(given(m, Some(&DATA_SETTINGS), &[]));
+        self.given.extend(checked(given(m, Some(&DATA_SETTINGS), &[]))?);
         Ok(())
     }
 }
@@ -178,6 +190,13 @@ mod tests {
 
     #[derive(clap::Parser)]
     #[command(no_binary_name = true)]
+    struct Data {
+        #[command(flatten)]
+        _flags: DataFlags,
+    }
+
+    #[derive(clap::Parser)]
+    #[command(no_binary_name = true)]
     struct Sweep {
         #[command(flatten)]
         flags: SweepFlags,
@@ -211,6 +230,8 @@ mod tests {
         assert!(e.contains("--lr") && e.contains("expected a number"), "{e}");
         let e = Run::try_parse_from(["--head", "tanh"]).err().unwrap().to_string();
         assert!(e.contains("sigmoid, logits"), "{e}");
+        let e = Data::try_parse_from(["--label-offset", "70000"]).err().unwrap().to_string();
+        assert!(e.contains("invalid value for --label-offset") && e.contains("u16"), "{e}");
         // Out of range is the specification's to say, once.
         let run = Run::try_parse_from(["--lr", "-1"]).unwrap();
         assert!(RunSpec::default().with_json(&Value::Object(run.flags.given)).unwrap().validate().is_err());
