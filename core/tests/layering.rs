@@ -1,5 +1,5 @@
-//! The engine's layers hold: each module imports only the modules below it (the README's "Architecture"
-//! section lists them). Read from the source: every `crate::<module>` path outside a test module.
+//! The engine's layers hold: each module imports only the modules below it (docs/architecture.md lists
+//! them). Read from the source: every `crate::<module>` path outside a test module.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
