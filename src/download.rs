@@ -14,35 +14,20 @@ use lenet5_core::fs::{create_dir, write_atomic};
 /// No data set file we fetch is larger than this compressed.
 const MAX_DOWNLOAD: u64 = 64 << 20;
 
-/// Where a known data set comes from, and what its decompressed files must hash to (in [`DatasetId::FILES`] order).
+/// Where a known data set comes from (what its files hash to is [`DatasetId::sha256`]).
 pub struct Remote {
     pub mirrors: &'static [&'static str],
-    pub sha256: [&'static str; 4],
     /// The directory under the data root, as torchvision lays it out.
     pub subdir: &'static str,
 }
 
 pub const MNIST: Remote = Remote {
     mirrors: &["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
-    sha256: [
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ],
     subdir: "MNIST/raw",
 };
 
-pub const FASHION_MNIST: Remote = Remote {
-    mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-    sha256: [
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    ],
-    subdir: "FashionMNIST/raw",
-};
+pub const FASHION_MNIST: Remote =
+    Remote { mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"], subdir: "FashionMNIST/raw" };
 
 /// The remote of a known data set; `None` for a plain directory.
 pub fn remote(id: &DatasetId) -> Option<&'static Remote> {
@@ -103,7 +88,8 @@ pub fn download(id: &DatasetId, root: &Path, files: &[&str], progress: &mut dyn 
     let remote = remote(id).ok_or_else(|| Error::NotDownloadable(id.name()))?;
     let dir = root.join(remote.subdir);
     create_dir(&dir)?;
-    for (file, sha) in DatasetId::FILES.iter().zip(remote.sha256).filter(|(f, _)| files.contains(f)) {
+    let sums = id.sha256().ok_or_else(|| Error::NotDownloadable(id.name()))?;
+    for (file, sha) in DatasetId::FILES.iter().zip(sums).filter(|(f, _)| files.contains(f)) {
         let target = dir.join(format!("{file}.gz"));
         if target.exists() {
             continue;
@@ -136,13 +122,13 @@ mod tests {
     #[test]
     fn bundled_mnist_matches_the_published_hashes_and_tampering_is_caught() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/MNIST/raw");
-        for (file, sha) in DatasetId::FILES.iter().zip(MNIST.sha256) {
+        for (file, sha) in DatasetId::FILES.iter().zip(DatasetId::Mnist.sha256().unwrap()) {
             let bytes = std::fs::read(dir.join(format!("{file}.gz"))).unwrap();
             verify(bytes, sha).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
         let mut labels = std::fs::read(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
         labels = decompress_if_gzip(labels).unwrap();
         labels[100] ^= 1;
-        assert!(verify(labels, MNIST.sha256[3]).unwrap_err().to_string().contains("SHA-256"));
+        assert!(verify(labels, DatasetId::Mnist.sha256().unwrap()[3]).unwrap_err().to_string().contains("SHA-256"));
     }
 }

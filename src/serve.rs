@@ -14,9 +14,10 @@
 //! Bad requests get a 4xx status and `{"error": "..."}`; no input can make a handler panic.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::preprocess::{Digit, Prepare, Preprocess, decode_within, preprocess_of};
+use crate::web::Offered;
 use lenet5_core::data::Split;
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
@@ -66,8 +68,8 @@ pub struct AppState {
     test: Option<Split>,
     weights: String,
     samples: AtomicU64,
-    /// Where the training page's data sets are looked for.
-    data_root: Option<PathBuf>,
+    /// The training page's data sets.
+    datasets: Vec<Offered>,
 }
 
 impl AppState {
@@ -80,13 +82,13 @@ impl AppState {
             test,
             weights: weights.into(),
             samples: AtomicU64::new(0),
-            data_root: None,
+            datasets: Vec::new(),
         }
     }
 
-    /// The training page's data sets are the known ones found under `root`.
-    pub fn with_data_root(mut self, root: PathBuf) -> Self {
-        self.data_root = Some(root);
+    /// The data sets the training page offers (see [`crate::web::available`]).
+    pub fn with_datasets(mut self, datasets: Vec<Offered>) -> Self {
+        self.datasets = datasets;
         self
     }
 }
@@ -144,6 +146,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Connections served at once, at most; more are closed as they arrive, until some finish.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// How long a client may leave a response unread (no byte of it taken) before its connection is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection buffers, at most, of a response its client has not taken yet (and of a request's
+/// headers): with [`DATA_CHUNK`], what a client that stops reading costs.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// Serves until `shutdown` completes, then gives the requests in flight [`SHUTDOWN_GRACE`] to finish. Each
 /// connection must send its headers within [`HEADER_TIMEOUT`], so clients that never finish a request (or sit
@@ -174,7 +181,8 @@ pub async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .max_buf_size(WRITE_BUFFER)
+            .serve_connection(hyper_util::rt::TokioIo::new(WriteDeadline::new(stream, WRITE_TIMEOUT)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
@@ -184,6 +192,86 @@ pub async fn serve(
     // No new connections; those open finish their requests, or are dropped when the grace period ends.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
     Ok(())
+}
+
+/// A connection whose writes fail once they have waited `limit` for the client to take a byte: a client that
+/// stops reading a response is dropped, rather than holding its buffers and its file for ever.
+struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    /// Set when a write first waits, cleared when one goes through.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        WriteDeadline { inner, limit, deadline: None }
+    }
+
+    /// What a write that returned `poll` means: progress clears the deadline, waiting starts it or, past it,
+    /// is an error.
+    fn watch<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if poll.is_ready() {
+            self.deadline = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
 }
 
 /// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with 408.
@@ -222,24 +310,42 @@ fn public_metadata(metadata: &std::collections::HashMap<String, String>) -> std:
         .collect()
 }
 
-/// The training page's data sets: the known ones found under the data root.
+/// The training page's data sets.
 async fn datasets(State(s): State<Arc<AppState>>) -> Json<Value> {
-    let found = s.data_root.as_deref().map(crate::web::available).unwrap_or_default();
-    Json(crate::web::datasets_json(&found, true))
+    Json(crate::web::datasets_json(&s.datasets, true))
 }
 
-/// One of the four files of a data set, as the training page fetches them.
+/// Bytes of a data file read at a time: what a connection holds of it at once, with hyper's write buffer
+/// ([`WRITE_BUFFER`]).
+const DATA_CHUNK: usize = 16 << 10;
+
+/// One of the four files of a data set, as the training page fetches them: streamed from disk a chunk at a
+/// time, so that a client that reads slowly (or not at all) holds a few chunks, never the file.
 async fn data_file(
     State(s): State<Arc<AppState>>,
     UrlPath((name, file)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("data set file {name}/{file} is not on this server"));
-    let root = s.data_root.as_deref().ok_or_else(not_found)?;
-    let path = crate::web::data_file(root, &name, &file).ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+    let not_found = || {
+        let wanted = format!("{name}/{file}");
+        let shown = crate::text::printable(&wanted);
+        ApiError(StatusCode::NOT_FOUND, format!("data set file {shown} is not on this server"))
+    };
+    let path = crate::web::data_file(&s.datasets, &name, &file).ok_or_else(not_found)?;
+    let cannot = |e: std::io::Error| {
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {name}/{file} on the server: {e}"))
-    })?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    };
+    let file = tokio::fs::File::open(path).await.map_err(cannot)?;
+    let len = file.metadata().await.map_err(cannot)?.len();
+    let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; DATA_CHUNK];
+        let n = file.read(&mut chunk).await?;
+        chunk.truncate(n);
+        Ok::<_, std::io::Error>((n > 0).then(|| (Bytes::from(chunk), file)))
+    });
+    let headers =
+        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, len.to_string())];
+    Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -167,16 +167,20 @@ fn update_config_file(dir: &Path, epochs: usize) -> Result<()> {
 /// weights; its specification written as the run directory's `config.json`.
 fn new_run(spec: &ValidSpec, data: Option<Dataset>, notices: &dyn Notices) -> Result<PreparedRun> {
     let s = spec.spec();
-    create_dir(&s.out)?;
-    let lock = take_run_dir(&s.out, notices)?;
     let run_dir = RunDir::new(&s.out);
-    if run_dir.holds_run() && !s.force {
-        return Err(lenet5_core::Error::RunExists { dir: s.out.clone() }.into());
-    }
+    let refuse_existing = || match run_dir.holds_run() && !s.force {
+        true => Err(lenet5_core::Error::RunExists { dir: s.out.clone() }),
+        false => Ok(()),
+    };
+    // Said before the data are read (which takes a while), and nothing is created for data that are refused.
+    refuse_existing()?;
     let data = match data {
         Some(data) => data,
         None => DataSource::of(s).load(None, &Default::default(), notices)?,
     };
+    create_dir(&s.out)?;
+    let lock = take_run_dir(&s.out, notices)?;
+    refuse_existing()?;
     // An image folder without train/ and test/ held its validation images out as it was read.
     let config = match data.options.contains_key("val_split") {
         true => spec.config().without_holdout(),

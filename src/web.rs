@@ -5,13 +5,13 @@
 //! index.html (train)      the page: settings, progress, curves, conv1's kernels, a pad to draw on
 //! train-worker.js         the Web Worker that runs the engine
 //! lenet5.wasm             the engine (built from web/ by scripts/build-web.sh)
-//! data/datasets.json      the data sets offered: {"server", "datasets": [{"name", "class_names"}]}
-//! data/NAME/FILE.gz       their four IDX files, which the page fetches and the engine decompresses
+//! data/datasets.json      the data sets offered: {"server", "datasets": [{"name", "class_names", "files"}]}
+//! data/NAME/FILE          their four IDX files as named in the list (raw or .gz: the engine decompresses)
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use lenet5_core::data::DatasetId;
+use lenet5_core::data::{Dataset, DatasetId};
 
 const FILES: [&str; 4] = DatasetId::FILES;
 use lenet5_core::error::IoContext;
@@ -30,25 +30,63 @@ pub const WASM: &[u8] = include_bytes!("../assets/web/lenet5.wasm");
 /// The data sets the page can train on.
 const KNOWN: [DatasetId; 2] = [DatasetId::Mnist, DatasetId::FashionMnist];
 
-/// The known data sets found under `root`, with the directory that holds each one's files.
-pub fn available(root: &Path) -> Vec<(DatasetId, PathBuf)> {
-    KNOWN.into_iter().filter_map(|id| Some((id.clone(), id.locate_files(root, &DatasetId::FILES).ok()?))).collect()
+/// A known data set found under a data root, its files checked to be the published ones.
+#[derive(Clone, Debug)]
+pub struct Offered {
+    pub id: DatasetId,
+    /// Its four files as they lie on disk (raw or `.gz`), in [`DatasetId::FILES`] order.
+    pub files: [PathBuf; 4],
 }
 
-/// `data/datasets.json`: the data sets offered, and whether a `lenet5 serve` offers them (it also has the
-/// draw-a-digit page at `/`).
-pub fn datasets_json(available: &[(DatasetId, PathBuf)], server: bool) -> Value {
-    let datasets: Vec<Value> =
-        available.iter().map(|(id, _)| json!({"name": id.name(), "class_names": id.class_names()})).collect();
+impl Offered {
+    /// The name under which file `k` is served: its name on disk.
+    fn file_name(&self, k: usize) -> String {
+        self.files[k].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+/// The known data sets found under `root`, each checked by the SHA-256 of its files, and why those found but
+/// not offered were refused (files that are another data set's, offered under its own name, are left out
+/// without a word: a flat directory of MNIST is not also Fashion-MNIST).
+pub fn available(root: &Path) -> (Vec<Offered>, Vec<lenet5_core::Error>) {
+    let (mut offered, mut refused) = (Vec::<Offered>::new(), Vec::new());
+    for id in KNOWN {
+        let Ok(dir) = id.locate_files(root, &FILES) else { continue };
+        let files = FILES.map(|f| DatasetId::find_file(&dir, f).expect("located with every file"));
+        if offered.iter().any(|o| o.files == files) {
+            continue;
+        }
+        match Dataset::load(&id, root) {
+            Ok(_) => offered.push(Offered { id, files }),
+            Err(e) => refused.push(e),
+        }
+    }
+    (offered, refused)
+}
+
+/// `data/datasets.json`: the data sets offered, the names of their four files (as a server has them on disk;
+/// a site writes them gzipped), and whether a `lenet5 serve` offers them (it also has the draw-a-digit page).
+pub fn datasets_json(offered: &[Offered], server: bool) -> Value {
+    let datasets: Vec<Value> = offered
+        .iter()
+        .map(|o| {
+            let files: Vec<String> =
+                (0..FILES.len()).map(|k| if server { o.file_name(k) } else { format!("{}.gz", FILES[k]) }).collect();
+            json!({"name": o.id.name(), "class_names": o.id.class_names(), "files": files})
+        })
+        .collect();
     json!({ "server": server, "datasets": datasets })
 }
 
-/// The file at `data/NAME/FILE` under `root`: `None` unless NAME is a known data set found there and FILE one
-/// of its four files (with `.gz`, whether the file on disk is compressed or not).
-pub fn data_file(root: &Path, name: &str, file: &str) -> Option<PathBuf> {
-    let id = KNOWN.into_iter().find(|id| id.name() == name)?;
-    let stem = file.strip_suffix(".gz").filter(|stem| FILES.contains(stem))?;
-    DatasetId::find_file(&id.locate_files(root, &DatasetId::FILES).ok()?, stem)
+/// The file served at `data/NAME/FILE`: `None` unless NAME is an offered data set and FILE one of its four
+/// files, raw or `.gz`, that lies in its directory under exactly that name (a root that holds both copies
+/// serves each under its own name, never one encoding for the other). The list names the checked copies.
+pub fn data_file(offered: &[Offered], name: &str, file: &str) -> Option<PathBuf> {
+    let o = offered.iter().find(|o| o.id.name() == name)?;
+    let stem = file.strip_suffix(".gz").unwrap_or(file);
+    let k = FILES.iter().position(|f| *f == stem)?;
+    let path = o.files[k].parent()?.join(file);
+    path.is_file().then_some(path)
 }
 
 /// What [`write_site`] wrote.
@@ -56,14 +94,19 @@ pub fn data_file(root: &Path, name: &str, file: &str) -> Option<PathBuf> {
 pub struct Site {
     pub dir: PathBuf,
     pub datasets: Vec<String>,
+    /// Why data sets found under the root were left out.
+    pub refused: Vec<String>,
     pub bytes: u64,
 }
 
 /// Writes the page as a static site into `dir`, with every known data set found under `root`.
 pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
-    let found = available(root);
+    let (found, mut refused) = available(root);
     if found.is_empty() {
-        // Name what was looked for, as for a training run.
+        // Say why the files found are not offered, or name what was looked for, as for a training run.
+        if !refused.is_empty() {
+            return Err(refused.swap_remove(0).into());
+        }
         DatasetId::Mnist.locate_files(root, &DatasetId::FILES)?;
     }
     create_dir(dir)?;
@@ -78,15 +121,15 @@ pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
     create_dir(&dir.join("data"))?;
     let listing = serde_json::to_vec_pretty(&datasets_json(&found, false)).expect("serialisable");
     write(&dir.join("data/datasets.json"), &listing)?;
-    for (id, source) in &found {
-        let out = dir.join("data").join(id.name());
+    for o in &found {
+        let out = dir.join("data").join(o.id.name());
         create_dir(&out)?;
-        for file in FILES {
-            let from = DatasetId::find_file(source, file).expect("located with every file");
-            write(&out.join(format!("{file}.gz")), &gzipped(&from)?)?;
+        for (file, from) in FILES.iter().zip(&o.files) {
+            write(&out.join(format!("{file}.gz")), &gzipped(from)?)?;
         }
     }
-    Ok(Site { dir: dir.to_path_buf(), datasets: found.iter().map(|(id, _)| id.name()).collect(), bytes })
+    let datasets = found.iter().map(|o| o.id.name()).collect();
+    Ok(Site { dir: dir.to_path_buf(), datasets, refused: refused.iter().map(|e| e.to_string()).collect(), bytes })
 }
 
 /// A data file's bytes, gzipped if it is not already.

@@ -449,3 +449,43 @@ fn threads_beyond_the_cores_are_capped_with_a_note() {
     assert!(!quiet.contains("note:"), "{quiet}");
     assert_eq!(many, one);
 }
+
+/// A known data set is what its files are, checked by their SHA-256: MNIST's files taken for Fashion-MNIST are
+/// an error naming both (they once trained digits under Fashion-MNIST's class names, and exited 0), other files
+/// under MNIST's name are an error that says how to use them, and the same files named as an IDX directory
+/// train. `site` offers a flat directory of MNIST as MNIST alone.
+#[test]
+fn a_known_data_set_is_identified_by_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    for file in lenet5_core::data::DatasetId::FILES {
+        std::fs::copy(mnist_dir().join(format!("{file}.gz")), flat.join(format!("{file}.gz"))).unwrap();
+    }
+    let (flat, out) = (flat.to_str().unwrap(), tmp.path().join("run"));
+    let out = out.to_str().unwrap();
+    let base = ["train", "--no-download", "--epochs", "1", "--train-limit", "100", "--out", out];
+    let o = lenet5(&[&base[..], &["--dataset", "fashion-mnist", "--data", flat]].concat());
+    assert_clean_error(&o, &["train-images-idx3-ubyte.gz", "MNIST's training images, not Fashion-MNIST's"]);
+    assert!(!std::path::Path::new(out).exists(), "a refused run wrote {out}");
+    let o =
+        lenet5(&["eval", "--weights", "models/lenet5-mnist.safetensors", "--dataset", "fashion-mnist", "--data", flat]);
+    assert_clean_error(&o, &["t10k-images-idx3-ubyte.gz", "not Fashion-MNIST's"]);
+
+    // A part of MNIST is not MNIST: it trains when its directory is named as the data set.
+    let root = tmp.path().join("root");
+    write_subset(&root.join("MNIST/raw"), 300, 100);
+    let o = lenet5(&[&base[..], &["--data", root.to_str().unwrap()]].concat());
+    assert_clean_error(&o, &["train-images-idx3-ubyte", "not MNIST's published training images", "--dataset DIR"]);
+    let o = lenet5(&[&base[..], &["--dataset", root.join("MNIST/raw").to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let site = tmp.path().join("site");
+    let o = lenet5(&["site", site.to_str().unwrap(), "--data", flat]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.join("data/datasets.json")).unwrap()).unwrap();
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["datasets"][0]["name"], "mnist");
+    assert!(!site.join("data/fashion-mnist").exists());
+}

@@ -29,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("training", &["error", "interop", "lock", "source"]),
     ("viz", &["error"]),
     ("web", &["error"]),
-    ("serve", &["error", "preprocess", "web"]),
+    ("serve", &["error", "preprocess", "text", "web"]),
     (
         "cli",
         &[

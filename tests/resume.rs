@@ -70,13 +70,13 @@ fn resume_remembers_its_data_and_refuses_other_data() {
     write_subset(&root, 500, 100);
     write_subset(&copy, 500, 100);
     let (r, o) = (root.to_str().unwrap(), run.to_str().unwrap());
-    let first = lenet5(&["train", "--data", r, "--out", o, "--epochs", "1", "--progress", "plain"]);
+    let first = lenet5(&["train", "--dataset", r, "--out", o, "--epochs", "1", "--progress", "plain"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).contains("500 train / 100 test"), "{}", stdout(&first));
     let again = lenet5(&["train", "--resume", o, "--epochs", "2", "--progress", "plain"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("500 train / 100 test"), "{}", stdout(&again));
-    let other = ["train", "--resume", o, "--epochs", "3", "--progress", "plain", "--data", copy.to_str().unwrap()];
+    let other = ["train", "--resume", o, "--epochs", "3", "--progress", "plain", "--dataset", copy.to_str().unwrap()];
     let moved = lenet5(&other);
     assert!(moved.status.success(), "the same data elsewhere: {}", stderr(&moved));
     assert!(stdout(&moved).contains(copy.to_str().unwrap()), "{}", stdout(&moved));

@@ -242,3 +242,44 @@ fn signal_child(child: &std::process::Child, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig}");
 }
+
+/// The training page's data files are served as they lie on disk: in a torchvision-style root that holds both
+/// a raw and a `.gz` copy of each file, each URL gives the bytes of the file it names (it once gave the raw file
+/// for the `.gz` URL), and the list names the files the page is to fetch. A data set is offered under its own
+/// name only: MNIST's files laid flat in the root are MNIST, not Fashion-MNIST too (which every flat directory
+/// once was).
+#[test]
+fn each_data_url_serves_the_file_it_names_and_a_data_set_only_under_its_own_name() {
+    let root = tempfile::tempdir().unwrap();
+    let raw = root.path().join("MNIST/raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    for file in lenet5_core::data::DatasetId::FILES {
+        let gz = std::fs::read(mnist_dir().join(format!("{file}.gz"))).unwrap();
+        std::fs::write(raw.join(format!("{file}.gz")), &gz).unwrap();
+        let plain = lenet5_core::data::idx::decompress_if_gzip(gz).unwrap();
+        std::fs::write(raw.join(file), plain).unwrap();
+    }
+    let server = TestServer::with_data_root(root.path());
+    for file in lenet5_core::data::DatasetId::FILES {
+        for name in [file.to_string(), format!("{file}.gz")] {
+            let (status, body) = server.request("GET", &format!("/data/mnist/{name}"), None, b"");
+            assert_eq!(status, 200, "{name}");
+            assert!(body == std::fs::read(raw.join(&name)).unwrap(), "/data/mnist/{name} is not that file");
+        }
+    }
+    let (_, list) = server.json("GET", "/data/datasets.json", None, b"");
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["datasets"][0]["files"][0], "train-images-idx3-ubyte", "{list}");
+    assert_eq!(server.request("GET", "/data/mnist/t10k-images-idx3-ubyte.zip", None, b"").0, 404);
+
+    // MNIST laid flat in the root: offered as MNIST, not as Fashion-MNIST.
+    let flat = tempfile::tempdir().unwrap();
+    for file in lenet5_core::data::DatasetId::FILES {
+        std::fs::copy(mnist_dir().join(format!("{file}.gz")), flat.path().join(format!("{file}.gz"))).unwrap();
+    }
+    let server = TestServer::with_data_root(flat.path());
+    let (_, list) = server.json("GET", "/data/datasets.json", None, b"");
+    let names: Vec<&str> = list["datasets"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mnist"], "{list}");
+    assert_eq!(server.request("GET", "/data/fashion-mnist/t10k-labels-idx1-ubyte.gz", None, b"").0, 404);
+}

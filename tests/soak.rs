@@ -175,3 +175,72 @@ fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
     assert!(peak_rss < 512 * 1024, "peak RSS {peak_rss} kB");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A connection that asks for `path` and never reads the answer (with a small receive buffer, as a stalled
+/// client on a real network has, so that the kernel cannot take the whole file off the server's hands).
+fn stalled_download(addr: &str, path: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s
+}
+
+/// 500 clients that ask for the largest data file and never read it: the server streams the file, so that each
+/// holds a few chunks of it, not a copy (200 such clients once took it to 1.9 GB), answers everyone else
+/// meanwhile, drops them once they have read nothing for its write timeout, and still stops on SIGTERM.
+#[test]
+#[ignore = "a soak test of half a minute: cargo test --release --test soak -- --ignored"]
+fn clients_that_never_read_a_data_file_hold_no_copy_of_it_and_are_dropped() {
+    const CLIENTS: usize = 500;
+    let path = "/data/mnist/train-images-idx3-ubyte.gz";
+    let file = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/MNIST/raw/train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    let (mut child, addr, _stdout, log) = start_server();
+    let idle_rss = rss_kb(child.id()).unwrap();
+    let t0 = Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..CLIENTS).map(|_| stalled_download(&addr, path)).collect();
+    let mut peak_rss = 0;
+    while t0.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(250));
+        peak_rss = peak_rss.max(rss_kb(child.id()).unwrap_or(0));
+    }
+    // Meanwhile a client that reads gets the file, whole and exact.
+    let mut reader = TcpStream::connect(&addr).unwrap();
+    write!(reader, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    reader.read_to_end(&mut response).unwrap();
+    let body = response.windows(4).position(|w| w == b"\r\n\r\n").map(|at| &response[at + 4..]).unwrap();
+    assert!(body == &file[..], "the file served differs from the file on disk ({} bytes)", body.len());
+    // Past the write timeout, every stalled client has been dropped: its connection ends (after what the buffers
+    // held) well short of the file.
+    std::thread::sleep(
+        (t0 + lenet5::serve::WRITE_TIMEOUT + Duration::from_secs(4)).saturating_duration_since(Instant::now()),
+    );
+    let mut dropped = 0;
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => dropped += usize::from(got.len() < file.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => dropped += 1,
+            Err(e) => panic!("a stalled client was not dropped: {e} after {} bytes", got.len()),
+        }
+    }
+    let (status, _) = terminate(&mut child);
+    let log = log.join().unwrap();
+    println!(
+        "{CLIENTS} clients that never read {path}: peak RSS {} MB (idle {} MB), {dropped} dropped",
+        peak_rss / 1024,
+        idle_rss / 1024
+    );
+    assert_eq!(dropped, CLIENTS);
+    assert!(peak_rss < 150 * 1024, "peak RSS {peak_rss} kB with {CLIENTS} stalled downloads");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -110,7 +110,12 @@ pub fn run(a: ServeArgs) -> CliResult {
         Some(file) if Path::new(&weights_name).is_file() => file.to_string_lossy().into_owned(),
         _ => weights_name.clone(),
     };
-    let state = Arc::new(AppState::new(Predictor::new(ck), test, shown).with_data_root(a.data.root()));
+    // The training page's data sets: the known ones under the data root, checked once, here.
+    let (offered, refused) = lenet5::web::available(&a.data.root());
+    for why in &refused {
+        eprintln!("note: the training page leaves out {}", lenet5::text::printable(&why.to_string()));
+    }
+    let state = Arc::new(AppState::new(Predictor::new(ck), test, shown).with_datasets(offered));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -18,6 +18,9 @@ pub struct SiteArgs {
 pub fn run(a: SiteArgs) -> CliResult {
     let root = DataArgs::with_root(a.data).root();
     let site = lenet5::web::write_site(&a.out, &root)?;
+    for why in &site.refused {
+        eprintln!("note: left out: {}", lenet5::text::printable(why));
+    }
     println!(
         "{}: the training page with {} ({:.1} MB); serve it with any static file server, for example\n  python3 -m http.server -d {}",
         site.dir.display(),

@@ -97,7 +97,9 @@ impl TestServer {
     pub fn with_data_root(root: &Path) -> TestServer {
         let ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
         let test = Dataset::load_test(&DatasetId::Mnist, root, 10).ok();
-        TestServer::with_state(AppState::new(Predictor::new(ck), test, "test model").with_data_root(root.to_path_buf()))
+        TestServer::with_state(
+            AppState::new(Predictor::new(ck), test, "test model").with_datasets(lenet5::web::available(root).0),
+        )
     }
 
     /// The server of `state`.

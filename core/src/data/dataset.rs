@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::idx::{IdxError, IdxImages, decompress_if_gzip, parse_images_owned, parse_labels, read_images, read_labels};
+use super::idx::{
+    IdxError, IdxImages, decompress_if_gzip, parse_images_owned, parse_labels, read_images, read_images_digest,
+    read_labels, read_labels_digest,
+};
 use crate::base::{IMAGE_LEN, IMAGE_SIZE, Label, MAX_CLASSES, MIN_CLASSES, MNIST_CLASS_COUNT, MNIST_CLASSES};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -10,6 +13,32 @@ use crate::rng::Rng;
 /// The four files of an IDX data set, as published (each may also carry a `.gz` suffix).
 pub(crate) const FILES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
+/// What the four files of each data set are called in messages, in [`FILES`] order.
+const FILE_ROLES: [&str; 4] = ["training images", "training labels", "test images", "test labels"];
+
+/// The SHA-256 of the published files of MNIST and Fashion-MNIST (decompressed), in [`FILES`] order: a known data
+/// set is identified by its content, not by where it lies.
+const PUBLISHED: [(DatasetId, [&str; 4]); 2] = [
+    (
+        DatasetId::Mnist,
+        [
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ],
+    ),
+    (
+        DatasetId::FashionMnist,
+        [
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ],
+    ),
+];
 
 pub(crate) const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -38,12 +67,27 @@ impl DatasetId {
         locate_files(self, root, files)
     }
 
+    /// The hex SHA-256 of each of the published files of a known data set (decompressed), in [`Self::FILES`]
+    /// order; `None` for a directory, whose files can be anything.
+    pub fn sha256(&self) -> Option<[&'static str; 4]> {
+        PUBLISHED.iter().find(|(id, _)| id == self).map(|(_, sums)| *sums)
+    }
+
     /// `mnist`, `fashion-mnist`, or a path to a directory.
     pub fn parse(s: &str) -> DatasetId {
         match s.to_ascii_lowercase().as_str() {
             "mnist" => DatasetId::Mnist,
             "fashion-mnist" | "fashion_mnist" | "fashionmnist" => DatasetId::FashionMnist,
             _ => DatasetId::Dir(PathBuf::from(s)),
+        }
+    }
+
+    /// How messages name the data set: `MNIST`, `Fashion-MNIST`, or the directory.
+    fn title(&self) -> String {
+        match self {
+            DatasetId::Mnist => "MNIST".into(),
+            DatasetId::FashionMnist => "Fashion-MNIST".into(),
+            DatasetId::Dir(p) => p.display().to_string(),
         }
     }
 
@@ -82,6 +126,48 @@ pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// The two files of the test split (of [`FILES`]).
 pub(crate) const TEST_FILES: [&str; 2] = [FILES[2], FILES[3]];
+
+/// Checks that file `k` of [`FILES`], read from `path` with content `digest`, is the published file of `id` (any
+/// content will do for a directory). A file of the other known data set is named as such.
+fn check_published(id: &DatasetId, k: usize, path: &Path, digest: &str) -> Result<()> {
+    let Some(expected) = id.sha256() else { return Ok(()) };
+    if digest == expected[k] {
+        return Ok(());
+    }
+    let reason = match PUBLISHED.iter().find(|(_, sums)| sums.contains(&digest)) {
+        Some((other, sums)) => {
+            let role = FILE_ROLES[sums.iter().position(|s| *s == digest).expect("found")];
+            format!(
+                "this is {}'s {role}, not {}'s {}: for {}, choose that data set (--dataset {})",
+                other.title(),
+                id.title(),
+                FILE_ROLES[k],
+                other.title(),
+                other.name()
+            )
+        }
+        None => format!(
+            "not {}'s published {} (its SHA-256 is {digest}, expected {}); other IDX files are read by naming \
+             their directory as the data set (--dataset DIR)",
+            id.title(),
+            FILE_ROLES[k],
+            expected[k]
+        ),
+    };
+    Err(Error::format(path, reason))
+}
+
+/// One split of a data set, files `k` and `k + 1` of [`FILES`] in `dir`, checked to be the published files
+/// when `id` is a known data set.
+fn load_split(id: &DatasetId, dir: &Path, k: usize) -> Result<Split> {
+    let path = |f: usize| find_file(dir, FILES[f]).expect("located with every file");
+    let (images, labels) = (path(k), path(k + 1));
+    let (img, images_digest) = read_images_digest(&images)?;
+    check_published(id, k, &images, &images_digest)?;
+    let (lab, labels_digest) = read_labels_digest(&labels)?;
+    check_published(id, k + 1, &labels, &labels_digest)?;
+    Split::from_idx(img, lab, &images, &labels)
+}
 
 /// The first candidate directory that holds all four files.
 pub(crate) fn locate(id: &DatasetId, root: &Path) -> Result<PathBuf> {
@@ -285,13 +371,13 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Finds and loads both splits. MNIST and Fashion-MNIST have ten classes; an IDX directory of other data has
-    /// as many as its largest label says (labels `0..K`, with `2 <= K <= 1000`).
+    /// Finds and loads both splits. MNIST and Fashion-MNIST must be their published files (checked by SHA-256:
+    /// other files under their name are an error that says what they are) and have ten classes; an IDX directory
+    /// of other data has as many as its largest label says (labels `0..K`, with `2 <= K <= 1000`).
     pub fn load(id: &DatasetId, root: &Path) -> Result<Dataset> {
         let dir = locate(id, root)?;
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
-        let (train, test) =
-            (Split::load(&path(FILES[0]), &path(FILES[1]))?, Split::load(&path(FILES[2]), &path(FILES[3]))?);
+        let (train, test) = (load_split(id, &dir, 0)?, load_split(id, &dir, 2)?);
         let largest = train.labels.iter().chain(&test.labels).copied().max().unwrap_or(0) as usize;
         let classes = match id {
             DatasetId::Mnist | DatasetId::FashionMnist => MNIST_CLASS_COUNT,
@@ -311,7 +397,7 @@ impl Dataset {
     pub fn load_test(id: &DatasetId, root: &Path, classes: usize) -> Result<Split> {
         let dir = locate_files(id, root, &TEST_FILES)?;
         let path = |f: &str| find_file(&dir, f).expect("locate checked every file");
-        let test = Split::load(&path(FILES[2]), &path(FILES[3]))?;
+        let test = load_split(id, &dir, 2)?;
         check_labels(&test, classes, &path(FILES[3]))?;
         Ok(test)
     }

@@ -127,13 +127,31 @@ pub(crate) fn parse_labels(bytes: &[u8]) -> std::result::Result<Vec<u8>, IdxErro
 
 /// Reads an images file (raw or gzip).
 pub(crate) fn read_images(path: &Path) -> Result<IdxImages> {
-    let (dims, pixels) = read_idx(path, IMAGES_MAGIC, "images")?;
-    Ok(IdxImages { count: dims[0], rows: dims[1], cols: dims[2], pixels })
+    Ok(read_images_digest(path)?.0)
 }
 
 /// Reads a labels file (raw or gzip).
 pub(crate) fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    Ok(read_idx(path, LABELS_MAGIC, "labels")?.1)
+    Ok(read_labels_digest(path)?.0)
+}
+
+/// [`read_images`], with the hex SHA-256 of the file's decompressed content (which names a published data set).
+pub(crate) fn read_images_digest(path: &Path) -> Result<(IdxImages, String)> {
+    let (dims, pixels, digest) = read_idx(path, IMAGES_MAGIC, "images")?;
+    Ok((IdxImages { count: dims[0], rows: dims[1], cols: dims[2], pixels }, digest))
+}
+
+/// [`read_labels`], with the hex SHA-256 of the file's decompressed content.
+pub(crate) fn read_labels_digest(path: &Path) -> Result<(Vec<u8>, String)> {
+    let (_, labels, digest) = read_idx(path, LABELS_MAGIC, "labels")?;
+    Ok((labels, digest))
+}
+
+/// The hex SHA-256 of a file's decompressed content: its header, then its data.
+fn content_sha256(header: &[u8], data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(header).chain_update(data).finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Trailing bytes read, at most, to say that a file goes on after its data.
@@ -143,7 +161,7 @@ const TRAILING_PROBE: u64 = 1 << 20;
 /// most [`MAX_DECOMPRESSED`] bytes), then checks that nothing follows. Nothing is read before the header says
 /// how much there is, and never much more than that: a huge or endless file with a bad header costs a few
 /// bytes.
-fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, Vec<u8>)> {
+fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, Vec<u8>, String)> {
     use std::io::BufRead;
     let mut file = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
     let head = file.fill_buf().at(path)?;
@@ -174,7 +192,8 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, 
     if !rest.is_empty() {
         return Err(fail(IdxError::Trailing { dims, expected, found: expected + rest.len() }));
     }
-    Ok((dims, data))
+    let digest = content_sha256(&header, &data);
+    Ok((dims, data, digest))
 }
 
 /// Encodes an images file (used by tests and tools that write small data sets).
