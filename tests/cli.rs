@@ -489,3 +489,31 @@ fn a_known_data_set_is_identified_by_its_files() {
     assert_eq!(list["datasets"][0]["name"], "mnist");
     assert!(!site.join("data/fashion-mnist").exists());
 }
+
+/// A step's memory does not grow with the batch size: a batch of 65,536 (all of MNIST's training images in one
+/// step) runs in rounds of a few slices, and the whole run, data and evaluation included, stays within 300 MB
+/// (it took 6.4 GB when a step held every slice of its batch at once). The rounds give the bits of one pass
+/// (the engine's `a_batch_run_in_rounds_gives_the_bits_of_one_round`).
+#[test]
+fn a_huge_batch_trains_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Reaped by `wait4`, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["train", "--batch-size", "65536", "--epochs", "1", "--no-download", "--progress", "plain", "--data"])
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child, which nothing else waits for, into locals of the right types.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}");
+    assert!(out.join("best.safetensors").is_file());
+    let peak_mb = usage.ru_maxrss / 1024;
+    assert!(peak_mb <= 300, "a batch of 65,536 took {peak_mb} MB");
+}

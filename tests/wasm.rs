@@ -85,7 +85,7 @@ fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
         println!("skipped: no Node.js to run the WebAssembly engine with");
         return;
     }
-    let runs: [(&str, &[&str]); 2] = [
+    let runs: [(&str, &[&str]); 3] = [
         // The recipe's settings, three epochs of 2,000 images: 375 steps.
         (
             r#"{"epochs": 3, "train_limit": 2000, "test_limit": 500}"#,
@@ -109,6 +109,24 @@ fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
                 "3000",
                 "--test-limit",
                 "1000",
+            ],
+        ),
+        // A batch of more slices than a step holds, run in rounds (a whole one and a short one).
+        (
+            r#"{"epochs": 2, "head": "logits", "lr": 0.05, "batch_size": 1500, "train_limit": 3000, "test_limit": 500}"#,
+            &[
+                "--epochs",
+                "2",
+                "--head",
+                "logits",
+                "--lr",
+                "0.05",
+                "--batch-size",
+                "1500",
+                "--train-limit",
+                "3000",
+                "--test-limit",
+                "500",
             ],
         ),
     ];

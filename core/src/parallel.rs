@@ -291,6 +291,11 @@ impl<'a, T> PhaseShared<'a, T> {
         PhaseShared { ptr: buffer.as_mut_ptr(), len: buffer.len(), _borrow: std::marker::PhantomData }
     }
 
+    /// The length of the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// # Safety
     /// No thread may write any of `range` while the returned reference lives.
     pub unsafe fn get(&self, range: std::ops::Range<usize>) -> &[T] {

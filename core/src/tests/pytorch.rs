@@ -141,6 +141,37 @@ fn weight_decay_steps_match_pytorch() {
     assert_close("params after 2 steps with weight decay", trainer.params(), &fx.params("wd.after2."));
 }
 
+/// A batch of more slices than a step holds runs in rounds (so that its memory does not grow with it); the
+/// rounds give the bits of one pass over the whole batch: parameters, momentum, loss and accuracy, with any
+/// number of rounds and threads, augmented or not, for a full batch and a short last one.
+#[test]
+fn a_batch_run_in_rounds_gives_the_bits_of_one_round() {
+    let fx = Fixture::load();
+    let split = fx.split();
+    let run = |round_slices: usize, threads: usize, batch: usize, augment: bool| {
+        let augment =
+            augment.then_some(crate::data::Augment { degrees: 10.0, translate: 2.0, scale_min: 0.9, scale_max: 1.1 });
+        let config = TrainConfig { batch_size: batch, augment, ..recipe() };
+        let trainer = Trainer::new(config.check().unwrap(), fx.params("init."), None, threads).unwrap();
+        let mut trainer = trainer.with_round_slices(round_slices);
+        let mut results = Vec::new();
+        for (step, len) in [batch, batch, batch - 11].into_iter().enumerate() {
+            let idx: Vec<u32> = (0..len as u32).map(|i| (i * 7 + step as u32) % 16).collect();
+            let r = trainer.step(&split, &idx);
+            results.push((r.loss.to_bits(), r.correct));
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        (bits(trainer.params()), bits(trainer.velocity()), results)
+    };
+    for (batch, augment) in [(200, false), (1000, true)] {
+        let whole = run(usize::MAX, 2, batch, augment);
+        for (round_slices, threads) in [(1, 1), (3, 2), (7, 3)] {
+            let rounds = run(round_slices, threads, batch, augment);
+            assert!(rounds == whole, "batch {batch} in rounds of {round_slices} slices on {threads} threads");
+        }
+    }
+}
+
 #[test]
 fn thread_count_never_changes_the_numbers() {
     let fx = Fixture::load();

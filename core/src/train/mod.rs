@@ -24,7 +24,8 @@ use crate::nn::params::FIXED_PARAMS;
 use crate::optim::{LrSchedule, Sgd};
 use crate::parallel::Team;
 use crate::rng::Rng;
-use plan::{MAX_BATCH_FOR_TAIL_COPIES, TailCopy, TailPart};
+use linear_step::Round;
+use plan::{MAX_BATCH_FOR_TAIL_COPIES, ROUND_SLICES, TailCopy, TailPart};
 use step::{Buffers, EpochAugment, Step};
 
 pub use eval::{EvalResult, Evaluator};
@@ -303,8 +304,17 @@ impl Trainer {
             linear1_exchange: AlignedBuf::zeroed(0),
             linear1_partials: AlignedBuf::zeroed(0),
             tail_parts: TailPart::all(classes),
+            round_slices: ROUND_SLICES,
+            carry: AlignedBuf::zeroed(0),
         };
         Ok(Trainer { lr: config.sgd.lr, epoch: 0, config, buffers, team })
+    }
+
+    /// The trainer holding at most `slices` slices at once, so that a test can run a batch in rounds.
+    #[cfg(test)]
+    pub(crate) fn with_round_slices(mut self, slices: usize) -> Self {
+        self.buffers.round_slices = slices;
+        self
     }
 
     /// What the trainer was built with (the number of epochs as last set).
@@ -350,14 +360,32 @@ impl Trainer {
         let TrainConfig { batch_size, head, sgd, .. } = self.config;
         let sgd = Sgd { lr: self.lr, ..sgd };
         let workers = self.team.workers();
-        self.buffers.reserve(indices.len(), slice_len(batch_size));
+        let len = slice_len(batch_size);
+        self.buffers.reserve(indices.len(), len);
         let augmentation =
             self.config.augment.map(|augment| EpochAugment { augment, seed: self.config.seed, epoch: self.epoch });
-        let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, indices, next, clock);
-        let step = step.augmented(augmentation);
-        self.team.run(&|t| step.run(t));
-        let (loss, accuracy, correct) = step.result();
-        StepResult { loss, accuracy, correct }
+        // A batch of more slices than the buffers hold runs in rounds of them (see `plan::ROUND_SLICES`).
+        let round_images = self.buffers.round_slices * len;
+        let rounds = indices.len().div_ceil(round_images);
+        let (mut loss, mut correct) = (None, 0);
+        let (mut clock, mut silent) = (Some(clock), ());
+        for (k, images) in indices.chunks(round_images).enumerate() {
+            // Prefetched: the next round's images, or the next step's first.
+            let upcoming = indices.chunks(round_images).nth(k + 1).unwrap_or(&next[..next.len().min(round_images)]);
+            // The first round's first slice is timed.
+            let clock: &mut (dyn StageClock + Send) = match clock.take() {
+                Some(clock) => clock,
+                None => &mut silent,
+            };
+            let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, images, upcoming, clock);
+            let step = step.augmented(augmentation).in_round(Round::of(k, rounds), indices.len());
+            self.team.run(&|t| step.run(t));
+            let (sum, right) = step.results(loss);
+            (loss, correct) = (Some(sum), correct + right);
+        }
+        let b = indices.len() as f32;
+        let loss = loss.expect("a step has a round") / b;
+        StepResult { loss, accuracy: correct as f32 / b, correct }
     }
 
     /// The order in which epoch `epoch` (1-based) visits the `n` training images.

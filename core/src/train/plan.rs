@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::linear_step::{GradParts, STEP_ROWS, weight_grad_step_rows};
+use super::linear_step::{Carry, GradParts, STEP_ROWS, weight_grad_step_rows};
 use crate::aligned::AlignedBuf;
 use crate::base::Label;
 use crate::nn::LinearDims;
@@ -21,6 +21,12 @@ pub const MAX_SLICE: usize = 16;
 pub fn slice_len(batch: usize) -> usize {
     if batch <= 64 { MIN_SLICE } else { MAX_SLICE }
 }
+
+/// Most slices a step holds at once: a larger batch runs in rounds of this many slices, one after the other,
+/// each adding to the gradient the rounds before it summed (in the same order: the bits are those of one round),
+/// and the last one updating. So a step's memory is bounded whatever the batch size (about 80 MB of slices),
+/// while a round is long enough that starting it costs nothing measurable.
+pub const ROUND_SLICES: usize = 64;
 
 /// Most row groups linear1 is split into: each group's part of the input gradient is a `(batch, 400)` buffer,
 /// summed per image at the end.
@@ -89,23 +95,54 @@ impl TailPart {
     }
 
     /// Sums the piece's gradient over the slices and takes an SGD step on `p` and `v`, the piece's parameters and
-    /// momentum. `scratch` holds at least a bias.
-    pub fn update(&self, slices: &[SliceState], sgd: Sgd, p: &mut [f32], v: &mut [f32], scratch: &mut [f32]) {
+    /// momentum (or, in a round that does not update, leaves the sum in `carry`). `scratch` holds at least a bias.
+    pub fn update(
+        &self,
+        slices: &[SliceState],
+        sgd: Sgd,
+        p: &mut [f32],
+        v: &mut [f32],
+        scratch: &mut [f32],
+        carry: Carry<'_>,
+    ) {
         match self {
             TailPart::Rows { layer, dims, rows, .. } => {
                 let parts = LayerParts { slices, layer: *layer };
-                weight_grad_step_rows(dims, &parts, rows.clone(), sgd, p, v);
+                weight_grad_step_rows(dims, &parts, rows.clone(), sgd, p, v, carry);
             }
             TailPart::Bias { range } => {
-                let range = range.clone();
-                let g = &mut scratch[..range.len()];
-                g.copy_from_slice(&slices[0].grads[range.clone()]);
-                for st in &slices[1..] {
-                    add_assign(g, &st.grads[range.clone()]);
-                }
-                sgd.step(p, v, g);
+                sum_and_step(slices, range.clone(), sgd, p, v, &mut scratch[..range.len()], carry);
             }
         }
+    }
+}
+
+/// The gradient of the parameters at `range` summed over the slices in slice order into `sum` (going on from
+/// the carried sum in a round after the first), then an SGD step on `p` and `v`, their values and momentum; or,
+/// in a round that does not update, the sum left in the carry.
+pub(super) fn sum_and_step(
+    slices: &[SliceState],
+    range: Range<usize>,
+    sgd: Sgd,
+    p: &mut [f32],
+    v: &mut [f32],
+    sum: &mut [f32],
+    carry: Carry<'_>,
+) {
+    let rest = if carry.round.continues() {
+        sum.copy_from_slice(carry.sum);
+        slices
+    } else {
+        sum.copy_from_slice(&slices[0].grads[range.clone()]);
+        &slices[1..]
+    };
+    for st in rest {
+        add_assign(sum, &st.grads[range.clone()]);
+    }
+    if carry.round.updates() {
+        sgd.step(p, v, sum);
+    } else {
+        carry.sum.copy_from_slice(sum);
     }
 }
 

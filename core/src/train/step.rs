@@ -23,8 +23,10 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::linear_step::{STEP_ROWS, weight_grad_step_rows};
-use super::plan::{LayerParts, SHARED_UPDATES, SliceState, TailCopy, TailPart, group_rows, slice_gradients, slice_len};
+use super::linear_step::{Carry, Round, STEP_ROWS, weight_grad_step_rows};
+use super::plan::{
+    LayerParts, SHARED_UPDATES, SliceState, TailCopy, TailPart, group_rows, slice_gradients, slice_len, sum_and_step,
+};
 use crate::base::IMAGE_LEN;
 use crate::data::{Augment, Split};
 use crate::nn::model::{
@@ -52,13 +54,22 @@ pub(super) struct Buffers {
     /// Each group's part of linear1's input gradient, for every image.
     pub linear1_partials: crate::aligned::AlignedBuf,
     pub tail_parts: Vec<TailPart>,
+    /// Most slices held at once: a larger batch runs in rounds (see [`super::plan::ROUND_SLICES`]).
+    pub round_slices: usize,
+    /// The gradient summed over a step's rounds so far, laid out as `params` (empty until a batch needs rounds).
+    pub carry: crate::aligned::AlignedBuf,
 }
 
 impl Buffers {
-    /// Makes room for a step on `images` images in slices of `len`: the slices' buffers, linear1's outputs and
-    /// its input gradient's parts. Once the largest step has been seen, nothing more is allocated.
+    /// Makes room for a step on `images` images in slices of `len`: the slices' buffers (a round's at most),
+    /// linear1's outputs and its input gradient's parts, and the carry between rounds. Once the largest step has
+    /// been seen, nothing more is allocated.
     pub fn reserve(&mut self, images: usize, len: usize) {
-        let slices = images.div_ceil(len);
+        let all = images.div_ceil(len);
+        let slices = all.min(self.round_slices);
+        if all > slices && self.carry.len() < self.params.len() {
+            self.carry = crate::aligned::AlignedBuf::zeroed(self.params.len());
+        }
         let classes = crate::nn::params::classes_of(self.params.len());
         while self.slices.len() < slices {
             self.slices.push(SliceState::new(len, classes));
@@ -113,6 +124,11 @@ pub(super) struct Step<'a> {
     exchange: PhaseShared<'a, f32>,
     partials: PhaseShared<'a, f32>,
     tail_parts: &'a [TailPart],
+    /// Where this step's slices stand in their batch (a round of a large one, or all of it), the batch's images
+    /// (by which its mean loss divides), and the gradient summed over the rounds before.
+    round: Round,
+    batch_images: usize,
+    carry: PhaseShared<'a, f32>,
     /// The next piece of the tail to update, when the workers share the tail's update.
     next_tail_part: Counter,
     done: Done,
@@ -180,6 +196,9 @@ impl<'a> Step<'a> {
             exchange: PhaseShared::new(&mut buffers.linear1_exchange),
             partials: PhaseShared::new(&mut buffers.linear1_partials),
             tail_parts: &buffers.tail_parts,
+            round: Round::Only,
+            batch_images: indices.len(),
+            carry: PhaseShared::new(&mut buffers.carry),
             next_tail_part: Counter::new(),
             done: Done::default(),
             barrier: SpinBarrier::new(workers),
@@ -191,6 +210,26 @@ impl<'a> Step<'a> {
     /// The step with each image transformed by `augmentation` (when there is one) as it is gathered.
     pub fn augmented(self, augmentation: Option<EpochAugment>) -> Self {
         Step { augmentation, ..self }
+    }
+
+    /// The step as round `round` of a batch of `batch_images` images (of which its indices are a whole number of
+    /// slices, in order), whose gradient so far the buffers' carry holds.
+    pub fn in_round(self, round: Round, batch_images: usize) -> Self {
+        assert!(round == Round::Only || !self.copy_tail, "a batch with copies of the tail is one round");
+        assert!(round == Round::Only || self.carry.len() >= self.num_params, "no carry for the rounds");
+        Step { round, batch_images, ..self }
+    }
+
+    /// The round's share of the carry: the sum so far of the gradient of the parameters at `range`.
+    ///
+    /// # Safety
+    /// No other thread may use that part of the carry while the result lives.
+    unsafe fn carry(&self, range: Range<usize>) -> Carry<'_> {
+        match self.round {
+            Round::Only => Carry::none(),
+            // SAFETY: the caller's promise.
+            round => Carry { round, sum: unsafe { self.carry.get_mut(range) } },
+        }
     }
 
     /// Worker t's part of the step.
@@ -400,7 +439,7 @@ impl<'a> Step<'a> {
             }
         }
         forward_tail(params, self.head, &mut st.ws, n, clock);
-        let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.indices.len());
+        let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.batch_images);
         st.loss = loss;
         st.correct = correct;
         for r in slice_gradients(st.ws.classes()) {
@@ -436,9 +475,11 @@ impl<'a> Step<'a> {
         for r in rows.clone().step_by(STEP_ROWS) {
             let block = r..(r + STEP_ROWS).min(rows.end);
             let range = Self::linear1_weight_rows(&block);
-            // SAFETY: one worker runs group g, and nobody reads these rows again this step.
-            let (p, v) = unsafe { (self.params.get_mut(range.clone()), self.velocity.get_mut(range)) };
-            weight_grad_step_rows(&LINEAR1, &parts, block, self.sgd, p, v);
+            // SAFETY: one worker runs group g, and nobody reads these rows (or their carry) again this step.
+            let (p, v, carry) = unsafe {
+                (self.params.get_mut(range.clone()), self.velocity.get_mut(range.clone()), self.carry(range))
+            };
+            weight_grad_step_rows(&LINEAR1, &parts, block, self.sgd, p, v, carry);
         }
     }
 
@@ -461,14 +502,16 @@ impl<'a> Step<'a> {
                         }
                     }
                 };
-                part.update(slices, self.sgd, p, v, scratch);
+                // A batch small enough for copies of the tail is never run in rounds (see `in_round`).
+                part.update(slices, self.sgd, p, v, scratch, Carry::none());
             }
         } else {
             while let Some(part) = self.tail_parts.get(self.next_tail_part.take()) {
                 let r = part.range();
                 // SAFETY: this worker alone took the piece, and after (3) nobody else reads the tail.
-                let (p, v) = unsafe { (self.params.get_mut(r.clone()), self.velocity.get_mut(r)) };
-                part.update(slices, self.sgd, p, v, scratch);
+                let (p, v, carry) =
+                    unsafe { (self.params.get_mut(r.clone()), self.velocity.get_mut(r.clone()), self.carry(r)) };
+                part.update(slices, self.sgd, p, v, scratch, carry);
             }
         }
     }
@@ -504,25 +547,27 @@ impl<'a> Step<'a> {
             for start in range.clone().step_by(scratch.len()) {
                 let piece = start..(start + scratch.len()).min(range.end);
                 // SAFETY: as above.
-                let (p, v) = unsafe { (self.params.get_mut(piece.clone()), self.velocity.get_mut(piece.clone())) };
-                let g = &mut scratch[..p.len()];
-                g.copy_from_slice(&slices[0].grads[piece.clone()]);
-                for slice in &slices[1..] {
-                    add_assign(g, &slice.grads[piece.clone()]);
-                }
-                self.sgd.step(p, v, g);
+                let (p, v, carry) = unsafe {
+                    let at = piece.clone();
+                    (self.params.get_mut(at.clone()), self.velocity.get_mut(at.clone()), self.carry(at))
+                };
+                sum_and_step(slices, piece.clone(), self.sgd, p, v, &mut scratch[..piece.len()], carry);
             }
         }
     }
 
-    /// The batch's mean loss, its accuracy and how many of its images were classified right, once the team has
-    /// run the step.
-    pub fn result(&self) -> (f32, f32, usize) {
+    /// Once the team has run the step: the sum of its slices' losses (in slice order, going on from `before`, the
+    /// sum over the rounds before) and how many of its images were classified right. The batch's mean loss is
+    /// the sum over all its rounds divided by its size.
+    pub fn results(&self, before: Option<f32>) -> (f32, usize) {
         // SAFETY: the team has finished; nobody else uses the slices.
         let slices = unsafe { self.slices.get(0..self.used) };
-        let b = self.indices.len() as f32;
-        let loss = slices.iter().map(|s| s.loss).sum::<f32>() / b;
-        let correct: usize = slices.iter().map(|s| s.correct).sum();
-        (loss, correct as f32 / b, correct)
+        // The same additions in the same order as one sum over every slice of the batch.
+        let losses = slices.iter().map(|s| s.loss);
+        let loss = match before {
+            None => losses.sum::<f32>(),
+            Some(sum) => std::iter::once(sum).chain(losses).sum::<f32>(),
+        };
+        (loss, slices.iter().map(|s| s.correct).sum())
     }
 }

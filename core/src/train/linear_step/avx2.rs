@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GradParts, LinearDims, STEP_ROWS, tile_rows};
+use super::{Carry, GradParts, LinearDims, STEP_ROWS, tile_rows};
 use crate::optim::Sgd;
 use crate::simd::narrow::lanes;
 
@@ -20,22 +20,31 @@ pub unsafe fn weight_grad_step_rows<P: GradParts + ?Sized>(
     sgd: Sgd,
     params: &mut [f32],
     velocity: &mut [f32],
+    carry: Carry<'_>,
 ) {
     let (i_len, o_len) = (d.in_features, d.out_features);
     let (nr, row_at) = (rows.len(), tile_rows(&rows));
     let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
+    let fold = Fold { sum: carry.sum.as_mut_ptr(), continues: carry.round.continues(), updates: carry.round.updates() };
     // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
     // c0..c0+8 are inside `i_len` (masked to it in the last tile), rows inside `rows`, which the caller
     // checked against the outputs.
     unsafe {
         let whole = i_len - i_len % TILE_COLS;
         for c0 in (0..whole).step_by(TILE_COLS) {
-            tile::<false, P>(i_len, o_len, parts, &row_at, nr, sgd, pp, vp, c0, lanes(TILE_COLS));
+            tile::<false, P>(i_len, o_len, parts, &row_at, nr, sgd, pp, vp, &fold, c0, lanes(TILE_COLS));
         }
         if whole < i_len {
-            tile::<true, P>(i_len, o_len, parts, &row_at, nr, sgd, pp, vp, whole, lanes(i_len - whole));
+            tile::<true, P>(i_len, o_len, parts, &row_at, nr, sgd, pp, vp, &fold, whole, lanes(i_len - whole));
         }
     }
+}
+
+/// A round's carried sum (see [`super::Round`]), laid out as the parameters.
+pub(super) struct Fold {
+    pub sum: *mut f32,
+    pub continues: bool,
+    pub updates: bool,
 }
 
 /// Columns `c0..c0 + 8` (masked by `mask` when `MASKED`: a vector load or store costs less than a masked one)
@@ -54,6 +63,7 @@ unsafe fn tile<const MASKED: bool, P: GradParts + ?Sized>(
     sgd: Sgd,
     pp: *mut f32,
     vp: *mut f32,
+    fold: &Fold,
     c0: usize,
     mask: __m256i,
 ) {
@@ -64,6 +74,11 @@ unsafe fn tile<const MASKED: bool, P: GradParts + ?Sized>(
             if MASKED { _mm256_maskstore_ps(x, mask, v) } else { _mm256_storeu_ps(x, v) }
         };
         let mut grad = [_mm256_setzero_ps(); STEP_ROWS];
+        if fold.continues {
+            for (r, grad_r) in grad.iter_mut().enumerate().take(nr) {
+                *grad_r = load(fold.sum.add(r * i_len + c0));
+            }
+        }
         for s in 0..parts.parts() {
             let (input, out_grad) = parts.part(s);
             let (xp, gp) = (input.as_ptr().add(c0), out_grad.as_ptr());
@@ -79,8 +94,14 @@ unsafe fn tile<const MASKED: bool, P: GradParts + ?Sized>(
                 g = g.add(o_len);
             }
             for (grad_r, acc_r) in grad.iter_mut().zip(acc) {
-                *grad_r = if s == 0 { acc_r } else { _mm256_add_ps(*grad_r, acc_r) };
+                *grad_r = if s == 0 && !fold.continues { acc_r } else { _mm256_add_ps(*grad_r, acc_r) };
             }
+        }
+        if !fold.updates {
+            for (r, &grad_r) in grad.iter().enumerate().take(nr) {
+                store(fold.sum.add(r * i_len + c0), grad_r);
+            }
+            return;
         }
         // The update, as `Sgd::step` rounds it (a multiply, then an add) and flushes a subnormal velocity.
         let (lr, momentum) = (_mm256_set1_ps(sgd.lr), _mm256_set1_ps(sgd.momentum));

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{GradParts, LinearDims, STEP_ROWS, tile_rows};
+use super::{Carry, GradParts, LinearDims, STEP_ROWS, tile_rows};
 use crate::optim::Sgd;
 use crate::simd::lanes;
 
@@ -20,17 +20,19 @@ pub unsafe fn weight_grad_step_rows<P: GradParts + ?Sized>(
     sgd: Sgd,
     params: &mut [f32],
     velocity: &mut [f32],
+    carry: Carry<'_>,
 ) {
     let (i_len, o_len) = (d.in_features, d.out_features);
     let (nr, row_at) = (rows.len(), tile_rows(&rows));
     let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
+    let (sum, continues, updates) = (carry.sum.as_mut_ptr(), carry.round.continues(), carry.round.updates());
     let (lr, momentum, wd) = (_mm512_set1_ps(sgd.lr), _mm512_set1_ps(sgd.momentum), _mm512_set1_ps(sgd.weight_decay));
     let min_normal = _mm512_set1_ps(f32::MIN_POSITIVE);
     // SAFETY (whole body): every part holds whole rows of `i_len` inputs and `o_len` gradients; columns
     // c0..c0+32 are inside `i_len` (masked to it in the last tile), rows inside `rows`, which the caller
     // checked against the outputs.
     unsafe {
-        let update = Update { sgd, lr, momentum, wd, min_normal };
+        let update = Update { sgd, lr, momentum, wd, min_normal, sum, continues, updates };
         // Whole tiles with plain loads and stores (masked ones cost more, even with every lane on).
         let whole = i_len - i_len % TILE_COLS;
         for c0 in (0..whole).step_by(TILE_COLS) {
@@ -50,6 +52,11 @@ struct Update {
     momentum: __m512,
     wd: __m512,
     min_normal: __m512,
+    /// A round's carried sum (see [`super::Round`]), laid out as the parameters; whether the sum starts from it,
+    /// and whether the round updates (else it leaves the sum there).
+    sum: *mut f32,
+    continues: bool,
+    updates: bool,
 }
 
 /// Columns `c0..c0 + 32` (masked by `mask` when `MASKED`) of the rows of [`weight_grad_step_rows`]: their
@@ -81,6 +88,13 @@ unsafe fn tile<const MASKED: bool, P: GradParts + ?Sized>(
             if MASKED { _mm512_mask_storeu_ps(x, mask[h], v) } else { _mm512_storeu_ps(x, v) }
         };
         let mut grad = [[_mm512_setzero_ps(); 2]; STEP_ROWS];
+        if u.continues {
+            for (r, grad_r) in grad.iter_mut().enumerate().take(nr) {
+                for (h, grad_h) in grad_r.iter_mut().enumerate() {
+                    *grad_h = load(u.sum.wrapping_add(r * i_len + c0 + 16 * h), h);
+                }
+            }
+        }
         for s in 0..parts.parts() {
             let (input, out_grad) = parts.part(s);
             let (xp, gp) = (input.as_ptr().add(c0), out_grad.as_ptr());
@@ -99,9 +113,17 @@ unsafe fn tile<const MASKED: bool, P: GradParts + ?Sized>(
             }
             for r in 0..STEP_ROWS {
                 for h in 0..2 {
-                    grad[r][h] = if s == 0 { acc[r][h] } else { _mm512_add_ps(grad[r][h], acc[r][h]) };
+                    grad[r][h] = if s == 0 && !u.continues { acc[r][h] } else { _mm512_add_ps(grad[r][h], acc[r][h]) };
                 }
             }
+        }
+        if !u.updates {
+            for (r, grad_r) in grad.iter().enumerate().take(nr) {
+                for (h, &grad_h) in grad_r.iter().enumerate() {
+                    store(u.sum.wrapping_add(r * i_len + c0 + 16 * h), h, grad_h);
+                }
+            }
+            return;
         }
         // The update, as `Sgd::step` rounds it (a multiply, then an add) and flushes a subnormal velocity.
         for (r, grad_r) in grad.iter().enumerate().take(nr) {

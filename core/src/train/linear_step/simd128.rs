@@ -5,7 +5,7 @@
 
 use core::arch::wasm32::*;
 
-use super::{GradParts, LinearDims, STEP_COLS, weight_grad_step_rows_body};
+use super::{Carry, GradParts, LinearDims, STEP_COLS, weight_grad_step_rows_body};
 use crate::optim::Sgd;
 
 /// Rows per register block.
@@ -19,11 +19,14 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
     sgd: Sgd,
     params: &mut [f32],
     velocity: &mut [f32],
+    carry: Carry<'_>,
 ) {
     let (i_len, o_len) = (d.in_features, d.out_features);
     if i_len % 4 != 0 {
-        return weight_grad_step_rows_body::<false, P>(d, parts, rows, sgd, params, velocity);
+        return weight_grad_step_rows_body::<false, P>(d, parts, rows, sgd, params, velocity, carry);
     }
+    let (continues, updates) = (carry.round.continues(), carry.round.updates());
+    let sum = carry.sum.as_mut_ptr();
     let (lr, momentum, wd) = (f32x4_splat(sgd.lr), f32x4_splat(sgd.momentum), f32x4_splat(sgd.weight_decay));
     let (min_normal, zero) = (f32x4_splat(f32::MIN_POSITIVE), f32x4_splat(0.0));
     let (pp, vp) = (params.as_mut_ptr(), velocity.as_mut_ptr());
@@ -33,6 +36,14 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
         for r0 in (0..rows.len()).step_by(ROWS) {
             let nr = ROWS.min(rows.len() - r0);
             let mut grad = [[zero; 2]; ROWS];
+            if continues {
+                for (r, grad_r) in grad.iter_mut().enumerate().take(nr) {
+                    for (v, grad_v) in grad_r.iter_mut().enumerate().take(vectors) {
+                        // SAFETY: the carry holds the block's rows of i_len values, its length checked.
+                        *grad_v = unsafe { v128_load(sum.add((r0 + r) * i_len + c0 + 4 * v) as *const v128) };
+                    }
+                }
+            }
             for s in 0..parts.parts() {
                 let (input, out_grad) = parts.part(s);
                 let mut acc = [[zero; 2]; ROWS];
@@ -54,9 +65,18 @@ pub fn weight_grad_step_rows<P: GradParts + ?Sized>(
                 }
                 for (grad_r, acc_r) in grad.iter_mut().zip(&acc) {
                     for v in 0..vectors {
-                        grad_r[v] = if s == 0 { acc_r[v] } else { f32x4_add(grad_r[v], acc_r[v]) };
+                        grad_r[v] = if s == 0 && !continues { acc_r[v] } else { f32x4_add(grad_r[v], acc_r[v]) };
                     }
                 }
+            }
+            if !updates {
+                for (r, grad_r) in grad.iter().enumerate().take(nr) {
+                    for (v, &g) in grad_r.iter().enumerate().take(vectors) {
+                        // SAFETY: as above.
+                        unsafe { v128_store(sum.add((r0 + r) * i_len + c0 + 4 * v) as *mut v128, g) };
+                    }
+                }
+                continue;
             }
             for (r, grad_r) in grad.iter().enumerate().take(nr) {
                 for (v, &g) in grad_r.iter().enumerate().take(vectors) {

@@ -40,16 +40,16 @@ fn fused_gradient_and_update_match_gradient_then_update() {
             let (mut want_p, mut want_v) = (p0.clone(), v0.clone());
             sgd.step(&mut want_p, &mut want_v, &g);
             let (mut p, mut v) = (p0.clone(), v0.clone());
-            weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut p, &mut v);
+            weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut p, &mut v, Carry::none());
             let (mut pp, mut pv) = (p0.clone(), v0.clone());
-            weight_grad_step_rows_body::<false, _>(&d, &parts, rows.clone(), sgd, &mut pp, &mut pv);
+            weight_grad_step_rows_body::<false, _>(&d, &parts, rows.clone(), sgd, &mut pp, &mut pv, Carry::none());
             // The AVX2 kernel, which a CPU with AVX-512 does not pick on its own (where it cannot run, the
             // definition stands in).
             let (mut ap, mut av) = (p0.clone(), v0.clone());
             #[cfg(target_arch = "x86_64")]
             let avx2_ran = crate::simd::cpu_has(crate::simd::Isa::Avx2) && {
                 // SAFETY: the CPU has AVX2 and FMA; the shapes are those `weight_grad_step_rows` checked.
-                unsafe { avx2::weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut ap, &mut av) };
+                unsafe { avx2::weight_grad_step_rows(&d, &parts, rows.clone(), sgd, &mut ap, &mut av, Carry::none()) };
                 true
             };
             #[cfg(not(target_arch = "x86_64"))]
@@ -68,6 +68,62 @@ fn fused_gradient_and_update_match_gradient_then_update() {
             assert!(p[i_len..].iter().zip(&p0[i_len..]).any(|(a, b)| a != b));
             if weight_decay == 0.0 {
                 assert!(v[..i_len].iter().all(|&x| x == 0.0), "the dead row's velocity is flushed");
+            }
+        }
+    }
+}
+
+/// A kernel as the tests call it: the parts, the rows' parameters and momentum, the carry.
+type Kernel<'k> = &'k dyn Fn(&Parts, &mut [f32], &mut [f32], Carry<'_>);
+
+/// A batch summed over several calls (rounds), its gradient carried from call to call, gives the bits of one
+/// call on all its parts: with each kernel, for each way of cutting the parts into rounds, and for a last tile
+/// narrower than a vector.
+#[test]
+fn rounds_give_the_bits_of_one_call() {
+    let mut rng = Rng::new(5);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+    #[allow(clippy::single_range_in_vec_init)]
+    let cuts: [&[std::ops::Range<usize>]; 4] = [&[0..4], &[0..1, 1..4], &[0..2, 2..3, 3..4], &[0..1, 1..2, 2..3, 3..4]];
+    for (i_len, o_len, rows) in [(400, 120, 0..8), (120, 84, 80..84), (84, 10, 8..10), (37, 9, 3..5)] {
+        let d = LinearDims { in_features: i_len, out_features: o_len };
+        let parts = Parts([8usize, 5, 3, 8].iter().map(|&n| (random(n * i_len), random(n * o_len))).collect());
+        let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.01 };
+        let len = rows.len() * i_len;
+        let (p0, v0) = (random(len), random(len));
+        let dispatched = |parts: &Parts, p: &mut [f32], v: &mut [f32], carry: Carry<'_>| {
+            weight_grad_step_rows(&d, parts, rows.clone(), sgd, p, v, carry)
+        };
+        let portable = |parts: &Parts, p: &mut [f32], v: &mut [f32], carry: Carry<'_>| {
+            weight_grad_step_rows_body::<false, _>(&d, parts, rows.clone(), sgd, p, v, carry)
+        };
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = |parts: &Parts, p: &mut [f32], v: &mut [f32], carry: Carry<'_>| {
+            // SAFETY: only called where the CPU has AVX2 and FMA; the shapes are those the dispatcher checks.
+            unsafe { avx2::weight_grad_step_rows(&d, parts, rows.clone(), sgd, p, v, carry) }
+        };
+        let mut kernels: Vec<(&str, Kernel)> = vec![("dispatched", &dispatched), ("portable", &portable)];
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::cpu_has(crate::simd::Isa::Avx2) {
+            kernels.push(("avx2", &avx2));
+        }
+        for (name, kernel) in kernels {
+            let (mut want_p, mut want_v) = (p0.clone(), v0.clone());
+            kernel(&parts, &mut want_p, &mut want_v, Carry::none());
+            assert!(want_p != p0, "{name}: no update");
+            for cut in cuts {
+                // The carry starts as NaN: a first round that read it would show.
+                let (mut p, mut v, mut carry) = (p0.clone(), v0.clone(), vec![f32::NAN; len]);
+                for (k, range) in cut.iter().enumerate() {
+                    let round = Round::of(k, cut.len());
+                    kernel(&Parts(parts.0[range.clone()].to_vec()), &mut p, &mut v, Carry { round, sum: &mut carry });
+                    if !round.updates() {
+                        assert_eq!(p, p0, "{name}: a round before the last updated");
+                    }
+                }
+                let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p), bits(&want_p), "{name}, rounds {cut:?}, ({i_len},{o_len},{rows:?})");
+                assert_eq!(bits(&v), bits(&want_v), "{name}, rounds {cut:?}, ({i_len},{o_len},{rows:?})");
             }
         }
     }
