@@ -53,6 +53,11 @@ fn destination(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Checks that `path` is an output [`write_atomic`] may replace: missing, a regular file, or a link to one.
+pub(crate) fn check_output(path: &Path) -> Result<()> {
+    destination(path).map(|_| ())
+}
+
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix: a temporary file in
 /// the same directory, `fsync`, rename, then `fsync` of the directory. A symbolic link to a regular file is
 /// followed, and its target replaced; a path that is not a regular file is refused (see [`destination`]).

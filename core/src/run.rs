@@ -94,15 +94,22 @@ impl RunDir {
         [self.best(), self.state(), self.metrics()].iter().any(|p| p.exists())
     }
 
-    /// Prepares a new run: refuses to overwrite a previous one unless `force`.
+    /// Prepares a new run: refuses to overwrite a previous one unless `force`, and then removes its files, so
+    /// that none of them outlives it. Like every output, a file that is not a regular file (a directory, a FIFO,
+    /// a link to one of those) is refused, before anything is removed, and a link to a regular file is kept: the
+    /// new run writes through it.
     pub fn create(&self, force: bool) -> Result<()> {
         if self.holds_run() && !force {
             return Err(Error::RunExists { dir: self.dir.clone() });
         }
         create_dir(&self.dir)?;
-        for p in [self.best(), self.state(), self.metrics()] {
-            if p.exists() {
-                std::fs::remove_file(&p).at(&p)?;
+        let files = [self.best(), self.state(), self.metrics()];
+        for p in &files {
+            crate::fs::check_output(p)?;
+        }
+        for p in &files {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()) {
+                std::fs::remove_file(p).at(p)?;
             }
         }
         Ok(())

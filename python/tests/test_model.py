@@ -200,3 +200,25 @@ def test_predict_works_in_bounded_chunks(trained, test_images):
     bad[4500, 3, 4] = np.nan
     with pytest.raises(ValueError, match="pixel 88 of image 4500 is NaN"):
         model.predict(bad)
+
+
+def test_save_replaces_only_a_regular_file(trained, tmp_path):
+    """Model.save, like every output of the command line, replaces a regular file, writes through a link to one
+    (which stays a link), and refuses a directory, a FIFO or a link to a FIFO, leaving it as it was."""
+    import os
+    import stat
+
+    model = lenet5.Model.load(trained)
+    fifo, directory = tmp_path / "fifo", tmp_path / "dir"
+    os.mkfifo(fifo)
+    directory.mkdir()
+    (tmp_path / "link-to-fifo").symlink_to(fifo)
+    for path in [fifo, directory, tmp_path / "link-to-fifo"]:
+        with pytest.raises(lenet5.Error, match="an output replaces only a regular file"):
+            model.save(path)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and directory.is_dir() and not any(directory.iterdir())
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old")
+    (tmp_path / "link").symlink_to(target)
+    model.save(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and lenet5.Model.load(target).class_names == model.class_names
