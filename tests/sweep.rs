@@ -25,17 +25,20 @@ fn lrs(n: usize) -> String {
 
 fn results(dir: &Path) -> Vec<(String, f64)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
-    v.as_array()
+    v["trials"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| (r["trial"].as_str().unwrap().to_string(), r["best_val_acc"].as_f64().unwrap()))
         .collect()
 }
 
-/// `lenet5 train` alone on `data` into `out`, with the logits head, `lr` and `epochs`; must succeed.
+/// `lenet5 train` alone on `data` into `out`, with the logits head, `lr` and `epochs`, holding out the share of
+/// the training images a sweep chooses on by default; must succeed.
 fn train_alone(data: &Path, out: &Path, lr: &str, epochs: &str) {
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let args = ["train", "--dataset", d, "--out", o, "--head", "logits", "--lr", lr, "--epochs", epochs];
+    let mut args = vec!["train", "--dataset", d, "--out", o, "--head", "logits", "--lr", lr, "--epochs", epochs];
+    args.extend(["--val-split", "0.1"]);
     let r = lenet5(&args);
     assert!(r.status.success(), "{}", stderr(&r));
 }
@@ -161,6 +164,8 @@ fn schedule_parameters_sweep_and_flags_after_the_double_dash_reach_every_trial()
         "0.8,1.2",
         "--rotate",
         "20",
+        "--val-split",
+        "0.1",
     ];
     let r = lenet5(&train);
     assert!(r.status.success(), "{}", stderr(&r));
@@ -249,4 +254,41 @@ fn another_grid_is_refused_and_collect_skips_unreadable_trials() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("left out of the table") && stderr(&o).contains("trial-001"), "{}", stderr(&o));
     assert_eq!(results(&out).len(), 1);
+}
+
+/// A sweep chooses on images held out of the training set (10% unless `--val-split` says otherwise) and reports
+/// a test figure for the chosen trial alone, measured once after training; `--val-split 0` chooses on the test
+/// set, as a single run of the recipe does, and says that it leaves no unbiased test figure.
+#[test]
+fn a_sweep_chooses_on_held_out_images_and_tests_only_the_chosen_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_subset(&data, 600, 200);
+    let out = tmp.path().join("held-out");
+    let o = sweep(&data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trial: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("trial-000/trial.json")).unwrap()).unwrap();
+    assert_eq!(trial["val_split"], 0.1);
+    let text = stdout(&o);
+    assert_eq!(text.matches("test accuracy").count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let (chosen, best) = (&v["chosen"], &v["trials"][0]);
+    assert_eq!(chosen["trial"], best["trial"]);
+    assert_eq!(chosen["test"]["total"], 200, "{v}");
+    assert!(text.contains(&format!("chosen: {}", best["trial"].as_str().unwrap())), "{text}");
+    // The chosen trial's figures are those of its run alone, which holds out the same images.
+    let alone = tmp.path().join("alone");
+    let lr = if best["trial"] == "trial-000" { "0.01" } else { "0.02" };
+    train_alone(&data, &alone, lr, "2");
+    let state = lenet5_core::run::RunDir::new(&alone).load_state().unwrap().0;
+    assert_eq!(serde_json::json!(state.test.unwrap()), chosen["test"]);
+
+    let on_test = tmp.path().join("on-test");
+    let o = sweep(&data, &on_test, &["--val-split", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!text.contains("test accuracy") && text.contains("val_acc above is the test set's"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(on_test.join("results.json")).unwrap()).unwrap();
+    assert!(v["chosen"].get("test").is_none(), "{v}");
 }

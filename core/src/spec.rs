@@ -255,7 +255,7 @@ pub const SETTINGS: &[SettingInfo] = &[
         "val_split",
         Kind::Fraction,
         "FRACTION",
-        "Hold out this share of each class of the training images (stratified, seeded by split_seed) to choose the best epoch on, for any data source; the test set is then used only for the final test figure. An image folder without train/ and test/ holds it out as its only evaluation set.",
+        "Hold out this share of each class of the training images (stratified, seeded by split_seed) to choose the best epoch on, for any data source; the test set is then used only for the final test figure. An image folder without train/ and test/ holds it out as its only evaluation set. 0 holds nothing out.",
         "none: the test set validates, as in the recipe (an image folder without train/ and test/: 0.2)",
     ),
     optional("split_seed", Kind::Count, "N", "Seed of the val_split draw.", "0, or the resumed run's"),
@@ -357,6 +357,11 @@ impl RunSpec {
     /// given.
     pub const FOLDER_HOLDOUT: f64 = FOLDER_HOLDOUT;
 
+    /// The share of each class of the training images that tools comparing runs (`lenet5 sweep`, the Optuna
+    /// example) hold out to choose on when `val_split` is not given: choosing among many runs on the test set
+    /// would make its figure an optimistic one.
+    pub const TUNING_HOLDOUT: f64 = 0.1;
+
     /// This specification with the settings of `overrides` (a JSON object of setting names and values) in
     /// place of its own. An unknown name, or a value of the wrong type, is an error that names the setting.
     pub fn with_json(&self, overrides: &Value) -> Result<RunSpec> {
@@ -452,7 +457,9 @@ impl RunSpec {
                 scale_min: self.scale[0],
                 scale_max: self.scale[1],
             }),
-            holdout: self.val_split.map(|share| Holdout { share, seed: self.split_seed.unwrap_or(0) }),
+            // A share of 0 holds nothing out: the test set validates, as when none is given.
+            holdout: (self.val_split.filter(|&share| share != 0.0))
+                .map(|share| Holdout { share, seed: self.split_seed.unwrap_or(0) }),
         }
     }
 
@@ -605,6 +612,15 @@ mod tests {
             (Head::Sigmoid, 0, LrSchedule::Constant, None, None)
         );
         assert_eq!(&**c, &recipe());
+    }
+
+    #[test]
+    fn a_validation_share_of_zero_holds_nothing_out() {
+        let holdout = |share: Option<f64>| RunSpec { val_split: share, ..RunSpec::default() }.train_config().holdout;
+        assert!(holdout(Some(0.0)).is_none() && holdout(None).is_none());
+        assert_eq!(holdout(Some(0.1)).map(|h| h.share), Some(0.1));
+        let zero = RunSpec { val_split: Some(0.0), ..RunSpec::default() }.validate().unwrap();
+        assert_eq!(format!("{:?}", zero.config()), format!("{:?}", ValidSpec::default().config()));
     }
 
     #[test]

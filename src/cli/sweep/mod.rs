@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use lenet5::training::resolve;
 use lenet5_core::fs::create_dir;
+use lenet5_core::spec::RunSpec;
 
 use super::CliResult;
 use super::flags::{RunFlags, SWEEP_SETS, SweepFlags, flag};
@@ -88,11 +89,16 @@ fn parse_shard(s: &str) -> CliResult<(u64, u64)> {
     Ok((i, n))
 }
 
-/// The sweep's grid: the recipe, the `--config` file and the flags after `--`, with the values given swept.
+/// The sweep's grid: the recipe, the `--config` file and the flags after `--`, with the values given swept. The
+/// trials choose on a validation split held out of the training images ([`RunSpec::TUNING_HOLDOUT`] of them
+/// unless `val_split` is given; 0 chooses on the test set, as a single run of the recipe does).
 fn grid(a: &SweepArgs) -> CliResult<Grid> {
     let swept: Vec<&str> = a.settings.axes.iter().map(|(name, _)| *name).collect();
     let fixed = fixed_settings(&a.train_flags, &swept)?;
-    let (base, _) = resolve(a.config.as_deref(), fixed)?;
+    let (mut base, _) = resolve(a.config.as_deref(), fixed)?;
+    if base.val_split.is_none() && !swept.contains(&"val_split") {
+        base.val_split = Some(RunSpec::TUNING_HOLDOUT);
+    }
     let grid = Grid::new(base, a.settings.axes.clone(), a.max_trials)?;
     // Every trial checked before the first starts (the grid is bounded by --max-trials).
     for index in 0..grid.len {
