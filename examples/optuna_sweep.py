@@ -11,12 +11,13 @@ processes and machines: start this script as many times as you like, on one mach
     python examples/optuna_sweep.py --storage sqlite:///study.db --summary
     lenet5 eval --weights "$(python examples/optuna_sweep.py --storage sqlite:///study.db --best-checkpoint)"
 
-    # many machines: one PostgreSQL database (pip install psycopg2-binary), the same command on each
-    python examples/optuna_sweep.py --storage postgresql://user:password@db-host/optuna --trials 20
+    # many machines: one PostgreSQL database (pip install "psycopg[binary]"), the same command on each
+    python examples/optuna_sweep.py --storage postgresql+psycopg://user:password@db-host/optuna --trials 20
 
 `--storage journal:PATH` uses Optuna's journal file instead (one machine, or a shared file system). Each trial
-trains with `lenet5.train` into OUT/trial-NNNN; the summary names the best trial's checkpoint and the machine
-that wrote it, for `lenet5 eval --weights`.
+trains with `lenet5.train` into OUT/trial-NNNN and is judged on images held out of the training set (10% unless
+--val-split says otherwise; 0 judges on the test set). The summary names the best trial, its checkpoint and the
+machine that wrote it, and the test accuracy of that trial alone, measured once after its training.
 """
 
 import argparse
@@ -52,6 +53,7 @@ def objective(args):
             augment=trial.suggest_categorical("augment", [False, True]),
         )
         out = Path(args.out) / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", str(out.resolve()))
         trial.set_user_attr("checkpoint", str((out / "best.safetensors").resolve()))
         trial.set_user_attr("host", socket.gethostname())
 
@@ -69,6 +71,7 @@ def objective(args):
             test_limit=args.test_limit,
             threads=args.threads,
             seed=args.seed,
+            val_split=args.val_split,
             on_epoch=report,
             **settings,
         )
@@ -97,12 +100,34 @@ def summary(study: optuna.Study) -> dict:
             "checkpoint": best.user_attrs.get("checkpoint"),
             "host": best.user_attrs.get("host"),
         }
+        test = test_figures(best.user_attrs.get("run"))
+        if test is not None:
+            report["best"]["test_of_chosen_trial"] = test
     return report
+
+
+def test_figures(run):
+    """The test figures a run held out from measured once, with its best weights, after training (None when it
+    chose on the test set, or its directory is on another machine)."""
+    state = Path(run or "") / "last.safetensors"
+    if not state.is_file():
+        return None
+    return json.loads(lenet5.Model.load(state).metadata["train_state"]).get("test")
+
+
+def lost_creation_race(error: Exception) -> bool:
+    """Whether `error` is what a worker gets when another creates the same tables or study at the same moment
+    (a duplicate table, type, index or study name): the only error worth a retry."""
+    if isinstance(error, optuna.exceptions.DuplicatedStudyError):
+        return True
+    text = str(error).lower()
+    return any(s in text for s in ("already exists", "duplicate key", "unique constraint", "uniqueviolation"))
 
 
 def open_study(args) -> optuna.Study:
     """The study, created by whichever worker comes first. Workers started together on a new database race to
-    create its tables; the losers wait a moment and open what the winner made."""
+    create its tables; the losers wait a moment and open what the winner made. Any other error (no driver, a
+    wrong password, an unreachable host) ends the worker at once."""
     for attempt in range(10):
         try:
             return optuna.create_study(
@@ -112,11 +137,19 @@ def open_study(args) -> optuna.Study:
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                 load_if_exists=True,
             )
-        except Exception:  # sqlalchemy's errors for a table or a study that another worker just created
-            if attempt == 9:
+        except Exception as error:
+            if attempt == 9 or not lost_creation_race(error):
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def existing_study(args) -> optuna.Study:
+    """The study, which must exist: a summary never creates an empty one for a mistyped name."""
+    try:
+        return optuna.load_study(study_name=args.study_name, storage=storage_of(args.storage))
+    except KeyError:
+        raise SystemExit(f"error: no study named {args.study_name!r} in {args.storage}") from None
 
 
 def main() -> int:
@@ -132,12 +165,23 @@ def main() -> int:
     p.add_argument("--test-limit", type=int)
     p.add_argument("--threads", type=int, help="threads per trial (default: every core)")
     p.add_argument("--seed", type=int, default=0, help="seed of every trial's weights and shuffles")
+    p.add_argument("--val-split", type=float, default=lenet5.TUNING_VAL_SPLIT,
+                   help="share of each class of the training images held out to judge trials on "
+                        "(default %(default)s; 0 judges on the test set)")
     p.add_argument("--summary", action="store_true", help="print the study's counts and best trial as JSON, and exit")
     p.add_argument("--best-checkpoint", action="store_true", help="print the best trial's checkpoint path, and exit")
     args = p.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(args)
+    try:
+        study = existing_study(args) if args.summary or args.best_checkpoint else open_study(args)
+    except (ImportError, optuna.exceptions.OptunaError, OSError) as error:
+        # No driver for the URL, a refused connection or login, a bad URL: one line, at once.
+        raise SystemExit(f"error: cannot open the study in {args.storage}: {error}".splitlines()[0]) from None
+    except Exception as error:
+        if type(error).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        raise SystemExit(f"error: cannot open the study in {args.storage}: {error}".splitlines()[0]) from None
     if args.best_checkpoint:
         best = summary(study).get("best")
         if best is None:

@@ -10,6 +10,6 @@ every epoch; `settings()` lists them with their defaults;
 `Model` predicts, gives PyTorch's `state_dict` as numpy arrays, and saves checkpoints the command line reads.
 """
 
-from ._lenet5 import PARAMETER_NAMES, Error, Model, SettingError, __version__, settings, train
+from ._lenet5 import PARAMETER_NAMES, TUNING_VAL_SPLIT, Error, Model, SettingError, __version__, settings, train
 
-__all__ = ["Error", "Model", "PARAMETER_NAMES", "SettingError", "__version__", "settings", "train"]
+__all__ = ["Error", "Model", "PARAMETER_NAMES", "SettingError", "TUNING_VAL_SPLIT", "__version__", "settings", "train"]

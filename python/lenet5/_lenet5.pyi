@@ -10,6 +10,8 @@ import numpy.typing as npt
 
 __version__: str
 PARAMETER_NAMES: List[str]
+# The share of the training images that tuning holds out to choose on when val_split is not given.
+TUNING_VAL_SPLIT: float
 
 _Path = Union[str, "os.PathLike[str]"]
 EpochRecord = Dict[str, Any]

@@ -24,6 +24,7 @@ mod _lenet5 {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("PARAMETER_NAMES", lenet5_core::nn::params::Param::ALL.map(|p| p.name()).to_vec())?;
+        m.add("TUNING_VAL_SPLIT", lenet5_core::spec::RunSpec::TUNING_HOLDOUT)?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,3 +48,22 @@ def test_two_workers_share_one_study_prune_trials_and_the_best_checkpoint_evalua
     assert abs(evaluated["accuracy"] - best["val_acc"]) < 0.05, (evaluated, best)
     trials = sorted(p.name for p in (tmp_path / "trials").iterdir())
     assert len(trials) == 10, trials
+    # Trials are judged on held-out training images; the test set is reported for the chosen trial alone.
+    assert best["test_of_chosen_trial"]["total"] == 1000, best
+
+
+def test_a_storage_that_cannot_be_opened_or_a_missing_study_fails_at_once_in_one_line(tmp_path):
+    started = time.monotonic()
+    missing = subprocess.run([sys.executable, str(EXAMPLE), "--storage", f"sqlite:///{tmp_path / 'none.db'}",
+                              "--study-name", "typo", "--summary"], capture_output=True, text=True)
+    assert missing.returncode != 0 and missing.stderr.strip() == \
+        f"error: no study named 'typo' in sqlite:///{tmp_path / 'none.db'}", missing.stderr
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        no_driver = subprocess.run([sys.executable, str(EXAMPLE), "--storage",
+                                    "postgresql+psycopg://user:pw@127.0.0.1:9/optuna"], capture_output=True, text=True)
+        assert no_driver.returncode != 0, no_driver.stderr
+        lines = no_driver.stderr.strip().splitlines()
+        assert len(lines) == 1 and "psycopg" in lines[0], no_driver.stderr
+    assert time.monotonic() - started < 20
