@@ -98,14 +98,24 @@ class Model:
         state_dict: Mapping[str, Any], *, head: str = "sigmoid", class_names: Optional[List[str]] = None
     ) -> Model:
         """Weights from PyTorch's state_dict names and shapes (numpy arrays, or anything numpy reads)."""
-    def predict(self, images: Any, *, preprocess: Optional[str] = None) -> npt.NDArray[np.int64]:
+    def predict(
+        self, images: Any, *, preprocess: Optional[str] = None, scale: Optional[float] = None
+    ) -> npt.NDArray[np.int64]:
         """The class index of each image: `images` is [N, 28, 28] or [N, 1, 28, 28], float in [0, 1] or uint8.
         With `preprocess` ("mnist", "resize" or "none"), grey pictures of any size (a list of 2-D arrays or
         [N, H, W]) prepared as `lenet5 predict` prepares image files."""
-    def scores(self, images: Any, *, preprocess: Optional[str] = None) -> npt.NDArray[np.float32]:
+    def scores(
+        self, images: Any, *, preprocess: Optional[str] = None, scale: Optional[float] = None
+    ) -> npt.NDArray[np.float32]:
         """The network's outputs, [N, K]: sigmoid outputs (sigmoid head) or logits (logits head)."""
     def evaluate(
-        self, images: npt.ArrayLike, labels: npt.ArrayLike, *, batch_size: Optional[int] = None, threads: Optional[int] = None
+        self,
+        images: Any,
+        labels: Any,
+        *,
+        batch_size: Optional[int] = None,
+        threads: Optional[int] = None,
+        scale: Optional[float] = None,
     ) -> Dict[str, Any]:
         """Loss, accuracy, correct and total on labelled images, as `lenet5 eval` reports them (floats must be
         bytes / 255; the loss is the mean of per-batch means)."""

@@ -14,17 +14,17 @@ pub const MAX_IMAGES: usize = 1_000_000;
 
 /// The pixels of `images`, `[N, 28, 28]` or `[N, 1, 28, 28]`, as N x 784 floats in [0, 1] as `ToTensor` makes
 /// them: float32 or float64 arrays as they are, uint8 divided by 255. Any memory layout; values must be finite.
-pub fn images(name: &str, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize)> {
+pub fn images(name: &str, images: &Bound<'_, PyAny>, accepted: &str) -> PyResult<(Vec<f32>, usize)> {
     if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        let n = image_count(name, a.shape())?;
+        let n = image_count(name, a.shape(), accepted)?;
         return Ok((a.as_array().iter().map(|&v| v as f32 / 255.0).collect(), n));
     }
     // Every count is checked before anything is copied: an array may claim any size (np.broadcast_to).
     let (pixels, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f32>>() {
-        let n = image_count(name, a.shape())?;
+        let n = image_count(name, a.shape(), accepted)?;
         (a.as_array().iter().copied().collect::<Vec<f32>>(), n)
     } else if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f64>>() {
-        let n = image_count(name, a.shape())?;
+        let n = image_count(name, a.shape(), accepted)?;
         (a.as_array().iter().map(|&v| v as f32).collect(), n)
     } else {
         let kind = match images.cast::<PyUntypedArray>() {
@@ -92,13 +92,13 @@ pub fn for_each_chunk(
 ) -> PyResult<usize> {
     let Ok(array) = images.cast::<PyUntypedArray>() else {
         // Not an array: `images` says why.
-        return self::images(name, images).and_then(|(pixels, n)| f(&pixels).map(|()| n));
+        return self::images(name, images, IMAGE_SHAPES).and_then(|(pixels, n)| f(&pixels).map(|()| n));
     };
-    let n = image_count(name, array.shape())?;
+    let n = image_count(name, array.shape(), IMAGE_SHAPES)?;
     for start in (0..n).step_by(CHUNK_IMAGES) {
         let end = (start + CHUNK_IMAGES).min(n);
         let part = images.get_item(pyo3::types::PySlice::new(images.py(), start as isize, end as isize, 1))?;
-        let (pixels, _) = self::images(name, &part).map_err(|e| offset_error(e, start))?;
+        let (pixels, _) = self::images(name, &part, IMAGE_SHAPES).map_err(|e| offset_error(e, start))?;
         f(&pixels)?;
     }
     Ok(n)
@@ -121,15 +121,17 @@ fn offset_error(e: PyErr, start: usize) -> PyErr {
     })
 }
 
-/// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]`.
-fn image_count(name: &str, shape: &[usize]) -> PyResult<usize> {
+/// The shapes `Model`'s methods take (`lenet5._inputs` makes the others into the first two).
+pub const IMAGE_SHAPES: &str = "one image [28, 28] or a batch [N, 28, 28], [N, 1, 28, 28] or [N, 28, 28, 1]";
+/// The shapes training data take.
+pub const BATCH_SHAPES: &str = "shape [N, 28, 28] or [N, 1, 28, 28]";
+
+/// N of an image array's shape, `[N, 28, 28]` or `[N, 1, 28, 28]` (`accepted` says what the caller takes).
+fn image_count(name: &str, shape: &[usize], accepted: &str) -> PyResult<usize> {
     let n = match shape {
         [n, IMAGE_SIZE, IMAGE_SIZE] | [n, 1, IMAGE_SIZE, IMAGE_SIZE] => *n,
         _ => {
-            let hint = if shape == [IMAGE_SIZE, IMAGE_SIZE] { " (one image: images[None])" } else { "" };
-            return Err(PyValueError::new_err(format!(
-                "{name}: expected shape [N, 28, 28] or [N, 1, 28, 28], got {shape:?}{hint}"
-            )));
+            return Err(PyValueError::new_err(format!("{name}: expected {accepted}, got {shape:?}")));
         }
     };
     if n > MAX_IMAGES {
@@ -146,13 +148,13 @@ pub fn tensor<'py>(py: Python<'py>, values: Vec<f32>, shape: &[usize]) -> PyResu
 /// A data set split from numpy arrays, as the data sets hold them: `images` `[N, 28, 28]` or `[N, 1, 28, 28]`,
 /// uint8 (0-255) or floats that are such bytes divided by 255 (as `ToTensor` makes them); `labels` N integers.
 /// `name` (the keyword argument) starts every error.
-pub fn split(name: &str, images: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<Split> {
+pub fn split(name: &str, images: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>, accepted: &str) -> PyResult<Split> {
     let err = |message: String| PyValueError::new_err(format!("{name}: {message}"));
     let (bytes, n) = if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        let n = image_count(name, a.shape())?;
+        let n = image_count(name, a.shape(), accepted)?;
         (a.as_array().iter().copied().collect::<Vec<u8>>(), n)
     } else {
-        let (pixels, n) = self::images(name, images)?;
+        let (pixels, n) = self::images(name, images, accepted)?;
         let bytes = pixels.iter().map(|&p| (p * 255.0).round().clamp(0.0, 255.0) as u8);
         let bytes: Vec<u8> = bytes.collect();
         if let Some(i) = pixels.iter().zip(&bytes).position(|(&p, &b)| (p * 255.0 - b as f32).abs() > 1e-3) {

@@ -42,7 +42,17 @@ impl Model {
 
     /// The head's outputs for `images`: N x K floats, and N.
     /// The scores of `images`: network inputs, or pictures to prepare with `preprocess` first.
-    fn run(&self, py: Python<'_>, images: &Bound<'_, PyAny>, preprocess: Option<&str>) -> PyResult<(Vec<f32>, usize)> {
+    fn run(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        preprocess: Option<&str>,
+        scale: Option<f64>,
+    ) -> PyResult<(Vec<f32>, usize)> {
+        // What a PyTorch user holds (tensors, PIL images, lists, any dtype, one image) as one numpy array.
+        let inputs = py.import("lenet5._inputs")?;
+        let convert = if preprocess.is_some() { "as_pictures" } else { "as_images" };
+        let images = &inputs.call_method1(convert, (images, scale))?;
         let (pixels, n) = match preprocess {
             None => {
                 // In chunks: a million images cost their input and a few megabytes, not 3 GB of floats.
@@ -100,20 +110,23 @@ impl Model {
         Ok(Model::new(checkpoint))
     }
 
-    /// The class of each image: `images` is `[N, 28, 28]` or `[N, 1, 28, 28]`, float in [0, 1] (as torchvision's
-    /// `ToTensor` gives) or uint8; returns N class indices (int64). `class_names` maps them to names.
+    /// The class of each image; returns N class indices (int64), which `class_names` maps to names. `images`:
+    /// one image `[28, 28]` or a batch `[N, 28, 28]`, `[N, 1, 28, 28]` or `[N, 28, 28, 1]`, as a numpy array of
+    /// any integer or float dtype, a torch tensor (on the CPU), a PIL image or a list. Integers are grey levels
+    /// 0-255; floats are in [0, 1] (as torchvision's `ToTensor` gives them), or out of `scale` (`scale=255` for
+    /// floats never divided): floats above 1 without it are refused.
     ///
     /// With `preprocess` ("mnist": the framing `lenet5 predict` gives a photo; "resize"; "none"), `images` are
-    /// grey pictures of any size (a list of 2-D arrays, or `[N, H, W]`), prepared as `lenet5 predict` prepares
-    /// image files.
-    #[pyo3(signature = (images, *, preprocess = None))]
+    /// grey pictures of any size (one, a list, or `[N, H, W]`), prepared as `lenet5 predict` prepares image files.
+    #[pyo3(signature = (images, *, preprocess = None, scale = None))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
         preprocess: Option<&str>,
+        scale: Option<f64>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let (scores, n) = self.run(py, images, preprocess)?;
+        let (scores, n) = self.run(py, images, preprocess, scale)?;
         let argmax = scores.chunks_exact(self.num_classes()).map(|s| lenet5_core::nn::argmax(s) as i64);
         debug_assert_eq!(argmax.len(), n);
         Ok(PyArray1::from_vec(py, argmax.collect()))
@@ -122,24 +135,26 @@ impl Model {
     /// The network's outputs for each image, `[N, K]` float32, as the PyTorch module returns them: the sigmoid
     /// outputs for the sigmoid head, the logits for the logits head.
     /// `preprocess` as for `predict`.
-    #[pyo3(signature = (images, *, preprocess = None))]
+    #[pyo3(signature = (images, *, preprocess = None, scale = None))]
     fn scores<'py>(
         &self,
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
         preprocess: Option<&str>,
+        scale: Option<f64>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let (scores, n) = self.run(py, images, preprocess)?;
+        let (scores, n) = self.run(py, images, preprocess, scale)?;
         let classes = self.num_classes();
         arrays::tensor(py, scores, &[n, classes])
     }
 
     /// Loss and accuracy on labelled images, as `lenet5 eval` reports them for a data set: images as `predict`
-    /// takes them (floats must be bytes / 255, as the data sets hold them), labels N integers below
+    /// takes them (floats must be bytes / 255, as the data sets hold them), labels N integers (any array, tensor or
+    /// list) below
     /// `num_classes`; the loss is the mean of per-batch means over batches of `batch_size` (default: the one the
     /// weights were trained with, else the recipe's), the accuracy correct / total. Returns a dict of
     /// loss, accuracy, correct and total.
-    #[pyo3(signature = (images, labels, *, batch_size = None, threads = None))]
+    #[pyo3(signature = (images, labels, *, batch_size = None, threads = None, scale = None))]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
@@ -147,8 +162,13 @@ impl Model {
         labels: &Bound<'py, PyAny>,
         batch_size: Option<usize>,
         threads: Option<usize>,
+        scale: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let split = arrays::split("images", images, labels)?;
+        let inputs = py.import("lenet5._inputs")?;
+        let images = &inputs.call_method1("as_images", (images, scale))?;
+        let n = images.len()?;
+        let labels = &inputs.call_method1("as_labels", (labels, n))?;
+        let split = arrays::split("images", images, labels, arrays::IMAGE_SHAPES)?;
         if split.is_empty() {
             return Err(PyValueError::new_err("images: no images to evaluate"));
         }

@@ -136,8 +136,8 @@ fn in_memory(
     test: &(Bound<'_, PyAny>, Bound<'_, PyAny>),
     class_names: Option<Vec<String>>,
 ) -> PyResult<Dataset> {
-    let train = arrays::split("train_data", &train.0, &train.1)?;
-    let test = arrays::split("test_data", &test.0, &test.1)?;
+    let train = arrays::split("train_data", &train.0, &train.1, arrays::BATCH_SHAPES)?;
+    let test = arrays::split("test_data", &test.0, &test.1, arrays::BATCH_SHAPES)?;
     let largest = train.labels.iter().chain(&test.labels).copied().max().unwrap_or(0) as usize;
     let class_names =
         class_names.unwrap_or_else(|| (0..(largest + 1).max(MIN_CLASSES)).map(|k| k.to_string()).collect());
