@@ -15,42 +15,46 @@ use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::data::Dataset;
 use lenet5_core::run::read_metrics;
 use lenet5_core::spec::{RunSpec, SETTINGS, ValidSpec};
-use lenet5_core::train::{EpochMetrics, StepResult, TrainObserver};
+use lenet5_core::train::{EpochMetrics, TrainObserver};
 
 use crate::arrays;
 use crate::errors::{core_to_py, to_py};
 
-/// Batches between two looks for a pending signal (Ctrl-C), a few tens of milliseconds of training.
-const SIGNAL_CHECK_BATCHES: usize = 256;
+/// Time between two looks for a pending signal (Ctrl-C): the engine asks before every batch and between the
+/// rounds of a large one (a few tens of milliseconds apart at most), so a run stops well within half a second
+/// at any batch size.
+const SIGNAL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Tells the Python callback of every finished epoch, and stops the run when it returns `False` or raises, or
 /// when the interpreter has a signal to handle (Ctrl-C).
 struct CallbackObserver {
     on_epoch: Option<Py<PyAny>>,
     /// Set once the run is to stop.
-    stop: bool,
+    stop: std::cell::Cell<bool>,
     /// What the callback raised, or the signal's exception, raised again once the run has stopped.
-    error: Option<PyErr>,
-    batches: usize,
+    error: std::cell::RefCell<Option<PyErr>>,
+    /// When signals were last looked for.
+    checked: std::cell::Cell<std::time::Instant>,
 }
 
 impl CallbackObserver {
-    fn halt(&mut self, error: Option<PyErr>) {
-        self.stop = true;
-        self.error = self.error.take().or(error);
+    fn new(on_epoch: Option<Py<PyAny>>) -> Self {
+        CallbackObserver { on_epoch, stop: false.into(), error: None.into(), checked: std::time::Instant::now().into() }
+    }
+
+    fn halt(&self, error: Option<PyErr>) {
+        self.stop.set(true);
+        let mut kept = self.error.borrow_mut();
+        *kept = kept.take().or(error);
+    }
+
+    /// What stopped the run with an error (the callback's, or the signal's), taken.
+    fn take_error(&self) -> Option<PyErr> {
+        self.error.borrow_mut().take()
     }
 }
 
 impl TrainObserver for CallbackObserver {
-    fn on_batch(&mut self, _batch: usize, _batches: usize, _images: usize, _result: StepResult) {
-        self.batches += 1;
-        if self.batches.is_multiple_of(SIGNAL_CHECK_BATCHES)
-            && let Err(e) = Python::attach(|py| py.check_signals())
-        {
-            self.halt(Some(e));
-        }
-    }
-
     fn on_epoch_end(&mut self, metrics: &EpochMetrics, new_best: bool) {
         let Some(callback) = &self.on_epoch else { return };
         let outcome = Python::attach(|py| {
@@ -68,7 +72,13 @@ impl TrainObserver for CallbackObserver {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop
+        if !self.stop.get() && self.checked.get().elapsed() >= SIGNAL_CHECK_EVERY {
+            self.checked.set(std::time::Instant::now());
+            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                self.halt(Some(e));
+            }
+        }
+        self.stop.get()
     }
 }
 
@@ -263,10 +273,10 @@ pub fn train<'py>(
         let used = spec.threads();
         PythonLog::log("info", format!("threads={asked} is more than the {used} cores: using {used}"));
     }
-    let mut observer = CallbackObserver { on_epoch, stop: false, error: None, batches: 0 };
+    let mut observer = CallbackObserver::new(on_epoch);
     let epochs_given = given.contains_key("epochs");
     let history = py.detach(|| run(&spec, epochs_given, arrays, &mut observer));
-    if let Some(e) = observer.error {
+    if let Some(e) = observer.take_error() {
         return Err(e);
     }
     let history = history.map_err(to_py)?;
@@ -307,7 +317,7 @@ fn run(
     match prepared.run(spec.threads(), observer) {
         Ok(summary) => Ok(summary.state.history),
         // Stopped on request: the history of the epochs finished is in the run's log.
-        Err(lenet5::Error::Core(lenet5_core::Error::Interrupted { .. })) if observer.stop => {
+        Err(lenet5::Error::Core(lenet5_core::Error::Interrupted { .. })) if observer.stop.get() => {
             Ok(read_metrics(&metrics)?)
         }
         Err(e) => Err(e),

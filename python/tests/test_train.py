@@ -152,6 +152,29 @@ def test_ctrl_c_stops_the_run_at_once_and_leaves_it_resumable(tmp_path, data_roo
     assert [r["epoch"] for r in history] == [1]
 
 
+@pytest.mark.parametrize("batch_size", [16, 16384, 65536])
+def test_ctrl_c_stops_within_half_a_second_at_any_batch_size(tmp_path, data_root, batch_size):
+    """The engine is asked between the rounds of a large batch too: a step of 65,536 images (a second of
+    training) is abandoned part-way, the weights left as they were before it."""
+    import os
+    import signal
+    import threading
+
+    sent = {}
+
+    def interrupt():
+        sent["at"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # Sent once training is under way (MNIST takes a moment to read).
+    timer = threading.Timer(2.0, interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        lenet5.train(epochs=50, batch_size=batch_size, data=data_root, out=tmp_path / "r", threads=1)
+    stopped = time.perf_counter() - sent["at"]
+    assert stopped < 0.5, f"stopped {stopped:.2f} s after Ctrl-C at batch size {batch_size}"
+
+
 def test_an_image_folder_trains_and_images_left_out_are_logged(tmp_path, caplog):
     import logging
 

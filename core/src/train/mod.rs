@@ -356,6 +356,20 @@ impl Trainer {
         next: &[u32],
         clock: &mut (dyn StageClock + Send),
     ) -> StepResult {
+        self.step_rounds(split, indices, next, clock, &mut || false).expect("a step nothing stops")
+    }
+
+    /// The step, its rounds run one after the other (see `plan::ROUND_SLICES`); `stop` is asked before each
+    /// round after the first, and `true` abandons the step (`None`): the parameters and momentum are as before
+    /// it, as only the last round updates them. So a step of any size can be stopped within a round's time.
+    fn step_rounds(
+        &mut self,
+        split: &Split,
+        indices: &[u32],
+        next: &[u32],
+        clock: &mut (dyn StageClock + Send),
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Option<StepResult> {
         assert!(!indices.is_empty() && indices.len() <= self.config.batch_size);
         let TrainConfig { batch_size, head, sgd, .. } = self.config;
         let sgd = Sgd { lr: self.lr, ..sgd };
@@ -370,6 +384,9 @@ impl Trainer {
         let (mut loss, mut correct) = (None, 0);
         let (mut clock, mut silent) = (Some(clock), ());
         for (k, images) in indices.chunks(round_images).enumerate() {
+            if k > 0 && stop() {
+                return None;
+            }
             // Prefetched: the next round's images, or the next step's first.
             let upcoming = indices.chunks(round_images).nth(k + 1).unwrap_or(&next[..next.len().min(round_images)]);
             // The first round's first slice is timed.
@@ -385,7 +402,7 @@ impl Trainer {
         }
         let b = indices.len() as f32;
         let loss = loss.expect("a step has a round") / b;
-        StepResult { loss, accuracy: correct as f32 / b, correct }
+        Some(StepResult { loss, accuracy: correct as f32 / b, correct })
     }
 
     /// The order in which epoch `epoch` (1-based) visits the `n` training images.
@@ -423,7 +440,9 @@ impl Trainer {
             // While this batch trains, each worker prefetches its share of the next one's images.
             let (this, next) = (progress.batch(progress.done), progress.batch(progress.done + 1));
             let images = this.len();
-            let r = self.step_prefetching(split, this, next);
+            let Some(r) = self.step_rounds(split, this, next, &mut (), &mut || observer.should_stop()) else {
+                return Ok(false);
+            };
             if !r.loss.is_finite() {
                 // The weights are lost from here on; the caller keeps the last ones it saved.
                 return Err(Error::Diverged { epoch: progress.epoch, batch: progress.done + 1, loss: r.loss });
@@ -503,7 +522,8 @@ pub trait TrainObserver: Send {
     fn on_batch(&mut self, _batch: usize, _batches: usize, _images: usize, _result: StepResult) {}
     /// The epoch was trained, evaluated and saved.
     fn on_epoch_end(&mut self, _metrics: &EpochMetrics, _new_best: bool) {}
-    /// Polled before each batch: `true` stops training at the next boundary.
+    /// Polled before each batch, and between the rounds of a large one: `true` stops training there (a batch
+    /// stopped part-way leaves the weights as they were before it).
     fn should_stop(&self) -> bool {
         false
     }
