@@ -11,7 +11,8 @@ processes and machines: start this script as many times as you like, on one mach
     python examples/optuna_sweep.py --storage sqlite:///study.db --summary
     lenet5 eval --weights "$(python examples/optuna_sweep.py --storage sqlite:///study.db --best-checkpoint)"
 
-    # many machines: one PostgreSQL database (pip install "psycopg[binary]"), the same command on each
+    # many machines: one PostgreSQL database (pip install "psycopg[binary]"), the same command on each; a worker
+    # killed mid-trial (SIGKILL, or SIGTERM from a scheduler) leaves the trial to be resumed by the next one
     python examples/optuna_sweep.py --storage postgresql+psycopg://user:password@db-host/optuna --trials 20
 
 `--storage journal:PATH` uses Optuna's journal file instead (one machine, or a shared file system). Each trial
@@ -22,9 +23,11 @@ machine that wrote it, and the test accuracy of that trial alone, measured once 
 
 import argparse
 import json
+import signal
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -32,8 +35,26 @@ import optuna
 import lenet5
 
 
-def storage_of(url: str):
-    """An Optuna storage: `journal:PATH` for a journal file, else an RDB URL (sqlite:///..., postgresql://...)."""
+# What tries a trial again whose worker died: named so since Optuna 4.9, and before it as a failed trial's callback.
+RETRY = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+RETRY_ARGUMENT = "heartbeat_stale_trial_callback" if RETRY.__name__.startswith("RetryHeartbeat") else "failed_trial_callback"
+
+
+class Preempted(BaseException):
+    """SIGTERM (what Slurm and Kubernetes send before they kill): the trial stops at its last finished epoch and
+    is left to the heartbeat, which hands it to the next worker, to resume. (Optuna would mark a trial that
+    raised anything it catches as failed for good.)"""
+
+
+def on_sigterm(signum, frame):
+    raise Preempted()
+
+
+def storage_of(url: str, heartbeat: int = 0):
+    """An Optuna storage: `journal:PATH` for a journal file, else an RDB URL (sqlite:///...,
+    postgresql+psycopg://...). With `heartbeat` seconds, each running trial beats; one silent for three beats
+    (its worker was killed) is marked failed by the next worker to start a trial, and tried again: resumed from
+    its run directory, so no finished epoch is trained twice."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -41,7 +62,20 @@ def storage_of(url: str):
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     # SQLite serialises writers; wait for the other workers' writes instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    beats = {}
+    if heartbeat:
+        retry = RETRY(max_retry=3, inherit_intermediate_values=True)
+        beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, RETRY_ARGUMENT: retry}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
+
+
+def run_dir(args, number: int) -> Path:
+    return Path(args.out) / f"trial-{number:04d}"
+
+
+def resumable(run: Path) -> bool:
+    """Whether `run` holds the state of a run that finished at least one epoch."""
+    return (run / "last.safetensors").is_file() and (run / "config.json").is_file()
 
 
 def objective(args):
@@ -52,7 +86,10 @@ def objective(args):
             head=trial.suggest_categorical("head", ["sigmoid", "logits"]),
             augment=trial.suggest_categorical("augment", [False, True]),
         )
-        out = Path(args.out) / f"trial-{trial.number:04d}"
+        # A trial tried again after its worker was killed goes on in the run directory of the first try.
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        first = RETRY.retried_trial_number(frozen)
+        out = run_dir(args, trial.number if first is None else first)
         trial.set_user_attr("run", str(out.resolve()))
         trial.set_user_attr("checkpoint", str((out / "best.safetensors").resolve()))
         trial.set_user_attr("host", socket.gethostname())
@@ -61,20 +98,24 @@ def objective(args):
             trial.report(record["val_acc"], step=record["epoch"])
             return not trial.should_prune()  # False stops the run: the trial is pruned
 
-        history = lenet5.train(
-            epochs=args.epochs,
-            out=out,
-            force=True,
-            data=args.data,
-            dataset=args.dataset,
-            train_limit=args.train_limit,
-            test_limit=args.test_limit,
-            threads=args.threads,
-            seed=args.seed,
-            val_split=args.val_split,
-            on_epoch=report,
-            **settings,
-        )
+        if first is not None and resumable(out):
+            trial.set_user_attr("resumed_from", first)
+            history = lenet5.train(resume=out, epochs=args.epochs, threads=args.threads, on_epoch=report)
+        else:
+            history = lenet5.train(
+                epochs=args.epochs,
+                out=out,
+                force=True,
+                data=args.data,
+                dataset=args.dataset,
+                train_limit=args.train_limit,
+                test_limit=args.test_limit,
+                threads=args.threads,
+                seed=args.seed,
+                val_split=args.val_split,
+                on_epoch=report,
+                **settings,
+            )
         if len(history) < args.epochs and trial.should_prune():
             raise optuna.TrialPruned(f"val_acc {history[-1]['val_acc']:.4f} after epoch {len(history)}")
         return max(r["val_acc"] for r in history)
@@ -85,11 +126,15 @@ def objective(args):
 def summary(study: optuna.Study) -> dict:
     states = [t.state for t in study.trials]
     count = lambda state: sum(s == state for s in states)
+    retried = {RETRY.retried_trial_number(t) for t in study.trials}
     report = {
         "trials": len(states),
         "complete": count(optuna.trial.TrialState.COMPLETE),
         "pruned": count(optuna.trial.TrialState.PRUNED),
         "failed": count(optuna.trial.TrialState.FAIL),
+        # Failed because their worker was killed, and tried again (resumed) as another trial.
+        "failed_and_retried": sum(t.state == optuna.trial.TrialState.FAIL and t.number in retried for t in study.trials),
+        "running": count(optuna.trial.TrialState.RUNNING),
     }
     if report["complete"]:
         best = study.best_trial
@@ -132,7 +177,7 @@ def open_study(args) -> optuna.Study:
         try:
             return optuna.create_study(
                 study_name=args.study_name,
-                storage=storage_of(args.storage),
+                storage=storage_of(args.storage, args.heartbeat),
                 direction="maximize",
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                 load_if_exists=True,
@@ -168,11 +213,16 @@ def main() -> int:
     p.add_argument("--val-split", type=float, default=lenet5.TUNING_VAL_SPLIT,
                    help="share of each class of the training images held out to judge trials on "
                         "(default %(default)s; 0 judges on the test set)")
+    p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                   help="a running trial's heartbeat (database storages): one silent for three beats, its worker "
+                        "killed, is resumed by the next worker (default %(default)s; 0 turns it off)")
     p.add_argument("--summary", action="store_true", help="print the study's counts and best trial as JSON, and exit")
     p.add_argument("--best-checkpoint", action="store_true", help="print the best trial's checkpoint path, and exit")
     args = p.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The heartbeat's retry is marked experimental; it is what makes killed workers' trials resume.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         study = existing_study(args) if args.summary or args.best_checkpoint else open_study(args)
     except (ImportError, optuna.exceptions.OptunaError, OSError) as error:
@@ -190,7 +240,12 @@ def main() -> int:
         print(best["checkpoint"])
         return 0
     if not args.summary:
-        study.optimize(objective(args), n_trials=args.trials)
+        signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            study.optimize(objective(args), n_trials=args.trials)
+        except Preempted:
+            print("stopped by SIGTERM: the running trial is resumed by the next worker", file=sys.stderr)
+            return 143
     print(json.dumps(summary(study), indent=2))
     return 0
 

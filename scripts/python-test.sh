@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Python package's wheel (manylinux2014, with zig) and runs its tests in fresh virtual environments
 # (outside the repository):
-#   - on `python3` (or $PYTHON) with numpy 2 and Optuna, which includes the two-worker Optuna example;
+#   - on `python3` (or $PYTHON) with numpy 2, Optuna and psycopg, which includes the Optuna example's workers
+#     (one killed and resumed) on SQLite, and on a throwaway PostgreSQL server (scripts/with-postgres.sh) where
+#     PostgreSQL's server programs are installed;
 #   - on Python 3.9, the oldest the wheel supports, with numpy 1, where a Python 3.9 is installed.
 # Needs `cargo build --release` first (the tests compare with the `lenet5` program).
 set -euo pipefail
@@ -31,8 +33,16 @@ run_tests() { # run_tests VENV: the suite on the installed wheel, from outside t
     "$repo/python/tests")
 }
 
-venv "$work/numpy2" "$python" "$wheel" "numpy>=2" pytest optuna
-LENET5_REQUIRE_OPTUNA=1 run_tests "$work/numpy2"
+# The driver the Python guide's PostgreSQL recipe installs, as it installs it.
+venv "$work/numpy2" "$python" "$wheel" "numpy>=2" pytest optuna "psycopg[binary]"
+if ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; then
+  export -f run_tests
+  export work repo
+  LENET5_REQUIRE_OPTUNA=1 LENET5_REQUIRE_POSTGRES=1 scripts/with-postgres.sh bash -c 'run_tests "$work/numpy2"'
+else
+  echo "note: no PostgreSQL server programs here; the Optuna example is tested on SQLite only"
+  LENET5_REQUIRE_OPTUNA=1 run_tests "$work/numpy2"
+fi
 
 find_python39() { # a Python 3.9 that can make virtual environments: on the PATH, or one of pyenv's
   local p

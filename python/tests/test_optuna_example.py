@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+import lenet5
 from conftest import REPO
 
 try:
@@ -67,3 +69,49 @@ def test_a_storage_that_cannot_be_opened_or_a_missing_study_fails_at_once_in_one
         lines = no_driver.stderr.strip().splitlines()
         assert len(lines) == 1 and "psycopg" in lines[0], no_driver.stderr
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_killed_mid_trial_leaves_it_to_be_resumed_and_its_epochs_are_not_trained_twice(
+        tmp_path, data_root, backend):
+    storage = {"sqlite": f"sqlite:///{tmp_path / 'study.db'}", "postgresql": os.environ.get("LENET5_TEST_POSTGRES")}
+    if storage[backend] is None:
+        if os.environ.get("LENET5_REQUIRE_POSTGRES"):
+            raise AssertionError("LENET5_TEST_POSTGRES is not set")
+        pytest.skip("no PostgreSQL server (set LENET5_TEST_POSTGRES to a postgresql+psycopg:// URL)")
+    study = f"killed-{os.getpid()}-{time.monotonic_ns()}"
+    out = tmp_path / "trials"
+    common = [sys.executable, str(EXAMPLE), "--storage", storage[backend], "--study-name", study, "--out", str(out),
+              "--data", str(data_root), "--epochs", "6", "--train-limit", "10000", "--test-limit", "1000",
+              "--heartbeat", "1", "--threads", "1"]
+    started = time.monotonic()
+    first = subprocess.Popen([*common, "--trials", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "trial-0000" / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() - started < 120
+        time.sleep(0.02)
+    first.kill()  # SIGKILL: no chance to say anything to the study
+    first.wait()
+    workers = [subprocess.Popen([*common, "--trials", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    report = json.loads(subprocess.run([*common, "--summary"], capture_output=True, text=True, check=True).stdout)
+    assert report["running"] == 0, report
+    assert report["failed"] == report["failed_and_retried"] == 1, report
+    assert report["complete"] + report["pruned"] == report["trials"] - 1, report
+
+    # The retry went on in the first try's directory, each epoch trained once, to the bits of a run that was
+    # never interrupted.
+    loaded = optuna.load_study(study_name=study, storage=storage[backend])
+    retry = next(t for t in loaded.trials if t.user_attrs.get("resumed_from") == 0)
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, len(epochs) + 1)), epochs
+    alone = tmp_path / "alone"
+    lenet5.train(epochs=len(epochs), out=alone, data=data_root, train_limit=10000, test_limit=1000, threads=1,
+                 seed=0, val_split=lenet5.TUNING_VAL_SPLIT, **retry.params)
+    resumed = lenet5.Model.load(out / "trial-0000" / "last.safetensors").state_dict()
+    uninterrupted = lenet5.Model.load(alone / "last.safetensors").state_dict()
+    assert all(np.array_equal(resumed[k], uninterrupted[k]) for k in resumed)
