@@ -223,8 +223,9 @@ fn config_settings(config: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Va
 /// recipe), writing the same run directory (`out`: best.safetensors, last.safetensors, metrics.jsonl,
 /// config.json). Every setting of `lenet5 train` is a keyword argument of the same name (`lenet5.settings()`
 /// lists them with their defaults); `config` is a specification file (TOML, or JSON such as a run's
-/// config.json) or a dict, whose settings the keywords override. Returns the run's history: one dict per
-/// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds).
+/// config.json) or a dict, whose settings the keywords override. Returns the run's history, one dict per
+/// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds), and its
+/// directory (`lenet5.train` makes them a `TrainResult`).
 ///
 /// `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead of a data set
 /// on disk: images `[N, 28, 28]` or `[N, 1, 28, 28]`, uint8 or those bytes / 255; labels N integers; with
@@ -243,7 +244,7 @@ pub fn train<'py>(
     test_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
     class_names: Option<Vec<String>>,
     settings: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyList>> {
+) -> PyResult<(Bound<'py, PyList>, PathBuf)> {
     let mut given = config_settings(config)?;
     for (name, value) in settings.into_iter().flat_map(|d| d.iter()) {
         let name: String = name.extract()?;
@@ -284,7 +285,8 @@ pub fn train<'py>(
     for m in &history {
         list.append(epoch_record(py, m)?)?;
     }
-    Ok(list)
+    let run_dir = spec.spec().resume.clone().unwrap_or_else(|| spec.spec().out.clone());
+    Ok((list, run_dir))
 }
 
 /// Every setting of a run: a list of dicts with its name, default (`None` where unset), what leaving it unset

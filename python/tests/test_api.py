@@ -80,7 +80,7 @@ def stub_signature(name: str):
 
 
 def test_the_type_hints_list_every_setting_as_a_keyword_of_train_and_write_no_default():
-    runtime = inspect.signature(lenet5.train).parameters.values()
+    runtime = inspect.signature(lenet5._lenet5.train).parameters.values()
     own = ["config", "on_epoch", "train_data", "test_data", "class_names"]
     assert [p.name for p in runtime] == own + ["settings"]
     assert all(p.default is None for p in list(runtime)[:-1])
@@ -103,3 +103,12 @@ def test_a_run_that_names_no_directory_writes_save_model(tmp_path, data_root, mo
     lenet5.train(epochs=1, data=data_root, train_limit=100, test_limit=100)
     assert (tmp_path / "save_model" / "best.safetensors").is_file()
     assert lenet5.Model.load("save_model/best.safetensors").head == "sigmoid"
+
+
+def test_the_signature_of_train_shows_the_real_defaults():
+    parameters = inspect.signature(lenet5.train).parameters
+    defaults = {s["name"]: s["default"] for s in lenet5.settings()}
+    assert parameters["lr"].default == 0.001 and parameters["epochs"].default == 50
+    assert parameters["progress"].default is False and parameters["on_epoch"].default is None
+    assert {n: p.default for n, p in parameters.items() if n in defaults} == defaults
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())

@@ -274,3 +274,17 @@ def test_an_array_that_claims_a_huge_size_is_refused_before_anything_is_copied(t
         with pytest.raises(ValueError, match="at most 1000000 images in one call, got 100000000"):
             lenet5.train(train_data=(huge, np.broadcast_to(np.int64(0), (10**8,))), test_data=(images[:10], labels[:10]),
                          out=tmp_path / "r")
+
+
+def test_train_returns_the_history_with_its_best_epoch_and_model_and_can_show_progress(tmp_path, data_root, capsys):
+    out = tmp_path / "r"
+    result = lenet5.train(epochs=2, lr=1e-2, head="logits", data=data_root, out=out, train_limit=2000,
+                          test_limit=500, progress=True)
+    assert isinstance(result, list) and isinstance(result, lenet5.TrainResult)
+    assert result.history == list(result) and [r["epoch"] for r in result] == [1, 2]
+    assert result.best == max(result, key=lambda r: r["val_acc"]) and result.run_dir == out
+    assert result.model.state_dict().keys() == lenet5.Model.load(out / "best.safetensors").state_dict().keys()
+    assert "2/2" in capsys.readouterr().err
+    seen = []
+    lenet5.train(resume=out, epochs=3, progress=True, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [3], "the caller's on_epoch still runs under the bar"
