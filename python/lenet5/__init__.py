@@ -13,7 +13,7 @@ every epoch; `settings()` lists them with their defaults;
 
 import inspect as _inspect
 
-from . import _lenet5
+from . import _lenet5, datasets
 from ._lenet5 import PARAMETER_NAMES, TUNING_VAL_SPLIT, Error, Model, SettingError, __version__, settings
 from ._result import EpochProgress as _EpochProgress
 from ._result import TrainResult
@@ -26,6 +26,7 @@ __all__ = [
     "TUNING_VAL_SPLIT",
     "TrainResult",
     "__version__",
+    "datasets",
     "settings",
     "train",
 ]

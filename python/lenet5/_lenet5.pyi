@@ -25,6 +25,9 @@ class Error(Exception):
 class SettingError(Error):
     """A setting (a keyword argument) out of its range."""
 
+def load_dataset(dataset: str, data: Optional[str] = None, download: bool = True) -> Dict[str, Any]:
+    """A data set as numpy arrays (see `lenet5.datasets.load`)."""
+
 def settings() -> List[Dict[str, Any]]:
     """Every setting of a run, in order: dicts of name, default (None where unset), unset (what leaving it unset
     means, or None) and help."""

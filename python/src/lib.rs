@@ -3,6 +3,7 @@
 //! logic of its own beyond translating arguments, arrays and errors.
 
 mod arrays;
+mod datasets;
 mod errors;
 mod model;
 mod train;
@@ -15,6 +16,8 @@ mod _lenet5 {
     use super::errors::{Error, SettingError};
     #[pymodule_export]
     use super::model::Model;
+    #[pymodule_export]
+    use super::datasets::load_dataset;
     #[pymodule_export]
     use super::train::{settings, train};
 

@@ -84,7 +84,7 @@ impl TrainObserver for CallbackObserver {
 
 /// What loading the data and preparing the run tell, on the `lenet5` logger of Python's `logging`: downloads and
 /// removed leftovers at INFO, images left out of a folder at WARNING.
-struct PythonLog;
+pub struct PythonLog;
 
 impl PythonLog {
     fn log(level: &str, message: String) {

@@ -4,6 +4,7 @@ import ast
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lenet5
@@ -112,3 +113,13 @@ def test_the_signature_of_train_shows_the_real_defaults():
     assert parameters["progress"].default is False and parameters["on_epoch"].default is None
     assert {n: p.default for n, p in parameters.items() if n in defaults} == defaults
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+
+
+def test_datasets_load_gives_the_arrays_of_the_files_train_reads(data_root, test_images, tmp_path):
+    (x, y), (x_test, y_test) = lenet5.datasets.load("mnist", root=data_root, download=False)
+    assert x.shape == (60000, 28, 28) and x.dtype == np.uint8 and y.shape == (60000,) and y.dtype == np.int64
+    assert np.array_equal(x_test, test_images[0]) and np.array_equal(y_test, test_images[1])
+    loaded = lenet5.datasets.load("mnist", root=data_root, download=False)
+    assert loaded.class_names == [str(k) for k in range(10)] and loaded.test[0].shape == (10000, 28, 28)
+    with pytest.raises(lenet5.Error, match="fashion-mnist"):
+        lenet5.datasets.load("fashion-mnist", root=tmp_path, download=False)
