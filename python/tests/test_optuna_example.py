@@ -3,6 +3,7 @@ trials pruned through the per-epoch callback, and the best trial's checkpoint pa
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,9 +72,9 @@ def test_a_storage_that_cannot_be_opened_or_a_missing_study_fails_at_once_in_one
     assert time.monotonic() - started < 20
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend,how", [("sqlite", "SIGKILL"), ("sqlite", "SIGTERM"), ("postgresql", "SIGKILL")])
 def test_a_worker_killed_mid_trial_leaves_it_to_be_resumed_and_its_epochs_are_not_trained_twice(
-        tmp_path, data_root, backend):
+        tmp_path, data_root, backend, how):
     storage = {"sqlite": f"sqlite:///{tmp_path / 'study.db'}", "postgresql": os.environ.get("LENET5_TEST_POSTGRES")}
     if storage[backend] is None:
         if os.environ.get("LENET5_REQUIRE_POSTGRES"):
@@ -91,8 +92,11 @@ def test_a_worker_killed_mid_trial_leaves_it_to_be_resumed_and_its_epochs_are_no
         assert first.poll() is None, first.communicate()
         assert time.monotonic() - started < 120
         time.sleep(0.02)
-    first.kill()  # SIGKILL: no chance to say anything to the study
-    first.wait()
+    # SIGKILL leaves no chance to tell the study anything; SIGTERM (a scheduler's pre-emption) stops the trial at
+    # its last finished epoch and leaves it running, for the heartbeat to hand on.
+    first.send_signal(getattr(signal, how))
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == {"SIGKILL": -9, "SIGTERM": 143}[how], err
     workers = [subprocess.Popen([*common, "--trials", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
