@@ -173,36 +173,56 @@ fn schedule_parameters_sweep_and_flags_after_the_double_dash_reach_every_trial()
     assert!(!same_weights(&out.join("trial-000"), &alone));
 }
 
-/// Interrupted, a sweep stops its trials at their last finished epoch; run again, it resumes them, and each
-/// ends with the bits of an uninterrupted `lenet5 train`.
+/// Interrupted (Ctrl-C, SIGTERM) a sweep stops its trials at their last finished epoch; killed (SIGKILL to its
+/// process group) they stop wherever they were. Run again, it resumes each trial's run, every epoch trained once,
+/// and each ends with the bits of an uninterrupted `lenet5 train`.
 #[test]
 fn an_interrupted_sweep_resumes_to_the_same_bits() {
+    use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_subset(&data, 2000, 200);
-    let out = tmp.path().join("sweep");
-    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let args = ["sweep", "--dataset", d, "--out", o, "--head", "logits", "--lr", "0.01", "--epochs", "40"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).map_or(0, |m| m.len()) < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no epoch after two minutes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    assert!(!child.wait().unwrap().success(), "an interrupted sweep reports it");
-    let partial = lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).unwrap().len();
-    assert!(partial < 40, "the trial was stopped ({partial} epochs)");
-    let resumed = lenet5(&args);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
     let alone = tmp.path().join("alone");
     train_alone(&data, &alone, "0.01", "40");
-    assert!(same_weights(&out.join("trial-000"), &alone));
+    // Ctrl-C and SIGTERM reach the sweep, which stops its trials at their last finished epoch; SIGKILL of the
+    // whole process group (a scheduler's, or a lost machine) gives nobody a chance to do anything.
+    for (signal, group) in [("-INT", false), ("-TERM", false), ("-KILL", true)] {
+        let out = tmp.path().join(format!("sweep{signal}"));
+        let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+        let args = ["sweep", "--dataset", d, "--out", o, "--head", "logits", "--lr", "0.01", "--epochs", "40"];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).map_or(0, |m| m.len()) < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(120), "no epoch after two minutes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let target = if group { format!("-{}", child.id()) } else { child.id().to_string() };
+        assert!(Command::new("kill").args([signal, "--", &target]).status().unwrap().success());
+        assert!(!child.wait().unwrap().success(), "an interrupted sweep reports it");
+        // The trial's process is gone too (it holds its directory's lock while it lives).
+        let t1 = Instant::now();
+        while lenet5::lock::lock_dir(&out.join("trial-000")).is_err() {
+            assert!(t1.elapsed() < Duration::from_secs(30), "{signal}: the trial still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let partial = lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl")).unwrap().len();
+        assert!(partial < 40, "{signal}: the trial was stopped ({partial} epochs)");
+        let resumed = lenet5(&args);
+        assert!(resumed.status.success(), "{signal}: {}", stderr(&resumed));
+        let epochs: Vec<usize> = lenet5_core::run::read_metrics(&out.join("trial-000/metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|m| m.epoch)
+            .collect();
+        assert_eq!(epochs, (1..=40).collect::<Vec<_>>(), "{signal}: every epoch once");
+        assert!(same_weights(&out.join("trial-000"), &alone), "{signal}: not the bits of a run alone");
+    }
 }
 
 /// A trial that another process is training (its directory locked) is left to it: the sweep neither fails nor

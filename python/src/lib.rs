@@ -13,11 +13,11 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _lenet5 {
     #[pymodule_export]
+    use super::datasets::load_dataset;
+    #[pymodule_export]
     use super::errors::{Error, SettingError};
     #[pymodule_export]
     use super::model::Model;
-    #[pymodule_export]
-    use super::datasets::load_dataset;
     #[pymodule_export]
     use super::train::{settings, train};
 
