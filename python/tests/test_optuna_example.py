@@ -119,3 +119,13 @@ def test_a_worker_killed_mid_trial_leaves_it_to_be_resumed_and_its_epochs_are_no
     resumed = lenet5.Model.load(out / "trial-0000" / "last.safetensors").state_dict()
     uninterrupted = lenet5.Model.load(alone / "last.safetensors").state_dict()
     assert all(np.array_equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_the_journal_file_storage_runs_a_study(tmp_path, data_root):
+    common = [sys.executable, str(EXAMPLE), "--storage", f"journal:{tmp_path / 'journal.log'}", "--study-name", "j",
+              "--out", str(tmp_path / "trials"), "--data", str(data_root), "--epochs", "2", "--train-limit", "2000",
+              "--test-limit", "500", "--threads", "1"]
+    subprocess.run([*common, "--trials", "2"], capture_output=True, text=True, check=True)
+    report = json.loads(subprocess.run([*common, "--summary"], capture_output=True, text=True, check=True).stdout)
+    assert report["trials"] == 2 and report["complete"] + report["pruned"] == 2, report
+    assert report["best"]["test_of_chosen_trial"]["total"] == 500, report
