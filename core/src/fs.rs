@@ -60,7 +60,8 @@ pub(crate) fn check_output(path: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix: a temporary file in
 /// the same directory, `fsync`, rename, then `fsync` of the directory. A symbolic link to a regular file is
-/// followed, and its target replaced; a path that is not a regular file is refused (see [`destination`]).
+/// followed, and its target replaced; a path that is not a regular file is refused (a directory, a FIFO, a
+/// socket, a device, a link to one of those or to nothing).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let _writing = pause_writes();
     let path = &destination(path)?;
