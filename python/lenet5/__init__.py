@@ -42,12 +42,12 @@ def train(*, progress=False, **arguments):
         bar = _EpochProgress(epochs, arguments.get("on_epoch"))
         arguments["on_epoch"] = bar
         try:
-            history, run_dir = _lenet5.train(**arguments)
+            history, run_dir, best_epoch = _lenet5.train(**arguments)
         finally:
             bar.close()
     else:
-        history, run_dir = _lenet5.train(**arguments)
-    return TrainResult(history, run_dir)
+        history, run_dir, best_epoch = _lenet5.train(**arguments)
+    return TrainResult(history, run_dir, best_epoch)
 
 
 train.__doc__ = (

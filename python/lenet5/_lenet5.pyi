@@ -71,7 +71,7 @@ def train(
     force: bool = ...,
     resume: Optional[_Path] = ...,
     init_weights: Optional[_Path] = ...,
-) -> Tuple[List[EpochRecord], str]:
+) -> Tuple[List[EpochRecord], str, Optional[int]]:
     """Trains LeNet-5 as `lenet5 train` does, from the same run specification (the recipe by default: 50
     epochs, batch 16, SGD lr 1e-3 momentum 0.9, sigmoid head, on MNIST), writing the same run directory `out`
     (best.safetensors, last.safetensors, metrics.jsonl, config.json). Returns one dict per finished epoch.

@@ -1,18 +1,18 @@
 """What `lenet5.train` returns, and the progress it can show."""
 
-import math
 import sys
 from pathlib import Path
 
 
 class TrainResult(list):
     """The run's history, one dict per finished epoch (it is that list, as `train` always returned), with
-    `history` (the same list), `best` (the record of the best epoch: the highest val_acc, the first of equals,
-    as the run chooses its best weights), `run_dir` and `model` (the best weights, loaded)."""
+    `history` (the same list), `best` (the record of the epoch the run chose its best weights at), `run_dir` and
+    `model` (those weights, loaded)."""
 
-    def __init__(self, history, run_dir):
+    def __init__(self, history, run_dir, best_epoch=None):
         super().__init__(history)
         self.run_dir = Path(run_dir)
+        self.best_epoch = best_epoch
 
     @property
     def history(self):
@@ -20,11 +20,7 @@ class TrainResult(list):
 
     @property
     def best(self):
-        best = None
-        for record in self:
-            if not math.isnan(record["val_acc"]) and (best is None or record["val_acc"] > best["val_acc"]):
-                best = record
-        return best
+        return next((record for record in self if record["epoch"] == self.best_epoch), None)
 
     @property
     def model(self):

@@ -224,8 +224,8 @@ fn config_settings(config: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Va
 /// config.json). Every setting of `lenet5 train` is a keyword argument of the same name (`lenet5.settings()`
 /// lists them with their defaults); `config` is a specification file (TOML, or JSON such as a run's
 /// config.json) or a dict, whose settings the keywords override. Returns the run's history, one dict per
-/// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds), and its
-/// directory (`lenet5.train` makes them a `TrainResult`).
+/// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds), its
+/// directory and the epoch it chose its best weights at (`lenet5.train` makes them a `TrainResult`).
 ///
 /// `train_data=(images, labels)` and `test_data=(images, labels)` train on numpy arrays instead of a data set
 /// on disk: images `[N, 28, 28]` or `[N, 1, 28, 28]`, uint8 or those bytes / 255; labels N integers; with
@@ -244,7 +244,7 @@ pub fn train<'py>(
     test_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
     class_names: Option<Vec<String>>,
     settings: Option<&Bound<'py, PyDict>>,
-) -> PyResult<(Bound<'py, PyList>, PathBuf)> {
+) -> PyResult<(Bound<'py, PyList>, PathBuf, Option<usize>)> {
     let mut given = config_settings(config)?;
     for (name, value) in settings.into_iter().flat_map(|d| d.iter()) {
         let name: String = name.extract()?;
@@ -280,13 +280,13 @@ pub fn train<'py>(
     if let Some(e) = observer.take_error() {
         return Err(e);
     }
-    let history = history.map_err(to_py)?;
+    let (history, best_epoch) = history.map_err(to_py)?;
     let list = PyList::empty(py);
     for m in &history {
         list.append(epoch_record(py, m)?)?;
     }
     let run_dir = spec.spec().resume.clone().unwrap_or_else(|| spec.spec().out.clone());
-    Ok((list, run_dir))
+    Ok((list, run_dir, best_epoch))
 }
 
 /// Every setting of a run: a list of dicts with its name, default (`None` where unset), what leaving it unset
@@ -313,14 +313,15 @@ fn run(
     epochs_given: bool,
     arrays: Option<Dataset>,
     observer: &mut CallbackObserver,
-) -> lenet5::Result<Vec<EpochMetrics>> {
+) -> lenet5::Result<(Vec<EpochMetrics>, Option<usize>)> {
     let prepared = prepare_on(spec, epochs_given, arrays, &PythonLog)?;
-    let metrics = prepared.run_dir.metrics();
+    let run_dir = prepared.run_dir.clone();
     match prepared.run(spec.threads(), observer) {
-        Ok(summary) => Ok(summary.state.history),
-        // Stopped on request: the history of the epochs finished is in the run's log.
+        Ok(summary) => Ok((summary.state.history, summary.state.best_epoch)),
+        // Stopped on request: the epochs finished are in the run's log, and its best in its last state.
         Err(lenet5::Error::Core(lenet5_core::Error::Interrupted { .. })) if observer.stop.get() => {
-            Ok(read_metrics(&metrics)?)
+            let best = run_dir.load_state().ok().and_then(|(state, _, _)| state.best_epoch);
+            Ok((read_metrics(&run_dir.metrics())?, best))
         }
         Err(e) => Err(e),
     }
