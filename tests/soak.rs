@@ -176,6 +176,14 @@ fn the_server_survives_a_minute_of_mixed_load_slow_clients_and_a_sigterm() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// How many sockets process `pid` holds open (its listener and its connections).
+fn sockets(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .count()
+}
+
 /// A connection that asks for `path` and never reads the answer (with a small receive buffer, as a stalled
 /// client on a real network has, so that the kernel cannot take the whole file off the server's hands).
 fn stalled_download(addr: &str, path: &str) -> TcpStream {
@@ -203,6 +211,7 @@ fn clients_that_never_read_a_data_file_hold_no_copy_of_it_and_are_dropped() {
     .unwrap();
     let (mut child, addr, _stdout, log) = start_server();
     let idle_rss = rss_kb(child.id()).unwrap();
+    let sockets_before = sockets(child.id());
     let t0 = Instant::now();
     let mut stalled: Vec<TcpStream> = (0..CLIENTS).map(|_| stalled_download(&addr, path)).collect();
     let mut peak_rss = 0;
@@ -217,11 +226,20 @@ fn clients_that_never_read_a_data_file_hold_no_copy_of_it_and_are_dropped() {
     reader.read_to_end(&mut response).unwrap();
     let body = response.windows(4).position(|w| w == b"\r\n\r\n").map(|at| &response[at + 4..]).unwrap();
     assert!(body == &file[..], "the file served differs from the file on disk ({} bytes)", body.len());
-    // Past the write timeout, every stalled client has been dropped: its connection ends (after what the buffers
-    // held) well short of the file.
-    std::thread::sleep(
-        (t0 + lenet5::serve::WRITE_TIMEOUT + Duration::from_secs(4)).saturating_duration_since(Instant::now()),
-    );
+    // The server drops each stalled client once it has taken nothing for the write timeout (counted from when
+    // the server got to its request, which under load can be seconds after it was sent). Wait for the server's
+    // sockets to fall back to what it held before, reading nothing meanwhile: a read would let the transfer go on.
+    let waited = Instant::now();
+    while sockets(child.id()) > sockets_before + 2 {
+        assert!(
+            waited.elapsed() < lenet5::serve::WRITE_TIMEOUT * 6,
+            "the server still holds {} sockets ({} before the stalled clients)",
+            sockets(child.id()),
+            sockets_before
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each stalled connection ends (after what the buffers held) well short of the file.
     let mut dropped = 0;
     for s in &mut stalled {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
