@@ -46,8 +46,21 @@ class Preempted(BaseException):
     raised anything it catches as failed for good.)"""
 
 
+# Set by SIGTERM and never cleared: the handler's exception is lost when the signal lands in code that ignores
+# exceptions (a garbage collector's callback inside the database driver), so the flag is looked at again at every
+# epoch's end and between trials.
+preempted = False
+
+
 def on_sigterm(signum, frame):
+    global preempted
+    preempted = True
     raise Preempted()
+
+
+def stop_if_preempted(*_):
+    if preempted:
+        raise Preempted()
 
 
 def storage_of(url: str, heartbeat: int = 0):
@@ -95,9 +108,11 @@ def objective(args):
         trial.set_user_attr("host", socket.gethostname())
 
         def report(record):
+            stop_if_preempted()
             trial.report(record["val_acc"], step=record["epoch"])
             return not trial.should_prune()  # False stops the run: the trial is pruned
 
+        stop_if_preempted()
         if first is not None and resumable(out):
             trial.set_user_attr("resumed_from", first)
             history = lenet5.train(resume=out, epochs=args.epochs, threads=args.threads, on_epoch=report)
@@ -242,7 +257,8 @@ def main() -> int:
     if not args.summary:
         signal.signal(signal.SIGTERM, on_sigterm)
         try:
-            study.optimize(objective(args), n_trials=args.trials)
+            study.optimize(objective(args), n_trials=args.trials, callbacks=[stop_if_preempted])
+            stop_if_preempted()
         except Preempted:
             print("stopped by SIGTERM: the running trial is resumed by the next worker", file=sys.stderr)
             return 143
