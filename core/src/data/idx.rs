@@ -182,8 +182,7 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, 
     if expected as u64 > MAX_DECOMPRESSED {
         return Err(fail(IdxError::TooLarge));
     }
-    let mut data = Vec::new();
-    (&mut stream).take(expected as u64).read_to_end(&mut data).map_err(io)?;
+    let (data, digest) = read_and_hash(&mut stream, &header, expected).map_err(io)?;
     if data.len() < expected {
         return Err(fail(IdxError::Truncated { dims, expected, found: data.len() }));
     }
@@ -192,8 +191,55 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, 
     if !rest.is_empty() {
         return Err(fail(IdxError::Trailing { dims, expected, found: expected + rest.len() }));
     }
-    let digest = content_sha256(&header, &data);
     Ok((dims, data, digest))
+}
+
+/// Bytes decompressed between two hand-overs to the hashing thread.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// At most `len` bytes of `stream` (fewer when it ends first), and the hex SHA-256 of `header` followed by them.
+/// With threads, a second thread hashes each megabyte (and appends it to the data) while the next one is read and
+/// decompressed, so that checking a data set's files costs almost no time on top of reading them. Memory grows
+/// with the bytes read, never with what a header claims.
+fn read_and_hash(stream: &mut dyn Read, header: &[u8], len: usize) -> std::io::Result<(Vec<u8>, String)> {
+    use sha2::{Digest, Sha256};
+    if !cfg!(feature = "threads") || len <= HASH_CHUNK {
+        let mut data = Vec::new();
+        stream.take(len as u64).read_to_end(&mut data)?;
+        let digest = content_sha256(header, &data);
+        return Ok((data, digest));
+    }
+    let (data, sha) = std::thread::scope(|scope| {
+        let (chunks, hashed) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let hasher = scope.spawn(move || {
+            let (mut sha, mut data) = (Sha256::new().chain_update(header), Vec::new());
+            for chunk in hashed {
+                sha.update(&chunk);
+                data.extend_from_slice(&chunk);
+            }
+            (data, sha)
+        });
+        let read = (|| {
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(HASH_CHUNK);
+                let mut chunk = Vec::with_capacity(want);
+                (&mut *stream).take(want as u64).read_to_end(&mut chunk)?;
+                let got = chunk.len();
+                // The hasher is gone only if it panicked, which the join below reports.
+                let _ = chunks.send(chunk);
+                if got < want {
+                    break;
+                }
+                left -= got;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        drop(chunks);
+        read.map(|()| hasher.join().expect("hashing never panics"))
+    })?;
+    let digest = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((data, digest))
 }
 
 /// Encodes an images file (used by tests and tools that write small data sets).
