@@ -11,7 +11,7 @@ use lenet5_core::data::{Dataset, DatasetId};
 use lenet5_core::fs::{create_dir, write_atomic};
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::run::{RunDir, RunSummary, Start, TrainState, train_run};
-use lenet5_core::spec::{RunSpec, ValidSpec};
+use lenet5_core::spec::{Preset, RunSpec, ValidSpec};
 use lenet5_core::train::{TrainObserver, ValidConfig};
 
 use crate::error::Result;
@@ -57,13 +57,21 @@ pub fn eval_batch_size(ck: &lenet5_core::checkpoint::Checkpoint) -> usize {
         .unwrap_or(RunSpec::default().batch_size)
 }
 
-/// The specification of a run: the recipe, then the settings of the file `config` (if any), then those `given`
-/// beside it (flags, keywords). Returns it with every setting that was set explicitly, by the file or beside it.
-pub fn resolve(config: Option<&Path>, given: Map<String, Value>) -> Result<(RunSpec, Map<String, Value>)> {
-    let mut settings = match config {
-        Some(path) => read_config(path)?,
+/// The specification of a run: the recipe, then the settings of the preset called `preset` (if any), then
+/// those of the file `config` (if any), then those `given` beside it (flags, keywords). Returns it with every
+/// setting that was set explicitly, by the preset, the file or beside it.
+pub fn resolve(
+    preset: Option<&str>,
+    config: Option<&Path>,
+    given: Map<String, Value>,
+) -> Result<(RunSpec, Map<String, Value>)> {
+    let mut settings = match preset {
+        Some(name) => Preset::named(name)?.settings(),
         None => Map::new(),
     };
+    if let Some(path) = config {
+        settings.extend(read_config(path)?);
+    }
     settings.extend(given);
     let spec = RunSpec::default().with_json(&Value::Object(settings.clone()))?;
     Ok((spec, settings))
@@ -221,12 +229,12 @@ mod tests {
         let toml = dir.path().join("run.toml");
         std::fs::write(&toml, "lr = 0.01\nepochs = 3\nhead = \"logits\"\nscale = [0.8, 1.2]\n").unwrap();
         let given = Map::from_iter([("epochs".to_string(), Value::from(5))]);
-        let (spec, settings) = resolve(Some(&toml), given).unwrap();
+        let (spec, settings) = resolve(None, Some(&toml), given).unwrap();
         assert_eq!((spec.lr, spec.epochs, spec.head.name(), spec.scale), (0.01, 5, "logits", [0.8, 1.2]));
         assert_eq!(settings.len(), 4);
         let json = dir.path().join("run.json");
         std::fs::write(&json, r#"{"lr": 0.01, "batch_size": 32}"#).unwrap();
-        assert_eq!(resolve(Some(&json), Map::new()).unwrap().0.batch_size, 32);
+        assert_eq!(resolve(None, Some(&json), Map::new()).unwrap().0.batch_size, 32);
     }
 
     #[test]
@@ -235,7 +243,7 @@ mod tests {
         let bad = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            resolve(Some(&path), Map::new()).unwrap_err().to_string()
+            resolve(None, Some(&path), Map::new()).unwrap_err().to_string()
         };
         let e = bad("a.toml", "learning_rate = 0.1\n");
         assert!(e.contains("a.toml") && e.contains("did you mean `lr`"), "{e}");
@@ -245,6 +253,6 @@ mod tests {
         assert!(e.contains("c.json") && e.contains("table of settings"), "{e}");
         let e = bad("d.toml", "lr = = 1");
         assert!(e.contains("d.toml") && e.contains("not TOML"), "{e}");
-        assert!(resolve(Some(&dir.path().join("missing.toml")), Map::new()).is_err());
+        assert!(resolve(None, Some(&dir.path().join("missing.toml")), Map::new()).is_err());
     }
 }

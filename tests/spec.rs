@@ -109,6 +109,28 @@ fn a_validation_split_of_idx_data_keeps_the_test_set_for_one_final_figure() {
 
 /// The recipe's defaults are written once, in `core/src/spec.rs`: no front end restates them.
 #[test]
+fn a_preset_sits_under_the_config_and_the_flags_and_an_unknown_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let printed = |args: &[&str]| {
+        let o = lenet5(&[&["train", "--print-config"], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let fast = printed(&["--preset", "fast"]);
+    let (head, schedule) = (fast["head"].as_str(), fast["lr_schedule"].as_str());
+    assert_eq!((head, schedule, fast["lr_per_batch"].as_bool()), (Some("logits"), Some("onecycle"), Some(true)));
+    assert_eq!((fast["eval_every"].as_u64(), fast["val_split"].as_f64()), (Some(0), None));
+    let toml = tmp.path().join("run.toml");
+    std::fs::write(&toml, "epochs = 5\nbatch_size = 64\n").unwrap();
+    let mixed = printed(&["--preset", "fast", "--config", toml.to_str().unwrap(), "--batch-size", "128"]);
+    assert_eq!((mixed["epochs"].as_u64(), mixed["batch_size"].as_u64()), (Some(5), Some(128)));
+    assert_eq!((mixed["head"].as_str(), mixed["lr"].as_f64()), (Some("logits"), fast["lr"].as_f64()));
+    let o = lenet5(&["train", "--preset", "quick", "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_clean_error(&o, &["--preset", "quick", "fast"]);
+    assert!(!tmp.path().join("r").exists());
+}
+
+#[test]
 fn every_default_is_written_in_the_specification_alone() {
     let mut files = Vec::new();
     for dir in ["src", "core/src", "web/src", "python/src", "python/lenet5", "assets/web"] {

@@ -286,26 +286,33 @@ impl Training {
         self.trainer.train_batches(train, progress, max_batches, observer)
     }
 
-    /// Evaluates the epoch whose batches are all trained on `test`, and records it. `train_seconds` is the time
-    /// its training took; `now` is a clock in seconds, for the evaluation's. The caller saves what it keeps.
+    /// Evaluates the epoch whose batches are all trained on `test` (when the run's `eval_every` asks for it),
+    /// and records it. `train_seconds` is the time its training took; `now` is a clock in seconds, for the
+    /// evaluation's. The caller saves what it keeps.
     pub fn finish_epoch(&mut self, test: &Split, train_seconds: f64, now: &dyn Fn() -> f64) -> EpochOutcome {
         let progress = self.epoch.take().expect("an epoch whose batches are all trained");
         assert!(progress.is_done(), "epoch {} has batches left", progress.epoch);
         let (train_loss, train_acc) = progress.means();
         let t0 = now();
         let config = self.trainer.config();
-        let val = self.evaluator.evaluate(self.trainer.params(), config.head, test, config.batch_size);
+        let (val_loss, val_acc) = if self.evaluates(progress.epoch) {
+            let val = self.evaluator.evaluate(self.trainer.params(), config.head, test, config.batch_size);
+            (val.loss, val.accuracy)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
         let metrics = EpochMetrics {
             epoch: progress.epoch,
             train_loss,
             train_acc,
-            val_loss: val.loss,
-            val_acc: val.accuracy,
-            lr: Some(self.trainer.epoch_lr(progress.epoch) as f64),
+            val_loss,
+            val_acc,
+            lr: Some(self.trainer.epoch_lr(progress.epoch, progress.batches()) as f64),
             train_seconds,
             val_seconds: now() - t0,
         };
-        let new_best = self.state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
+        // An epoch not evaluated (NaN) is never the best.
+        let new_best = !val_acc.is_nan() && self.state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
         if new_best {
             self.state.best_val_acc = Some(metrics.val_acc);
             self.state.best_epoch = Some(metrics.epoch);
@@ -314,6 +321,12 @@ impl Training {
         self.state.epoch = metrics.epoch;
         self.state.history.push(metrics.clone());
         EpochOutcome { metrics, new_best }
+    }
+
+    /// Whether epoch `epoch` (1-based) is evaluated: every `eval_every` epochs, and the last.
+    fn evaluates(&self, epoch: usize) -> bool {
+        let TrainConfig { eval_every, epochs, .. } = self.state.config;
+        epoch >= epochs || (eval_every > 0 && epoch.is_multiple_of(eval_every))
     }
 
     /// Measures the best epoch's weights (`params`) on `test`, and records the figures as the run's test

@@ -109,3 +109,65 @@ fn a_run_that_diverges_stops_with_the_epoch_and_batch_and_metrics_keep_non_finit
     assert_eq!((back[0].train_acc, back[0].lr, back[0].val_seconds), (0.5, Some(0.1), 0.25));
     assert!(back[1].train_loss.is_nan() && back[1].lr.is_none() && back[1].train_acc == 1.0);
 }
+
+#[test]
+fn a_rate_moved_every_batch_is_the_epoch_schedule_when_an_epoch_is_one_batch_and_differs_otherwise() {
+    let onecycle = |batch_size, lr_per_batch| TrainConfig {
+        batch_size,
+        lr_per_batch,
+        head: lenet5_core::nn::Head::Logits,
+        sgd: lenet5_core::optim::Sgd { lr: 0.05, ..recipe().sgd },
+        ..config(LrSchedule::OneCycle { warmup: 1 })
+    };
+    // 96 images in one batch: one step per epoch either way, so the same rates and the same bits.
+    let (by_epoch, epoch_state) = train(onecycle(96, false));
+    let (by_batch, batch_state) = train(onecycle(96, true));
+    assert_eq!(by_epoch, by_batch);
+    assert_eq!(epoch_state.history, batch_state.history);
+    // 6 batches an epoch: the rate moves within the epochs, and each epoch records its first batch's rate.
+    let (by_epoch, _) = train(onecycle(16, false));
+    let (by_batch, state) = train(onecycle(16, true));
+    assert_ne!(by_epoch, by_batch);
+    let recorded: Vec<f64> = state.history.iter().map(|m| m.lr.unwrap()).collect();
+    let expected: Vec<f64> =
+        (0..4).map(|e| LrSchedule::OneCycle { warmup: 1 }.rate_at(0.05, e * 6, 24, 6) as f64).collect();
+    assert_eq!(recorded, expected);
+    assert!(recorded[0] < 0.05 / 20.0 && recorded[1] < 0.05 && recorded[1] > recorded[2]);
+}
+
+#[test]
+fn label_smoothing_changes_the_training_only_and_zero_is_the_recipe() {
+    let smoothed = |label_smoothing| TrainConfig { label_smoothing, ..config(LrSchedule::Constant) };
+    let (recipe_bits, recipe_state) = train(config(LrSchedule::Constant));
+    let (zero, _) = train(smoothed(0.0));
+    assert_eq!(recipe_bits, zero);
+    let (with, state) = train(smoothed(0.1));
+    assert_ne!(recipe_bits, with);
+    assert_ne!(state.history[0].train_loss, recipe_state.history[0].train_loss);
+    // The val figures stay plain cross-entropy: those of evaluating the weights.
+    let mut evaluator = lenet5_core::train::Evaluator::new(1).unwrap();
+    let plain = evaluator.evaluate(&with, recipe().head, &bands(40), recipe().batch_size);
+    assert_eq!((state.history[3].val_loss, state.history[3].val_acc), (plain.loss, plain.accuracy));
+    assert!(matches!(smoothed(1.0).check(), Err(lenet5_core::Error::Setting { setting: "label_smoothing", .. })));
+}
+
+#[test]
+fn a_run_evaluated_every_n_epochs_and_after_the_last_never_chooses_an_epoch_it_did_not_evaluate() {
+    let every = |eval_every| TrainConfig { epochs: 5, eval_every, ..recipe() };
+    let (all_bits, all) = train(every(1));
+    let (sparse_bits, sparse) = train(every(2));
+    let (last_bits, last) = train(every(0));
+    // Evaluating never changes the weights.
+    assert!(all_bits == sparse_bits && all_bits == last_bits);
+    let evaluated = |s: &lenet5_core::run::TrainState| {
+        s.history.iter().filter(|m| !m.val_acc.is_nan()).map(|m| m.epoch).collect::<Vec<_>>()
+    };
+    assert_eq!(evaluated(&all), [1, 2, 3, 4, 5]);
+    assert_eq!(evaluated(&sparse), [2, 4, 5]);
+    assert_eq!(evaluated(&last), [5]);
+    assert_eq!(last.best_epoch, Some(5));
+    assert!(sparse.best_epoch.is_some_and(|e| [2, 4, 5].contains(&e)));
+    // The figures of an evaluated epoch are those of the run that evaluates every epoch.
+    assert_eq!(last.history[4].val_acc, all.history[4].val_acc);
+    assert!(last.history[..4].iter().all(|m| m.val_loss.is_nan() && m.val_acc.is_nan()));
+}

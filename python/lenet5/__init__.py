@@ -6,15 +6,15 @@
     model = lenet5.Model.load("runs/a/best.safetensors")
     classes = model.predict(images)      # a [28, 28] image or a batch, numpy, torch (CPU), PIL or lists
 
-`train` takes the settings of `lenet5 train` as keyword arguments (or a `config` file) and calls `on_epoch` after
-every epoch; `settings()` lists them with their defaults;
+`train` takes the settings of `lenet5 train` as keyword arguments (or a `config` file, or a `preset`) and calls
+`on_epoch` after every epoch; `settings()` lists them with their defaults, `presets()` the presets;
 `Model` predicts, gives PyTorch's `state_dict` as numpy arrays, and saves checkpoints the command line reads.
 """
 
 import inspect as _inspect
 
 from . import _lenet5, datasets
-from ._lenet5 import PARAMETER_NAMES, TUNING_VAL_SPLIT, Error, Model, SettingError, __version__, settings
+from ._lenet5 import PARAMETER_NAMES, TUNING_VAL_SPLIT, Error, Model, SettingError, __version__, presets, settings
 from ._result import EpochProgress as _EpochProgress
 from ._result import TrainResult
 
@@ -27,18 +27,20 @@ __all__ = [
     "TrainResult",
     "__version__",
     "datasets",
+    "presets",
     "settings",
     "train",
 ]
 
-_OWN = ["config", "on_epoch", "train_data", "test_data", "class_names"]
+_OWN = ["preset", "config", "on_epoch", "train_data", "test_data", "class_names"]
 
 
 def train(*, progress=False, **arguments):
     if progress:
         epochs = arguments.get("epochs")
         if epochs is None and arguments.get("resume") is None:
-            epochs = next(s["default"] for s in settings() if s["name"] == "epochs")
+            preset = next((p["settings"] for p in presets() if p["name"] == arguments.get("preset")), {})
+            epochs = preset.get("epochs", next(s["default"] for s in settings() if s["name"] == "epochs"))
         bar = _EpochProgress(epochs, arguments.get("on_epoch"))
         arguments["on_epoch"] = bar
         try:

@@ -19,7 +19,7 @@ mod _lenet5 {
     #[pymodule_export]
     use super::model::Model;
     #[pymodule_export]
-    use super::train::{settings, train};
+    use super::train::{presets, settings, train};
 
     use pyo3::prelude::*;
 

@@ -14,7 +14,7 @@ use lenet5::training::{prepare_on, read_config, resolve};
 use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::data::Dataset;
 use lenet5_core::run::read_metrics;
-use lenet5_core::spec::{RunSpec, SETTINGS, ValidSpec};
+use lenet5_core::spec::{PRESETS, RunSpec, SETTINGS, ValidSpec};
 use lenet5_core::train::{EpochMetrics, TrainObserver};
 
 use crate::arrays;
@@ -223,7 +223,8 @@ fn config_settings(config: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Va
 /// recipe), writing the same run directory (`out`: best.safetensors, last.safetensors, metrics.jsonl,
 /// config.json). Every setting of `lenet5 train` is a keyword argument of the same name (`lenet5.settings()`
 /// lists them with their defaults); `config` is a specification file (TOML, or JSON such as a run's
-/// config.json) or a dict, whose settings the keywords override. Returns the run's history, one dict per
+/// config.json) or a dict, whose settings the keywords override; `preset` (`"fast"`, as `lenet5 train --preset`)
+/// starts from a named set of settings, under `config` and the keywords. Returns the run's history, one dict per
 /// finished epoch (epoch, train_loss, train_acc, val_loss, val_acc, lr, train_seconds, val_seconds), its
 /// directory and the epoch it chose its best weights at (`lenet5.train` makes them a `TrainResult`).
 ///
@@ -235,9 +236,12 @@ fn config_settings(config: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Va
 /// stops the run there (it can be resumed), which is how a tuner prunes a trial; an exception it raises stops
 /// the run and is raised again. The interpreter is free while the engine trains; Ctrl-C stops the run.
 #[pyfunction]
-#[pyo3(signature = (*, config = None, on_epoch = None, train_data = None, test_data = None, class_names = None, **settings))]
+#[pyo3(signature = (*, preset = None, config = None, on_epoch = None, train_data = None, test_data = None, class_names = None, **settings))]
+// Python's keyword arguments, one parameter each.
+#[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
+    preset: Option<String>,
     config: Option<&Bound<'py, PyAny>>,
     on_epoch: Option<Py<PyAny>>,
     train_data: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
@@ -250,7 +254,7 @@ pub fn train<'py>(
         let name: String = name.extract()?;
         given.insert(name.clone(), to_json(&name, &value)?);
     }
-    let (spec, given) = resolve(None, given).map_err(to_py)?;
+    let (spec, given) = resolve(preset.as_deref(), None, given).map_err(to_py)?;
     let arrays = match (train_data, test_data) {
         (Some(train), Some(test)) if spec.data.is_none() && spec.dataset.is_none() => {
             Some(in_memory(&train, &test, class_names)?)
@@ -302,6 +306,21 @@ pub fn settings<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         d.set_item("default", py.import("json")?.call_method1("loads", (default,))?)?;
         d.set_item("unset", info.unset)?;
         d.set_item("help", info.help)?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+/// Every preset (`train(preset=...)`): a list of dicts with its name, help and settings.
+#[pyfunction]
+pub fn presets<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for preset in PRESETS {
+        let d = PyDict::new(py);
+        d.set_item("name", preset.name)?;
+        d.set_item("help", preset.help)?;
+        let settings = serde_json::to_string(&preset.settings()).expect("JSON");
+        d.set_item("settings", py.import("json")?.call_method1("loads", (settings,))?)?;
         list.append(d)?;
     }
     Ok(list)

@@ -82,7 +82,7 @@ def stub_signature(name: str):
 
 def test_the_type_hints_list_every_setting_as_a_keyword_of_train_and_write_no_default():
     runtime = inspect.signature(lenet5._lenet5.train).parameters.values()
-    own = ["config", "on_epoch", "train_data", "test_data", "class_names"]
+    own = ["preset", "config", "on_epoch", "train_data", "test_data", "class_names"]
     assert [p.name for p in runtime] == own + ["settings"]
     assert all(p.default is None for p in list(runtime)[:-1])
     hinted = stub_signature("train")

@@ -46,6 +46,25 @@ def test_a_run_gives_the_weights_of_the_same_lenet5_train(tmp_path, data_root, c
             assert np.array_equal(ours[key], theirs[key]), (name, key)
 
 
+def test_a_preset_trains_as_the_command_lines_and_keywords_override_it(tmp_path, data_root, cli):
+    assert [p["name"] for p in lenet5.presets()] == ["fast"]
+    history = lenet5.train(preset="fast", epochs=2, data=data_root, out=tmp_path / "py", **SUBSET)
+    # Evaluated after the last epoch only: the first has no val figures.
+    assert [r["epoch"] for r in history] == [1, 2] and np.isnan(history[0]["val_acc"])
+    assert history[-1]["val_acc"] > 0.5, history
+    cli(
+        "train", "--preset", "fast", "--epochs", "2", "--train-limit", "2000", "--test-limit", "500",
+        "--threads", "2", "--data", data_root, "--out", tmp_path / "cli", "--progress", "plain",
+    )
+    ours = lenet5.Model.load(tmp_path / "py" / "last.safetensors").state_dict()
+    theirs = lenet5.Model.load(tmp_path / "cli" / "last.safetensors").state_dict()
+    assert all(np.array_equal(ours[key], theirs[key]) for key in lenet5.PARAMETER_NAMES)
+    spec = json.loads((tmp_path / "py" / "config.json").read_text())
+    assert (spec["head"], spec["lr_per_batch"], spec["epochs"]) == ("logits", True, 2)
+    with pytest.raises(lenet5.SettingError, match="preset"):
+        lenet5.train(preset="quick", out=tmp_path / "bad")
+
+
 def test_a_runs_config_json_trains_the_same_run_again_from_python(tmp_path, data_root, cli):
     """The run specification a `lenet5 train` run writes, read by `lenet5.train(config=...)`: the same bits."""
     cli(

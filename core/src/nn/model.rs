@@ -20,7 +20,7 @@ use super::gemm::{MatRef, sgemm};
 #[cfg(test)]
 use super::linear::linear_input_grad;
 use super::linear::{LinearDims, linear_backward, linear_forward};
-use super::loss::cross_entropy;
+use super::loss::cross_entropy_smoothed;
 use super::params::{Param, Tensors};
 use super::pool::{Pool2Dims, avgpool2_forward, avgpool2_pixel_major_flatten, avgpool2_relu_backward_in_place};
 use super::{conv1_direct, conv2_direct, conv2_winograd};
@@ -366,16 +366,22 @@ pub(crate) fn forward_tail(params: &[f32], head: Head, ws: &mut Workspace, n: us
     clock.lap(Stage::Output, false);
 }
 
-/// Cross-entropy of `ws.scores` against `targets` (one per image). Returns the *sum* of the per-image losses
-/// and the number classified right; stores `d loss / d scores` for a batch mean over `batch_size` images.
-pub(crate) fn loss_and_grad(ws: &mut Workspace, targets: &[Label], batch_size: usize) -> (f32, usize) {
+/// Cross-entropy of `ws.scores` against `targets` (one per image), smoothed by `label_smoothing` (0: none).
+/// Returns the *sum* of the per-image losses and the number classified right; stores `d loss / d scores` for a
+/// batch mean over `batch_size` images.
+pub(crate) fn loss_and_grad(
+    ws: &mut Workspace,
+    targets: &[Label],
+    batch_size: usize,
+    label_smoothing: f32,
+) -> (f32, usize) {
     let scale = 1.0 / batch_size as f32;
     let mut loss = 0.0;
     let mut correct = 0;
     for (i, &t) in targets.iter().enumerate() {
         let s = &ws.scores[i * ws.classes..(i + 1) * ws.classes];
         let g = &mut ws.d_scores[i * ws.classes..(i + 1) * ws.classes];
-        let (l, ok) = cross_entropy(s, t as usize, Some((g, scale)));
+        let (l, ok) = cross_entropy_smoothed(s, t as usize, label_smoothing, Some((g, scale)));
         loss += l;
         correct += ok as usize;
     }

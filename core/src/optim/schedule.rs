@@ -1,5 +1,5 @@
 //! Learning-rate schedules: one rate per epoch, as PyTorch's `torch.optim.lr_scheduler` stepped once after each
-//! epoch. The constant schedule (the recipe) returns the base rate itself, so it changes no bit.
+//! epoch (the default), or one per batch, as the scheduler stepped after each batch. The constant schedule (the recipe) returns the base rate itself, so it changes no bit.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,26 +40,39 @@ impl LrSchedule {
         }
     }
 
-    /// The rate of epoch `epoch` (1-based) of a run of `epochs` from the base rate `base`.
+    /// The rate of epoch `epoch` (1-based) of a run of `epochs` from the base rate `base`: the schedule stepped
+    /// once per epoch.
     pub fn rate(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
-        let step = epoch.saturating_sub(1); // epochs finished before this one
+        self.rate_at(base, epoch.saturating_sub(1), epochs, 1)
+    }
+
+    /// The rate of step `step` (0-based) of a run of `steps`, with `per_epoch` steps in an epoch: the lengths
+    /// the schedule gives in epochs (`step_size`, `warmup`) are that many steps each. With one step per epoch
+    /// this is [`LrSchedule::rate`]; with one per batch it is PyTorch's scheduler stepped after every batch
+    /// (`OneCycleLR` with `total_steps = epochs * batches` and `pct_start = warmup / epochs`).
+    pub fn rate_at(&self, base: f32, step: usize, steps: usize, per_epoch: usize) -> f32 {
+        let per_epoch = per_epoch.max(1);
         let (base64, pi) = (base as f64, std::f64::consts::PI);
         match *self {
             LrSchedule::Constant => base,
             LrSchedule::Step { step_size, gamma } => {
-                (base64 * (gamma as f64).powi((step / step_size.max(1)).min(i32::MAX as usize) as i32)) as f32
+                let cuts = step / step_size.max(1).saturating_mul(per_epoch);
+                (base64 * (gamma as f64).powi(cuts.min(i32::MAX as usize) as i32)) as f32
             }
-            LrSchedule::Cosine { warmup } if epoch <= warmup => (base64 * epoch as f64 / warmup as f64) as f32,
+            LrSchedule::Cosine { warmup } if step < warmup.saturating_mul(per_epoch) => {
+                (base64 * (step + 1) as f64 / (warmup * per_epoch) as f64) as f32
+            }
             LrSchedule::Cosine { warmup } => {
-                let span = epochs.saturating_sub(warmup).max(1) as f64;
+                let warmup = warmup * per_epoch;
+                let span = steps.saturating_sub(warmup).max(1) as f64;
                 let t = (step - warmup) as f64;
                 (base64 * (1.0 + (pi * t / span).cos()) / 2.0) as f32
             }
             LrSchedule::OneCycle { warmup } => {
                 let (low, end) = (base64 / 25.0, base64 / 25.0 / 1e4);
-                // OneCycleLR's phases end at steps `warmup - 1` and `epochs - 1`.
-                let peak = warmup.saturating_sub(1) as f64;
-                let last = epochs.saturating_sub(1).max(1) as f64;
+                // OneCycleLR's phases end at steps `warmup - 1` and `steps - 1`.
+                let peak = warmup.saturating_mul(per_epoch).saturating_sub(1) as f64;
+                let last = steps.saturating_sub(1).max(1) as f64;
                 let anneal = |from: f64, to: f64, pct: f64| to + (from - to) / 2.0 * (1.0 + (pi * pct).cos());
                 let s = step as f64;
                 if warmup > 0 && s <= peak {
@@ -111,6 +124,29 @@ mod tests {
         let expected = [0.004, 0.1, 0.075_000_1, 0.025_000_3, 4e-7];
         for (a, b) in r.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn per_batch_rates_match_pytorch_stepped_after_every_batch() {
+        // OneCycleLR(opt, max_lr=0.1, total_steps=10, pct_start=0.4): 5 epochs of 2 batches, 2 warm-up epochs.
+        let onecycle =
+            [0.004, 0.028, 0.076, 0.1, 0.093_301_3, 0.075_000_1, 0.050_000_2, 0.025_000_3, 0.006_699_1, 4e-7];
+        // StepLR(opt, step_size=4, gamma=0.5): step_size 2 epochs of 2 batches.
+        let step = [0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025];
+        for (schedule, expected) in
+            [(LrSchedule::OneCycle { warmup: 2 }, onecycle), (LrSchedule::Step { step_size: 2, gamma: 0.5 }, step)]
+        {
+            let r: Vec<f32> = (0..10).map(|s| schedule.rate_at(0.1, s, 10, 2)).collect();
+            for (a, b) in r.iter().zip(expected) {
+                assert!((a - b).abs() < 1e-7, "{schedule:?}: {r:?}");
+            }
+        }
+        // One step per epoch is the epoch schedule, to the bit.
+        for schedule in [LrSchedule::OneCycle { warmup: 3 }, LrSchedule::Cosine { warmup: 2 }] {
+            let by_epoch: Vec<f32> = (1..=9).map(|e| schedule.rate(0.05, e, 9)).collect();
+            let by_step: Vec<f32> = (0..9).map(|s| schedule.rate_at(0.05, s, 9, 1)).collect();
+            assert_eq!(by_epoch, by_step);
         }
     }
 }

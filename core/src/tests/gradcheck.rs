@@ -138,3 +138,26 @@ fn cross_entropy_gradient_matches_finite_differences() {
     let (l, _) = cross_entropy(&[0.0, 0.0], 1, None);
     assert!((l - std::f32::consts::LN_2).abs() < 1e-6);
 }
+
+#[test]
+fn smoothed_cross_entropy_matches_pytorch_and_finite_differences() {
+    use crate::nn::loss::cross_entropy_smoothed;
+    // torch.nn.functional.cross_entropy(s, t, label_smoothing=0.1) and s.grad after backward().
+    let s = [0.3, -1.2, 2.0, 0.5, 0.0];
+    let torch_grad = [0.095_482_79, 0.005_767_694, 0.612_146_7, -0.778_948_96, 0.065_551_77];
+    let mut g = [0.0; 5];
+    let (l, _) = cross_entropy_smoothed(&s, 3, 0.1, Some((&mut g, 1.0)));
+    assert!((l - 1.976_633_8).abs() < 1e-6, "{l}");
+    for (a, b) in g.iter().zip(torch_grad) {
+        assert!((a - b).abs() < 1e-6, "{g:?}");
+    }
+    let mut rng = Rng::new(6);
+    let mut s: Vec<f32> = random(&mut rng, 10).into_iter().map(|v| 3.0 * v).collect();
+    let mut g = vec![0.0; 10];
+    cross_entropy_smoothed(&s, 4, 0.2, Some((&mut g, 1.0)));
+    check("smoothed cross-entropy", &mut s, &g, &mut rng, &mut |x| cross_entropy_smoothed(x, 4, 0.2, None).0 as f64);
+    // No smoothing is the plain loss, to the bit.
+    let (mut a, mut b) = (vec![0.0; 10], vec![0.0; 10]);
+    assert_eq!(cross_entropy_smoothed(&s, 7, 0.0, Some((&mut a, 0.5))), cross_entropy(&s, 7, Some((&mut b, 0.5))));
+    assert_eq!(a, b);
+}

@@ -86,7 +86,7 @@ fn check_forward_and_gradients(head: Head) {
     forward(&params, head, &mut ws, 16, &mut ());
     let p = head_prefix(head);
     assert_close(&format!("{p} scores"), &ws.scores, &fx.f32(&format!("{p}.scores")));
-    let (loss_sum, _) = loss_and_grad(&mut ws, &labels, 16);
+    let (loss_sum, _) = loss_and_grad(&mut ws, &labels, 16, 0.0);
     assert_close(&format!("{p} loss"), &[loss_sum / 16.0], &fx.f32(&format!("{p}.loss")));
     let mut grads = vec![0.0; MNIST_PARAMS];
     backward(&params, head, &mut ws, 16, &mut grads, &mut ());

@@ -56,6 +56,22 @@ pub struct TrainConfig {
     /// which validates on the test set).
     #[serde(default)]
     pub holdout: Option<Holdout>,
+    /// Move the schedule's rate at every batch instead of every epoch (every epoch in the recipe).
+    #[serde(default)]
+    pub lr_per_batch: bool,
+    /// Label smoothing of the training loss, as PyTorch's `CrossEntropyLoss(label_smoothing=...)` (none in the
+    /// recipe). The validation and test figures stay plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Evaluate after every this many epochs, and after the last; 0: after the last only (every epoch in the
+    /// recipe). An epoch not evaluated has no val figures and cannot be the best.
+    #[serde(default = "every_epoch")]
+    pub eval_every: usize,
+}
+
+/// The recipe's `eval_every`, which runs recorded before the setting existed had too.
+fn every_epoch() -> usize {
+    1
 }
 
 /// A stratified, seeded share of the training images held out for validation ([`Split::stratified_holdout`]).
@@ -105,6 +121,12 @@ impl TrainConfig {
         }
         if let Some(h) = self.holdout.filter(|h| !(h.share > 0.0 && h.share < 1.0)) {
             return bad("val_split", &h.share, "between 0 and 1 (exclusive)");
+        }
+        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
+            return bad("label_smoothing", &self.label_smoothing, "in [0, 1)");
+        }
+        if self.eval_every > MAX_EPOCHS {
+            return bad("eval_every", &self.eval_every, "in 0..=1000000");
         }
         self.check_schedule()?;
         Ok(ValidConfig(self))
@@ -322,9 +344,21 @@ impl Trainer {
         &self.config
     }
 
-    /// The learning rate of epoch `epoch` (1-based) under the run's schedule.
-    pub fn epoch_lr(&self, epoch: usize) -> f32 {
-        self.config.lr_schedule.rate(self.config.sgd.lr, epoch, self.config.epochs)
+    /// The learning rate of epoch `epoch` (1-based) under the run's schedule: of its first batch, when the rate
+    /// moves at every batch.
+    pub fn epoch_lr(&self, epoch: usize, batches: usize) -> f32 {
+        self.batch_lr(epoch, 0, batches)
+    }
+
+    /// The learning rate of batch `batch` (0-based) of epoch `epoch` (1-based), of `batches`.
+    fn batch_lr(&self, epoch: usize, batch: usize, batches: usize) -> f32 {
+        let TrainConfig { lr_schedule, sgd, epochs, .. } = self.config;
+        if self.config.lr_per_batch {
+            let step = (epoch.saturating_sub(1)).saturating_mul(batches).saturating_add(batch);
+            lr_schedule.rate_at(sgd.lr, step, epochs.saturating_mul(batches), batches)
+        } else {
+            lr_schedule.rate(sgd.lr, epoch, epochs)
+        }
     }
 
     /// The parameters, in [`crate::nn::params::Param::ALL`] order.
@@ -395,7 +429,8 @@ impl Trainer {
                 None => &mut silent,
             };
             let step = Step::new(&mut self.buffers, batch_size, head, sgd, workers, split, images, upcoming, clock);
-            let step = step.augmented(augmentation).in_round(Round::of(k, rounds), indices.len());
+            let step = step.augmented(augmentation).smoothed(self.config.label_smoothing);
+            let step = step.in_round(Round::of(k, rounds), indices.len());
             self.team.run(&|t| step.run(t));
             let (sum, right) = step.results(loss);
             (loss, correct) = (Some(sum), correct + right);
@@ -431,12 +466,12 @@ impl Trainer {
         observer: &mut dyn TrainObserver,
     ) -> Result<bool> {
         let end = progress.done.saturating_add(max_batches).min(progress.batches());
-        self.lr = self.epoch_lr(progress.epoch);
         self.epoch = progress.epoch;
         while progress.done < end {
             if observer.should_stop() {
                 return Ok(false);
             }
+            self.lr = self.batch_lr(progress.epoch, progress.done, progress.batches());
             // While this batch trains, each worker prefetches its share of the next one's images.
             let (this, next) = (progress.batch(progress.done), progress.batch(progress.done + 1));
             let images = this.len();

@@ -136,6 +136,8 @@ pub(super) struct Step<'a> {
     /// Reported to by worker 0 for slice 0.
     clock: Mutex<&'a mut (dyn StageClock + Send)>,
     augmentation: Option<EpochAugment>,
+    /// The label smoothing of the loss (0 in the recipe).
+    label_smoothing: f32,
 }
 
 /// The augmentation of one epoch's images.
@@ -204,12 +206,18 @@ impl<'a> Step<'a> {
             barrier: SpinBarrier::new(workers),
             clock: Mutex::new(clock),
             augmentation: None,
+            label_smoothing: 0.0,
         }
     }
 
     /// The step with each image transformed by `augmentation` (when there is one) as it is gathered.
     pub fn augmented(self, augmentation: Option<EpochAugment>) -> Self {
         Step { augmentation, ..self }
+    }
+
+    /// The step with its loss's targets smoothed by `label_smoothing` (see `loss::cross_entropy_smoothed`).
+    pub fn smoothed(self, label_smoothing: f32) -> Self {
+        Step { label_smoothing, ..self }
     }
 
     /// The step as round `round` of a batch of `batch_images` images (of which its indices are a whole number of
@@ -439,7 +447,7 @@ impl<'a> Step<'a> {
             }
         }
         forward_tail(params, self.head, &mut st.ws, n, clock);
-        let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.batch_images);
+        let (loss, correct) = loss_and_grad(&mut st.ws, &st.targets[..n], self.batch_images, self.label_smoothing);
         st.loss = loss;
         st.correct = correct;
         for r in slice_gradients(st.ws.classes()) {

@@ -24,6 +24,9 @@ use grid::Grid;
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
+    /// Start every trial from a named set of settings (as `lenet5 train --preset`).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
     /// A run specification every trial starts from (as `lenet5 train --config`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -95,7 +98,7 @@ fn parse_shard(s: &str) -> CliResult<(u64, u64)> {
 fn grid(a: &SweepArgs) -> CliResult<Grid> {
     let swept: Vec<&str> = a.settings.axes.iter().map(|(name, _)| *name).collect();
     let fixed = fixed_settings(&a.train_flags, &swept)?;
-    let (mut base, _) = resolve(a.config.as_deref(), fixed)?;
+    let (mut base, _) = resolve(a.preset.as_deref(), a.config.as_deref(), fixed)?;
     if base.val_split.is_none() && !swept.contains(&"val_split") {
         base.val_split = Some(RunSpec::TUNING_HOLDOUT);
     }
