@@ -266,6 +266,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reading_and_hashing_on_two_threads_gives_the_bytes_and_digest_of_one_pass() {
+        let header = encode_images(1, 1, 1, &[]);
+        let content: Vec<u8> = (0..3 * HASH_CHUNK + 12_345).map(|i| (i * 31 % 251) as u8).collect();
+        // Whole, a chunk's length exactly, and streams that end early (a truncated file), at and off a chunk.
+        for (len, available) in [(content.len(), content.len()), (HASH_CHUNK * 2, HASH_CHUNK * 2)]
+            .into_iter()
+            .chain([HASH_CHUNK, HASH_CHUNK + 7, 3].map(|end| (content.len(), end)))
+        {
+            let mut stream = &content[..available];
+            let (data, digest) = read_and_hash(&mut stream, &header, len).unwrap();
+            assert_eq!(data, &content[..len.min(available)], "{len} of {available}");
+            assert_eq!(digest, content_sha256(&header, &data), "{len} of {available}");
+        }
+    }
+
+    #[test]
     fn round_trip() {
         let px: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
         let img = parse_images(&encode_images(2, 3, 4, &px)).unwrap();
