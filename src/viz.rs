@@ -73,9 +73,12 @@ where
         }
         mesh.x_desc("epoch").label_style((FONT, 13)).draw().map_err(|e| e.to_string())?;
         for (name, f, color) in lines {
-            let points = history.iter().map(|m| (m.epoch as f64, f(m))).filter(|&(_, v)| plottable(v));
+            let points: Vec<_> =
+                history.iter().map(|m| (m.epoch as f64, f(m))).filter(|&(_, v)| plottable(v)).collect();
+            // Epochs a run did not evaluate (eval_every) leave gaps: the points it has are marked.
+            let marks = if points.len() < history.len() { 4 } else { 0 };
             chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .draw_series(LineSeries::new(points, color.stroke_width(2)).point_size(marks))
                 .map_err(|e| e.to_string())?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
