@@ -1,6 +1,7 @@
 //! `lenet5`, the application around the engine in `lenet5-core`: the command line, the web page and its API,
 //! pictures, PyTorch and ONNX interoperation, image preparation and data downloads.
 
+pub mod deploy;
 pub mod download;
 pub mod error;
 pub mod folder;

@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("folder", &["error", "preprocess"]),
     ("source", &["download", "error", "folder", "preprocess"]),
     ("training", &["error", "interop", "lock", "source"]),
+    ("deploy", &["error", "interop", "source"]),
     ("viz", &["error"]),
     ("web", &["error"]),
     ("serve", &["error", "preprocess", "text", "web"]),
@@ -34,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "cli",
+            "deploy",
             "download",
             "error",
             "folder",

@@ -193,7 +193,7 @@ const MAX_DATA: u64 = 64 << 20;
 
 /// The class names a checkpoint's metadata records (the class numbers when it records none): a JSON list of one
 /// name per output, each at most `MAX_CLASS_NAME` bytes.
-fn class_names(metadata: &HashMap<String, String>, classes: usize, path: &Path) -> Result<Vec<String>> {
+pub(crate) fn class_names(metadata: &HashMap<String, String>, classes: usize, path: &Path) -> Result<Vec<String>> {
     let Some(names) = metadata.get("class_names") else { return Ok((0..classes).map(|k| k.to_string()).collect()) };
     match serde_json::from_str::<Vec<String>>(names) {
         Ok(v) if v.len() == classes && v.iter().all(|n| n.len() <= crate::base::MAX_CLASS_NAME) => Ok(v),

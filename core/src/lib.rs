@@ -60,6 +60,7 @@ pub mod math;
 pub mod nn;
 pub mod optim;
 mod parallel;
+pub mod quant;
 pub mod rng;
 pub mod run;
 mod simd;

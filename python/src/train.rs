@@ -14,7 +14,7 @@ use lenet5::training::{prepare_on, read_config, resolve};
 use lenet5_core::base::{MAX_CLASSES, MIN_CLASSES};
 use lenet5_core::data::Dataset;
 use lenet5_core::run::read_metrics;
-use lenet5_core::spec::{PRESETS, RunSpec, SETTINGS, ValidSpec};
+use lenet5_core::spec::{Preset, RunSpec, SETTINGS, ValidSpec};
 use lenet5_core::train::{EpochMetrics, TrainObserver};
 
 use crate::arrays;
@@ -315,7 +315,7 @@ pub fn settings<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
 #[pyfunction]
 pub fn presets<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
-    for preset in PRESETS {
+    for preset in Preset::ALL {
         let d = PyDict::new(py);
         d.set_item("name", preset.name)?;
         d.set_item("help", preset.help)?;

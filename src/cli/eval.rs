@@ -2,9 +2,11 @@
 
 use std::time::Instant;
 
+use lenet5::deploy::Weights;
+use lenet5_core::nn::Head;
 use lenet5_core::train::Evaluator;
 
-use super::{CliResult, DataArgs, WeightsArg, load_weights, threads};
+use super::{CliResult, DataArgs, WeightsArg, threads};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -25,7 +27,8 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> CliResult {
-    let ck = load_weights(&a.weights)?;
+    let weights = Weights::load(&a.weights.weights, Head::Sigmoid)?;
+    let ck = weights.description();
     let batch_size = a.batch_size.unwrap_or_else(|| lenet5::training::eval_batch_size(&ck));
     if batch_size == 0 || batch_size > lenet5_core::train::TrainConfig::MAX_BATCH_SIZE {
         return Err(format!(
@@ -37,15 +40,17 @@ pub fn run(a: EvalArgs) -> CliResult {
     let id = a.data.source().id_for(&ck)?;
     let test = a.data.load_test_for(&ck)?;
     let threads = threads(a.threads)?;
-    let mut evaluator = Evaluator::new(threads)?;
     let t0 = Instant::now();
-    let r = evaluator.evaluate(&ck.params, ck.head, &test, batch_size);
+    let r = match &weights {
+        Weights::Float(ck) => Evaluator::new(threads)?.evaluate(&ck.params, ck.head, &test, batch_size),
+        Weights::Int8(q) => q.evaluate(&test, batch_size, threads).0,
+    };
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
         println!(
             "{}",
             serde_json::json!({"loss": r.loss, "accuracy": r.accuracy, "correct": r.correct, "total": r.total,
-                               "dataset": id.name(), "seconds": secs})
+                               "dataset": id.name(), "seconds": secs, "int8": matches!(weights, Weights::Int8(_))})
         );
     } else {
         println!(

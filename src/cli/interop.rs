@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use lenet5::interop::{onnx, pth};
 use lenet5_core::fs::write_atomic;
 
-use super::{CliResult, HeadArg, WeightsArg, load_weights};
+use lenet5::deploy::Weights;
+use lenet5_core::nn::Head;
+
+use super::{CliResult, HeadArg, WeightsArg};
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -41,22 +44,48 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> CliResult {
 }
 
 #[derive(clap::Args, Debug)]
+#[group(id = "format", required = true, multiple = false, args = ["onnx", "c"])]
 pub struct ExportArgs {
     #[command(flatten)]
     pub weights: WeightsArg,
     /// Where to write the ONNX model (opset 13, dynamic batch axis).
     #[arg(long, value_name = "FILE")]
-    pub onnx: PathBuf,
+    pub onnx: Option<PathBuf>,
+    /// Where to write the int8 network as C99 (lenet5_model.h and lenet5_model.c) for microcontrollers: from int8
+    /// weights (`lenet5 quantize`), or float weights quantized on the way.
+    #[arg(long, value_name = "DIR")]
+    pub c: Option<PathBuf>,
+    /// Write the C files into a directory that is not empty.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub quantize: super::deploy::CalibrationArgs,
 }
 
 pub fn export(a: ExportArgs) -> CliResult {
-    refuse_same_file(&a.weights.path(), &a.onnx)?;
-    let ck = load_weights(&a.weights)?;
-    write_atomic(&a.onnx, &onnx::export(&ck))?;
+    match (&a.onnx, &a.c) {
+        (_, Some(dir)) => super::deploy::export_c(&a.weights, dir, a.force, &a.quantize),
+        (Some(path), None) => export_onnx(&a.weights, path),
+        (None, None) => unreachable!("clap requires --onnx or --c"),
+    }
+}
+
+fn export_onnx(weights: &WeightsArg, path: &Path) -> CliResult {
+    refuse_same_file(&weights.path(), path)?;
+    let ck = match Weights::load(&weights.weights, Head::Sigmoid)? {
+        Weights::Float(ck) => ck,
+        Weights::Int8(_) => {
+            let name = weights.weights.display();
+            return Err(
+                format!("{name}: int8 weights are exported as C (--c DIR); ONNX export takes float weights").into()
+            );
+        }
+    };
+    write_atomic(path, &onnx::export(&ck))?;
     println!(
         "{} -> {} (ONNX opset {}, input [N,1,28,28], output [N,{}], head {})",
-        a.weights.weights.display(),
-        a.onnx.display(),
+        weights.weights.display(),
+        path.display(),
         onnx::OPSET,
         ck.classes(),
         ck.head.name()

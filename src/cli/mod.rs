@@ -1,6 +1,7 @@
 //! Command-line parsing and the subcommands. Every flag's default reproduces the reference recipe.
 
 mod bench;
+mod deploy;
 mod eval;
 mod flags;
 mod interop;
@@ -54,7 +55,9 @@ enum Command {
     Inspect(pictures::InspectArgs),
     /// Convert a PyTorch state_dict (.pth) to a safetensors checkpoint, safely.
     Import(interop::ImportArgs),
-    /// Export weights as an ONNX model.
+    /// Quantize float weights to int8 (per-channel weights, activations calibrated on training images).
+    Quantize(deploy::QuantizeArgs),
+    /// Export weights as an ONNX model, or as int8 C99 for microcontrollers.
     Export(interop::ExportArgs),
     /// Serve a page to draw digits on and watch the network read them, with a JSON API, and a page that trains
     /// LeNet-5 in the browser (/train).
@@ -266,6 +269,7 @@ pub fn run() -> CliResult {
         Command::Confusion(a) => pictures::confusion(a),
         Command::Inspect(a) => pictures::inspect(a),
         Command::Import(a) => interop::import(a),
+        Command::Quantize(a) => deploy::run(a),
         Command::Export(a) => interop::export(a),
         Command::Serve(a) => serve::run(a),
         Command::Site(a) => site::run(a),

@@ -83,24 +83,25 @@ impl Evaluator {
                 }
             }
         });
-        self.batch_means(split, batch_size)
+        figures(&self.losses, &self.predictions, &split.labels, batch_size)
     }
+}
 
-    /// The figures from the per-image results (see [`EvalResult`]).
-    fn batch_means(&self, split: &Split, batch_size: usize) -> EvalResult {
-        let mut loss_sum = 0.0f64;
-        let mut correct = 0;
-        let mut batches = 0;
-        for (losses, (preds, labels)) in
-            self.losses.chunks(batch_size).zip(self.predictions.chunks(batch_size).zip(split.labels.chunks(batch_size)))
-        {
-            let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
-            loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
-            correct += ok;
-            batches += 1;
-        }
-        let batches = batches.max(1) as f64;
-        let accuracy = correct as f64 / split.len().max(1) as f64;
-        EvalResult { loss: loss_sum / batches, accuracy, correct, total: split.len() }
+/// The figures of a split from its per-image losses and predictions (see [`EvalResult`]): every evaluation, of
+/// float or int8 weights, reports these.
+pub(crate) fn figures(losses: &[f32], predictions: &[Label], labels: &[Label], batch_size: usize) -> EvalResult {
+    let mut loss_sum = 0.0f64;
+    let mut correct = 0;
+    let mut batches = 0;
+    for (losses, (preds, labels)) in
+        losses.chunks(batch_size).zip(predictions.chunks(batch_size).zip(labels.chunks(batch_size)))
+    {
+        let ok = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
+        loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
+        correct += ok;
+        batches += 1;
     }
+    let batches = batches.max(1) as f64;
+    let accuracy = correct as f64 / labels.len().max(1) as f64;
+    EvalResult { loss: loss_sum / batches, accuracy, correct, total: labels.len() }
 }

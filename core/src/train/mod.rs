@@ -28,6 +28,7 @@ use linear_step::Round;
 use plan::{MAX_BATCH_FOR_TAIL_COPIES, ROUND_SLICES, TailCopy, TailPart};
 use step::{Buffers, EpochAugment, Step};
 
+pub(crate) use eval::figures;
 pub use eval::{EvalResult, Evaluator};
 pub(crate) use plan::{linear1_groups, slice_len};
 

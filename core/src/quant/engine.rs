@@ -1,0 +1,146 @@
+//! The int8 network, one image at a time, in plain integer loops: the definition the C export repeats line for
+//! line, and the reference of any faster kernel.
+//!
+//! Activations are int8 with zero point -128 after every ReLU (their range is `[0, max]`), held here as their
+//! offset from the zero point, `q + 128`, a `u8` in `0..=255`: the input pixels themselves (scale 1/255) and each
+//! later activation. So every layer computes `acc = bias + sum(u8 activation * i8 weight)` in `i32`,
+//! requantizes `acc` with its output channel's [`Requant`], and ReLU with int8 saturation is a clamp to
+//! `0..=255`. A 2x2 average pool takes `(a + b + c + d + 2) >> 2` of four such values, at the same scale.
+//!
+//! # Shapes
+//! pixels `(28, 28)` → conv1+ReLU+pool `(6, 14, 14)` → conv2+ReLU+pool `(16, 5, 5)` = 400 → linear1+ReLU 120 →
+//! linear2+ReLU 84 → output K scores (`i32`, one scale for all classes).
+
+use super::fixed::Requant;
+
+/// One layer: int8 weights `(outputs, inputs)` (a convolution's filter in PyTorch's `(C, kh, kw)` order), int32
+/// biases at the scale of input times weight, and the requantization of each output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QLayer {
+    pub weight: Vec<i8>,
+    pub bias: Vec<i32>,
+    pub requant: Vec<Requant>,
+}
+
+impl QLayer {
+    pub fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.weight.len() / self.outputs().max(1)
+    }
+
+    fn row(&self, o: usize) -> &[i8] {
+        let n = self.inputs();
+        &self.weight[o * n..(o + 1) * n]
+    }
+}
+
+/// The kernel size of both convolutions.
+const KERNEL: usize = 5;
+
+/// The five layers of the int8 network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QLayers {
+    pub conv1: QLayer,
+    pub conv2: QLayer,
+    pub linear1: QLayer,
+    pub linear2: QLayer,
+    pub output: QLayer,
+}
+
+impl QLayers {
+    /// The layers in order.
+    pub fn all(&self) -> [&QLayer; 5] {
+        [&self.conv1, &self.conv2, &self.linear1, &self.linear2, &self.output]
+    }
+
+    /// The scores of one image of 784 pixels (0..=255) into `scores` (one per class); returns the predicted
+    /// class, the first of the highest scores.
+    pub fn predict(&self, pixels: &[u8], scores: &mut [i32]) -> usize {
+        let mut pool1 = [0u8; 6 * 14 * 14];
+        let mut pool2 = [0u8; 16 * 5 * 5];
+        let mut hidden1 = [0u8; 120];
+        let mut hidden2 = [0u8; 84];
+        conv_relu_pool(&self.conv1, pixels, 1, 28, 2, &mut pool1);
+        conv_relu_pool(&self.conv2, &pool1, 6, 14, 0, &mut pool2);
+        linear_relu(&self.linear1, &pool2, &mut hidden1);
+        linear_relu(&self.linear2, &hidden1, &mut hidden2);
+        for (o, score) in scores.iter_mut().enumerate() {
+            *score = self.output.requant[o].apply(dot(&self.output, o, &hidden2));
+        }
+        let mut best = 0;
+        for (k, &s) in scores.iter().enumerate() {
+            if s > scores[best] {
+                best = k;
+            }
+        }
+        best
+    }
+}
+
+/// `bias + sum(input * weight)` of output `o`.
+fn dot(layer: &QLayer, o: usize, input: &[u8]) -> i32 {
+    layer.bias[o] + dot_u8_i8(input, layer.row(o))
+}
+
+/// `sum(a * b)` in `i32` (an int8 network's sums never come near its range: at most 400 x 255 x 127 a term).
+fn dot_u8_i8(a: &[u8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &w)| x as i32 * w as i32).sum()
+}
+
+/// ReLU of a requantized accumulator, as the offset of an int8 with zero point -128.
+fn relu_requant(requant: Requant, acc: i32) -> u8 {
+    requant.apply(acc).clamp(0, 255) as u8
+}
+
+/// Most values of a convolution's patch: conv2's 6 channels of 5x5.
+const MAX_TAPS: usize = 6 * KERNEL * KERNEL;
+/// Most pooled outputs of a convolution: conv1's 6 x 14 x 14.
+const MAX_POOLED: usize = 6 * 14 * 14;
+
+/// A 5x5 convolution of `input (channels, size, size)` zero-padded by `pad` (the padding is the zero point, a
+/// real 0, which is offset 0), ReLU, and a 2x2 average pool: `out (outputs, s, s)`, `s = (size + 2 pad - 4) / 2`.
+/// Each output position's patch `(channels, 5, 5)` is gathered once and multiplied by every filter.
+fn conv_relu_pool(layer: &QLayer, input: &[u8], channels: usize, size: usize, pad: usize, out: &mut [u8]) {
+    let conv = size + 2 * pad - KERNEL + 1;
+    let pooled = conv / 2;
+    let taps = channels * KERNEL * KERNEL;
+    let outputs = layer.outputs();
+    assert!(taps <= MAX_TAPS && outputs * pooled * pooled <= MAX_POOLED);
+    let mut patch = [0u8; MAX_TAPS];
+    let mut sums = [0u32; MAX_POOLED];
+    for y in 0..conv {
+        for x in 0..conv {
+            for c in 0..channels {
+                for ky in 0..KERNEL {
+                    let row = &mut patch[(c * KERNEL + ky) * KERNEL..][..KERNEL];
+                    match (y + ky).checked_sub(pad).filter(|&iy| iy < size) {
+                        None => row.fill(0),
+                        Some(iy) => {
+                            for (kx, v) in row.iter_mut().enumerate() {
+                                let ix = (x + kx).checked_sub(pad).filter(|&ix| ix < size);
+                                *v = ix.map_or(0, |ix| input[(c * size + iy) * size + ix]);
+                            }
+                        }
+                    }
+                }
+            }
+            for o in 0..outputs {
+                let acc = layer.bias[o] + dot_u8_i8(&patch[..taps], layer.row(o));
+                sums[(o * pooled + y / 2) * pooled + x / 2] += relu_requant(layer.requant[o], acc) as u32;
+            }
+        }
+    }
+    for (o, &sum) in out.iter_mut().zip(&sums[..outputs * pooled * pooled]) {
+        *o = ((sum + 2) >> 2) as u8;
+    }
+}
+
+/// A fully connected layer and ReLU.
+fn linear_relu(layer: &QLayer, input: &[u8], out: &mut [u8]) {
+    for (o, y) in out.iter_mut().enumerate() {
+        *y = relu_requant(layer.requant[o], dot(layer, o, input));
+    }
+}

@@ -1,0 +1,83 @@
+//! Deployment: float weights quantized to int8 on their own training images, int8 files told from float ones,
+//! and the C export written into a directory.
+
+use std::path::{Path, PathBuf};
+
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::nn::Head;
+use lenet5_core::nn::params::num_params;
+use lenet5_core::quant::QuantModel;
+
+use crate::error::Result;
+use crate::interop::pth;
+use crate::source::{DataSource, Notices, data_options};
+
+/// Weights as a file holds them: float (a checkpoint or a PyTorch state_dict) or int8.
+pub enum Weights {
+    Float(Checkpoint),
+    Int8(Box<QuantModel>),
+}
+
+impl Weights {
+    /// The weights at `path`: an int8 file (its metadata says so), else float weights (`.pth` read with `head`).
+    pub fn load(path: &Path, head: Head) -> Result<Weights> {
+        let safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        if safetensors && QuantModel::is_int8_file(path)? {
+            return Ok(Weights::Int8(Box::new(QuantModel::load(path)?)));
+        }
+        Ok(Weights::Float(pth::load_weights(path, head)?))
+    }
+
+    /// A checkpoint with the weights' head, class names and metadata, for what reads only those (which data set
+    /// and preprocessing the weights go with): the weights themselves for float ones, zeros for int8 ones.
+    pub fn description(&self) -> Checkpoint {
+        match self {
+            Weights::Float(ck) => ck.clone(),
+            Weights::Int8(q) => {
+                let mut ck = Checkpoint::new(vec![0.0; num_params(q.classes())], q.head);
+                ck.class_names = q.class_names.clone();
+                ck.metadata = q.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                ck
+            }
+        }
+    }
+}
+
+/// `ck` quantized, calibrated on `calibration` images (drawn by `seed`) of the training split of the data set it
+/// was trained on, unless `source` names another.
+pub fn quantize(
+    ck: &Checkpoint,
+    source: &DataSource,
+    calibration: usize,
+    seed: u64,
+    notices: &dyn Notices,
+) -> Result<QuantModel> {
+    let recorded = data_options(ck);
+    let id = source.id_for(ck)?;
+    let data = source.load(Some(&id.name()), &recorded, notices)?;
+    if data.classes() != ck.classes() {
+        let (network, classes) = (ck.classes(), data.classes());
+        return Err(lenet5_core::Error::ClassCount { dataset: data.name, network, data: classes }.into());
+    }
+    Ok(QuantModel::quantize(ck, &data.train, calibration, seed)?)
+}
+
+/// Writes `lenet5_model.h` and `lenet5_model.c` of `model` into `dir` (made if missing). A directory that holds
+/// anything is refused unless `force`, which replaces those two files and leaves the rest.
+pub fn write_c(model: &QuantModel, dir: &Path, force: bool) -> Result<[PathBuf; 2]> {
+    let refuse = |why: &str| lenet5_core::Error::format(dir, why);
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {
+        Ok(true) if !force => {
+            return Err(refuse("not empty; --force writes lenet5_model.h and lenet5_model.c into it anyway").into());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => lenet5_core::fs::create_dir(dir)?,
+        Err(_) if dir.exists() => return Err(refuse("not a directory").into()),
+        Err(e) => return Err(lenet5_core::Error::io(dir, e).into()),
+    }
+    let [(header, header_text), (source, source_text)] = model.to_c();
+    let paths = [dir.join(header), dir.join(source)];
+    lenet5_core::fs::write_atomic(&paths[0], header_text.as_bytes())?;
+    lenet5_core::fs::write_atomic(&paths[1], source_text.as_bytes())?;
+    Ok(paths)
+}

@@ -1,0 +1,159 @@
+//! Deployment: `lenet5 quantize` keeps the shipped model's accuracy, `lenet5 export --c` writes C99 that compiles
+//! cleanly and predicts, with the same scores, what the engine's int8 network predicts on every MNIST test image;
+//! and what cannot be deployed is refused in one line.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_clean_error, lenet5, mnist_split, repo, stderr, stdout};
+use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::quant::QuantModel;
+
+/// The shipped model quantized into `dir`, and what `quantize` printed.
+fn quantized(dir: &Path) -> (std::path::PathBuf, String) {
+    let out = dir.join("int8.safetensors");
+    let o = lenet5(&[
+        "quantize",
+        "--weights",
+        repo().join("models/lenet5-mnist.safetensors").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        repo().join("data").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (out, stdout(&o))
+}
+
+/// Compiles the C export in `dir` with the test driver; `None` when no such compiler is installed.
+fn compile(compiler: &str, dir: &Path) -> Option<std::path::PathBuf> {
+    let exe = dir.join(format!("driver-{compiler}"));
+    let flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"];
+    let sources = [repo().join("tests/fixtures/c/driver.c"), dir.join("lenet5_model.c")];
+    let o = Command::new(compiler).args(flags).arg("-I").arg(dir).args(&sources).arg("-o").arg(&exe).output();
+    match o {
+        Err(_) => None,
+        Ok(o) => {
+            assert!(o.status.success(), "{compiler}: {}", String::from_utf8_lossy(&o.stderr));
+            Some(exe)
+        }
+    }
+}
+
+#[test]
+fn the_exported_c_predicts_every_test_image_with_the_engines_int8_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (int8, printed) = quantized(tmp.path());
+    // The shipped recipe model loses at most 0.3 points (98.04% in float).
+    let accuracy: f64 = printed.split("int8 ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(accuracy >= 0.9774, "{printed}");
+
+    let c = tmp.path().join("c");
+    let o = lenet5(&["export", "--weights", int8.to_str().unwrap(), "--c", c.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = QuantModel::load(&int8).unwrap();
+    let test = mnist_split("t10k");
+    let images = tmp.path().join("t10k-images-idx3-ubyte");
+    std::fs::write(&images, test.to_idx().0).unwrap();
+    let mut expected = String::new();
+    let mut scores = vec![0i32; 10];
+    for i in 0..test.len() {
+        let class = model.predict(test.image(i), &mut scores);
+        expected += &format!("{class}{}\n", scores.iter().map(|s| format!(" {s}")).collect::<String>());
+    }
+    let mut compiled = 0;
+    for compiler in ["gcc", "clang"] {
+        let Some(driver) = compile(compiler, &c) else { continue };
+        let o = Command::new(&driver).arg(&images).output().unwrap();
+        assert!(o.status.success());
+        let got = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(got.lines().count(), 10_000);
+        for (k, (a, b)) in got.lines().zip(expected.lines()).enumerate() {
+            assert_eq!(a, b, "{compiler}: image {k}");
+        }
+        compiled += 1;
+    }
+    assert!(compiled > 0, "neither gcc nor clang is installed");
+}
+
+#[test]
+fn class_names_that_would_break_a_c_string_are_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+    let names = ["quote \"", "back\\slash", "*/ end", "??/ trigraph", "tab\tnew\nline", "é", "6", "7", "8", "9"];
+    ck.class_names = names.map(String::from).to_vec();
+    let float = tmp.path().join("named.safetensors");
+    ck.save(&float).unwrap();
+    let c = tmp.path().join("c");
+    let o = lenet5(&[
+        "export",
+        "--weights",
+        float.to_str().unwrap(),
+        "--c",
+        c.to_str().unwrap(),
+        "--calibration",
+        "50",
+        "--data",
+        repo().join("data").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let Some(driver) = compile("gcc", &c).or_else(|| compile("clang", &c)) else { return };
+    let o = Command::new(driver).arg("--names").output().unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), names.map(|n| format!("{n}\n")).concat());
+}
+
+#[test]
+fn what_cannot_be_deployed_is_refused_in_one_line_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = repo().join("data");
+    let data = data.to_str().unwrap();
+    let shipped = repo().join("models/lenet5-mnist.safetensors");
+    let out = tmp.path().join("q.safetensors");
+    // Weights that are not all finite.
+    let mut ck = Checkpoint::load(&shipped).unwrap();
+    ck.params[7] = f32::NAN;
+    let nan = tmp.path().join("nan.safetensors");
+    std::fs::write(&nan, ck.to_bytes().unwrap()).unwrap();
+    let o = lenet5(&["quantize", "--weights", nan.to_str().unwrap(), "--out", out.to_str().unwrap(), "--data", data]);
+    assert_clean_error(&o, &["nan.safetensors"]);
+    // No calibration image.
+    let o = lenet5(&[
+        "quantize",
+        "--weights",
+        shipped.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--calibration",
+        "0",
+        "--data",
+        data,
+    ]);
+    assert_clean_error(&o, &["calibration", "0"]);
+    assert!(!out.exists());
+    // A directory that holds something, without --force; with it, the two files are written beside.
+    let c = tmp.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    std::fs::write(c.join("main.c"), "int main(void) { return 0; }\n").unwrap();
+    let export = |force: bool| {
+        let mut args =
+            vec!["export", "--weights", shipped.to_str().unwrap(), "--c", c.to_str().unwrap(), "--data", data];
+        args.extend(["--calibration", "20"]);
+        if force {
+            args.push("--force");
+        }
+        lenet5(&args)
+    };
+    assert_clean_error(&export(false), &["not empty", "--force"]);
+    assert!(!c.join("lenet5_model.c").exists());
+    assert!(export(true).status.success());
+    assert!(c.join("lenet5_model.c").is_file() && c.join("main.c").is_file());
+    // An int8 file is not quantized twice, nor exported as ONNX.
+    let (int8, _) = quantized(tmp.path());
+    let o = lenet5(&["quantize", "--weights", int8.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_error(&o, &["int8 already"]);
+    let o =
+        lenet5(&["export", "--weights", int8.to_str().unwrap(), "--onnx", tmp.path().join("m.onnx").to_str().unwrap()]);
+    assert_clean_error(&o, &["int8", "--c"]);
+}
