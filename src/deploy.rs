@@ -81,3 +81,47 @@ pub fn write_c(model: &QuantModel, dir: &Path, force: bool) -> Result<[PathBuf; 
     lenet5_core::fs::write_atomic(&paths[1], source_text.as_bytes())?;
     Ok(paths)
 }
+
+/// What the C export takes on a Cortex-M4, as Debian's `arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os` builds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Code and `const` data: what stays in flash.
+    pub flash: usize,
+    /// Static data (initialised and zeroed).
+    pub static_ram: usize,
+    /// The stack: every function's frame added up, at least the deepest chain of calls.
+    pub stack: usize,
+}
+
+/// The Cortex-M4 footprint of `lenet5_model.c` in `dir`, or why it could not be measured (no cross compiler).
+pub fn cortex_m4_footprint(dir: &Path) -> std::result::Result<Footprint, String> {
+    let work = std::env::temp_dir().join(format!("lenet5-cortex-m4-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let footprint = measure(dir, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    footprint
+}
+
+/// [`cortex_m4_footprint`], building in `work`.
+fn measure(dir: &Path, work: &Path) -> std::result::Result<Footprint, String> {
+    let object = work.join("lenet5_model.o");
+    let flags = ["-mcpu=cortex-m4", "-mthumb", "-Os", "-std=c99", "-ffreestanding", "-fstack-usage", "-c"];
+    let compiled = std::process::Command::new("arm-none-eabi-gcc")
+        .args(flags)
+        .arg(dir.join("lenet5_model.c"))
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .map_err(|_| "arm-none-eabi-gcc not found (Debian: apt-get install gcc-arm-none-eabi)".to_string())?;
+    if !compiled.status.success() {
+        return Err(format!("arm-none-eabi-gcc failed: {}", String::from_utf8_lossy(&compiled.stderr).trim()));
+    }
+    let size = std::process::Command::new("arm-none-eabi-size").arg(&object).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&size.stdout);
+    let numbers: Vec<usize> =
+        text.lines().nth(1).unwrap_or("").split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
+    let [code, data, bss] = numbers[..] else { return Err(format!("arm-none-eabi-size printed {text}")) };
+    let usage = std::fs::read_to_string(work.join("lenet5_model.su")).map_err(|e| e.to_string())?;
+    let stack = usage.lines().filter_map(|l| l.split('\t').nth(1)?.trim().parse::<usize>().ok()).sum();
+    Ok(Footprint { flash: code + data, static_ram: data + bss, stack })
+}

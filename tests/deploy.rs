@@ -76,6 +76,25 @@ fn the_exported_c_predicts_every_test_image_with_the_engines_int8_scores() {
         compiled += 1;
     }
     assert!(compiled > 0, "neither gcc nor clang is installed");
+
+    // On a Cortex-M4: the footprint `export` prints, and where the cross compiler and qemu can be had (CI
+    // installs them), the first 100 images on an emulated MPS2-AN386 board, to the host's lines.
+    let printed = stdout(&o);
+    let Some(footprint) = printed.lines().find(|l| l.starts_with("Cortex-M4 (")) else {
+        eprintln!("note: no Cortex-M4 cross compiler: {printed}");
+        return;
+    };
+    let number =
+        |after: &str| -> usize { footprint.split(after).nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
+    assert!(number("flash ") <= 72 * 1024 && number("RAM ") <= 8 * 1024, "{footprint}");
+    if Command::new("qemu-system-arm").arg("--version").output().is_err() {
+        eprintln!("note: qemu-system-arm is not installed; the Cortex-M4 run is skipped");
+        return;
+    }
+    let o = Command::new(repo().join("scripts/cortex-m4.sh")).arg(&c).arg(&images).arg("100").output().unwrap();
+    let got = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success(), "{got}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected.lines().take(100).collect::<Vec<_>>());
 }
 
 #[test]

@@ -92,5 +92,16 @@ pub fn export_c(w: &WeightsArg, dir: &Path, force: bool, c: &CalibrationArgs) ->
         source.display(),
         q.classes()
     );
+    match lenet5::deploy::cortex_m4_footprint(dir) {
+        Ok(f) => println!(
+            "Cortex-M4 (arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os): flash {} bytes, RAM {} bytes (static {}, stack \
+             at most {})",
+            f.flash,
+            f.static_ram + f.stack,
+            f.static_ram,
+            f.stack
+        ),
+        Err(why) => println!("Cortex-M4 footprint not measured: {why}"),
+    }
     Ok(())
 }
