@@ -38,6 +38,7 @@ impl Requant {
     }
 
     /// `x * M`, rounded: TFLite's `MultiplyByQuantizedMultiplier` (the left shift saturating).
+    #[inline(always)]
     pub fn apply(self, x: i32) -> i32 {
         let left = self.shift.max(0);
         let right = (-self.shift).max(0);
@@ -64,6 +65,7 @@ fn frexp(real: f64) -> (f64, i32) {
 }
 
 /// `(a * b * 2) >> 32`, rounded half away from zero, saturating the one overflowing case.
+#[inline(always)]
 fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
@@ -74,6 +76,7 @@ fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 }
 
 /// `x / 2^exponent`, rounded half away from zero.
+#[inline(always)]
 fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     let mask = ((1i64 << exponent) - 1) as i32;
     let remainder = x & mask;

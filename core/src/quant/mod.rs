@@ -258,6 +258,18 @@ mod tests {
     }
 
     #[test]
+    fn the_network_compiled_for_this_cpu_gives_the_integers_of_the_baseline_build() {
+        let (_, q) = model(Head::Logits);
+        let test = bands(30);
+        let (mut fast, mut plain) = ([0i32; 10], [0i32; 10]);
+        for i in 0..30 {
+            let class = q.predict(test.image(i), &mut fast);
+            assert_eq!(class, q.layers.predict_portable(test.image(i), &mut plain));
+            assert_eq!(fast, plain);
+        }
+    }
+
+    #[test]
     fn the_scores_follow_the_float_logits() {
         // The int8 network's scores, turned back into reals, stay near the float network's logits.
         let (ck, q) = model(Head::Logits);
