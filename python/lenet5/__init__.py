@@ -14,12 +14,23 @@
 import inspect as _inspect
 
 from . import _lenet5, datasets
-from ._lenet5 import PARAMETER_NAMES, TUNING_VAL_SPLIT, Error, Model, SettingError, __version__, presets, settings
+from ._lenet5 import (
+    PARAMETER_NAMES,
+    TUNING_VAL_SPLIT,
+    Error,
+    Int8Model,
+    Model,
+    SettingError,
+    __version__,
+    presets,
+    settings,
+)
 from ._result import EpochProgress as _EpochProgress
 from ._result import TrainResult
 
 __all__ = [
     "Error",
+    "Int8Model",
     "Model",
     "PARAMETER_NAMES",
     "SettingError",

@@ -101,9 +101,10 @@ class Model:
     """Trained LeNet-5 weights."""
 
     @staticmethod
-    def load(path: _Path, *, head: str = "sigmoid") -> Model:
+    def load(path: _Path, *, head: str = "sigmoid") -> Union[Model, Int8Model]:
         """Reads a .safetensors checkpoint (written by `lenet5 train` or `Model.save`) or a PyTorch .pth
-        state_dict, which is read with `head` ("sigmoid" or "logits")."""
+        state_dict, which is read with `head` ("sigmoid" or "logits"); an int8 file (`lenet5 quantize`,
+        `Int8Model.save`) is read as an `Int8Model`."""
     @staticmethod
     def from_state_dict(
         state_dict: Mapping[str, Any], *, head: str = "sigmoid", class_names: Optional[List[str]] = None
@@ -134,11 +135,69 @@ class Model:
         """The weights by PyTorch's state_dict names, with its shapes, in its order."""
     def save(self, path: _Path) -> None:
         """Writes a .safetensors checkpoint (atomically) that `lenet5 eval` and `Model.load` read."""
+    def quantize(
+        self,
+        *,
+        calibration: int = 1000,
+        seed: int = 0,
+        images: Any = None,
+        data: Optional[_Path] = None,
+        dataset: Optional[str] = None,
+    ) -> Int8Model:
+        """The network in int8, as `lenet5 quantize`: activations calibrated on `calibration` of `images`, or of
+        the training images of the data set the weights were trained on (or `dataset` under `data`)."""
+    def export_c(
+        self,
+        dir: _Path,
+        *,
+        force: bool = False,
+        calibration: int = 1000,
+        seed: int = 0,
+        images: Any = None,
+        data: Optional[_Path] = None,
+        dataset: Optional[str] = None,
+    ) -> Tuple[str, str]:
+        """`quantize(...)`, then `Int8Model.export_c(dir, force=force)`."""
     @property
     def class_names(self) -> List[str]: ...
     @property
     def num_classes(self) -> int: ...
     @property
     def head(self) -> str: ...
+    @property
+    def metadata(self) -> Dict[str, str]: ...
+
+class Int8Model:
+    """A LeNet-5 quantized to int8, run with integers only (`Model.quantize`, or `Model.load` of an int8 file)."""
+
+    @staticmethod
+    def load(path: _Path) -> Int8Model:
+        """Reads a file `lenet5 quantize` or `Int8Model.save` wrote."""
+    def save(self, path: _Path) -> None:
+        """Writes the int8 network (safetensors), read by `lenet5 eval`, `lenet5 export --c` and `Model.load`."""
+    def export_c(self, dir: _Path, *, force: bool = False) -> Tuple[str, str]:
+        """Writes lenet5_model.h and lenet5_model.c (C99) into `dir`, as `lenet5 export --c`."""
+    def predict(self, images: Any, *, scale: Optional[float] = None) -> npt.NDArray[np.int64]:
+        """The class index of each image, images as `Model.predict` takes them."""
+    def scores(self, images: Any, *, scale: Optional[float] = None) -> npt.NDArray[np.int32]:
+        """The int32 scores, [N, K]: `scores_scale` times a score is the logit."""
+    def evaluate(
+        self,
+        images: Any,
+        labels: Any,
+        *,
+        batch_size: Optional[int] = None,
+        threads: Optional[int] = None,
+        scale: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """Loss, accuracy, correct and total, as `lenet5 eval` reports them for an int8 file."""
+    @property
+    def class_names(self) -> List[str]: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def scores_scale(self) -> float: ...
     @property
     def metadata(self) -> Dict[str, str]: ...

@@ -5,6 +5,7 @@
 mod arrays;
 mod datasets;
 mod errors;
+mod int8;
 mod model;
 mod train;
 
@@ -16,6 +17,8 @@ mod _lenet5 {
     use super::datasets::load_dataset;
     #[pymodule_export]
     use super::errors::{Error, SettingError};
+    #[pymodule_export]
+    use super::int8::Int8Model;
     #[pymodule_export]
     use super::model::Model;
     #[pymodule_export]

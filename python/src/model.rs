@@ -20,8 +20,11 @@ use lenet5_core::train::{Evaluator, TrainConfig};
 
 const MAX_BATCH_SIZE: usize = TrainConfig::MAX_BATCH_SIZE;
 
+use lenet5_core::quant::QuantModel;
+
 use crate::arrays;
 use crate::errors::core_to_py;
+use crate::int8::Int8Model;
 
 /// Trained LeNet-5 weights: `Model.load(path)` reads a .safetensors checkpoint (written by `lenet5 train` or
 /// `Model.save`) or a PyTorch .pth state_dict; `Model.from_state_dict` takes numpy arrays.
@@ -81,12 +84,52 @@ impl Model {
 impl Model {
     /// Reads weights from a .safetensors checkpoint or a PyTorch .pth state_dict (read with `head`, which a
     /// .pth file does not record; a checkpoint records its own).
+    /// An int8 file (from `lenet5 quantize` or `Int8Model.save`) is read as an `Int8Model`.
     #[staticmethod]
     #[pyo3(signature = (path, *, head = "sigmoid"))]
-    fn load(py: Python<'_>, path: PathBuf, head: &str) -> PyResult<Model> {
+    fn load(py: Python<'_>, path: PathBuf, head: &str) -> PyResult<Py<PyAny>> {
         let head = parse_head(head)?;
-        let checkpoint = py.detach(|| lenet5::interop::pth::load_weights(&path, head)).map_err(core_to_py)?;
-        Ok(Model::new(checkpoint))
+        let weights = py.detach(|| lenet5::deploy::Weights::load(&path, head)).map_err(crate::errors::to_py)?;
+        match weights {
+            lenet5::deploy::Weights::Float(checkpoint) => Ok(Py::new(py, Model::new(checkpoint))?.into_any()),
+            lenet5::deploy::Weights::Int8(model) => Ok(Py::new(py, Int8Model { model: *model })?.into_any()),
+        }
+    }
+
+    /// The network quantized to int8 (as `lenet5 quantize`): activations calibrated on `calibration` images of
+    /// `images` (an array, as `predict` takes them) or, without it, of the training images of the data set the
+    /// weights were trained on (or `dataset` under `data`), drawn by `seed`.
+    #[pyo3(signature = (*, calibration = QuantModel::DEFAULT_CALIBRATION, seed = 0, images = None, data = None, dataset = None))]
+    fn quantize(
+        &self,
+        py: Python<'_>,
+        calibration: usize,
+        seed: u64,
+        images: Option<&Bound<'_, PyAny>>,
+        data: Option<PathBuf>,
+        dataset: Option<String>,
+    ) -> PyResult<Int8Model> {
+        let ck = self.with(|p| p.checkpoint.clone());
+        Ok(Int8Model { model: crate::int8::quantize(py, &ck, calibration, seed, images, data, dataset)? })
+    }
+
+    /// `quantize(...)`, then `Int8Model.export_c(dir, force=force)`, as `lenet5 export --c` does for float weights.
+    #[pyo3(signature = (dir, *, force = false, calibration = QuantModel::DEFAULT_CALIBRATION, seed = 0, images = None, data = None, dataset = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn export_c(
+        &self,
+        py: Python<'_>,
+        dir: PathBuf,
+        force: bool,
+        calibration: usize,
+        seed: u64,
+        images: Option<&Bound<'_, PyAny>>,
+        data: Option<PathBuf>,
+        dataset: Option<String>,
+    ) -> PyResult<(PathBuf, PathBuf)> {
+        let q = self.quantize(py, calibration, seed, images, data, dataset)?;
+        let [header, source] = lenet5::deploy::write_c(&q.model, &dir, force).map_err(crate::errors::to_py)?;
+        Ok((header, source))
     }
 
     /// Weights from a mapping of PyTorch's `state_dict` names to arrays of its shapes (`conv1.weight` (6, 1, 5,
