@@ -5,7 +5,7 @@
 //! - Activations: int8 with zero point -128 and a scale per layer, `max / 255` of the layer's ReLU output over
 //!   calibration images run through the float network (the input: pixels / 255, exactly).
 //! - Biases and accumulators: int32, the bias at the scale of input times weight.
-//! - Requantization: in fixed point ([`fixed`]), so any integer machine computes the same numbers.
+//! - Requantization: in fixed point (the `fixed` module), so any integer machine computes the same numbers.
 //! - Scores: the output layer's accumulators requantized to one scale for all classes (`max |logit| / 32767`
 //!   over the calibration images), as int32: only they are turned back into reals, for the loss.
 
@@ -58,7 +58,7 @@ const LAYER_NAMES: [&str; 5] = ["conv1", "conv2", "linear1", "linear2", "output"
 
 impl QuantModel {
     /// Quantizes the weights of `ck`, calibrating the activations on `count` images of `calibration` drawn by
-    /// `seed`. Refused: a count of 0 or above [`MAX_CALIBRATION`], and weights that are not all finite.
+    /// `seed`. Refused: a count of 0 or above 100,000, and weights that are not all finite.
     pub fn quantize(ck: &Checkpoint, calibration: &Split, count: usize, seed: u64) -> Result<QuantModel> {
         let bad = |value: String, expected| Error::Setting { setting: "calibration", value, expected };
         if count == 0 || count > MAX_CALIBRATION {
