@@ -63,6 +63,23 @@ fn the_exported_c_predicts_every_test_image_with_the_engines_int8_scores() {
         let class = model.predict(test.image(i), &mut scores);
         expected += &format!("{class}{}\n", scores.iter().map(|s| format!(" {s}")).collect::<String>());
     }
+    // `predict` runs the int8 network too.
+    let data = repo().join("data");
+    let o = lenet5(&[
+        "predict",
+        "--weights",
+        int8.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--test-index",
+        "0,1,2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (line, expected_line) in stdout(&o).lines().zip(expected.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["predicted"].as_str().unwrap(), expected_line.split(' ').next().unwrap());
+    }
     let mut compiled = 0;
     for compiler in ["gcc", "clang"] {
         let Some(driver) = compile(compiler, &c) else { continue };

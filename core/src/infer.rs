@@ -17,7 +17,7 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    fn from_scores(head: Head, scores: &[f32]) -> Self {
+    pub(crate) fn from_scores(head: Head, scores: &[f32]) -> Self {
         let probabilities = match head {
             Head::Logits => crate::nn::loss::softmax(scores),
             Head::Sigmoid => {

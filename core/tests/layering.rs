@@ -26,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("run", &["checkpoint", "data", "error", "fs", "train"]),
     ("spec", &["data", "digit", "error", "nn", "optim", "train"]),
     ("infer", &["base", "checkpoint", "nn"]),
-    ("quant", &["base", "checkpoint", "data", "error", "fs", "math", "nn", "rng", "simd", "train"]),
+    ("quant", &["base", "checkpoint", "data", "error", "fs", "infer", "math", "nn", "rng", "simd", "train"]),
     ("summary", &["base", "nn"]),
     ("machine", &["simd"]),
     // The tests against PyTorch and finite differences, which reach every layer.

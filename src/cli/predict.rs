@@ -10,7 +10,11 @@ use lenet5_core::fs::create_dir;
 use lenet5_core::infer::{Prediction, Predictor};
 use lenet5_core::nn::model::IMAGE_LEN;
 
-use super::{CliResult, DataArgs, WeightsArg, load_weights};
+use lenet5::deploy::Weights;
+use lenet5_core::nn::Head;
+use lenet5_core::quant::QuantModel;
+
+use super::{CliResult, DataArgs, WeightsArg};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
@@ -35,21 +39,36 @@ pub struct PredictArgs {
     pub data: DataArgs,
 }
 
-fn report(json: bool, name: &str, p: &Prediction, predictor: &Predictor, k: usize, actual: Option<usize>) {
+/// What predicts: float weights, or an int8 network.
+enum Engine {
+    Float(Box<Predictor>),
+    Int8(Box<QuantModel>),
+}
+
+impl Engine {
+    fn predict(&mut self, digit: &Digit) -> Prediction {
+        match self {
+            Engine::Float(predictor) => predictor.predict(&[*digit]).remove(0),
+            Engine::Int8(model) => model.predict_image(digit),
+        }
+    }
+}
+
+fn report(json: bool, name: &str, p: &Prediction, names: &[String], k: usize, actual: Option<usize>) {
     let top = p.top_k(k.clamp(1, 10));
     if json {
         let top: Vec<_> = top
             .iter()
-            .map(|&(c, prob)| serde_json::json!({"class": predictor.class_name(c), "index": c, "probability": prob}))
+            .map(|&(c, prob)| serde_json::json!({"class": names[c], "index": c, "probability": prob}))
             .collect();
-        let mut v = serde_json::json!({"input": name, "predicted": predictor.class_name(p.class), "top": top});
+        let mut v = serde_json::json!({"input": name, "predicted": names[p.class], "top": top});
         if let Some(a) = actual {
-            v["actual"] = predictor.class_name(a).into();
+            v["actual"] = names[a].clone().into();
         }
         println!("{v}");
     } else {
         // Names from the checkpoint and the command line, made safe for the terminal.
-        let class = |c: usize| printable(predictor.class_name(c)).into_owned();
+        let class = |c: usize| printable(&names[c]).into_owned();
         let name = printable(name);
         let list: Vec<String> = top.iter().map(|&(c, prob)| format!("{} ({:.3})", class(c), prob)).collect();
         match actual {
@@ -69,10 +88,15 @@ pub fn run(a: PredictArgs) -> CliResult {
     if a.images.is_empty() && a.test_index.is_empty() {
         return Err("give image files to predict, or --test-index N".into());
     }
-    let ck: Checkpoint = load_weights(&a.weights)?;
+    let weights = Weights::load(&a.weights.weights, Head::Sigmoid)?;
+    let ck: Checkpoint = weights.description();
     // Pictures are prepared as the network's training images were (MNIST's framing unless it says otherwise).
     let preprocess = ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist);
-    let mut predictor = Predictor::new(ck);
+    let names = ck.class_names.clone();
+    let mut engine = match weights {
+        Weights::Float(ck) => Engine::Float(Box::new(Predictor::new(ck))),
+        Weights::Int8(model) => Engine::Int8(model),
+    };
     if let Some(dir) = &a.save_preprocessed {
         create_dir(dir)?;
     }
@@ -101,11 +125,11 @@ pub fn run(a: PredictArgs) -> CliResult {
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             lenet5_core::fs::write_atomic(&out, &bytes)?;
         }
-        let p = predictor.predict(&[digit]).remove(0);
-        report(a.json, &path.display().to_string(), &p, &predictor, a.top_k, None);
+        let p = engine.predict(&digit);
+        report(a.json, &path.display().to_string(), &p, &names, a.top_k, None);
     }
     if !a.test_index.is_empty() {
-        let test = a.data.load_test_for(&predictor.checkpoint)?;
+        let test = a.data.load_test_for(&ck)?;
         for &i in &a.test_index {
             if i >= test.len() {
                 return Err(format!("--test-index {i} is out of range: the test set has {} images", test.len()).into());
@@ -113,8 +137,8 @@ pub fn run(a: PredictArgs) -> CliResult {
             let mut digit: Digit = [0.0; IMAGE_LEN];
             let mut label = [0 as lenet5_core::base::Label];
             test.gather(&[i as u32], &mut digit, &mut label);
-            let p = predictor.predict(&[digit]).remove(0);
-            report(a.json, &format!("test[{i}]"), &p, &predictor, a.top_k, Some(label[0] as usize));
+            let p = engine.predict(&digit);
+            report(a.json, &format!("test[{i}]"), &p, &names, a.top_k, Some(label[0] as usize));
         }
     }
     if failures > 0 {

@@ -18,6 +18,7 @@ use crate::base::{IMAGE_LEN, Label};
 use crate::checkpoint::Checkpoint;
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::infer::Prediction;
 use crate::nn::activation::sigmoid_forward;
 use crate::nn::loss::cross_entropy;
 use crate::nn::model::{Head, Workspace, forward};
@@ -120,6 +121,22 @@ impl QuantModel {
     pub fn predict(&self, pixels: &[u8], scores: &mut [i32]) -> usize {
         assert_eq!((pixels.len(), scores.len()), (IMAGE_LEN, self.classes()));
         self.layers.predict(pixels, scores)
+    }
+
+    /// The prediction for one image as the float engine takes it (784 values in [0, 1], e.g. a prepared
+    /// picture): its pixels rounded to bytes (the int8 input), the head's outputs on the logits the scores stand
+    /// for, and the class of the highest score.
+    pub fn predict_image(&self, image: &[f32]) -> Prediction {
+        let pixels: Vec<u8> = image.iter().map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+        let mut scores = vec![0i32; self.classes()];
+        let class = self.predict(&pixels, &mut scores);
+        let logits: Vec<f32> = scores.iter().map(|&s| s as f32 * self.scores_scale).collect();
+        let mut reals = vec![0f32; logits.len()];
+        match self.head {
+            Head::Sigmoid => sigmoid_forward(&logits, &mut reals),
+            Head::Logits => reals.copy_from_slice(&logits),
+        }
+        Prediction { class, ..Prediction::from_scores(self.head, &reals) }
     }
 
     /// Loss and accuracy over `split`, as [`crate::train::Evaluator`] reports them for float weights: the loss is
