@@ -13,9 +13,11 @@ use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::Split;
 use lenet5_core::quant::QuantModel;
 use lenet5_core::spec::RunSpec;
+use lenet5_core::train::TrainConfig;
 
 use crate::arrays;
 use crate::errors::{core_to_py, to_py};
+use crate::model::{check_labels, eval_dict};
 use crate::train::PythonLog;
 
 /// An int8 LeNet-5: `Model.quantize(...)` makes one, `Model.load` reads one from a file `lenet5 quantize` or
@@ -132,22 +134,16 @@ impl Int8Model {
         scale: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let split = images_split(py, images, Some(labels), scale)?;
-        let classes = self.model.classes();
-        if let Some(bad) = split.labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(PyValueError::new_err(format!(
-                "labels: label {bad} is not a class of this {classes}-class network"
-            )));
-        }
+        check_labels(&split, self.model.classes())?;
         let description = lenet5::deploy::Weights::Int8(Box::new(self.model.clone())).description();
         let batch_size = batch_size.unwrap_or_else(|| lenet5::training::eval_batch_size(&description));
+        if batch_size == 0 || batch_size > TrainConfig::MAX_BATCH_SIZE {
+            let max = TrainConfig::MAX_BATCH_SIZE;
+            return Err(PyValueError::new_err(format!("batch_size: expected 1 to {max}, got {batch_size}")));
+        }
         let threads = lenet5_core::spec::thread_count(threads).map_err(core_to_py)?;
-        let (r, _): (_, Vec<Label>) = py.detach(|| self.model.evaluate(&split, batch_size.max(1), threads));
-        let dict = PyDict::new(py);
-        dict.set_item("loss", r.loss)?;
-        dict.set_item("accuracy", r.accuracy)?;
-        dict.set_item("correct", r.correct)?;
-        dict.set_item("total", r.total)?;
-        Ok(dict)
+        let (r, _): (_, Vec<Label>) = py.detach(|| self.model.evaluate(&split, batch_size, threads));
+        eval_dict(py, &r)
     }
 
     #[getter]

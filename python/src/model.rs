@@ -215,12 +215,7 @@ impl Model {
         if split.is_empty() {
             return Err(PyValueError::new_err("images: no images to evaluate"));
         }
-        let classes = self.num_classes();
-        if let Some(bad) = split.labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(PyValueError::new_err(format!(
-                "labels: label {bad} is not a class of this {classes}-class network"
-            )));
-        }
+        check_labels(&split, self.num_classes())?;
         let batch_size = batch_size.unwrap_or_else(|| self.with(|p| lenet5::training::eval_batch_size(&p.checkpoint)));
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
             return Err(PyValueError::new_err(format!("batch_size: expected 1 to {MAX_BATCH_SIZE}, got {batch_size}")));
@@ -230,13 +225,7 @@ impl Model {
         let result = py.detach(|| {
             Evaluator::new(threads).map(|mut evaluator| evaluator.evaluate(&params, head, &split, batch_size))
         });
-        let result = result.map_err(core_to_py)?;
-        let dict = PyDict::new(py);
-        dict.set_item("loss", result.loss)?;
-        dict.set_item("accuracy", result.accuracy)?;
-        dict.set_item("correct", result.correct)?;
-        dict.set_item("total", result.total)?;
-        Ok(dict)
+        eval_dict(py, &result.map_err(core_to_py)?)
     }
 
     /// The weights as PyTorch's `state_dict`: a dict of float32 arrays, by its names and with its shapes, in
@@ -291,6 +280,26 @@ impl Model {
             format!("Model(classes={classes}, head={:?}, parameters={})", p.checkpoint.head.name(), num_params(classes))
         })
     }
+}
+
+/// Refuses labels that are no class of a `classes`-class network.
+pub(crate) fn check_labels(split: &lenet5_core::data::Split, classes: usize) -> PyResult<()> {
+    match split.labels.iter().find(|&&l| l as usize >= classes) {
+        Some(bad) => {
+            Err(PyValueError::new_err(format!("labels: label {bad} is not a class of this {classes}-class network")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// An evaluation's figures as the dict `evaluate` returns: loss, accuracy, correct and total.
+pub(crate) fn eval_dict<'py>(py: Python<'py>, r: &lenet5_core::train::EvalResult) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("loss", r.loss)?;
+    dict.set_item("accuracy", r.accuracy)?;
+    dict.set_item("correct", r.correct)?;
+    dict.set_item("total", r.total)?;
+    Ok(dict)
 }
 
 fn parse_head(head: &str) -> PyResult<Head> {
