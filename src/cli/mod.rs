@@ -84,9 +84,16 @@ impl WeightsArg {
     }
 }
 
-/// Loads the weights named by `--weights`.
+/// Loads the float weights named by `--weights`; int8 ones are refused, naming the commands that take them.
 pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5_core::checkpoint::Checkpoint> {
-    Ok(lenet5::interop::pth::load_weights(&w.weights, Head::Sigmoid)?)
+    match lenet5::deploy::Weights::load(&w.weights, Head::Sigmoid)? {
+        lenet5::deploy::Weights::Float(ck) => Ok(ck),
+        lenet5::deploy::Weights::Int8(_) => Err(format!(
+            "{}: int8 weights; this command takes float weights (eval, predict and export --c take int8 ones)",
+            w.weights.display()
+        )
+        .into()),
+    }
 }
 
 /// The network's head, as a flag value.

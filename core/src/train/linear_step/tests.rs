@@ -102,6 +102,7 @@ fn rounds_give_the_bits_of_one_call() {
             // SAFETY: only called where the CPU has AVX2 and FMA; the shapes are those the dispatcher checks.
             unsafe { avx2::weight_grad_step_rows(&d, parts, rows.clone(), sgd, p, v, carry) }
         };
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut kernels: Vec<(&str, Kernel)> = vec![("dispatched", &dispatched), ("portable", &portable)];
         #[cfg(target_arch = "x86_64")]
         if crate::simd::cpu_has(crate::simd::Isa::Avx2) {
