@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lenet5_core::checkpoint::Checkpoint;
+use lenet5_core::data::Dataset;
 use lenet5_core::nn::Head;
 use lenet5_core::nn::params::num_params;
 use lenet5_core::quant::QuantModel;
@@ -43,15 +44,9 @@ impl Weights {
     }
 }
 
-/// `ck` quantized, calibrated on `calibration` images (drawn by `seed`) of the training split of the data set it
-/// was trained on, unless `source` names another.
-pub fn quantize(
-    ck: &Checkpoint,
-    source: &DataSource,
-    calibration: usize,
-    seed: u64,
-    notices: &dyn Notices,
-) -> Result<QuantModel> {
+/// The data set `ck` was trained on (unless `source` names another), read as it was, with as many classes as the
+/// network: its training split calibrates a quantization, its test split measures the result.
+pub fn data_for(ck: &Checkpoint, source: &DataSource, notices: &dyn Notices) -> Result<Dataset> {
     let recorded = data_options(ck);
     let id = source.id_for(ck)?;
     let data = source.load(Some(&id.name()), &recorded, notices)?;
@@ -59,7 +54,18 @@ pub fn quantize(
         let (network, classes) = (ck.classes(), data.classes());
         return Err(lenet5_core::Error::ClassCount { dataset: data.name, network, data: classes }.into());
     }
-    Ok(QuantModel::quantize(ck, &data.train, calibration, seed)?)
+    Ok(data)
+}
+
+/// `ck` quantized, calibrated on `calibration` images (drawn by `seed`) of the training split of [`data_for`].
+pub fn quantize(
+    ck: &Checkpoint,
+    source: &DataSource,
+    calibration: usize,
+    seed: u64,
+    notices: &dyn Notices,
+) -> Result<QuantModel> {
+    Ok(QuantModel::quantize(ck, &data_for(ck, source, notices)?.train, calibration, seed)?)
 }
 
 /// Writes `lenet5_model.h` and `lenet5_model.c` of `model` into `dir` (made if missing). A directory that holds

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lenet5::deploy::{Weights, quantize, write_c};
+use lenet5::deploy::{Weights, data_for, quantize, write_c};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::nn::Head;
 use lenet5_core::quant::QuantModel;
@@ -50,9 +50,12 @@ fn quantized(ck: &Checkpoint, c: &CalibrationArgs) -> CliResult<QuantModel> {
 pub fn run(a: QuantizeArgs) -> CliResult {
     refuse_same_file(&a.weights.path(), &a.out)?;
     let ck = float_weights(&a.weights)?;
-    let q = quantized(&ck, &a.calibration)?;
+    let c = &a.calibration;
+    // Read once: the training images calibrate, the test images measure both networks.
+    let data = data_for(&ck, &c.data.source(), &TerminalNotices::new())?;
+    let q = QuantModel::quantize(&ck, &data.train, c.calibration, c.calibration_seed)?;
     q.save(&a.out)?;
-    let test = a.calibration.data.load_test_for(&ck)?;
+    let test = data.test;
     let batch_size = lenet5::training::eval_batch_size(&ck);
     let threads = threads(None)?;
     let float = Evaluator::new(threads)?.evaluate(&ck.params, ck.head, &test, batch_size);
