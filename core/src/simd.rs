@@ -21,6 +21,12 @@ fn cap() -> u8 {
     })
 }
 
+/// Whether [`CAP_VAR`] caps nothing (the int8 engine then takes VNNI where the CPU has it).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn uncapped() -> bool {
+    cap() >= 2
+}
+
 /// The instruction sets the kernels are written for, narrowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {

@@ -3,10 +3,12 @@
 
 use std::time::Instant;
 
+use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::{Dataset, Split};
 use lenet5_core::machine::parallel_arithmetic;
-use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock};
+use lenet5_core::nn::model::{Head, IMAGE_LEN, Stage, StageClock};
 use lenet5_core::nn::params::init_params_for;
+use lenet5_core::quant::QuantModel;
 use lenet5_core::rng::Rng;
 use lenet5_core::spec::recipe;
 use lenet5_core::summary::flops_per_image;
@@ -111,6 +113,7 @@ pub fn run(a: BenchArgs) -> CliResult {
     println!();
     training_steps(&a, threads, &train, &order)?;
     evaluation(&a, threads, &test)?;
+    int8_evaluation(&train, &test)?;
     layers(&a, &train, &order)
 }
 
@@ -203,6 +206,32 @@ fn evaluation(a: &BenchArgs, threads: usize, test: &Split) -> CliResult {
         eval_s * 1e3,
         test.len() as f64 / eval_s,
         test.len() as f64 * flops_per_image().0 as f64 / eval_s / 1e9
+    );
+    Ok(())
+}
+
+/// The int8 engine against the float one, on the same network (quantized with 100 calibration images), one
+/// thread each, taking rounds in turn; the best round of each counts.
+fn int8_evaluation(train: &Split, test: &Split) -> CliResult {
+    let ck = Checkpoint::new(init_params_for(0, 10), Head::Sigmoid);
+    let int8 = QuantModel::quantize(&ck, train, 100, 0)?;
+    let mut evaluator = Evaluator::new(1)?;
+    let (mut float_s, mut int8_s) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        let t0 = Instant::now();
+        evaluator.evaluate(&ck.params, Default::default(), test, 16);
+        float_s = float_s.min(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        int8.evaluate(test, 16, 1);
+        int8_s = int8_s.min(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "int8 evaluation, 1 thread, {}: {:.1} ms ({:.0} images/s), float {:.1} ms: int8 at {:.2}x float's speed",
+        QuantModel::instruction_set(),
+        int8_s * 1e3,
+        test.len() as f64 / int8_s,
+        float_s * 1e3,
+        float_s / int8_s
     );
     Ok(())
 }

@@ -41,7 +41,7 @@ impl QLayer {
 /// The kernel size of both convolutions.
 const KERNEL: usize = 5;
 
-/// The five layers of the int8 network.
+/// The five layers of the int8 network, and their weights as the AVX2 kernels take them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QLayers {
     pub conv1: QLayer,
@@ -49,22 +49,57 @@ pub struct QLayers {
     pub linear1: QLayer,
     pub linear2: QLayer,
     pub output: QLayer,
+    /// `Packed::of` the weights above, made by [`QLayers::new`] (so a change of a weight must make the layers
+    /// anew; requantization is read from the layers at every call).
+    #[cfg(target_arch = "x86_64")]
+    pub(super) packed: Option<super::avx2::Packed>,
 }
 
 impl QLayers {
+    pub fn new([conv1, conv2, linear1, linear2, output]: [QLayer; 5]) -> QLayers {
+        let layers = QLayers {
+            conv1,
+            conv2,
+            linear1,
+            linear2,
+            output,
+            #[cfg(target_arch = "x86_64")]
+            packed: None,
+        };
+        #[cfg(target_arch = "x86_64")]
+        let layers = QLayers { packed: super::avx2::Packed::of(&layers), ..layers };
+        layers
+    }
+
     /// The layers in order.
     pub fn all(&self) -> [&QLayer; 5] {
         [&self.conv1, &self.conv2, &self.linear1, &self.linear2, &self.output]
     }
 
     /// The scores of one image of 784 pixels (0..=255) into `scores` (one per class); returns the predicted
-    /// class, the first of the highest scores. Compiled for the widest instruction set the CPU has (the same
-    /// integers on every one).
+    /// class, the first of the highest scores. With the AVX2 or VNNI kernels where the CPU has them, else the
+    /// plain engine compiled for the widest instruction set it has (the same integers on every one).
     pub fn predict(&self, pixels: &[u8], scores: &mut [i32]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(kernel), Some(packed)) = (super::avx2::Kernel::chosen(), &self.packed) {
+            // SAFETY: `chosen` found the kernel's instructions on this CPU; `packed` is of these layers.
+            if let Some(class) = unsafe { super::avx2::predict(kernel, self, packed, pixels, scores) } {
+                return class;
+            }
+        }
         let mut class = 0;
         predict_dispatched(self, pixels, scores, &mut class);
         class
     }
+}
+
+/// The instructions [`QLayers::predict`] runs on this CPU (with `LENET5_SIMD`'s cap).
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kernel) = super::avx2::Kernel::chosen() {
+        return kernel.name();
+    }
+    crate::simd::describe()
 }
 
 crate::simd::dispatch! {

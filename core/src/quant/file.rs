@@ -151,7 +151,7 @@ impl QuantModel {
         let class_names = class_names(&metadata, classes, path)?;
         let [conv1, conv2, linear1, linear2, output] = <[QLayer; 5]>::try_from(layers).expect("five layers");
         Ok(QuantModel {
-            layers: QLayers { conv1, conv2, linear1, linear2, output },
+            layers: QLayers::new([conv1, conv2, linear1, linear2, output]),
             activation_scales,
             weight_scales: <[Vec<f32>; 5]>::try_from(weight_scales).expect("five layers"),
             scores_scale,

@@ -9,6 +9,8 @@
 //! - Scores: the output layer's accumulators requantized to one scale for all classes (`max |logit| / 32767`
 //!   over the calibration images), as int32: only they are turned back into reals, for the loss.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod c;
 mod engine;
 mod file;
@@ -89,7 +91,7 @@ impl QuantModel {
             ck.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         metadata.insert("calibration".into(), format!("{} images, seed {seed}", count.min(calibration.len())));
         Ok(QuantModel {
-            layers: QLayers { conv1, conv2, linear1, linear2, output },
+            layers: QLayers::new([conv1, conv2, linear1, linear2, output]),
             activation_scales: [a1, a2, a3, a4].map(|s| s as f32),
             weight_scales: [s1, s2, s3, s4, s5],
             scores_scale: scores_scale as f32,
@@ -97,6 +99,12 @@ impl QuantModel {
             class_names: ck.class_names.clone(),
             metadata,
         })
+    }
+
+    /// The instructions the integer engine runs on this CPU: `avx2 (vpmaddwd)`, `avx-vnni (vpdpwssd)`,
+    /// `avx-512 vnni (vpdpwssd)`, or the plain engine compiled for the float kernels' instruction set.
+    pub fn instruction_set() -> &'static str {
+        engine::instruction_set()
     }
 
     /// Calibration images when none are asked for.
