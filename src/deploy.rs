@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::Dataset;
+use lenet5_core::infer::{Activations, Prediction, Predictor};
 use lenet5_core::nn::Head;
+use lenet5_core::nn::model::IMAGE_LEN;
 use lenet5_core::nn::params::num_params;
 use lenet5_core::quant::QuantModel;
 
@@ -34,12 +36,74 @@ impl Weights {
     pub fn description(&self) -> Checkpoint {
         match self {
             Weights::Float(ck) => ck.clone(),
-            Weights::Int8(q) => {
-                let mut ck = Checkpoint::new(vec![0.0; num_params(q.classes())], q.head);
-                ck.class_names = q.class_names.clone();
-                ck.metadata = q.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                ck
+            Weights::Int8(q) => int8_description(q),
+        }
+    }
+}
+
+/// [`Weights::description`] of an int8 network.
+fn int8_description(q: &QuantModel) -> Checkpoint {
+    let mut ck = Checkpoint::new(vec![0.0; num_params(q.classes())], q.head);
+    ck.class_names = q.class_names.clone();
+    ck.metadata = q.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    ck
+}
+
+/// Weights ready to run, one picture at a time: the float engine, or the integer one.
+pub enum Engine {
+    Float(Box<Predictor>),
+    Int8 { model: Box<QuantModel>, description: Checkpoint },
+}
+
+impl From<Predictor> for Engine {
+    fn from(predictor: Predictor) -> Engine {
+        Engine::Float(Box::new(predictor))
+    }
+}
+
+impl From<Weights> for Engine {
+    fn from(weights: Weights) -> Engine {
+        match weights {
+            Weights::Float(ck) => Predictor::new(ck).into(),
+            Weights::Int8(model) => Engine::Int8 { description: int8_description(&model), model },
+        }
+    }
+}
+
+impl Engine {
+    /// The head, class names and metadata the weights came with ([`Weights::description`]).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        match self {
+            Engine::Float(predictor) => &predictor.checkpoint,
+            Engine::Int8 { description, .. } => description,
+        }
+    }
+
+    pub fn is_int8(&self) -> bool {
+        matches!(self, Engine::Int8 { .. })
+    }
+
+    pub fn class_name(&self, class: usize) -> &str {
+        &self.checkpoint().class_names[class]
+    }
+
+    /// The prediction for one picture as the network takes it (784 values in [0, 1]).
+    pub fn predict(&mut self, image: &[f32; IMAGE_LEN]) -> Prediction {
+        match self {
+            Engine::Float(predictor) => predictor.predict(&[*image]).remove(0),
+            Engine::Int8 { model, .. } => model.predict_image(image),
+        }
+    }
+
+    /// [`Engine::predict`], and what the float network's convolutions and pools made of the picture (`None` for
+    /// an int8 network, whose engine keeps no feature maps).
+    pub fn predict_with_activations(&mut self, image: &[f32; IMAGE_LEN]) -> (Prediction, Option<Activations>) {
+        match self {
+            Engine::Float(predictor) => {
+                let (prediction, activations) = predictor.predict_with_activations(image);
+                (prediction, Some(activations))
             }
+            Engine::Int8 { model, .. } => (model.predict_image(image), None),
         }
     }
 }

@@ -30,10 +30,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::deploy::Engine;
 use crate::preprocess::{Digit, Prepare, Preprocess, decode_within, preprocess_of};
 use crate::web::Offered;
 use lenet5_core::data::Split;
-use lenet5_core::infer::Predictor;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
 use lenet5_core::rng::Rng;
 
@@ -60,7 +60,7 @@ pub const BUNDLED_MODEL_NAME: &str = "the bundled MNIST model (models/lenet5-mni
 
 /// What the handlers share.
 pub struct AppState {
-    predictor: Mutex<Predictor>,
+    engine: Mutex<Engine>,
     /// How uploaded pictures are prepared: as the network's training images were.
     preprocess: Preprocess,
     /// Pictures decoded at once, at most.
@@ -74,11 +74,13 @@ pub struct AppState {
 
 impl AppState {
     /// `test` feeds `/api/sample`; without it that endpoint answers 404.
-    pub fn new(predictor: Predictor, test: Option<Split>, weights: impl Into<String>) -> Self {
+    /// `engine`: float weights (a [`Predictor`](lenet5_core::infer::Predictor)) or an int8 network.
+    pub fn new(engine: impl Into<Engine>, test: Option<Split>, weights: impl Into<String>) -> Self {
+        let engine = engine.into();
         AppState {
-            preprocess: preprocess_of(&predictor.checkpoint),
+            preprocess: preprocess_of(engine.checkpoint()),
             decodes: tokio::sync::Semaphore::new(MAX_DECODES),
-            predictor: Mutex::new(predictor),
+            engine: Mutex::new(engine),
             test,
             weights: weights.into(),
             samples: AtomicU64::new(0),
@@ -283,9 +285,10 @@ async fn request_deadline(request: axum::extract::Request, next: axum::middlewar
 }
 
 async fn model_info(State(s): State<Arc<AppState>>) -> Json<Value> {
-    let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
-    let ck = &p.checkpoint;
+    let engine = s.engine.lock().unwrap_or_else(|e| e.into_inner());
+    let ck = engine.checkpoint();
     Json(json!({
+        "int8": engine.is_int8(),
         "architecture": lenet5_core::summary::layers(1, ck.head, ck.classes()),
         "parameters": ck.params.len(),
         "head": ck.head.name(),
@@ -369,8 +372,8 @@ async fn sample(State(s): State<Arc<AppState>>, query: Result<Query<SampleQuery>
         }
     };
     let pixels: Vec<f32> = test.image(index).iter().map(|&p| p as f32 / 255.0).collect();
-    let p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(Json(json!({ "index": index, "label": p.class_name(test.labels[index] as usize), "pixels": pixels })))
+    let engine = s.engine.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Json(json!({ "index": index, "label": engine.class_name(test.labels[index] as usize), "pixels": pixels })))
 }
 
 #[derive(Deserialize)]
@@ -457,17 +460,21 @@ async fn predict(
             ));
         }
     };
-    let mut p = s.predictor.lock().unwrap_or_else(|e| e.into_inner());
-    let (pred, acts) = p.predict_with_activations(&digit);
+    let mut engine = s.engine.lock().unwrap_or_else(|e| e.into_inner());
+    let features = q.features.unwrap_or(0) != 0;
+    let (pred, acts) = if features { engine.predict_with_activations(&digit) } else { (engine.predict(&digit), None) };
     let mut out = json!({
-        "class": p.class_name(pred.class),
+        "class": engine.class_name(pred.class),
         "index": pred.class,
         "probabilities": pred.probabilities,
-        "classes": p.checkpoint.class_names,
+        "classes": engine.checkpoint().class_names,
     });
-    if q.features.unwrap_or(0) != 0 {
-        let maps = |v: &[f32], plane: usize| v.chunks(plane).map(|c| c.to_vec()).collect::<Vec<_>>();
+    if features {
         out["input"] = json!(digit.to_vec());
+    }
+    // The float network's feature maps; an int8 network's engine keeps none, and the answer has no `features`.
+    if let Some(acts) = acts {
+        let maps = |v: &[f32], plane: usize| v.chunks(plane).map(|c| c.to_vec()).collect::<Vec<_>>();
         out["features"] = json!({
             "conv1": maps(&acts.conv1, CONV1.out_size() * CONV1.out_size()),
             "conv2": maps(&acts.conv2, CONV2.out_size() * CONV2.out_size()),

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_clean_error, lenet5, mnist_split, repo, stderr, stdout};
+use common::{TestServer, assert_clean_error, lenet5, mnist_split, repo, stderr, stdout};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::quant::QuantModel;
 
@@ -112,6 +112,37 @@ fn the_exported_c_predicts_every_test_image_with_the_engines_int8_scores() {
     let got = String::from_utf8(o.stdout).unwrap();
     assert!(o.status.success(), "{got}{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(got.lines().collect::<Vec<_>>(), expected.lines().take(100).collect::<Vec<_>>());
+}
+
+#[test]
+fn serve_runs_an_int8_file_with_the_engines_predictions_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (int8, _) = quantized(tmp.path());
+    let model = QuantModel::load(&int8).unwrap();
+    let test = mnist_split("t10k");
+    let weights = lenet5::deploy::Weights::load(&int8, lenet5_core::nn::Head::Sigmoid).unwrap();
+    let srv = TestServer::with_state(lenet5::serve::AppState::new(weights, Some(test.clone()), "int8.safetensors"));
+    let (status, m) = srv.json("GET", "/api/model", None, b"");
+    assert_eq!((status, &m["int8"], &m["parameters"]), (200, &serde_json::json!(true), &serde_json::json!(61706)));
+    for index in [0, 1, 2, 3, 4] {
+        let (_, sample) = srv.json("GET", &format!("/api/sample?index={index}"), None, b"");
+        let body = serde_json::to_vec(&serde_json::json!({ "pixels": sample["pixels"] })).unwrap();
+        // The page asks for feature maps; an int8 network has none to give, and still answers.
+        let (status, r) = srv.json("POST", "/api/predict?features=1", Some("application/json"), &body);
+        assert_eq!(status, 200, "{r}");
+        assert!(r.get("features").is_none() && r["input"].as_array().unwrap().len() == 784);
+        let mut scores = [0i32; 10];
+        let class = model.predict(test.image(index), &mut scores);
+        assert_eq!(r["index"].as_u64(), Some(class as u64));
+        let pixels: Vec<f32> = test.image(index).iter().map(|&p| p as f32 / 255.0).collect();
+        let expected = model.predict_image(&pixels);
+        let got: Vec<f32> = r["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap() as f32).collect();
+        assert_eq!(got, expected.probabilities);
+    }
+    // The commands that take float weights only still say which ones take int8.
+    let picture = repo().join("tests/fixtures/digits/dark_on_light_4.png");
+    let o = lenet5(&["inspect", "--weights", int8.to_str().unwrap(), picture.to_str().unwrap()]);
+    assert_clean_error(&o, &["int8", "serve"]);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! 2. `preprocess` (pictures as the network's input), `download` (a known data set fetched and verified),
 //!    `interop` (PyTorch's files read safely, ONNX written);
 //! 3. `folder` (image folders), `source` (where a run's data come from);
-//! 4. `training` (a run as every front end starts it, from its specification);
+//! 4. `training` (a run as every front end starts it, from its specification), `deploy` (int8 networks, the C
+//!    export, and float or int8 weights ready to run);
 //! 5. `viz` (pictures), `web` (the training page's files), `serve` (the pages and the JSON API);
 //! 6. `cli` and `main`: the command line, over all of them.
 //!
@@ -30,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deploy", &["error", "interop", "source"]),
     ("viz", &["error"]),
     ("web", &["error"]),
-    ("serve", &["error", "preprocess", "text", "web"]),
+    ("serve", &["deploy", "error", "preprocess", "text", "web"]),
     (
         "cli",
         &[

@@ -89,7 +89,7 @@ pub fn load_weights(w: &WeightsArg) -> CliResult<lenet5_core::checkpoint::Checkp
     match lenet5::deploy::Weights::load(&w.weights, Head::Sigmoid)? {
         lenet5::deploy::Weights::Float(ck) => Ok(ck),
         lenet5::deploy::Weights::Int8(_) => Err(format!(
-            "{}: int8 weights; this command takes float weights (eval, predict and export --c take int8 ones)",
+            "{}: int8 weights; this command takes float weights (eval, predict, serve and export --c take int8 ones)",
             w.weights.display()
         )
         .into()),

@@ -7,12 +7,11 @@ use lenet5::preprocess::{Digit, Preprocess, digit_to_image, load_image};
 use lenet5::text::printable;
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::fs::create_dir;
-use lenet5_core::infer::{Prediction, Predictor};
+use lenet5_core::infer::Prediction;
 use lenet5_core::nn::model::IMAGE_LEN;
 
-use lenet5::deploy::Weights;
+use lenet5::deploy::{Engine, Weights};
 use lenet5_core::nn::Head;
-use lenet5_core::quant::QuantModel;
 
 use super::{CliResult, DataArgs, WeightsArg};
 
@@ -37,21 +36,6 @@ pub struct PredictArgs {
     pub save_preprocessed: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-}
-
-/// What predicts: float weights, or an int8 network.
-enum Engine {
-    Float(Box<Predictor>),
-    Int8(Box<QuantModel>),
-}
-
-impl Engine {
-    fn predict(&mut self, digit: &Digit) -> Prediction {
-        match self {
-            Engine::Float(predictor) => predictor.predict(&[*digit]).remove(0),
-            Engine::Int8(model) => model.predict_image(digit),
-        }
-    }
 }
 
 fn report(json: bool, name: &str, p: &Prediction, names: &[String], k: usize, actual: Option<usize>) {
@@ -93,10 +77,7 @@ pub fn run(a: PredictArgs) -> CliResult {
     // Pictures are prepared as the network's training images were (MNIST's framing unless it says otherwise).
     let preprocess = ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist);
     let names = ck.class_names.clone();
-    let mut engine = match weights {
-        Weights::Float(ck) => Engine::Float(Box::new(Predictor::new(ck))),
-        Weights::Int8(model) => Engine::Int8(model),
-    };
+    let mut engine = Engine::from(weights);
     if let Some(dir) = &a.save_preprocessed {
         create_dir(dir)?;
     }

@@ -3,19 +3,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lenet5::deploy::{Engine, Weights};
 use lenet5::serve::{AppState, BUNDLED_MODEL, BUNDLED_MODEL_NAME, serve};
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::infer::Predictor;
+use lenet5_core::nn::Head;
 
-use super::{CliResult, DataArgs, WeightsArg, load_weights};
+use super::{CliResult, DataArgs};
 
 /// Where `lenet5 train` leaves its best weights by default.
 const TRAINED: &str = "save_model/best.safetensors";
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Trained weights: a .safetensors checkpoint, or a PyTorch .pth state_dict (read with the sigmoid head).
-    /// Default: save_model/best.safetensors, else, before any model is trained there, the MNIST model bundled
+    /// Trained weights: a .safetensors checkpoint (float, or int8 from `lenet5 quantize`), or a PyTorch .pth
+    /// state_dict (read with the sigmoid head). Default: save_model/best.safetensors, else, before any model is trained there, the MNIST model bundled
     /// with lenet5.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
@@ -59,19 +61,20 @@ async fn shutdown_signal() {
     });
 }
 
-/// The weights to serve and their name: `--weights`, else the default run's, else the bundled model.
-fn weights(flag: Option<PathBuf>) -> CliResult<(Checkpoint, String)> {
+/// The weights to serve (float or int8) and their name: `--weights`, else the default run's, else the bundled
+/// model.
+fn weights(flag: Option<PathBuf>) -> CliResult<(Engine, String)> {
     let path = match flag {
         Some(path) => path,
         None if Path::new(TRAINED).exists() => PathBuf::from(TRAINED),
         None => {
             eprintln!("note: no {TRAINED} yet (`lenet5 train` makes one); serving {BUNDLED_MODEL_NAME}");
             let ck = Checkpoint::from_bytes(BUNDLED_MODEL, Path::new(BUNDLED_MODEL_NAME))?;
-            return Ok((ck, BUNDLED_MODEL_NAME.to_string()));
+            return Ok((Predictor::new(ck).into(), BUNDLED_MODEL_NAME.to_string()));
         }
     };
     let name = path.display().to_string();
-    Ok((load_weights(&WeightsArg { weights: path })?, name))
+    Ok((Weights::load(&path, Head::Sigmoid)?.into(), name))
 }
 
 /// Lets the server hold as many connections as the system allows this process: the soft limit of open files
@@ -96,9 +99,9 @@ pub fn run(a: ServeArgs) -> CliResult {
     let listener = std::net::TcpListener::bind(&a.addr).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
     let addr = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
     listener.set_nonblocking(true).map_err(|e| format!("cannot listen on {}: {e}", a.addr))?;
-    let (ck, weights_name) = weights(a.weights)?;
+    let (engine, weights_name) = weights(a.weights)?;
     // The test set feeds the "random test image" button; the page works without it.
-    let test = match a.data.load_test_for(&ck) {
+    let test = match a.data.load_test_for(engine.checkpoint()) {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("note: no test images for the random-image button ({e})");
@@ -115,7 +118,7 @@ pub fn run(a: ServeArgs) -> CliResult {
     for why in &refused {
         eprintln!("note: the training page leaves out {}", lenet5::text::printable(&why.to_string()));
     }
-    let state = Arc::new(AppState::new(Predictor::new(ck), test, shown).with_datasets(offered));
+    let state = Arc::new(AppState::new(engine, test, shown).with_datasets(offered));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
