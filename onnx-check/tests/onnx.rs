@@ -1,5 +1,5 @@
 //! The ONNX models `lenet5 export --onnx` writes, run in tract (an independent runtime), give our outputs for
-//! both heads, with a dynamic batch axis.
+//! both heads, with a dynamic batch axis; and an int8 network's QDQ model gives the int8 engine's predictions.
 
 use std::path::PathBuf;
 
@@ -74,5 +74,62 @@ fn exported_onnx_of_other_class_counts_matches_in_an_independent_runtime() {
         for (a, b) in ours.iter().zip(&theirs) {
             assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{classes} classes: ours {a}, tract {b}");
         }
+    }
+}
+
+/// One split of the bundled MNIST (`train` or `t10k`).
+fn mnist(prefix: &str) -> lenet5_core::data::Split {
+    let path = |kind: &str, n: u8| repo().join(format!("data/MNIST/raw/{prefix}-{kind}-idx{n}-ubyte.gz"));
+    lenet5_core::data::Split::load(&path("images", 3), &path("labels", 1)).unwrap()
+}
+
+/// The shipped model quantized (calibrated on 1000 training images), exported as QDQ, and run by tract on all
+/// 10,000 test images: its predictions are the int8 engine's but for the rare image where a runtime computing
+/// in float (and rounding halves to even) and the engine (TFLite's fixed point) round an activation near a
+/// tie apart; and its scores are the engine's but for those images.
+#[test]
+fn an_int8_network_exports_as_qdq_that_tract_runs_to_the_engines_predictions() {
+    use lenet5_core::quant::QuantModel;
+    let test = mnist("t10k");
+    for head in [Head::Sigmoid, Head::Logits] {
+        let mut ck = Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+        ck.head = head;
+        let q = QuantModel::quantize(&ck, &mnist("train"), 1000, 0).unwrap();
+        let model = onnx::export_int8(&q);
+        let images: Vec<[f32; 784]> =
+            (0..test.len()).map(|i| std::array::from_fn(|p| test.image(i)[p] as f32 / 255.0)).collect();
+        let mut theirs = Vec::new();
+        for chunk in images.chunks(1000) {
+            theirs.extend(run_tract(&model, chunk));
+        }
+        let (mut same, mut worst, mut diffs) = (0, 0f32, Vec::new());
+        let (mut engine_correct, mut tract_correct) = (0, 0);
+        for (i, image) in images.iter().enumerate() {
+            let ours = q.predict_image(image);
+            let outputs = &theirs[i * 10..(i + 1) * 10];
+            let predicted = (0..10).fold(0, |best, k| if outputs[k] > outputs[best] { k } else { best });
+            same += usize::from(predicted == ours.class);
+            engine_correct += usize::from(ours.class == test.labels[i] as usize);
+            tract_correct += usize::from(predicted == test.labels[i] as usize);
+            for (a, b) in ours.scores.iter().zip(outputs) {
+                worst = worst.max((a - b).abs());
+                diffs.push((a - b).abs());
+            }
+        }
+        diffs.sort_by(f32::total_cmp);
+        let (median, p99) = (diffs[diffs.len() / 2], diffs[diffs.len() * 99 / 100]);
+        println!(
+            "{head:?}: {same} of 10000 predictions agree; correct: engine {engine_correct}, tract {tract_correct}; \
+             score differences: median {median}, 99th percentile {p99}, largest {worst}"
+        );
+        assert!(same >= 9_990, "{head:?}: {same} of 10000 agree");
+        assert!(engine_correct.abs_diff(tract_correct) <= 5, "{engine_correct} vs {tract_correct}");
+        // Probabilities for the sigmoid head; logits (of magnitude 10 to 30 here) for the other.
+        let (median_at_most, p99_at_most) = match head {
+            Head::Sigmoid => (1e-5, 1e-3),
+            Head::Logits => (0.01, 0.5),
+        };
+        assert!(median <= median_at_most && p99 <= p99_at_most, "{head:?}: median {median}, p99 {p99}");
+        assert_eq!(run_tract(&model, &images[..1]).len(), 10);
     }
 }

@@ -48,7 +48,8 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> CliResult {
 pub struct ExportArgs {
     #[command(flatten)]
     pub weights: WeightsArg,
-    /// Where to write the ONNX model (opset 13, dynamic batch axis).
+    /// Where to write the ONNX model (opset 13, dynamic batch axis); int8 weights are written as QDQ (int8
+    /// initializers, QuantizeLinear and DequantizeLinear).
     #[arg(long, value_name = "FILE")]
     pub onnx: Option<PathBuf>,
     /// Where to write the int8 network as C99 (lenet5_model.h and lenet5_model.c) for microcontrollers: from int8
@@ -72,23 +73,17 @@ pub fn export(a: ExportArgs) -> CliResult {
 
 fn export_onnx(weights: &WeightsArg, path: &Path) -> CliResult {
     refuse_same_file(&weights.path(), path)?;
-    let ck = match Weights::load(&weights.weights, Head::Sigmoid)? {
-        Weights::Float(ck) => ck,
-        Weights::Int8(_) => {
-            let name = weights.weights.display();
-            return Err(
-                format!("{name}: int8 weights are exported as C (--c DIR); ONNX export takes float weights").into()
-            );
-        }
+    let (bytes, form, classes, head) = match Weights::load(&weights.weights, Head::Sigmoid)? {
+        Weights::Float(ck) => (onnx::export(&ck), "float", ck.classes(), ck.head),
+        Weights::Int8(q) => (onnx::export_int8(&q), "int8 as QDQ", q.classes(), q.head),
     };
-    write_atomic(path, &onnx::export(&ck))?;
+    write_atomic(path, &bytes)?;
     println!(
-        "{} -> {} (ONNX opset {}, input [N,1,28,28], output [N,{}], head {})",
+        "{} -> {} (ONNX opset {}, {form}, input [N,1,28,28], output [N,{classes}], head {})",
         weights.weights.display(),
         path.display(),
         onnx::OPSET,
-        ck.classes(),
-        ck.head.name()
+        head.name()
     );
     Ok(())
 }

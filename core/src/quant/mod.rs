@@ -120,6 +120,16 @@ impl QuantModel {
         self.layers.all().iter().map(|l| l.weight.len() + 9 * l.outputs()).sum()
     }
 
+    /// Each layer's name (`conv1` ... `output`), int8 weights (`(outputs, inputs)`, a filter in `(C, kh, kw)`
+    /// order) and int32 biases (at the scale of the layer's input times its weight scale), in order.
+    pub fn layers(&self) -> [(&'static str, &[i8], &[i32]); 5] {
+        let layers = self.layers.all();
+        std::array::from_fn(|i| (LAYER_NAMES[i], &layers[i].weight[..], &layers[i].bias[..]))
+    }
+
+    /// The scale of the input: a pixel `p` (0..=255) is the real `p / 255`, held as the int8 `p - 128`.
+    pub const INPUT_SCALE: f32 = INPUT_SCALE;
+
     /// The C export: the header's name and text, and the source's (see `c`).
     pub fn to_c(&self) -> [(&'static str, String); 2] {
         [(c::HEADER, c::header(self)), ("lenet5_model.c", c::source(self))]
