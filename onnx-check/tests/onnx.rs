@@ -133,3 +133,28 @@ fn an_int8_network_exports_as_qdq_that_tract_runs_to_the_engines_predictions() {
         assert_eq!(run_tract(&model, &images[..1]).len(), 10);
     }
 }
+
+/// An int8 network of 3 classes (random weights, the logits head) and one of 26 (the sigmoid head) export as QDQ
+/// with an output `[N, K]`, and tract predicts what the engine predicts.
+#[test]
+fn int8_networks_of_other_class_counts_export_as_qdq_with_their_k_outputs() {
+    use lenet5_core::quant::QuantModel;
+    let test = mnist("t10k");
+    let images: Vec<[f32; 784]> = (0..500).map(|i| std::array::from_fn(|p| test.image(i)[p] as f32 / 255.0)).collect();
+    for (classes, head) in [(3, Head::Logits), (26, Head::Sigmoid)] {
+        let mut ck = Checkpoint::new(lenet5_core::nn::params::init_params_for(7, classes), head);
+        ck.class_names = (0..classes).map(|k| format!("class {k}")).collect();
+        let q = QuantModel::quantize(&ck, &mnist("train"), 200, 0).unwrap();
+        let theirs = run_tract(&onnx::export_int8(&q), &images);
+        assert_eq!(theirs.len(), images.len() * classes);
+        let same = images
+            .iter()
+            .zip(theirs.chunks_exact(classes))
+            .filter(|(image, outputs)| {
+                let predicted = (0..classes).fold(0, |best, k| if outputs[k] > outputs[best] { k } else { best });
+                predicted == q.predict_image(&image[..]).class
+            })
+            .count();
+        assert!(same >= 495, "{classes} classes: {same} of 500 agree");
+    }
+}
