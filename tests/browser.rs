@@ -200,6 +200,33 @@ fn drawing_a_one_on_the_page_shows_a_one() {
     b.wait_for("document.getElementById('truth').textContent", "the true label");
 }
 
+/// The drawing page on an int8 network (`lenet5 quantize`'s file, served): it reads a drawn one as a one, and
+/// says that its integer engine has no feature maps to show instead of drawing them.
+#[test]
+fn the_drawing_page_runs_an_int8_network_and_says_it_has_no_feature_maps() {
+    let Some(chromium) = find_chromium() else {
+        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = lenet5_core::checkpoint::Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
+    let int8 = tmp.path().join("int8.safetensors");
+    lenet5_core::quant::QuantModel::quantize(&ck, &common::mnist_split("train"), 1000, 0).unwrap().save(&int8).unwrap();
+    let weights = lenet5::deploy::Weights::load(&int8, lenet5_core::nn::Head::Sigmoid).unwrap();
+    let test = Some(common::mnist_split("t10k"));
+    let server = TestServer::with_state(lenet5::serve::AppState::new(weights, test, "int8.safetensors"));
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://{}/", server.addr));
+    b.wait_for("document.getElementById('model').textContent", "the model's description");
+    b.draw_a_one("pad");
+    let seen = b.wait_for("document.getElementById('prediction').dataset.class", "a prediction");
+    assert_eq!(seen, "1", "the page read the drawing as {seen}");
+    assert_eq!(b.eval("document.querySelectorAll('#bars .bar').length"), 10);
+    assert_eq!(b.eval("document.getElementById('no-maps').hidden"), false);
+    assert_eq!(b.eval("document.querySelectorAll('#conv1 canvas, #conv2 canvas').length"), 0);
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+}
+
 /// Settings for a short run that learns in one epoch: 2,000 training images with the logits head and lr 0.05.
 /// On the full test set the native build reaches val_acc 0.7125 with them with the portable kernels the browser
 /// runs (0.7131 with AVX-512's; the browser's engine gives the portable kernels' bits: tests/wasm.rs); half of
