@@ -1,12 +1,13 @@
 //! `lenet5 bench`: training step and evaluation speed, achieved GFLOP/s, the time per layer, and how much the
 //! machine's cores gain together on pure arithmetic (the most any program's threads can gain on it).
 
+use std::path::Path;
 use std::time::Instant;
 
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::{Dataset, Split};
 use lenet5_core::machine::parallel_arithmetic;
-use lenet5_core::nn::model::{Head, IMAGE_LEN, Stage, StageClock};
+use lenet5_core::nn::model::{IMAGE_LEN, Stage, StageClock};
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::quant::QuantModel;
 use lenet5_core::rng::Rng;
@@ -210,10 +211,11 @@ fn evaluation(a: &BenchArgs, threads: usize, test: &Split) -> CliResult {
     Ok(())
 }
 
-/// The int8 engine against the float one, on the same network (quantized with 100 calibration images), one
-/// thread each, taking rounds in turn; the best round of each counts.
+/// The int8 engine against the float one on the same trained network (the bundled MNIST model, quantized with
+/// 100 calibration images: a trained network's activations, zeros included, as users run them), one thread each,
+/// taking rounds in turn; the best round of each counts.
 fn int8_evaluation(train: &Split, test: &Split) -> CliResult {
-    let ck = Checkpoint::new(init_params_for(0, 10), Head::Sigmoid);
+    let ck = Checkpoint::from_bytes(lenet5::serve::BUNDLED_MODEL, Path::new(lenet5::serve::BUNDLED_MODEL_NAME))?;
     let int8 = QuantModel::quantize(&ck, train, 100, 0)?;
     let mut evaluator = Evaluator::new(1)?;
     let (mut float_s, mut int8_s) = (f64::MAX, f64::MAX);
