@@ -17,8 +17,8 @@ const TRAINED: &str = "save_model/best.safetensors";
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Trained weights: a .safetensors checkpoint (float, or int8 from `lenet5 quantize`), or a PyTorch .pth
-    /// state_dict (read with the sigmoid head). Default: save_model/best.safetensors, else, before any model is trained there, the MNIST model bundled
-    /// with lenet5.
+    /// state_dict (read with the sigmoid head). Default: save_model/best.safetensors, else, before any model is
+    /// trained there, the MNIST model bundled with lenet5.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Address to listen on (loopback by default; use 0.0.0.0:PORT to accept other machines).
