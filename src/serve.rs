@@ -114,11 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/model", get(model_info))
         .route("/api/sample", get(sample))
         .route("/api/predict", post(predict))
-        .route("/train", get(|| async { Html(crate::web::PAGE) }))
-        .route("/train-worker.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], crate::web::WORKER) }))
-        .route("/lenet5.wasm", get(|| async { ([(header::CONTENT_TYPE, "application/wasm")], crate::web::WASM) }))
-        .route("/data/datasets.json", get(datasets))
-        .route("/data/{name}/{file}", get(data_file))
+        .merge(training_page())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed here".into())
@@ -127,6 +123,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The training page, its files and its data sets, served cross-origin isolated so that its workers may share
+/// memory (see [`crate::web`]).
+fn training_page() -> Router<Arc<AppState>> {
+    let mut page = Router::new()
+        .route("/train", get(|| async { Html(crate::web::PAGE) }))
+        .route("/data/datasets.json", get(datasets))
+        .route("/data/{name}/{file}", get(data_file));
+    for asset in &crate::web::ASSETS {
+        let file = ([(header::CONTENT_TYPE, asset.content_type)], asset.bytes);
+        page = page.route(&format!("/{}", asset.name), get(move || async move { file }));
+    }
+    page.layer(axum::middleware::map_response(isolated))
+}
+
+async fn isolated(mut response: Response) -> Response {
+    for (name, value) in crate::web::ISOLATION_HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Headers every response carries: no guessing of content types, and the pages' content policy.

@@ -4,10 +4,17 @@
 //! ```text
 //! index.html (train)      the page: settings, progress, curves, conv1's kernels, a pad to draw on
 //! train-worker.js         the Web Worker that runs the engine
-//! lenet5.wasm             the engine (built from web/ by scripts/build-web.sh)
+//! lenet5.wasm             the engine, one thread (built from web/ by scripts/build-web.sh)
+//! lenet5-threads.wasm     the engine with its training step shared by Web Workers (the same build, threads on)
+//! threads.js              what that module needs from the page: its imports and helper threads
+//! train-helper.js         a helper thread's Web Worker
 //! data/datasets.json      the data sets offered: {"server", "datasets": [{"name", "class_names", "files"}]}
 //! data/NAME/FILE          their four IDX files as named in the list (raw or .gz: the engine decompresses)
+//! _headers                (the site only) the headers below, for static hosts that read such a file
 //! ```
+//!
+//! Browsers share memory between workers only on a cross-origin-isolated page, one served with
+//! [`ISOLATION_HEADERS`]; elsewhere the page trains on one thread and says why.
 
 use std::path::{Path, PathBuf};
 
@@ -22,10 +29,32 @@ use crate::error::Result;
 
 /// The page.
 pub const PAGE: &str = include_str!("../assets/web/train.html");
-/// Its worker.
-pub const WORKER: &str = include_str!("../assets/web/train-worker.js");
-/// The engine, as WebAssembly.
-pub const WASM: &[u8] = include_bytes!("../assets/web/lenet5.wasm");
+/// A file the page loads, beside it.
+pub struct Asset {
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// The page's other files: its workers and the engine's two modules.
+pub const ASSETS: [Asset; 5] = [
+    Asset { name: "train-worker.js", content_type: JS, bytes: include_bytes!("../assets/web/train-worker.js") },
+    Asset { name: "train-helper.js", content_type: JS, bytes: include_bytes!("../assets/web/train-helper.js") },
+    Asset { name: "threads.js", content_type: JS, bytes: include_bytes!("../assets/web/threads.js") },
+    Asset { name: "lenet5.wasm", content_type: WASM, bytes: include_bytes!("../assets/web/lenet5.wasm") },
+    Asset {
+        name: "lenet5-threads.wasm",
+        content_type: WASM,
+        bytes: include_bytes!("../assets/web/lenet5-threads.wasm"),
+    },
+];
+const JS: &str = "text/javascript";
+const WASM: &str = "application/wasm";
+
+/// The headers that make the page cross-origin isolated, so that its workers may share memory: `lenet5 serve`
+/// sends them with the page and its files, and `lenet5 site` writes them into `_headers`.
+pub const ISOLATION_HEADERS: [(&str, &str); 2] =
+    [("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp")];
 
 /// The data sets the page can train on.
 const KNOWN: [DatasetId; 2] = [DatasetId::Mnist, DatasetId::FashionMnist];
@@ -116,8 +145,10 @@ pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
         Ok(write_atomic(path, content)?)
     };
     write(&dir.join("index.html"), PAGE.as_bytes())?;
-    write(&dir.join("train-worker.js"), WORKER.as_bytes())?;
-    write(&dir.join("lenet5.wasm"), WASM)?;
+    for asset in &ASSETS {
+        write(&dir.join(asset.name), asset.bytes)?;
+    }
+    write(&dir.join("_headers"), headers_file().as_bytes())?;
     create_dir(&dir.join("data"))?;
     let listing = serde_json::to_vec_pretty(&datasets_json(&found, false)).expect("serialisable");
     write(&dir.join("data/datasets.json"), &listing)?;
@@ -130,6 +161,15 @@ pub fn write_site(dir: &Path, root: &Path) -> Result<Site> {
     }
     let datasets = found.iter().map(|o| o.id.name()).collect();
     Ok(Site { dir: dir.to_path_buf(), datasets, refused: refused.iter().map(|e| e.to_string()).collect(), bytes })
+}
+
+/// `_headers`, as Netlify and Cloudflare Pages read it: [`ISOLATION_HEADERS`] on every path.
+fn headers_file() -> String {
+    let mut text = String::from("/*\n");
+    for (name, value) in ISOLATION_HEADERS {
+        text += &format!("  {name}: {value}\n");
+    }
+    text
 }
 
 /// A data file's bytes, gzipped if it is not already.

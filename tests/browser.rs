@@ -284,16 +284,7 @@ fn the_training_page_trains_predicts_and_downloads_weights_that_evaluate_as_show
     println!("screenshot: {}", out.display());
     // The weights, downloaded as the browser saves them, are what lenet5 train writes as best.safetensors:
     // `lenet5 eval` with the kernels the browser runs gives the accuracy the page showed.
-    let downloads = tempfile::tempdir().unwrap();
-    b.call("Page.setDownloadBehavior", json!({"behavior": "allow", "downloadPath": downloads.path()}));
-    b.eval("document.getElementById('download').click()");
-    let file = downloads.path().join("lenet5-browser.safetensors");
-    let t0 = Instant::now();
-    while !file.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no download in {}", downloads.path().display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let (_downloads, file) = download_weights(&mut b);
     let weights = file.to_str().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
         .args(["eval", "--weights", weights, "--data", repo().join("data").to_str().unwrap(), "--json"])
@@ -309,6 +300,75 @@ fn the_training_page_trains_predicts_and_downloads_weights_that_evaluate_as_show
     for key in ["metrics", "config", "tensors_sha256"] {
         assert!(ck.metadata.contains_key(key), "{key} missing from {:?}", ck.metadata.keys());
     }
+}
+
+/// The page's download of the run's weights, as the browser saves it into a fresh folder.
+fn download_weights(b: &mut Browser) -> (tempfile::TempDir, std::path::PathBuf) {
+    let downloads = tempfile::tempdir().unwrap();
+    b.call("Page.setDownloadBehavior", json!({"behavior": "allow", "downloadPath": downloads.path()}));
+    b.eval("document.getElementById('download').click()");
+    let file = downloads.path().join("lenet5-browser.safetensors");
+    let t0 = Instant::now();
+    while !file.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no download in {}", downloads.path().display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    (downloads, file)
+}
+
+/// The SHA-256 of the best weights of `lenet5 train --threads N` with the short run's settings and the kernels
+/// the browser runs.
+fn native_short_run(threads: usize) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["train", "--epochs", "1", "--head", "logits", "--lr", "0.05", "--train-limit", "2000"])
+        .args(["--threads", &threads.to_string(), "--no-download", "--progress", "plain", "--data"])
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(out.path().join("run"))
+        .env(lenet5_core::SIMD_CAP_VAR, "baseline")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ck = lenet5_core::checkpoint::Checkpoint::load(&out.path().join("run/best.safetensors")).unwrap();
+    ck.metadata["tensors_sha256"].clone()
+}
+
+#[test]
+fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_threads() {
+    let Some(chromium) = find_chromium() else {
+        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
+        return;
+    };
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://{}/train", server.addr));
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    // `lenet5 serve` isolates the page, so it may share memory, and offers the cores the browser reports.
+    assert_eq!(b.eval("crossOriginIsolated"), true);
+    assert_eq!(b.eval("document.getElementById('workers').disabled"), false);
+    let cores = b.eval("navigator.hardwareConcurrency").as_u64().unwrap();
+    assert_eq!(b.eval("Number(document.getElementById('workers').value)").as_u64().unwrap(), cores.min(16));
+    for workers in [1, 2, 3] {
+        // A block of its own: SHORT_RUN declares `set` anew each time.
+        b.eval(&format!("{{ {SHORT_RUN} set('workers', '{workers}'); }}"));
+        b.eval("document.getElementById('epochs-table').innerHTML = ''; document.getElementById('start').click()");
+        b.wait_for_up_to(
+            "document.querySelector('#epochs-table tr')?.dataset.valAcc",
+            "the epoch's val_acc",
+            Duration::from_secs(120),
+        );
+        b.wait_for("document.body.dataset.state === 'done'", "the run to finish");
+        let ran = b.eval("Number(document.getElementById('epoch-text').dataset.workers)");
+        assert_eq!(ran.as_u64(), Some(workers as u64), "the engine's workers");
+        let (_dir, file) = download_weights(&mut b);
+        let ck = lenet5_core::checkpoint::Checkpoint::load(&file).unwrap();
+        let native = native_short_run(workers);
+        assert_eq!(ck.metadata["tensors_sha256"], native, "{workers} workers: the weights differ from native");
+        println!("{workers} workers: the bits of `lenet5 train --threads {workers}`");
+    }
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
 #[test]
@@ -329,6 +389,10 @@ fn the_static_site_trains_from_a_plain_file_server() {
     train_short_run(&mut b);
     // A static site has no draw-a-digit page to link back to.
     assert_eq!(b.eval("document.getElementById('home').hidden"), true);
+    // Python's server sends no isolation headers: one thread, and the page says why.
+    assert_eq!(b.eval("document.getElementById('workers').disabled"), true);
+    let note = b.eval("document.getElementById('threads-note').textContent");
+    assert!(note.as_str().unwrap().contains("not cross-origin isolated"), "{note}");
 }
 
 #[test]

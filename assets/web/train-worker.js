@@ -1,17 +1,24 @@
 // The training page's Web Worker: it runs lenet5's engine, compiled to WebAssembly (lenet5.wasm), so that the
 // page stays responsive while it trains. The page sends commands; the worker answers with progress.
 //
+// Where the page is cross-origin isolated (its server sends COOP and COEP headers), it runs the multithreaded
+// module, lenet5-threads.wasm, whose training steps are shared by `settings.threads` workers (threads.js starts
+// them); elsewhere browsers allow no shared memory, and it runs lenet5.wasm on this one thread. Both give the
+// same numbers.
+//
 //   page -> worker: {type: "load", dataset, files: {trainImages, trainLabels, testImages, testLabels}}
 //                   {type: "start", settings}   {type: "pause"}   {type: "resume"}   {type: "stop"}
 //                   {type: "predict", pixels, width, height}      {type: "download"}
-//   worker -> page: {type: "defaults", settings}: the recipe's, once the engine is ready
+//   worker -> page: {type: "defaults", settings, threads: {available, max, reason}}: once the engine is ready
 //                   {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
 //                   {type: "progress", status, kernels}           {type: "epoch", status}
 //                   {type: "prediction", ...}   {type: "weights", bytes}   {type: "state", state}
 //                   {type: "error", message}
 "use strict";
+importScripts("threads.js");
 
 let engine = null;        // the module's exports
+let pool = null;          // the multithreaded engine's helper threads (threads.js), or null
 let state = "idle";       // idle, loading, ready, training, paused, stopped, done
 let epochStarted = 0;     // when the epoch in progress started (performance.now), for the seconds it took
 let rateWindow = null;    // {time, images}: images/s over the last stretch
@@ -19,11 +26,38 @@ let rateWindow = null;    // {time, images}: images/s over the last stretch
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
+// Most workers a run takes (the engine's limit, web/src/session.rs's MAX_WORKERS).
+const MAX_WORKERS = 16;
+// Why a run here has one thread, or null where it may have more.
+const oneThreadReason = !self.crossOriginIsolated
+  ? "one thread: this page is not cross-origin isolated (its server sends no COOP/COEP headers), so the browser allows no shared memory"
+  : typeof SharedArrayBuffer !== "function" ? "one thread: this browser has no SharedArrayBuffer" : null;
+
+async function fetchModule(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${res.statusText}`);
+  return WebAssembly.compile(await res.arrayBuffer());
+}
+
 async function instantiate() {
-  const bytes = await (await fetch("lenet5.wasm")).arrayBuffer();
+  if (!oneThreadReason) {
+    const module = await fetchModule("lenet5-threads.wasm");
+    const memory = new WebAssembly.Memory(ENGINE_MEMORY);
+    pool = new HelperPool(module, memory, () => new Worker("train-helper.js"));
+    return startEngine(module, memory, pool);
+  }
+  const module = await fetchModule("lenet5.wasm");
   const imports = { env: { now_seconds: () => performance.now() / 1000 } };
-  const { instance } = await WebAssembly.instantiate(bytes, imports);
-  return instance.exports;
+  return (await WebAssembly.instantiate(module, imports)).exports;
+}
+
+// The workers a run asks for, as the engine will take them; starts the helper threads they need (a run and its
+// evaluation each keep workers - 1), before the engine waits for them.
+async function prepareWorkers(settings) {
+  if (!pool) return { ...settings, threads: 1 };
+  const workers = Math.max(1, Math.min(MAX_WORKERS, Math.floor(Number(settings.threads) || 1)));
+  await pool.grow(2 * (workers - 1));
+  return { ...settings, threads: workers };
 }
 
 // The engine's last result (a JSON text, an error message or bytes), copied out of its memory.
@@ -82,7 +116,8 @@ async function download(url, progress) {
 const ready = instantiate().then(exports => {
   engine = exports;
   check(engine.defaults());
-  postMessage({ type: "defaults", settings: JSON.parse(resultText()) });
+  const threads = { available: !oneThreadReason, max: MAX_WORKERS, reason: oneThreadReason };
+  postMessage({ type: "defaults", settings: JSON.parse(resultText()), threads });
 });
 
 async function load(dataset, files) {
@@ -153,7 +188,8 @@ self.onmessage = async (event) => {
         await load(m.dataset, m.files);
         break;
       case "start": {
-        const placed = [place(encoder.encode(JSON.stringify(m.settings)))];
+        const settings = await prepareWorkers(m.settings);
+        const placed = [place(encoder.encode(JSON.stringify(settings)))];
         try { check(engine.configure(...placed.flat())); } finally { release(placed); }
         rateWindow = null;
         setState("training");

@@ -19,7 +19,12 @@ const OVERSUBSCRIBED_SPINS: u32 = 16;
 /// they outnumber the cores.
 fn spin_limit(workers: usize) -> u32 {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // WebAssembly cannot tell (WASI says 1); there the front end, the page, caps the workers at the cores the
+    // browser reports.
+    let cores = *CORES.get_or_init(|| match cfg!(target_family = "wasm") {
+        true => usize::MAX,
+        false => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
     if workers <= cores { SPINS } else { OVERSUBSCRIBED_SPINS }
 }
 

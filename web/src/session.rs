@@ -17,6 +17,10 @@ use lenet5_core::run::{Start, Training};
 use lenet5_core::spec::RunSpec;
 use lenet5_core::train::EpochMetrics;
 
+/// Most workers a run in the page takes: past the cores of common machines, and each costs its stack and slice
+/// buffers in the page's memory.
+pub const MAX_WORKERS: usize = 16;
+
 /// What a session refuses, and why; the page shows the message.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -70,6 +74,8 @@ pub struct Status {
     pub loss: f64,
     pub accuracy: f64,
     pub images_seen: u64,
+    /// The workers that share each step.
+    pub workers: usize,
     pub finished: bool,
     pub best_epoch: Option<usize>,
     pub best_val_acc: Option<f64>,
@@ -112,8 +118,10 @@ impl Session {
     }
 
     /// Starts a new run with `settings`, the JSON of a run specification ([`RunSpec`]: the recipe, with the
-    /// object's settings in place of its own), from PyTorch's initialisation for its seed. The page runs one
-    /// thread and holds its data in memory: the settings of threads and of data on disk have no effect here.
+    /// object's settings in place of its own), from PyTorch's initialisation for its seed. The page holds its
+    /// data in memory: the settings of data on disk have no effect here. `threads` (one by default, at most
+    /// [`MAX_WORKERS`]) are the Web Workers that share each step, in the module built with the `threads` feature;
+    /// the other module runs one thread whatever it is told. The number never changes a result.
     pub fn configure(&mut self, settings: &str) -> Result<()> {
         let data = self.data.as_ref().ok_or(SessionError::NoData)?;
         let spec = RunSpec::from_json_text(settings)?.validate()?;
@@ -125,7 +133,10 @@ impl Session {
         };
         let (train, test) = (cut(&data.train, config.train_limit), cut(&data.test, config.test_limit));
         let start = Start::Fresh { params: init_params_for(config.seed, data.class_names.len()) };
-        let training = Training::new(config, &data.name, &data.class_names, start, 1)?;
+        // The last run's threads end first: the page has helper threads for one run's.
+        self.run = None;
+        let workers = spec.spec().threads.unwrap_or(1).min(MAX_WORKERS);
+        let training = Training::new(config, &data.name, &data.class_names, start, workers)?;
         self.run = Some(Run { training, train, test, epoch_seconds: 0.0, images_seen: 0 });
         Ok(())
     }
@@ -185,6 +196,7 @@ impl Session {
             loss,
             accuracy,
             images_seen: run.images_seen,
+            workers: run.training.trainer().workers(),
             finished: run.training.is_finished(),
             best_epoch: state.best_epoch,
             best_val_acc: state.best_val_acc,

@@ -340,6 +340,11 @@ impl Trainer {
         self
     }
 
+    /// The workers that share each step (the threads asked for, or one without the `threads` feature).
+    pub fn workers(&self) -> usize {
+        self.team.workers()
+    }
+
     /// What the trainer was built with (the number of epochs as last set).
     pub fn config(&self) -> &TrainConfig {
         &self.config
