@@ -2,8 +2,9 @@
 //! of the native build running the same kernels on one thread (`LENET5_SIMD=baseline --threads 1`): the same
 //! weights and momentum (their SHA-256) after a few hundred steps, and the same metrics, epoch by epoch. It runs
 //! under Node, through the exports the page's worker uses (`web/tests/train.mjs`); skipped, saying why, where
-//! Node is missing. (CI checks that the committed module is built from the current source:
-//! `scripts/build-web.sh --check`.)
+//! Node is missing. The multithreaded module (`lenet5-threads.wasm`), its steps shared by Node's worker threads
+//! through the page's own host code, gives the bits of `--threads N` for N = 1, 2 and 3. (CI checks that the
+//! committed modules are built from the current source: `scripts/build-web.sh --check`.)
 
 mod common;
 
@@ -22,11 +23,12 @@ fn native(args: &[&str]) -> (String, Vec<Value>) {
     let run = out.path().join("run");
     let data = repo().join("data");
     let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
-        .args(["train", "--threads", "1", "--no-download", "--progress", "plain", "--data"])
+        .args(["train", "--no-download", "--progress", "plain", "--data"])
         .arg(&data)
         .arg("--out")
         .arg(&run)
         .args(args)
+        .args(if args.contains(&"--threads") { &[][..] } else { &["--threads", "1"] })
         .env(lenet5_core::SIMD_CAP_VAR, "baseline")
         .output()
         .unwrap();
@@ -64,11 +66,22 @@ fn without_timings(m: impl serde::Serialize) -> Value {
     v
 }
 
-/// The same run in WebAssembly under Node.
+/// The same run in WebAssembly under Node, in the one-thread module.
 fn webassembly(settings: &str) -> (String, Vec<Value>, f64) {
+    webassembly_module("lenet5.wasm", settings)
+}
+
+/// The same run in `module` (under assets/web/) under Node.
+fn webassembly_module(module: &str, settings: &str) -> (String, Vec<Value>, f64) {
+    let (sha, history, rate, _) = webassembly_workers(module, settings);
+    (sha, history, rate)
+}
+
+/// The same, and the workers that shared each step.
+fn webassembly_workers(module: &str, settings: &str) -> (String, Vec<Value>, f64, u64) {
     let o = Command::new("node")
         .arg(repo().join("web/tests/train.mjs"))
-        .arg(repo().join("assets/web/lenet5.wasm"))
+        .arg(repo().join("assets/web").join(module))
         .arg(repo().join("data/MNIST/raw"))
         .arg(settings)
         .output()
@@ -76,7 +89,8 @@ fn webassembly(settings: &str) -> (String, Vec<Value>, f64) {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let history = v["history"].as_array().unwrap().clone();
-    (v["tensors_sha256"].as_str().unwrap().to_string(), history, v["images_per_second"].as_f64().unwrap())
+    let sha = v["tensors_sha256"].as_str().unwrap().to_string();
+    (sha, history, v["images_per_second"].as_f64().unwrap(), v["workers"].as_u64().unwrap())
 }
 
 #[test]
@@ -136,5 +150,51 @@ fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
         assert_eq!(wasm_history, native_history, "{settings}");
         assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
         println!("{settings}: same bits; {rate:.0} training images/s in WebAssembly under Node");
+    }
+}
+
+#[test]
+fn the_multithreaded_module_gives_the_bits_of_native_threads() {
+    if !node_available() {
+        println!("skipped: no Node.js to run the WebAssembly engine with");
+        return;
+    }
+    // The phased schedule (a slice a worker at most), then whole slices, then a batch run in rounds.
+    let runs: [(&str, &[&str]); 3] = [
+        (r#""epochs": 1, "train_limit": 2000, "test_limit": 500"#, &["--epochs", "1", "--train-limit", "2000"]),
+        (
+            r#""epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 50, "seed": 7, "train_limit": 3000, "test_limit": 500"#,
+            &[
+                "--epochs",
+                "1",
+                "--head",
+                "logits",
+                "--lr",
+                "0.05",
+                "--batch-size",
+                "50",
+                "--seed",
+                "7",
+                "--train-limit",
+                "3000",
+            ],
+        ),
+        (
+            r#""epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 1500, "train_limit": 3000, "test_limit": 500"#,
+            &["--epochs", "1", "--head", "logits", "--lr", "0.05", "--batch-size", "1500", "--train-limit", "3000"],
+        ),
+    ];
+    for (settings, args) in runs {
+        for threads in [1, 2, 3] {
+            let settings = format!(r#"{{{settings}, "threads": {threads}}}"#);
+            let (wasm_sha, wasm_history, rate, workers) = webassembly_workers("lenet5-threads.wasm", &settings);
+            assert_eq!(workers, threads, "{settings}: the workers that shared the steps");
+            let threads = threads.to_string();
+            let args = [args, &["--test-limit", "500", "--threads", &threads]].concat();
+            let (native_sha, native_history) = native(&args);
+            assert_eq!(wasm_history, native_history, "{settings}");
+            assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
+            println!("{settings}: same bits; {rate:.0} training images/s under Node");
+        }
     }
 }

@@ -86,5 +86,6 @@ async function main() {
     tensors_sha256: hash.digest("hex"),
     history: s.history.map(({ train_seconds, val_seconds, ...m }) => m),
     images_per_second: s.images_seen / trainSeconds,
+    workers: s.workers,
   }));
 }
