@@ -201,6 +201,43 @@ fn before_any_training_serve_falls_back_on_the_bundled_model_and_after_it_serves
     child.wait().unwrap();
 }
 
+/// The training page and everything it loads are cross-origin isolated (so its workers may share memory); the
+/// draw page and the API are not, and `lenet5 site` writes the same headers into `_headers`.
+#[test]
+fn the_training_page_is_served_cross_origin_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _, _) = spawn_serve(&[], dir.path());
+    let isolated = |response: &str| {
+        let head = response.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        let coop = head.contains("\r\ncross-origin-opener-policy: same-origin\r\n");
+        let coep = head.contains("\r\ncross-origin-embedder-policy: require-corp\r\n");
+        assert_eq!(coop, coep, "{head}");
+        coop
+    };
+    let page = ["/train", "/train-worker.js", "/train-helper.js", "/threads.js", "/lenet5.wasm"];
+    for path in page.into_iter().chain(["/lenet5-threads.wasm", "/data/datasets.json"]) {
+        let response = get(&addr, path);
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response:.200}");
+        assert!(isolated(&response), "{path}");
+    }
+    for path in ["/", "/api/model", "/healthz"] {
+        assert!(!isolated(&get(&addr, path)), "{path}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let site = dir.path().join("site");
+    let o = lenet5(&["site", site.to_str().unwrap(), "--data", repo().join("data").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let headers = std::fs::read_to_string(site.join("_headers")).unwrap();
+    assert_eq!(
+        headers,
+        "/*\n  Cross-Origin-Opener-Policy: same-origin\n  Cross-Origin-Embedder-Policy: require-corp\n"
+    );
+    for asset in page.iter().skip(1).chain(&["/lenet5-threads.wasm"]) {
+        assert!(site.join(&asset[1..]).is_file(), "{asset}");
+    }
+}
+
 /// A test set without images (an empty split) gives the sample button a 404, not a crash.
 #[test]
 fn an_empty_test_set_answers_404_and_the_server_keeps_serving() {
