@@ -4,8 +4,10 @@
 //
 //   lenet5 serve --weights models/lenet5-mnist.safetensors --addr 127.0.0.1:18765 &
 //   firefox-esr --headless --remote-debugging-port=9333 --profile "$(mktemp -d)" about:blank &
-//   node --experimental-websocket bench/firefox.mjs http://127.0.0.1:18765/train [IMAGES] [PORT]
-const [url, images = "20000", port = "9333"] = process.argv.slice(2);
+//   node --experimental-websocket bench/firefox.mjs http://127.0.0.1:18765/train [IMAGES] [PORT] [WORKERS]
+//
+// WORKERS (default 1) share each step where the page is cross-origin isolated (as `lenet5 serve` serves it).
+const [url, images = "20000", port = "9333", workers = "1"] = process.argv.slice(2);
 const ws = new WebSocket(`ws://127.0.0.1:${port}/session`);
 let id = 0;
 const pending = new Map();
@@ -32,10 +34,12 @@ async function waitFor(expression, ms) {
 await waitFor("document.body.dataset.state === 'ready'", 60000);
 await evaluate(`const set = (id, v) => { document.getElementById(id).value = v; };
   set('epochs', '1'); set('head', 'logits'); set('lr', '0.05'); set('limit', '${images}');
+  if (!document.getElementById('workers').disabled) set('workers', '${workers}');
   document.getElementById('start').click()`);
 const acc = await waitFor("document.querySelector('#epochs-table tr')?.dataset.valAcc", 300000);
 const seconds = await evaluate("document.querySelector('#epochs-table tr').dataset.trainSeconds");
-console.log(`${await evaluate("navigator.userAgent")}: val_acc ${acc}, ${Math.round(Number(images) / Number(seconds))} training images/s`);
+const ran = await evaluate("document.getElementById('epoch-text').dataset.workers");
+console.log(`${await evaluate("navigator.userAgent")}: val_acc ${acc}, ${Math.round(Number(images) / Number(seconds))} training images/s on ${ran} worker(s)`);
 await call("session.end", {});
 ws.close();
 process.exit(0);
