@@ -5,7 +5,11 @@
 //! The work itself is in [`session`], plain Rust that the tests also run natively.
 //!
 //! The module imports one function, `env.now_seconds() -> f64` (the page's clock), for the seconds an epoch
-//! takes. It is built by `scripts/build-web.sh` (with SIMD128) into `assets/web/lenet5.wasm`.
+//! takes. It is built by `scripts/build-web.sh` (with SIMD128) twice: for `wasm32-unknown-unknown` into
+//! `assets/web/lenet5.wasm`, one thread; and with the `threads` feature for `wasm32-wasip1-threads` into
+//! `assets/web/lenet5-threads.wasm`, whose training steps are shared by `threads` workers as natively. That one
+//! also imports its shared memory (`env.memory`), the few WASI functions the standard library calls, and
+//! `wasi.thread-spawn`; `assets/web/threads.js` provides them.
 
 pub mod session;
 
