@@ -395,6 +395,40 @@ fn the_static_site_trains_from_a_plain_file_server() {
     assert!(note.as_str().unwrap().contains("not cross-origin isolated"), "{note}");
 }
 
+/// A static host that sends the headers of the site's `_headers` isolates the page, whose workers then share
+/// the steps; without the threaded module there, the page trains on one thread and says why.
+#[test]
+fn the_static_site_with_its_headers_trains_on_workers_and_without_the_threaded_module_on_one() {
+    let Some(chromium) = find_chromium() else {
+        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
+        return;
+    };
+    let site = tempfile::tempdir().unwrap();
+    let o = lenet5(&["site", site.path().to_str().unwrap(), "--data", repo().join("data").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let Some(server) = StaticServer::isolating(site.path()) else {
+        println!("skipped: no python3 to serve the site with");
+        return;
+    };
+    let mut b = Browser::launch(&chromium);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    b.open(&url);
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    assert_eq!(b.eval("crossOriginIsolated"), true);
+    b.eval(&format!("{{ {SHORT_RUN} set('workers', '2'); }}"));
+    train_short_run(&mut b);
+    assert_eq!(b.eval("Number(document.getElementById('epoch-text').dataset.workers)"), 2);
+
+    std::fs::remove_file(site.path().join("lenet5-threads.wasm")).unwrap();
+    b.open(&url);
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    let note = b.eval("document.getElementById('threads-note').textContent");
+    assert!(note.as_str().unwrap().contains("the multithreaded engine did not start"), "{note}");
+    assert_eq!(b.eval("document.getElementById('workers').disabled"), true);
+    train_short_run(&mut b);
+    assert_eq!(b.eval("Number(document.getElementById('epoch-text').dataset.workers)"), 1);
+}
+
 #[test]
 fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
     let Some(chromium) = find_chromium() else {
@@ -508,11 +542,31 @@ struct StaticServer {
     port: u16,
 }
 
+/// Python's file server, sending the headers of the site's `_headers` file as a static host that reads it does.
+const ISOLATING_SERVER: &str = "import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        lines = open(self.directory + '/_headers').read().splitlines()[1:]
+        for name, value in (line.strip().split(': ', 1) for line in lines):
+            self.send_header(name, value)
+        super().end_headers()
+http.server.test(HandlerClass=functools.partial(Handler, directory=sys.argv[1]), port=0, bind='127.0.0.1')";
+
 impl StaticServer {
     fn start(dir: &std::path::Path) -> Option<StaticServer> {
+        Self::start_with(dir, &["-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
+    }
+
+    /// The same, sending the headers in the site's `_headers`.
+    fn isolating(dir: &std::path::Path) -> Option<StaticServer> {
+        Self::start_with(dir, &["-c", ISOLATING_SERVER])
+    }
+
+    fn start_with(dir: &std::path::Path, args: &[&str]) -> Option<StaticServer> {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
+            .arg("-u")
+            .args(args)
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -29,7 +29,7 @@ const encoder = new TextEncoder();
 // Most workers a run takes (the engine's limit, web/src/session.rs's MAX_WORKERS).
 const MAX_WORKERS = 16;
 // Why a run here has one thread, or null where it may have more.
-const oneThreadReason = !self.crossOriginIsolated
+let oneThreadReason = !self.crossOriginIsolated
   ? "one thread: this page is not cross-origin isolated (its server sends no COOP/COEP headers), so the browser allows no shared memory"
   : typeof SharedArrayBuffer !== "function" ? "one thread: this browser has no SharedArrayBuffer" : null;
 
@@ -41,10 +41,15 @@ async function fetchModule(url) {
 
 async function instantiate() {
   if (!oneThreadReason) {
-    const module = await fetchModule("lenet5-threads.wasm");
-    const memory = new WebAssembly.Memory(ENGINE_MEMORY);
-    pool = new HelperPool(module, memory, () => new Worker("train-helper.js"));
-    return startEngine(module, memory, pool);
+    try {
+      const module = await fetchModule("lenet5-threads.wasm");
+      const memory = new WebAssembly.Memory(ENGINE_MEMORY);
+      pool = new HelperPool(module, memory, () => new Worker("train-helper.js"));
+      return startEngine(module, memory, pool);
+    } catch (e) {
+      pool = null;
+      oneThreadReason = `one thread: the multithreaded engine did not start (${e.message})`;
+    }
   }
   const module = await fetchModule("lenet5.wasm");
   const imports = { env: { now_seconds: () => performance.now() / 1000 } };
