@@ -371,15 +371,21 @@ fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_thre
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
+/// `lenet5 site` of the repository's data, in a fresh folder.
+fn written_site() -> tempfile::TempDir {
+    let site = tempfile::tempdir().unwrap();
+    let o = lenet5(&["site", site.path().to_str().unwrap(), "--data", repo().join("data").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    site
+}
+
 #[test]
 fn the_static_site_trains_from_a_plain_file_server() {
     let Some(chromium) = find_chromium() else {
         println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
         return;
     };
-    let site = tempfile::tempdir().unwrap();
-    let o = lenet5(&["site", site.path().to_str().unwrap(), "--data", repo().join("data").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let site = written_site();
     let Some(server) = StaticServer::start(site.path()) else {
         println!("skipped: no python3 to serve the site with");
         return;
@@ -403,9 +409,7 @@ fn the_static_site_with_its_headers_trains_on_workers_and_without_the_threaded_m
         println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
         return;
     };
-    let site = tempfile::tempdir().unwrap();
-    let o = lenet5(&["site", site.path().to_str().unwrap(), "--data", repo().join("data").to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let site = written_site();
     let Some(server) = StaticServer::isolating(site.path()) else {
         println!("skipped: no python3 to serve the site with");
         return;

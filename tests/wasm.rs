@@ -93,105 +93,70 @@ fn webassembly_workers(module: &str, settings: &str) -> (String, Vec<Value>, f64
     (sha, history, v["images_per_second"].as_f64().unwrap(), v["workers"].as_u64().unwrap())
 }
 
+/// The runs compared, as the page's settings (a JSON object's members) and `lenet5 train`'s flags.
+const RUNS: [(&str, &[&str]); 3] = [
+    // The recipe's settings, three epochs of 2,000 images: 375 steps.
+    (
+        r#""epochs": 3, "train_limit": 2000, "test_limit": 500"#,
+        &["--epochs", "3", "--train-limit", "2000", "--test-limit", "500"],
+    ),
+    // The logits head, a batch that is not a whole number of slices, one epoch.
+    (
+        r#""epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 50, "seed": 7, "train_limit": 3000, "test_limit": 1000"#,
+        &["--epochs", "1", "--head", "logits", "--lr", "0.05", "--batch-size", "50", "--seed", "7"],
+    ),
+    // A batch of more slices than a step holds, run in rounds (a whole one and a short one).
+    (
+        r#""epochs": 2, "head": "logits", "lr": 0.05, "batch_size": 1500, "train_limit": 3000, "test_limit": 500"#,
+        &["--epochs", "2", "--head", "logits", "--lr", "0.05", "--batch-size", "1500", "--test-limit", "500"],
+    ),
+];
+
+/// Each run's flags for `lenet5 train`, with the data's limits the settings hold.
+fn native_flags(settings: &str, flags: &[&'static str]) -> Vec<String> {
+    let mut all: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let v: Value = serde_json::from_str(&format!("{{{settings}}}")).unwrap();
+    for (key, flag) in [("train_limit", "--train-limit"), ("test_limit", "--test-limit")] {
+        if !all.iter().any(|f| f == flag) {
+            all.extend([flag.to_string(), v[key].to_string()]);
+        }
+    }
+    all
+}
+
 #[test]
 fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
     if !node_available() {
         println!("skipped: no Node.js to run the WebAssembly engine with");
         return;
     }
-    let runs: [(&str, &[&str]); 3] = [
-        // The recipe's settings, three epochs of 2,000 images: 375 steps.
-        (
-            r#"{"epochs": 3, "train_limit": 2000, "test_limit": 500}"#,
-            &["--epochs", "3", "--train-limit", "2000", "--test-limit", "500"],
-        ),
-        // The logits head, a batch that is not a whole number of slices, one epoch.
-        (
-            r#"{"epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 50, "seed": 7, "train_limit": 3000, "test_limit": 1000}"#,
-            &[
-                "--epochs",
-                "1",
-                "--head",
-                "logits",
-                "--lr",
-                "0.05",
-                "--batch-size",
-                "50",
-                "--seed",
-                "7",
-                "--train-limit",
-                "3000",
-                "--test-limit",
-                "1000",
-            ],
-        ),
-        // A batch of more slices than a step holds, run in rounds (a whole one and a short one).
-        (
-            r#"{"epochs": 2, "head": "logits", "lr": 0.05, "batch_size": 1500, "train_limit": 3000, "test_limit": 500}"#,
-            &[
-                "--epochs",
-                "2",
-                "--head",
-                "logits",
-                "--lr",
-                "0.05",
-                "--batch-size",
-                "1500",
-                "--train-limit",
-                "3000",
-                "--test-limit",
-                "500",
-            ],
-        ),
-    ];
-    for (settings, args) in runs {
-        let (wasm_sha, wasm_history, rate) = webassembly(settings);
-        let (native_sha, native_history) = native(args);
+    for (members, flags) in RUNS {
+        let settings = format!("{{{members}}}");
+        let (wasm_sha, wasm_history, rate) = webassembly(&settings);
+        let flags = native_flags(members, flags);
+        let (native_sha, native_history) = native(&flags.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(wasm_history, native_history, "{settings}");
         assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
         println!("{settings}: same bits; {rate:.0} training images/s in WebAssembly under Node");
     }
 }
 
+/// The multithreaded module on 1, 2 and 3 workers: the phased schedule (a slice a worker at most), whole slices,
+/// and a batch run in rounds.
 #[test]
 fn the_multithreaded_module_gives_the_bits_of_native_threads() {
     if !node_available() {
         println!("skipped: no Node.js to run the WebAssembly engine with");
         return;
     }
-    // The phased schedule (a slice a worker at most), then whole slices, then a batch run in rounds.
-    let runs: [(&str, &[&str]); 3] = [
-        (r#""epochs": 1, "train_limit": 2000, "test_limit": 500"#, &["--epochs", "1", "--train-limit", "2000"]),
-        (
-            r#""epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 50, "seed": 7, "train_limit": 3000, "test_limit": 500"#,
-            &[
-                "--epochs",
-                "1",
-                "--head",
-                "logits",
-                "--lr",
-                "0.05",
-                "--batch-size",
-                "50",
-                "--seed",
-                "7",
-                "--train-limit",
-                "3000",
-            ],
-        ),
-        (
-            r#""epochs": 1, "head": "logits", "lr": 0.05, "batch_size": 1500, "train_limit": 3000, "test_limit": 500"#,
-            &["--epochs", "1", "--head", "logits", "--lr", "0.05", "--batch-size", "1500", "--train-limit", "3000"],
-        ),
-    ];
-    for (settings, args) in runs {
+    for (members, flags) in RUNS {
         for threads in [1, 2, 3] {
-            let settings = format!(r#"{{{settings}, "threads": {threads}}}"#);
+            let settings = format!(r#"{{{members}, "threads": {threads}}}"#);
             let (wasm_sha, wasm_history, rate, workers) = webassembly_workers("lenet5-threads.wasm", &settings);
             assert_eq!(workers, threads, "{settings}: the workers that shared the steps");
-            let threads = threads.to_string();
-            let args = [args, &["--test-limit", "500", "--threads", &threads]].concat();
-            let (native_sha, native_history) = native(&args);
+            let mut flags = native_flags(members, flags);
+            flags.extend(["--threads".to_string(), threads.to_string()]);
+            let (native_sha, native_history) = native(&flags.iter().map(String::as_str).collect::<Vec<_>>());
             assert_eq!(wasm_history, native_history, "{settings}");
             assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
             println!("{settings}: same bits; {rate:.0} training images/s under Node");
