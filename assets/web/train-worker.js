@@ -26,8 +26,6 @@ let rateWindow = null;    // {time, images}: images/s over the last stretch
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-// Most workers a run takes (the engine's limit, web/src/session.rs's MAX_WORKERS).
-const MAX_WORKERS = 16;
 // Why a run here has one thread, or null where it may have more.
 let oneThreadReason = !self.crossOriginIsolated
   ? "one thread: this page is not cross-origin isolated (its server sends no COOP/COEP headers), so the browser allows no shared memory"
@@ -60,7 +58,7 @@ async function instantiate() {
 // evaluation each keep workers - 1), before the engine waits for them.
 async function prepareWorkers(settings) {
   if (!pool) return { ...settings, threads: 1 };
-  const workers = Math.max(1, Math.min(MAX_WORKERS, Math.floor(Number(settings.threads) || 1)));
+  const workers = Math.max(1, Math.min(engine.max_workers(), Math.floor(Number(settings.threads) || 1)));
   await pool.grow(2 * (workers - 1));
   return { ...settings, threads: workers };
 }
@@ -121,7 +119,7 @@ async function download(url, progress) {
 const ready = instantiate().then(exports => {
   engine = exports;
   check(engine.defaults());
-  const threads = { available: !oneThreadReason, max: MAX_WORKERS, reason: oneThreadReason };
+  const threads = { available: !oneThreadReason, max: engine.max_workers(), reason: oneThreadReason };
   postMessage({ type: "defaults", settings: JSON.parse(resultText()), threads });
 });
 

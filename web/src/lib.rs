@@ -165,6 +165,12 @@ pub extern "C" fn defaults() -> i32 {
     finish(Ok(()), |_| spec.to_json_text().into_bytes(), |_| 0)
 }
 
+/// Most workers a run takes ([`session::MAX_WORKERS`]), for the page's control.
+#[unsafe(no_mangle)]
+pub extern "C" fn max_workers() -> u32 {
+    session::MAX_WORKERS as u32
+}
+
 /// Starts a new run with the settings given as the JSON of a run specification (`{"epochs", "batch_size", "lr",
 /// "momentum", "seed", "head", "train_limit", ...}`, each optional, the recipe's by default).
 ///
