@@ -14,6 +14,21 @@ use common::*;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket, stream::MaybeTlsStream};
 
+/// Chromium, or `None` after saying the test is skipped.
+fn chromium_or_skip() -> Option<String> {
+    let found = find_chromium();
+    if found.is_none() {
+        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
+    }
+    found
+}
+
+/// Says a static-site test is skipped.
+fn no_python() -> Option<StaticServer> {
+    println!("skipped: no python3 to serve the site with");
+    None
+}
+
 fn find_chromium() -> Option<String> {
     let candidates = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
     std::env::var("LENET5_CHROMIUM").ok().into_iter().chain(candidates.iter().map(|s| s.to_string())).find(|c| {
@@ -174,10 +189,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn drawing_a_one_on_the_page_shows_a_one() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let server = TestServer::start();
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://{}/", server.addr));
@@ -204,10 +216,7 @@ fn drawing_a_one_on_the_page_shows_a_one() {
 /// says that its integer engine has no feature maps to show instead of drawing them.
 #[test]
 fn the_drawing_page_runs_an_int8_network_and_says_it_has_no_feature_maps() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let ck = lenet5_core::checkpoint::Checkpoint::load(&repo().join("models/lenet5-mnist.safetensors")).unwrap();
     let int8 = tmp.path().join("int8.safetensors");
@@ -265,10 +274,7 @@ fn train_short_run(b: &mut Browser) -> f64 {
 
 #[test]
 fn the_training_page_trains_predicts_and_downloads_weights_that_evaluate_as_shown() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let server = TestServer::start();
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://{}/train", server.addr));
@@ -337,10 +343,7 @@ fn native_short_run(threads: usize) -> String {
 
 #[test]
 fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_threads() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let server = TestServer::start();
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://{}/train", server.addr));
@@ -381,15 +384,9 @@ fn written_site() -> tempfile::TempDir {
 
 #[test]
 fn the_static_site_trains_from_a_plain_file_server() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let site = written_site();
-    let Some(server) = StaticServer::start(site.path()) else {
-        println!("skipped: no python3 to serve the site with");
-        return;
-    };
+    let Some(server) = StaticServer::start(site.path()).or_else(no_python) else { return };
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://127.0.0.1:{}/", server.port));
     train_short_run(&mut b);
@@ -405,15 +402,9 @@ fn the_static_site_trains_from_a_plain_file_server() {
 /// the steps; without the threaded module there, the page trains on one thread and says why.
 #[test]
 fn the_static_site_with_its_headers_trains_on_workers_and_without_the_threaded_module_on_one() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let site = written_site();
-    let Some(server) = StaticServer::isolating(site.path()) else {
-        println!("skipped: no python3 to serve the site with");
-        return;
-    };
+    let Some(server) = StaticServer::isolating(site.path()).or_else(no_python) else { return };
     let mut b = Browser::launch(&chromium);
     let url = format!("http://127.0.0.1:{}/", server.port);
     b.open(&url);
@@ -435,10 +426,7 @@ fn the_static_site_with_its_headers_trains_on_workers_and_without_the_threaded_m
 
 #[test]
 fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     // No data set under the data root: the page says so.
     let empty = tempfile::tempdir().unwrap();
     let bare = TestServer::with_data_root(empty.path());
@@ -483,10 +471,7 @@ fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
 #[test]
 #[ignore = "a benchmark: run it with --ignored --nocapture"]
 fn training_speed_in_chromium_against_native() {
-    let Some(chromium) = find_chromium() else {
-        println!("skipped: no Chromium found (install Debian's `chromium`, or set LENET5_CHROMIUM)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     const IMAGES: usize = 20_000;
     let server = TestServer::start();
     let mut b = Browser::launch(&chromium);

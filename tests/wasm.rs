@@ -66,19 +66,8 @@ fn without_timings(m: impl serde::Serialize) -> Value {
     v
 }
 
-/// The same run in WebAssembly under Node, in the one-thread module.
-fn webassembly(settings: &str) -> (String, Vec<Value>, f64) {
-    webassembly_module("lenet5.wasm", settings)
-}
-
-/// The same run in `module` (under assets/web/) under Node.
-fn webassembly_module(module: &str, settings: &str) -> (String, Vec<Value>, f64) {
-    let (sha, history, rate, _) = webassembly_workers(module, settings);
-    (sha, history, rate)
-}
-
-/// The same, and the workers that shared each step.
-fn webassembly_workers(module: &str, settings: &str) -> (String, Vec<Value>, f64, u64) {
+/// The same run in `module` (under assets/web/) under Node, and the workers that shared its steps.
+fn webassembly(module: &str, settings: &str) -> (String, Vec<Value>, f64, u64) {
     let o = Command::new("node")
         .arg(repo().join("web/tests/train.mjs"))
         .arg(repo().join("assets/web").join(module))
@@ -124,6 +113,16 @@ fn native_flags(settings: &str, flags: &[&'static str]) -> Vec<String> {
     all
 }
 
+/// Runs `settings` in `module` under Node and `lenet5 train` with `flags`: the same weights, momentum and
+/// metrics. Returns the module's training images/s and the workers that shared its steps.
+fn assert_same_bits(module: &str, settings: &str, flags: &[String]) -> (f64, u64) {
+    let (wasm_sha, wasm_history, rate, workers) = webassembly(module, settings);
+    let (native_sha, native_history) = native(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(wasm_history, native_history, "{settings}");
+    assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
+    (rate, workers)
+}
+
 #[test]
 fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
     if !node_available() {
@@ -132,11 +131,7 @@ fn webassembly_training_gives_the_bits_of_the_native_portable_kernels() {
     }
     for (members, flags) in RUNS {
         let settings = format!("{{{members}}}");
-        let (wasm_sha, wasm_history, rate) = webassembly(&settings);
-        let flags = native_flags(members, flags);
-        let (native_sha, native_history) = native(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(wasm_history, native_history, "{settings}");
-        assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
+        let (rate, _) = assert_same_bits("lenet5.wasm", &settings, &native_flags(members, flags));
         println!("{settings}: same bits; {rate:.0} training images/s in WebAssembly under Node");
     }
 }
@@ -152,13 +147,10 @@ fn the_multithreaded_module_gives_the_bits_of_native_threads() {
     for (members, flags) in RUNS {
         for threads in [1, 2, 3] {
             let settings = format!(r#"{{{members}, "threads": {threads}}}"#);
-            let (wasm_sha, wasm_history, rate, workers) = webassembly_workers("lenet5-threads.wasm", &settings);
-            assert_eq!(workers, threads, "{settings}: the workers that shared the steps");
             let mut flags = native_flags(members, flags);
             flags.extend(["--threads".to_string(), threads.to_string()]);
-            let (native_sha, native_history) = native(&flags.iter().map(String::as_str).collect::<Vec<_>>());
-            assert_eq!(wasm_history, native_history, "{settings}");
-            assert_eq!(wasm_sha, native_sha, "{settings}: the weights and momentum differ");
+            let (rate, workers) = assert_same_bits("lenet5-threads.wasm", &settings, &flags);
+            assert_eq!(workers, threads, "{settings}: the workers that shared the steps");
             println!("{settings}: same bits; {rate:.0} training images/s under Node");
         }
     }
