@@ -20,10 +20,6 @@ pub enum Error {
         source: ImageError,
     },
 
-    /// Image files of a data set that cannot be used.
-    #[error("{count} of {total} images cannot be used: {named}")]
-    BadImages { count: usize, total: usize, named: String },
-
     /// Another process holds the run directory.
     #[error("{} is in use by another lenet5 process{}", dir.display(), if holder.is_empty() { String::new() } else { format!(" (pid {holder})") })]
     Locked { dir: PathBuf, holder: String },
@@ -46,19 +42,4 @@ pub enum Error {
     NothingToDraw(&'static str),
 }
 
-/// Why an image cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("empty file")]
-    EmptyFile,
-    #[error("{len} bytes is larger than the {limit}-byte limit")]
-    TooLarge { len: u64, limit: u64 },
-    #[error("not a PNG, JPEG, BMP, GIF or PGM image")]
-    UnknownFormat,
-    #[error("cannot read ({0})")]
-    Unreadable(String),
-    #[error("cannot decode image ({0})")]
-    Undecodable(String),
-    #[error(transparent)]
-    NoDigit(#[from] lenet5_core::digit::FrameError),
-}
+pub use lenet5_core::digit::ImageError;

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageReader, Luma};
+use image::{GrayImage, Luma};
 use lenet5_core::digit::GreyImage;
+use lenet5_core::folder::ImageFiles;
 
 use lenet5_core::error::IoContext;
 
@@ -21,52 +22,18 @@ pub fn preprocess_of(ck: &lenet5_core::checkpoint::Checkpoint) -> Preprocess {
     ck.metadata.get("data.preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist)
 }
 
-/// A [`Preprocess`] applied to a decoded picture, grey first (see [`to_grey`]).
-pub trait Prepare {
-    /// A decoded picture as the network's input, in [0, 1].
-    fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError>;
-    /// The 28x28 grey bytes of a decoded picture.
-    fn apply(self, img: &DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError>;
-}
-
-impl Prepare for Preprocess {
-    fn digit(self, img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
-        Ok(self.input(&to_grey(img))?)
-    }
-
-    fn apply(self, img: &DynamicImage) -> std::result::Result<[u8; IMAGE_LEN], ImageError> {
-        Ok(self.bytes(&to_grey(img))?)
-    }
-}
-
 /// Larger files are refused before decoding.
-pub const MAX_FILE_BYTES: u64 = 32 << 20;
+pub const MAX_FILE_BYTES: u64 = ImageFiles::MAX_FILE_BYTES;
 /// Larger images are refused by the decoder, before it allocates for them.
-pub const MAX_SIDE: u32 = 8192;
+pub const MAX_SIDE: u32 = ImageFiles::MAX_SIDE;
 
 /// A 28x28 image in [0, 1], row-major.
 pub type Digit = [f32; IMAGE_LEN];
 
-/// Decodes PNG, JPEG, BMP, GIF or PNM bytes, refusing images larger than [`MAX_SIDE`] on a side.
-pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, ImageError> {
-    decode_within(bytes, MAX_SIDE, 512 << 20)
-}
-
-/// [`decode`] refusing, before it allocates for them, images larger than `max_side` on a side or needing more
-/// than `max_bytes` of memory.
-pub fn decode_within(bytes: &[u8], max_side: u32, max_bytes: u64) -> std::result::Result<DynamicImage, ImageError> {
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Unreadable(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(ImageError::UnknownFormat);
-    }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(max_side);
-    limits.max_image_height = Some(max_side);
-    limits.max_alloc = Some(max_bytes);
-    reader.limits(limits);
-    reader.decode().map_err(|e| ImageError::Undecodable(e.to_string()))
+/// Decodes PNG, JPEG, BMP, GIF or PNM bytes to grey levels (transparency over white paper), refusing images
+/// larger than [`MAX_SIDE`] on a side.
+pub fn decode(bytes: &[u8]) -> std::result::Result<GreyImage, ImageError> {
+    GreyImage::decode(bytes, MAX_SIDE, 512 << 20)
 }
 
 /// Reads one image file and prepares it as MNIST was made.
@@ -85,25 +52,7 @@ pub fn load_image(path: &Path, preprocess: Preprocess) -> Result<Digit> {
         return Err(image(ImageError::TooLarge { len, limit: MAX_FILE_BYTES }));
     }
     let bytes = std::fs::read(path).at(path)?;
-    preprocess.digit(&decode(&bytes).map_err(image)?).map_err(image)
-}
-
-/// Grey levels with transparency composited over white (drawings often have a transparent background).
-pub fn to_grey(img: &DynamicImage) -> GreyImage {
-    let la = img.to_luma_alpha8();
-    let pixels = la
-        .pixels()
-        .map(|p| {
-            let (l, a) = (p[0] as f32, p[1] as f32 / 255.0);
-            (a * l + (1.0 - a) * 255.0).round() as u8
-        })
-        .collect();
-    GreyImage::new(la.width() as usize, la.height() as usize, pixels).expect("one byte per pixel")
-}
-
-/// MNIST-style preprocessing of any picture holding one digit (see [`Preprocess::Mnist`]).
-pub fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, ImageError> {
-    Preprocess::Mnist.digit(img)
+    preprocess.input(&decode(&bytes).map_err(image)?).map_err(image)
 }
 
 /// A digit as an 8-bit grey image (for `--save-preprocessed` and the web page).
@@ -116,6 +65,14 @@ pub fn digit_to_image(digit: &Digit) -> GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::DynamicImage;
+
+    /// `img` as a PNG file's bytes, decoded and framed as MNIST was made.
+    fn preprocess(img: &DynamicImage) -> std::result::Result<Digit, String> {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        Preprocess::Mnist.input(&decode(&png).unwrap()).map_err(|e| e.to_string())
+    }
 
     fn canvas(w: u32, h: u32, bg: u8, ink: u8) -> GrayImage {
         // A thick vertical bar: a "1".
@@ -139,9 +96,7 @@ mod tests {
 
     #[test]
     fn blank_and_undecodable_images_are_refused() {
-        assert!(
-            preprocess(&DynamicImage::ImageLuma8(GrayImage::new(30, 30))).unwrap_err().to_string().contains("no digit")
-        );
+        assert!(preprocess(&DynamicImage::ImageLuma8(GrayImage::new(30, 30))).unwrap_err().contains("no digit"));
         assert!(decode(b"definitely not an image").is_err());
         assert!(decode(&[]).is_err());
     }

@@ -31,9 +31,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::deploy::Engine;
-use crate::preprocess::{Digit, Prepare, Preprocess, decode_within, preprocess_of};
+use crate::preprocess::{Digit, Preprocess, preprocess_of};
 use crate::web::Offered;
 use lenet5_core::data::Split;
+use lenet5_core::digit::GreyImage;
 use lenet5_core::nn::model::{CONV1, CONV2, IMAGE_LEN};
 use lenet5_core::rng::Rng;
 
@@ -463,9 +464,9 @@ async fn predict(
                 .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
             let preprocess = s.preprocess;
             tokio::task::spawn_blocking(move || -> Result<Digit, ApiError> {
-                let img = decode_within(&body, MAX_UPLOAD_SIDE, MAX_UPLOAD_BYTES)
+                let img = GreyImage::decode(&body, MAX_UPLOAD_SIDE, MAX_UPLOAD_BYTES)
                     .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-                preprocess.digit(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+                preprocess.input(&img).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
             })
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))??

@@ -12,7 +12,7 @@ use lenet5_core::data::{Dataset, DatasetId, Split};
 use crate::error::Result;
 use lenet5_core::spec::RunSpec;
 
-use crate::folder::{FolderOptions, FolderReport, Preprocess, is_image_folder, load_folder};
+use crate::folder::{FolderOptions, FolderReport, is_image_folder, load_folder};
 
 /// What loading data and preparing a run tell the front end, which may show it or not. The library itself
 /// never prints.
@@ -86,19 +86,7 @@ impl DataSource {
     /// How to read an image folder: the fields, else what `recorded` (a run's or a checkpoint's data options)
     /// says, else the defaults.
     pub fn folder_options(&self, recorded: &BTreeMap<String, String>) -> FolderOptions {
-        let preprocess = (self.spec.preprocess)
-            .or_else(|| recorded.get("preprocess").and_then(|p| Preprocess::parse(p)))
-            .unwrap_or(Preprocess::Resize);
-        FolderOptions {
-            preprocess,
-            val_split: (self.spec.val_split)
-                .or_else(|| recorded.get("val_split")?.parse().ok())
-                .unwrap_or(RunSpec::FOLDER_HOLDOUT),
-            split_seed: self.spec.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
-            skip_bad_images: self.spec.skip_bad_images,
-            // At most the run's threads decode at once (each may hold a large picture in memory).
-            threads: lenet5_core::spec::thread_count(self.spec.threads).unwrap_or(1),
-        }
+        FolderOptions::of(&self.spec, recorded)
     }
 
     /// The label offset of an IDX data set: the field, else the recorded one, else 0.

@@ -192,6 +192,93 @@ fn mnist_as_png_folders_trains_to_the_same_bits_as_its_idx_files() {
     assert_eq!(x.classes(), 10);
 }
 
+/// Every file under `dir`, as (path relative to `dir` with `/` between names, bytes), sorted by path.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().to_str().unwrap().replace('\\', "/");
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `files` as a zip archive, deflated, each under `top/`, in the order given, with what a Mac adds.
+fn zip_of(files: &[(String, Vec<u8>)], top: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.add_directory(format!("{top}/"), options).unwrap();
+    for (name, bytes) in files {
+        zip.start_file(format!("{top}/{name}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.start_file(format!("__MACOSX/{top}/._a"), options).unwrap();
+    zip.write_all(b"resource fork").unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+/// The page's session trained on `settings` to the end.
+fn session_trained(mut session: lenet5_web::session::Session, settings: &str) -> Vec<f32> {
+    session.configure(settings).unwrap();
+    let clock = || 0.0;
+    while !session.status().unwrap().finished {
+        while session.train(7, &clock).unwrap() > 0 {}
+        session.finish_epoch(&clock).unwrap();
+    }
+    session.params().unwrap().to_vec()
+}
+
+/// One folder, split by class: the command line trains the same bits on the folder and on its zip archive, and
+/// the page's session on the archive and on the folder's files handed over one by one (as a dropped folder is).
+#[test]
+fn a_folder_its_zip_and_the_pages_session_train_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shapes");
+    draw_classes(&data, &names(&["b", "a", "c", "d"]), 10, 0);
+    std::fs::write(data.join("c/0003.png"), b"not a png").unwrap();
+    std::fs::create_dir_all(data.join("a/more")).unwrap();
+    picture(0, 4, 50, 33).save(data.join("a/more/x.png")).unwrap();
+    let files = files_under(&data);
+    // Shuffled in the archive: the order of its entries must not matter.
+    let mut shuffled = files.clone();
+    shuffled.reverse();
+    let zipped = tmp.path().join("shapes.zip");
+    std::fs::write(&zipped, zip_of(&shuffled, "shapes")).unwrap();
+
+    let flags = ["--val-split", "0.3", "--split-seed", "4", "--skip-bad-images"];
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let out = train(&data, &a, "3", &flags);
+    assert!(out.contains("28 train / 12 test"), "{out}");
+    assert!(train(&zipped, &b, "3", &flags).contains("28 train / 12 test"));
+    let native = Checkpoint::load(&a.join("last.safetensors")).unwrap();
+    assert!(native.params == Checkpoint::load(&b.join("last.safetensors")).unwrap().params);
+
+    let settings = r#"{"epochs": 3, "head": "logits", "lr": 0.05, "batch_size": 8, "val_split": 0.3, "split_seed": 4,
+        "skip_bad_images": true}"#;
+    let mut from_zip = lenet5_web::session::Session::default();
+    let loaded = from_zip.load_zip("shapes.zip", std::fs::read(&zipped).unwrap(), settings).unwrap();
+    assert_eq!((loaded.train, loaded.test, loaded.skipped), (28, 12, 1), "{loaded:?}");
+    assert_eq!(loaded.classes, names(&["a", "b", "c", "d"]));
+    assert!(loaded.bad[0].starts_with("shapes.zip/c/0003.png (not a PNG"), "{:?}", loaded.bad);
+    assert!(session_trained(from_zip, settings) == native.params);
+
+    let mut dropped = lenet5_web::session::Session::default();
+    for (name, bytes) in shuffled {
+        dropped.stage_file(format!("shapes/{name}"), bytes).unwrap();
+    }
+    dropped.load_folder("shapes", settings).unwrap();
+    assert!(session_trained(dropped, settings) == native.params);
+}
+
 #[test]
 fn bad_folders_and_images_get_one_line_errors_or_are_skipped_when_asked() {
     let tmp = tempfile::tempdir().unwrap();

@@ -56,7 +56,7 @@ proptest! {
     #[test]
     fn image_decoding_never_panics(bytes in mutated(small_png())) {
         if let Ok(img) = lenet5::preprocess::decode(&bytes) {
-            let _ = lenet5::preprocess::preprocess(&img);
+            let _ = lenet5::preprocess::Preprocess::Mnist.input(&img);
         }
     }
 }

@@ -31,9 +31,19 @@ impl GreyImage {
     }
 }
 
-/// Why a picture cannot be read as a digit.
+/// Why a picture, or the file holding it, cannot be read as a network's input.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
+pub enum ImageError {
+    #[error("empty file")]
+    EmptyFile,
+    #[error("{len} bytes is larger than the {limit}-byte limit")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("not a PNG, JPEG, BMP, GIF or PGM image")]
+    UnknownFormat,
+    #[error("cannot read ({0})")]
+    Unreadable(String),
+    #[error("cannot decode image ({0})")]
+    Undecodable(String),
     #[error("image has no pixels")]
     NoPixels,
     #[error("no digit found: the image is blank or has too little contrast")]
@@ -69,7 +79,7 @@ impl Preprocess {
     }
 
     /// The network's input for `grey`, in [0, 1]: MNIST's framing keeps its fractions, the others are bytes / 255.
-    pub fn input(self, grey: &GreyImage) -> Result<Image, FrameError> {
+    pub fn input(self, grey: &GreyImage) -> Result<Image, ImageError> {
         match self {
             Preprocess::Mnist => frame(grey),
             _ => Ok(self.bytes(grey)?.map(|p| p as f32 / 255.0)),
@@ -77,13 +87,13 @@ impl Preprocess {
     }
 
     /// The 28x28 grey bytes of `grey`, as a data set stores its images.
-    pub fn bytes(self, grey: &GreyImage) -> Result<[u8; IMAGE_LEN], FrameError> {
+    pub fn bytes(self, grey: &GreyImage) -> Result<[u8; IMAGE_LEN], ImageError> {
         let exact = |g: GreyImage| <[u8; IMAGE_LEN]>::try_from(g.pixels).expect("a 28x28 picture");
         match self {
             Preprocess::Mnist => Ok(frame(grey)?.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)),
             Preprocess::Resize => Ok(exact(resize(grey, IMAGE_SIZE, IMAGE_SIZE, Filter::Triangle))),
             Preprocess::None if (grey.width, grey.height) != (IMAGE_SIZE, IMAGE_SIZE) => {
-                Err(FrameError::Size { width: grey.width, height: grey.height })
+                Err(ImageError::Size { width: grey.width, height: grey.height })
             }
             Preprocess::None => Ok(exact(grey.clone())),
         }
@@ -91,10 +101,10 @@ impl Preprocess {
 }
 
 /// MNIST-style preparation of a picture holding one digit, dark on light or light on dark.
-pub(crate) fn frame(grey: &GreyImage) -> Result<Image, FrameError> {
+pub(crate) fn frame(grey: &GreyImage) -> Result<Image, ImageError> {
     let (w, h) = (grey.width, grey.height);
     if w == 0 || h == 0 {
-        return Err(FrameError::NoPixels);
+        return Err(ImageError::NoPixels);
     }
     // The border tells the background: a light one means dark ink, which MNIST stores inverted.
     let border: Vec<u8> = (0..w)
@@ -110,7 +120,7 @@ pub(crate) fn frame(grey: &GreyImage) -> Result<Image, FrameError> {
     let background = if light { 255 - median } else { median };
     let peak = grey.pixels.iter().map(|&v| ink(v)).max().unwrap_or(0);
     if (peak as i32) - (background as i32) < 32 {
-        return Err(FrameError::NoDigit);
+        return Err(ImageError::NoDigit);
     }
     // Stretch the ink to [0, 255] over the background, then crop to it.
     let range = (peak - background) as f32;
@@ -174,7 +184,7 @@ fn centre_of_mass(small: &GreyImage) -> Image {
 
 /// The filters [`resize`] knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// Linear interpolation, support 1 (`image`'s `FilterType::Triangle`).
     Triangle,
     /// The Catmull-Rom cubic, support 2 (`image`'s `FilterType::CatmullRom`).
@@ -242,7 +252,7 @@ fn weights(len: usize, new_len: usize, filter: Filter) -> Vec<(usize, Vec<f32>)>
 }
 
 /// `img` scaled to `width x height`: the columns filtered first (keeping `f32`), then the rows, rounded.
-pub fn resize(img: &GreyImage, width: usize, height: usize, filter: Filter) -> GreyImage {
+pub(crate) fn resize(img: &GreyImage, width: usize, height: usize, filter: Filter) -> GreyImage {
     if img.width == 0 || img.height == 0 {
         return GreyImage { width, height, pixels: vec![0; width * height] };
     }
@@ -303,8 +313,8 @@ mod tests {
 
     #[test]
     fn blank_and_empty_pictures_are_refused() {
-        assert_eq!(frame(&GreyImage::new(30, 30, vec![0; 900]).unwrap()), Err(FrameError::NoDigit));
-        assert_eq!(frame(&GreyImage::new(0, 5, vec![]).unwrap()), Err(FrameError::NoPixels));
+        assert_eq!(frame(&GreyImage::new(30, 30, vec![0; 900]).unwrap()), Err(ImageError::NoDigit));
+        assert_eq!(frame(&GreyImage::new(0, 5, vec![]).unwrap()), Err(ImageError::NoPixels));
         assert_eq!(GreyImage::new(3, 3, vec![0; 8]), None);
     }
 

@@ -49,6 +49,10 @@ pub enum Error {
     #[error("shape mismatch: expected {expected}, found {found}")]
     Shape { expected: String, found: String },
 
+    /// Image files of a data set that cannot be used: how many of how many, the first few named with why.
+    #[error("{count} of {total} images cannot be used: {named}")]
+    BadImages { count: usize, total: usize, named: String },
+
     /// A data set split that training or evaluation needs holds no image.
     #[error("data set {dataset} has an empty {split} split")]
     EmptySplit { dataset: String, split: &'static str },

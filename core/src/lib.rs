@@ -8,7 +8,8 @@
 //! layout. With a fixed seed, training gives the same bits for any thread count.
 //!
 //! Cargo features: `threads` (on by default) runs each training step and evaluation on a team of worker
-//! threads; without it everything runs on the caller's thread, with the same numbers.
+//! threads; without it everything runs on the caller's thread, with the same numbers. `images` reads image
+//! folders (PNG, JPEG, BMP, GIF, PGM; on disk, in a zip archive or in memory) as data sets ([`folder`]).
 //!
 //! Training a few steps on a made-up data set, then predicting:
 //!
@@ -52,6 +53,8 @@ pub mod checkpoint;
 pub mod data;
 pub mod digit;
 pub mod error;
+#[cfg(feature = "images")]
+pub mod folder;
 pub mod fs;
 pub mod infer;
 #[cfg(feature = "threads")]

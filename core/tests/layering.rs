@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("parallel", &[]),
     ("data", &["base", "error", "rng", "simd"]),
     ("digit", &["base"]),
+    ("folder", &["base", "data", "digit", "error", "spec"]),
     // Checkpoints, training, inference, and what is built on them.
     ("checkpoint", &["base", "error", "fs", "nn"]),
     ("train", &["aligned", "base", "data", "error", "nn", "optim", "parallel", "rng", "simd"]),

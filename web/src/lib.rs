@@ -158,6 +158,53 @@ pub unsafe extern "C" fn load_data(
     })
 }
 
+/// Takes one file of a folder being handed over: its path inside the folder (`/` between names) and its bytes.
+///
+/// # Safety
+/// Each pointer and length must be bytes of this module's memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stage_file(path: *const u8, path_len: usize, ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: the caller's promise.
+    let (path, file) = unsafe { (bytes(path, path_len), bytes(ptr, len)) };
+    let path = String::from_utf8_lossy(&path).into_owned();
+    SESSION.with(|s| finish(s.borrow_mut().stage_file(path, file), |_| Vec::new(), |_| 0))
+}
+
+/// Reads the staged files as the image folder `name`, or, when `zip_len` is not zero, the zip archive at `zip`
+/// (named `name`), with the folder settings of a run specification's JSON. Result: JSON (see
+/// [`session::FolderLoaded`]).
+///
+/// # Safety
+/// Each pointer and length must be bytes of this module's memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn load_images(
+    name: *const u8,
+    name_len: usize,
+    settings: *const u8,
+    settings_len: usize,
+    zip: *const u8,
+    zip_len: usize,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let (name, settings) = unsafe { (bytes(name, name_len), bytes(settings, settings_len)) };
+    let (name, settings) = (String::from_utf8_lossy(&name).into_owned(), String::from_utf8_lossy(&settings));
+    SESSION.with(|s| {
+        let mut s = s.borrow_mut();
+        let outcome = match zip_len {
+            0 => s.load_folder(&name, &settings),
+            // SAFETY: the caller's promise.
+            _ => s.load_zip(&name, unsafe { bytes(zip, zip_len) }, &settings),
+        };
+        finish(outcome, json, |_| 0)
+    })
+}
+
+/// Most bytes of a folder or a zip archive the page reads ([`session::MAX_FOLDER_BYTES`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn max_folder_bytes() -> u32 {
+    session::MAX_FOLDER_BYTES as u32
+}
+
 /// The recipe's settings, the defaults of the page's form. Result: the JSON of the default run specification.
 #[unsafe(no_mangle)]
 pub extern "C" fn defaults() -> i32 {

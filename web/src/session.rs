@@ -3,14 +3,17 @@
 //! engine's own [`Training`], so a run here gives the bits a `lenet5 train --threads 1` run gives with the
 //! same kernels.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use lenet5_core::checkpoint::Checkpoint;
 use lenet5_core::data::DatasetId;
 use lenet5_core::data::Split;
-use lenet5_core::digit::{FrameError, GreyImage, Preprocess};
+use lenet5_core::digit::{GreyImage, ImageError, Preprocess};
+use lenet5_core::folder::{FolderOptions, ImageFiles};
 use lenet5_core::infer::Predictor;
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::run::{Start, Training};
@@ -20,6 +23,13 @@ use lenet5_core::train::EpochMetrics;
 /// Most workers a run in the page takes: past the cores of common machines, and each costs its stack and slice
 /// buffers in the page's memory.
 pub const MAX_WORKERS: usize = 16;
+/// Most bytes of image files (a folder's, or a zip archive's) the page reads as one data set: with the decoded
+/// images and a run, the page then stays under the 1 GiB its module's memory may grow to.
+pub const MAX_FOLDER_BYTES: usize = 256 << 20;
+/// Most files of a folder the page reads as one data set.
+pub const MAX_FOLDER_FILES: usize = 200_000;
+/// Bad files a load names (the rest are counted).
+const NAMED_BAD_FILES: usize = 20;
 
 /// What a session refuses, and why; the page shows the message.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +46,11 @@ pub enum SessionError {
     #[error("the drawing's size does not match its pixels")]
     DrawingSize,
     #[error(transparent)]
-    Drawing(#[from] FrameError),
+    Drawing(#[from] ImageError),
+    #[error("{name}: more than {limit} {what}; the page reads at most that much as one data set")]
+    FolderTooLarge { name: String, what: &'static str, limit: usize },
+    #[error("no image files were given")]
+    NoFiles,
 }
 
 /// A session's result.
@@ -48,6 +62,22 @@ struct Data {
     class_names: Vec<String>,
     train: Split,
     test: Split,
+    /// How an image folder was read (`preprocess`, `val_split`, `split_seed`), as the engine records it.
+    options: BTreeMap<String, String>,
+}
+
+/// An image folder, read: its size, its classes, and the files left out.
+#[derive(Clone, Debug, Serialize)]
+pub struct FolderLoaded {
+    pub dataset: String,
+    pub train: usize,
+    pub test: usize,
+    pub classes: Vec<String>,
+    /// How many files were left out, and the first few, each as `path (why)`.
+    pub skipped: usize,
+    pub bad: Vec<String>,
+    /// The data options (`preprocess`, and `val_split` and `split_seed` when validation images were held out).
+    pub options: BTreeMap<String, String>,
 }
 
 /// A run: the engine's training, and the splits it trains on when they are cut short.
@@ -87,6 +117,9 @@ pub struct Status {
 pub struct Session {
     data: Option<Data>,
     run: Option<Run>,
+    /// The files of a folder being handed over, and their bytes in all.
+    staged: Vec<(String, Vec<u8>)>,
+    staged_bytes: usize,
 }
 
 impl Session {
@@ -108,8 +141,65 @@ impl Session {
         let test = split(test_images, test_labels, 2, "test")?;
         self.run = None;
         let sizes = (train.len(), test.len());
-        self.data = Some(Data { name: name.to_string(), class_names, train, test });
+        self.data = Some(Data { name: name.to_string(), class_names, train, test, options: BTreeMap::new() });
         Ok(sizes)
+    }
+
+    /// Takes one file of a folder (its path inside the folder, `/` between names, and its bytes), for
+    /// [`Session::load_folder`]; refused past [`MAX_FOLDER_FILES`] files or [`MAX_FOLDER_BYTES`] bytes.
+    pub fn stage_file(&mut self, path: String, bytes: Vec<u8>) -> Result<()> {
+        let too_large = |what, limit| SessionError::FolderTooLarge { name: "the folder".into(), what, limit };
+        if self.staged.len() >= MAX_FOLDER_FILES {
+            return Err(too_large("files", MAX_FOLDER_FILES));
+        }
+        self.staged_bytes += bytes.len();
+        if self.staged_bytes > MAX_FOLDER_BYTES {
+            self.staged = Vec::new();
+            self.staged_bytes = 0;
+            return Err(too_large("bytes", MAX_FOLDER_BYTES));
+        }
+        self.staged.push((path, bytes));
+        Ok(())
+    }
+
+    /// Reads the files staged so far as the image folder `name`, as `lenet5 train --dataset DIR` reads a folder,
+    /// with the folder settings of `settings` (a run specification's JSON: `preprocess`, `val_split`,
+    /// `split_seed`, `skip_bad_images`).
+    pub fn load_folder(&mut self, name: &str, settings: &str) -> Result<FolderLoaded> {
+        let files = std::mem::take(&mut self.staged);
+        self.staged_bytes = 0;
+        if files.is_empty() {
+            return Err(SessionError::NoFiles);
+        }
+        self.load_images(name, ImageFiles::from_memory(Path::new(name), files)?, settings)
+    }
+
+    /// Reads the zip archive `bytes` (named `name`) as an image folder; see [`Session::load_folder`].
+    pub fn load_zip(&mut self, name: &str, bytes: Vec<u8>, settings: &str) -> Result<FolderLoaded> {
+        if bytes.len() > MAX_FOLDER_BYTES {
+            return Err(SessionError::FolderTooLarge { name: name.into(), what: "bytes", limit: MAX_FOLDER_BYTES });
+        }
+        self.load_images(name, ImageFiles::from_zip(Path::new(name), Arc::from(bytes))?, settings)
+    }
+
+    fn load_images(&mut self, name: &str, files: ImageFiles, settings: &str) -> Result<FolderLoaded> {
+        let spec = RunSpec::from_json_text(settings)?.validate()?;
+        let options = FolderOptions { threads: 1, ..FolderOptions::of(spec.spec(), &BTreeMap::new()) };
+        let (data, skipped) = files.load(Path::new(name), &options, &|_, _| {})?;
+        self.run = None;
+        let bad = skipped.iter().take(NAMED_BAD_FILES).map(|(p, why)| format!("{} ({why})", p.display())).collect();
+        let loaded = FolderLoaded {
+            dataset: name.to_string(),
+            train: data.train.len(),
+            test: data.test.len(),
+            classes: data.class_names.clone(),
+            skipped: skipped.len(),
+            bad,
+            options: data.options.clone(),
+        };
+        let (class_names, train, test, options) = (data.class_names, data.train, data.test, data.options);
+        self.data = Some(Data { name: name.to_string(), class_names, train, test, options });
+        Ok(loaded)
     }
 
     /// The loaded data set's class names.
@@ -125,7 +215,11 @@ impl Session {
     pub fn configure(&mut self, settings: &str) -> Result<()> {
         let data = self.data.as_ref().ok_or(SessionError::NoData)?;
         let spec = RunSpec::from_json_text(settings)?.validate()?;
-        let config = spec.config().clone();
+        // A folder without train/ and test/ held its validation images out as it was read, as on the command line.
+        let config = match data.options.contains_key("val_split") {
+            true => spec.config().without_holdout(),
+            false => spec.config().clone(),
+        };
         // Cut-short splits are copied once here, as `lenet5 train` cuts them.
         let cut = |split: &Split, limit| match split.limited(limit) {
             std::borrow::Cow::Owned(s) => Some(s),
@@ -217,9 +311,10 @@ impl Session {
     /// Reads a drawing (`width x height` grey bytes, light ink on dark or the reverse) with the weights as they
     /// are now: the class, every class's probability, and the 28x28 image the network saw.
     pub fn predict(&self, grey: Vec<u8>, width: usize, height: usize) -> Result<Prediction> {
-        let (run, _) = self.run()?;
+        let (run, data) = self.run()?;
         let picture = GreyImage::new(width, height, grey).ok_or(SessionError::DrawingSize)?;
-        let image = Preprocess::Mnist.input(&picture)?;
+        let preprocess = data.options.get("preprocess").and_then(|p| Preprocess::parse(p)).unwrap_or(Preprocess::Mnist);
+        let image = preprocess.input(&picture)?;
         let trainer = run.training.trainer();
         let checkpoint = Checkpoint::new(trainer.params().to_vec(), trainer.config().head);
         let p = Predictor::new(checkpoint).predict(&[image]).remove(0);
@@ -229,13 +324,17 @@ impl Session {
     /// The weights as a safetensors checkpoint: the best epoch's, as `lenet5 train` writes `best.safetensors`,
     /// or, before an epoch is finished, the current ones.
     pub fn checkpoint(&self) -> Result<Vec<u8>> {
-        let (run, _) = self.run()?;
-        let ck = run.training.best_checkpoint().unwrap_or_else(|| {
+        let (run, data) = self.run()?;
+        let mut ck = run.training.best_checkpoint().unwrap_or_else(|| {
             let mut ck = run.training.state_checkpoint();
             ck.momentum = None;
             ck.metadata.retain(|k, _| k == "dataset");
             ck
         });
+        // How the images were made, so that `lenet5 predict` and `serve` prepare pictures the same way.
+        for (name, value) in &data.options {
+            ck.metadata.insert(format!("data.{name}"), value.clone());
+        }
         Ok(ck.to_bytes()?)
     }
 }
