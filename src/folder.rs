@@ -2,7 +2,6 @@
 //! for every front end): whether a path holds one, and reading it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use lenet5_core::data::Dataset;
 use lenet5_core::error::IoContext;
@@ -48,7 +47,7 @@ pub fn load_folder(
                 let reason = format!("{len} bytes is larger than the {MAX_ZIP_BYTES}-byte limit of a zip data set");
                 return Err(lenet5_core::Error::format(dir, reason).into());
             }
-            ImageFiles::from_zip(dir, Arc::from(std::fs::read(dir).at(dir)?))?
+            ImageFiles::from_zip(dir, std::fs::read(dir).at(dir)?)?
         }
         false => ImageFiles::disk(),
     };

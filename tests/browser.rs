@@ -155,6 +155,14 @@ impl Browser {
         self.mouse("mouseReleased", x, top + h * 0.85);
     }
 
+    /// Chooses `paths` in the file input `selector`, as a user does (the page sees its change event).
+    fn choose_files(&mut self, selector: &str, paths: &[&std::path::Path]) {
+        let root = self.call("DOM.getDocument", json!({}))["root"]["nodeId"].clone();
+        let node = self.call("DOM.querySelector", json!({"nodeId": root, "selector": selector}))["nodeId"].clone();
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        self.call("DOM.setFileInputFiles", json!({"nodeId": node, "files": files}));
+    }
+
     fn mouse(&mut self, kind: &str, x: f64, y: f64) {
         let buttons = if kind == "mouseReleased" { 0 } else { 1 };
         self.call(
@@ -372,6 +380,79 @@ fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_thre
         println!("{workers} workers: the bits of `lenet5 train --threads {workers}`");
     }
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+}
+
+/// Your own images, zipped, chosen in the page: it reads them as `lenet5 train --dataset` does, lists the file
+/// it left out, trains to the bits of the command line, and `lenet5 eval` reads its download with the folder.
+#[test]
+fn your_own_images_train_in_the_page_to_the_bits_of_the_command_line() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("digits");
+    write_digit_folder(&folder, 40);
+    let zipped = tmp.path().join("digits.zip");
+    std::fs::write(&zipped, zip_of(&files_under(&folder), "digits")).unwrap();
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://{}/train", server.addr));
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    b.choose_files("#zip-input", &[&zipped]);
+    b.wait_for("document.getElementById('status').dataset.classes", "your images");
+    let status = b.eval("document.getElementById('status').textContent");
+    for phrase in ["digits.zip, 3 classes (one, two, zero)", "96 training and 24 validation images", "20% of each"] {
+        assert!(status.as_str().unwrap().contains(phrase), "{phrase}: {status}");
+    }
+    assert_eq!(b.eval("document.getElementById('bad-files').dataset.skipped"), "1");
+    let bad = b.eval("document.querySelector('#bad-files li').textContent");
+    assert!(bad.as_str().unwrap().starts_with("digits.zip/two/broken.png (not a PNG"), "{bad}");
+
+    b.eval(
+        "{ const set = (id, v) => { document.getElementById(id).value = v; }; set('epochs', '2'); \
+            set('head', 'logits'); set('lr', '0.05'); set('batch', '8'); set('workers', '2'); }",
+    );
+    b.eval("document.getElementById('start').click()");
+    b.wait_for_up_to("document.body.dataset.state === 'done'", "the run", Duration::from_secs(60));
+    assert_eq!(b.eval("Number(document.getElementById('epoch-text').dataset.workers)"), 2);
+    let (_dir, file) = download_weights(&mut b);
+    let page = lenet5_core::checkpoint::Checkpoint::load(&file).unwrap();
+    assert_eq!(page.class_names, ["one", "two", "zero"]);
+    assert_eq!(
+        (page.metadata["data.preprocess"].as_str(), page.metadata["data.val_split"].as_str()),
+        ("resize", "0.2")
+    );
+
+    let out = tmp.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["train", "--epochs", "2", "--head", "logits", "--lr", "0.05", "--batch-size", "8", "--skip-bad-images"])
+        .args(["--progress", "plain", "--dataset"])
+        .arg(&folder)
+        .arg("--out")
+        .arg(&out)
+        .env(lenet5_core::SIMD_CAP_VAR, "baseline")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let native = lenet5_core::checkpoint::Checkpoint::load(&out.join("best.safetensors")).unwrap();
+    assert_eq!(
+        page.metadata["tensors_sha256"], native.metadata["tensors_sha256"],
+        "the page and the command line differ"
+    );
+
+    let zipped = zipped.to_str().unwrap();
+    let o = lenet5(&["eval", "--weights", file.to_str().unwrap(), "--dataset", zipped, "--skip-bad-images", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let shown =
+        b.eval("Math.max(...[...document.querySelectorAll('#epochs-table tr')].map(r => Number(r.dataset.valAcc)))");
+    assert_eq!(eval["accuracy"].as_f64(), shown.as_f64(), "{eval}");
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+
+    // The folder itself, chosen as a folder: the same images.
+    b.eval("document.getElementById('status').dataset.classes = ''");
+    b.choose_files("#folder-input", &[&folder]);
+    b.wait_for("document.getElementById('status').dataset.classes", "the folder");
+    let status = b.eval("document.getElementById('status').textContent");
+    assert!(status.as_str().unwrap().contains("digits, 3 classes (one, two, zero), 96 training and 24"), "{status}");
 }
 
 /// `lenet5 site` of the repository's data, in a fresh folder.

@@ -192,40 +192,6 @@ fn mnist_as_png_folders_trains_to_the_same_bits_as_its_idx_files() {
     assert_eq!(x.classes(), 10);
 }
 
-/// Every file under `dir`, as (path relative to `dir` with `/` between names, bytes), sorted by path.
-fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let name = path.strip_prefix(dir).unwrap().to_str().unwrap().replace('\\', "/");
-                out.push((name, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// `files` as a zip archive, deflated, each under `top/`, in the order given, with what a Mac adds.
-fn zip_of(files: &[(String, Vec<u8>)], top: &str) -> Vec<u8> {
-    use std::io::Write;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    zip.add_directory(format!("{top}/"), options).unwrap();
-    for (name, bytes) in files {
-        zip.start_file(format!("{top}/{name}"), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.start_file(format!("__MACOSX/{top}/._a"), options).unwrap();
-    zip.write_all(b"resource fork").unwrap();
-    zip.finish().unwrap().into_inner()
-}
-
 /// The page's session trained on `settings` to the end.
 fn session_trained(mut session: lenet5_web::session::Session, settings: &str) -> Vec<f32> {
     session.configure(settings).unwrap();

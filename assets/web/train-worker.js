@@ -7,10 +7,12 @@
 // same numbers.
 //
 //   page -> worker: {type: "load", dataset, files: {trainImages, trainLabels, testImages, testLabels}}
+//                   {type: "load-images", name, zip: File | null, files: [{path, file: File}], settings}
 //                   {type: "start", settings}   {type: "pause"}   {type: "resume"}   {type: "stop"}
 //                   {type: "predict", pixels, width, height}      {type: "download"}
 //   worker -> page: {type: "defaults", settings, threads: {available, max, reason}}: once the engine is ready
 //                   {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
+//                   {type: "read-progress", done, total}  {type: "loaded", own: true, ..., skipped, bad, options}
 //                   {type: "progress", status, kernels}           {type: "epoch", status}
 //                   {type: "prediction", ...}   {type: "weights", bytes}   {type: "state", state}
 //                   {type: "error", message}
@@ -140,6 +142,46 @@ async function load(dataset, files) {
   postMessage({ type: "loaded", ...info });
 }
 
+// Your own images, a zip archive or a folder's files, read here from the files the page was given (nothing
+// leaves the browser) and handed to the engine, which lists, decodes and splits them as `lenet5 train
+// --dataset` does. Each file's bytes go into a block the engine takes over, so nothing large is copied twice.
+async function loadImages(m) {
+  setState("loading");
+  await ready;
+  const limit = engine.max_folder_bytes();
+  const total = m.zip ? m.zip.size : m.files.reduce((n, f) => n + f.file.size, 0);
+  if (total > limit) {
+    throw new Error(`${m.name}: ${(total / 2 ** 20).toFixed(0)} MiB of files, more than the ${limit / 2 ** 20} MiB ` +
+      "the page reads as one data set; train on it with lenet5 train --dataset");
+  }
+  const handOver = bytes => {
+    const ptr = engine.alloc(bytes.length);
+    new Uint8Array(engine.memory.buffer, ptr, bytes.length).set(bytes);
+    return [ptr, bytes.length];
+  };
+  let zip = [0, 0];
+  if (m.zip) {
+    zip = handOver(new Uint8Array(await m.zip.arrayBuffer()));
+  } else {
+    engine.clear_staged();
+    for (const [i, f] of m.files.entries()) {
+      const bytes = f.file ? new Uint8Array(await f.file.arrayBuffer()) : new Uint8Array(0);
+      const path = [place(encoder.encode(f.path))];
+      try { check(engine.stage_file(...path.flat(), ...handOver(bytes))); } finally { release(path); }
+      if (i % 200 === 0 || i + 1 === m.files.length) postMessage({ type: "read-progress", done: i + 1, total: m.files.length });
+    }
+  }
+  const placed = [encoder.encode(m.name), encoder.encode(JSON.stringify(m.settings))].map(place);
+  try {
+    check(engine.load_images(...placed.flat(), ...zip));
+  } finally {
+    release(placed);
+  }
+  const info = JSON.parse(resultText());
+  setState("ready");
+  postMessage({ type: "loaded", own: true, ...info });
+}
+
 function status() {
   check(engine.status());
   return JSON.parse(resultText());
@@ -189,6 +231,9 @@ self.onmessage = async (event) => {
     switch (m.type) {
       case "load":
         await load(m.dataset, m.files);
+        break;
+      case "load-images":
+        await loadImages(m);
         break;
       case "start": {
         const settings = await prepareWorkers(m.settings);

@@ -178,3 +178,56 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Every file under `dir`, as (path relative to `dir` with `/` between names, bytes), sorted by path.
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().to_str().unwrap().replace('\\', "/");
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `files` as a zip archive, deflated, each under `top/`, in the order given, with what a Mac adds.
+pub fn zip_of(files: &[(String, Vec<u8>)], top: &str) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.add_directory(format!("{top}/"), options).unwrap();
+    for (name, bytes) in files {
+        zip.start_file(format!("{top}/{name}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.start_file(format!("__MACOSX/{top}/._a"), options).unwrap();
+    zip.write_all(b"resource fork").unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+/// An image folder of MNIST digits as 28x28 PNGs, `per_class` of each of the classes `zero`, `one` and `two`
+/// (the first of each in the training set), with one file that is no image and one that is not a PNG though
+/// named so.
+pub fn write_digit_folder(dir: &Path, per_class: usize) {
+    let all = mnist_split("train");
+    for (label, name) in ["zero", "one", "two"].iter().enumerate() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        let indices = (0..all.len()).filter(|&i| all.labels[i] as usize == label).take(per_class);
+        for i in indices {
+            let pixels = all.images[i * 784..(i + 1) * 784].to_vec();
+            image::GrayImage::from_raw(28, 28, pixels)
+                .unwrap()
+                .save(dir.join(name).join(format!("{i:05}.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(dir.join("two/broken.png"), b"not a png").unwrap();
+    std::fs::write(dir.join("README.txt"), b"digits").unwrap();
+}

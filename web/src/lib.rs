@@ -83,6 +83,17 @@ unsafe fn bytes(ptr: *const u8, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
 }
 
+/// Takes over the `len` bytes the caller wrote into a block from [`alloc`] (which the caller then no longer
+/// gives back): a large file is not copied.
+///
+/// # Safety
+/// `ptr` and `len` must be a pointer [`alloc`] returned, the length it was asked for, and that many bytes
+/// written there.
+unsafe fn owned(ptr: *mut u8, len: usize) -> Vec<u8> {
+    // SAFETY: the caller's promise: `alloc`'s vector, with its capacity, its bytes written.
+    unsafe { Vec::from_raw_parts(ptr, len, len.max(1)) }
+}
+
 /// Room for `len` bytes, for the page to write into; give it back with [`dealloc`].
 #[unsafe(no_mangle)]
 pub extern "C" fn alloc(len: usize) -> *mut u8 {
@@ -158,31 +169,39 @@ pub unsafe extern "C" fn load_data(
     })
 }
 
-/// Takes one file of a folder being handed over: its path inside the folder (`/` between names) and its bytes.
+/// Takes one file of a folder being handed over: its path inside the folder (`/` between names; a folder's ends
+/// in `/`) and its bytes, whose block from [`alloc`] the module takes over.
 ///
 /// # Safety
-/// Each pointer and length must be bytes of this module's memory.
+/// `path` must be bytes of this module's memory; `ptr` and `len` a block from [`alloc`], written.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn stage_file(path: *const u8, path_len: usize, ptr: *const u8, len: usize) -> i32 {
+pub unsafe extern "C" fn stage_file(path: *const u8, path_len: usize, ptr: *mut u8, len: usize) -> i32 {
     // SAFETY: the caller's promise.
-    let (path, file) = unsafe { (bytes(path, path_len), bytes(ptr, len)) };
+    let (path, file) = unsafe { (bytes(path, path_len), owned(ptr, len)) };
     let path = String::from_utf8_lossy(&path).into_owned();
     SESSION.with(|s| finish(s.borrow_mut().stage_file(path, file), |_| Vec::new(), |_| 0))
 }
 
+/// Forgets the files staged so far.
+#[unsafe(no_mangle)]
+pub extern "C" fn clear_staged() {
+    SESSION.with(|s| s.borrow_mut().clear_staged())
+}
+
 /// Reads the staged files as the image folder `name`, or, when `zip_len` is not zero, the zip archive at `zip`
-/// (named `name`), with the folder settings of a run specification's JSON. Result: JSON (see
-/// [`session::FolderLoaded`]).
+/// (named `name`; its block from [`alloc`] the module takes over), with the folder settings of a run
+/// specification's JSON. Result: JSON (see [`session::FolderLoaded`]).
 ///
 /// # Safety
-/// Each pointer and length must be bytes of this module's memory.
+/// `name` and `settings` must be bytes of this module's memory; `zip` and `zip_len` a block from [`alloc`],
+/// written, or `zip_len` zero.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn load_images(
     name: *const u8,
     name_len: usize,
     settings: *const u8,
     settings_len: usize,
-    zip: *const u8,
+    zip: *mut u8,
     zip_len: usize,
 ) -> i32 {
     // SAFETY: the caller's promise.
@@ -193,7 +212,7 @@ pub unsafe extern "C" fn load_images(
         let outcome = match zip_len {
             0 => s.load_folder(&name, &settings),
             // SAFETY: the caller's promise.
-            _ => s.load_zip(&name, unsafe { bytes(zip, zip_len) }, &settings),
+            _ => s.load_zip(&name, unsafe { owned(zip, zip_len) }, &settings),
         };
         finish(outcome, json, |_| 0)
     })

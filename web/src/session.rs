@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -154,12 +153,17 @@ impl Session {
         }
         self.staged_bytes += bytes.len();
         if self.staged_bytes > MAX_FOLDER_BYTES {
-            self.staged = Vec::new();
-            self.staged_bytes = 0;
+            self.clear_staged();
             return Err(too_large("bytes", MAX_FOLDER_BYTES));
         }
         self.staged.push((path, bytes));
         Ok(())
+    }
+
+    /// Forgets the files staged so far (a hand-over that failed part way).
+    pub fn clear_staged(&mut self) {
+        self.staged = Vec::new();
+        self.staged_bytes = 0;
     }
 
     /// Reads the files staged so far as the image folder `name`, as `lenet5 train --dataset DIR` reads a folder,
@@ -167,7 +171,7 @@ impl Session {
     /// `split_seed`, `skip_bad_images`).
     pub fn load_folder(&mut self, name: &str, settings: &str) -> Result<FolderLoaded> {
         let files = std::mem::take(&mut self.staged);
-        self.staged_bytes = 0;
+        self.clear_staged();
         if files.is_empty() {
             return Err(SessionError::NoFiles);
         }
@@ -179,7 +183,7 @@ impl Session {
         if bytes.len() > MAX_FOLDER_BYTES {
             return Err(SessionError::FolderTooLarge { name: name.into(), what: "bytes", limit: MAX_FOLDER_BYTES });
         }
-        self.load_images(name, ImageFiles::from_zip(Path::new(name), Arc::from(bytes))?, settings)
+        self.load_images(name, ImageFiles::from_zip(Path::new(name), bytes)?, settings)
     }
 
     fn load_images(&mut self, name: &str, files: ImageFiles, settings: &str) -> Result<FolderLoaded> {

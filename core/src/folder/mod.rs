@@ -9,15 +9,15 @@
 //! a [`Preprocess`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use crate::base::{IMAGE_LEN, Label, MAX_CLASSES, MIN_CLASSES};
 use crate::data::{Dataset, Split};
 use crate::digit::{GreyImage, ImageError, Preprocess};
 use crate::error::{Error, Result};
 use crate::spec::RunSpec;
+
+mod archive;
 
 /// File name extensions of the images a class folder may hold (any case).
 const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "pgm"];
@@ -31,6 +31,8 @@ const MAX_IMAGES: usize = 10_000_000;
 const MAX_ENTRIES: usize = 1_000_000;
 /// Most memory the decoder may take for one image: less in a browser tab, whose whole memory is a few GiB.
 const MAX_DECODE_BYTES: u64 = if cfg!(target_arch = "wasm32") { 128 << 20 } else { 512 << 20 };
+/// Most bytes the files of a zip archive may inflate to, in all: less in a browser tab.
+const MAX_ZIP_INFLATED: u64 = if cfg!(target_arch = "wasm32") { 2 << 30 } else { 16 << 30 };
 /// Bad files named in an error before "and N more".
 const NAMED_BAD_FILES: usize = 5;
 
@@ -74,20 +76,19 @@ pub struct ImageFiles {
 }
 
 enum Source {
+    /// Not in a browser, which has no files of its own (and the module then needs no file system imports).
+    #[cfg(not(target_arch = "wasm32"))]
     Disk,
     /// The folders of the archive or of the files (each path under the root name), and how to read a file.
-    Listed {
-        dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>>,
-        files: Files,
-    },
+    Listed { dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>>, files: Files },
 }
 
 enum Files {
     Memory(BTreeMap<PathBuf, Vec<u8>>),
     /// Each path's index in the archive.
     Zip {
-        archive: zip::ZipArchive<std::io::Cursor<Arc<[u8]>>>,
-        index: BTreeMap<PathBuf, usize>,
+        bytes: Vec<u8>,
+        index: BTreeMap<PathBuf, archive::Entry>,
     },
 }
 
@@ -105,52 +106,42 @@ impl ImageFiles {
     pub const MAX_SIDE: u32 = 8192;
 
     /// The files on disk.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn disk() -> ImageFiles {
         ImageFiles { source: Source::Disk }
     }
 
     /// `files`, as (path, bytes) with `/` between folders, read as the folder `root`. A leading folder that all
-    /// the paths share (a folder dropped whole) is left out, as is anything under `__MACOSX/`.
+    /// the paths share (a folder dropped whole) is left out, as is anything under `__MACOSX/`; a path that ends
+    /// in `/` is an empty folder.
     pub fn from_memory(root: &Path, files: Vec<(String, Vec<u8>)>) -> Result<ImageFiles> {
         if files.len() > MAX_ENTRIES {
             return Err(Error::format(root, format!("more than {MAX_ENTRIES} files")));
         }
-        let mut named = Vec::with_capacity(files.len());
-        for (path, bytes) in files {
-            named.push((relative(root, &path)?, bytes));
-        }
-        let strip = shared_top_folder(named.iter().map(|(p, _)| p));
-        let files: BTreeMap<PathBuf, Vec<u8>> =
-            named.into_iter().filter_map(|(p, b)| Some((root.join(kept(&p, strip.as_deref())?), b))).collect();
-        let dirs = folders(root, files.keys());
+        let (dirs, files) = listing(root, files)?;
         Ok(ImageFiles { source: Source::Listed { dirs, files: Files::Memory(files) } })
     }
 
     /// The zip archive `bytes` (named `root` in messages and in the data set), read as a folder: its files are
-    /// inflated one at a time, as they are decoded, and none may inflate past [`Self::MAX_FILE_BYTES`].
-    pub fn from_zip(root: &Path, bytes: Arc<[u8]>) -> Result<ImageFiles> {
-        let bad = |e: zip::result::ZipError| Error::format(root, format!("not a readable zip archive ({e})"));
-        let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(bad)?;
-        if archive.len() > MAX_ENTRIES {
-            return Err(Error::format(root, format!("more than {MAX_ENTRIES} entries")));
+    /// inflated one at a time, as they are decoded, each checked against its size and CRC-32. None may be larger
+    /// than [`Self::MAX_FILE_BYTES`], and an archive whose files would inflate to more than 16 GiB in all (2 GiB
+    /// in a browser) is refused before any is read.
+    pub fn from_zip(root: &Path, bytes: Vec<u8>) -> Result<ImageFiles> {
+        let bad = |why: String| Error::format(root, format!("not a zip archive that can be read: {why}"));
+        let entries = archive::entries(&bytes, MAX_ENTRIES).map_err(bad)?;
+        let inflated = entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.size));
+        if inflated > MAX_ZIP_INFLATED {
+            let reason = format!("its files inflate to {inflated} bytes, more than the {MAX_ZIP_INFLATED}-byte limit");
+            return Err(Error::format(root, reason));
         }
-        let mut by_position = Vec::with_capacity(archive.len());
-        for i in 0..archive.len() {
-            let name = archive.name_for_index(i).and_then(|n| n.ok()).unwrap_or_default();
-            if !name.ends_with('/') {
-                by_position.push((relative(root, &name)?, i));
-            }
-        }
-        let strip = shared_top_folder(by_position.iter().map(|(p, _)| p));
-        let index: BTreeMap<PathBuf, usize> =
-            by_position.into_iter().filter_map(|(p, i)| Some((root.join(kept(&p, strip.as_deref())?), i))).collect();
-        let dirs = folders(root, index.keys());
-        Ok(ImageFiles { source: Source::Listed { dirs, files: Files::Zip { archive, index } } })
+        let (dirs, index) = listing(root, entries.into_iter().map(|e| (e.name.clone(), e)).collect())?;
+        Ok(ImageFiles { source: Source::Listed { dirs, files: Files::Zip { bytes, index } } })
     }
 
     /// Whether `dir` is a folder here.
     fn is_dir(&self, dir: &Path) -> bool {
         match &self.source {
+            #[cfg(not(target_arch = "wasm32"))]
             Source::Disk => dir.is_dir(),
             Source::Listed { dirs, .. } => dirs.contains_key(dir),
         }
@@ -159,6 +150,7 @@ impl ImageFiles {
     /// What `dir` holds: each entry's path, and whether it is a folder.
     fn entries(&self, dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
         match &self.source {
+            #[cfg(not(target_arch = "wasm32"))]
             Source::Disk => {
                 let io = |e| Error::io(dir, e);
                 let mut out = Vec::new();
@@ -187,6 +179,7 @@ impl ImageFiles {
             _ => Ok(()),
         };
         match &self.source {
+            #[cfg(not(target_arch = "wasm32"))]
             Source::Disk => {
                 checked(std::fs::metadata(path).map_err(|e| unreadable(&e))?.len())?;
                 std::fs::read(path).map_err(|e| unreadable(&e))
@@ -196,18 +189,10 @@ impl ImageFiles {
                 checked(bytes.len() as u64)?;
                 Ok(bytes.clone())
             }
-            Source::Listed { files: Files::Zip { archive, index }, .. } => {
-                let i = *index.get(path).ok_or_else(|| unreadable(&"no such file"))?;
-                let mut archive = archive.clone();
-                let mut entry = archive.by_index(i).map_err(|e| unreadable(&e))?;
-                // The size the archive claims is checked first, and the inflated bytes are counted too: a
-                // zip bomb's claim may be false.
-                checked(entry.size())?;
-                let mut bytes = Vec::with_capacity(entry.size() as usize);
-                (&mut entry)
-                    .take(ImageFiles::MAX_FILE_BYTES + 1)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| unreadable(&e))?;
+            Source::Listed { files: Files::Zip { bytes, index }, .. } => {
+                let entry = index.get(path).ok_or_else(|| unreadable(&"no such file"))?;
+                checked(entry.size)?;
+                let bytes = archive::read(bytes, entry, ImageFiles::MAX_FILE_BYTES).map_err(|e| unreadable(&e))?;
                 checked(bytes.len() as u64)?;
                 Ok(bytes)
             }
@@ -443,6 +428,39 @@ fn relative(root: &Path, path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The folders and files of `entries` (each a path with `/` between names, a folder's ending in `/`, and what
+/// to read it by), under `root`: without the leading folder they all share (an archive or a drop of one folder)
+/// and without what a Mac's archiver adds (`__MACOSX/`).
+#[allow(clippy::type_complexity)]
+fn listing<T>(
+    root: &Path,
+    entries: Vec<(String, T)>,
+) -> Result<(BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>>, BTreeMap<PathBuf, T>)> {
+    let mut named = Vec::with_capacity(entries.len());
+    for (path, what) in entries {
+        let is_dir = path.ends_with('/');
+        named.push((relative(root, &path)?, is_dir, what));
+    }
+    let top = shared_top_folder(named.iter().filter(|(_, is_dir, _)| !is_dir).map(|(p, _, _)| p));
+    let mut dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>> =
+        BTreeMap::from([(root.to_path_buf(), BTreeSet::new())]);
+    let mut files = BTreeMap::new();
+    for (path, is_dir, what) in named {
+        let Some(path) = kept(&path, top.as_deref()) else { continue };
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        let path = root.join(path);
+        add_to_folders(&mut dirs, root, (path.clone(), is_dir));
+        if is_dir {
+            dirs.entry(path).or_default();
+        } else {
+            files.insert(path, what);
+        }
+    }
+    Ok((dirs, files))
+}
+
 /// The one folder every path starts with, when there is one and it is not a file's only component.
 fn shared_top_folder<'a>(mut paths: impl Iterator<Item = &'a PathBuf>) -> Option<PathBuf> {
     let top = |p: &Path| {
@@ -465,22 +483,18 @@ fn kept(path: &Path, strip: Option<&Path>) -> Option<PathBuf> {
     })
 }
 
-/// Every folder that holds `files` (each a path under `root`), with what it holds.
-fn folders<'a>(root: &Path, files: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>> {
-    let mut dirs: BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>> = BTreeMap::new();
-    dirs.insert(root.to_path_buf(), BTreeSet::new());
-    for file in files {
-        let mut child = (file.clone(), false);
-        while let Some(parent) = child.0.parent().filter(|p| p.starts_with(root)).map(Path::to_path_buf) {
-            let new = dirs.entry(parent.clone()).or_default().insert(child);
-            // A folder listed before has its own folders listed too.
-            if !new || parent == root {
-                break;
-            }
-            child = (parent, true);
+/// Adds `entry` (a path under `root`, and whether it is a folder) to its folder, and that folder to its own, up
+/// to `root`.
+fn add_to_folders(dirs: &mut BTreeMap<PathBuf, BTreeSet<(PathBuf, bool)>>, root: &Path, entry: (PathBuf, bool)) {
+    let mut child = entry;
+    while let Some(parent) = child.0.parent().filter(|p| p.starts_with(root)).map(Path::to_path_buf) {
+        let new = dirs.entry(parent.clone()).or_default().insert(child);
+        // A folder listed before has its own folders listed too.
+        if !new || parent == root {
+            break;
         }
+        child = (parent, true);
     }
-    dirs
 }
 
 /// One split per part, of the images that were decoded (in `decoded`, the parts' images one after the other).
@@ -590,10 +604,23 @@ mod tests {
         zip.write_all(&vec![0; ImageFiles::MAX_FILE_BYTES as usize + 1]).unwrap();
         let bytes = zip.finish().unwrap().into_inner();
         assert!(bytes.len() < 1 << 20, "a small archive: {}", bytes.len());
-        let files = ImageFiles::from_zip(Path::new("bomb.zip"), Arc::from(bytes)).unwrap();
+        let files = ImageFiles::from_zip(Path::new("bomb.zip"), bytes).unwrap();
         let (data, skipped) = files.load(Path::new("bomb.zip"), &options(), &|_, _| {}).unwrap();
         assert_eq!(data.train.len() + data.test.len(), 3);
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].0.ends_with("b/bomb.png") && skipped[0].1.contains("larger than"), "{skipped:?}");
+    }
+
+    #[test]
+    fn an_empty_class_folder_in_an_archive_is_named_as_on_disk() {
+        let files = vec![
+            ("set/a/1.png".to_string(), png(0, 28)),
+            ("set/b/1.png".to_string(), png(1, 28)),
+            ("set/c/".to_string(), Vec::new()),
+            ("set/c/notes.txt".to_string(), b"no image here".to_vec()),
+        ];
+        let files = ImageFiles::from_memory(Path::new("set"), files).unwrap();
+        let e = files.load(Path::new("set"), &options(), &|_, _| {}).unwrap_err().to_string();
+        assert_eq!(e, "set/c: class `c` holds no image (png, jpg, jpeg, bmp, gif, pgm)");
     }
 }
