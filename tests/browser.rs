@@ -143,16 +143,22 @@ impl Browser {
 
     /// A vertical stroke down the middle of the canvas `id`: a "1".
     fn draw_a_one(&mut self, id: &str) {
+        self.stroke(id, (0.5, 0.15), (0.5, 0.85));
+    }
+
+    /// A straight stroke with the mouse on the canvas `id`, between two points given as shares of its size.
+    fn stroke(&mut self, id: &str, from: (f64, f64), to: (f64, f64)) {
         let rect = self.eval(&format!("JSON.stringify(document.getElementById('{id}').getBoundingClientRect())"));
         let rect: Value = serde_json::from_str(rect.as_str().unwrap()).unwrap();
         let (left, top) = (rect["left"].as_f64().unwrap(), rect["top"].as_f64().unwrap());
         let (w, h) = (rect["width"].as_f64().unwrap(), rect["height"].as_f64().unwrap());
-        let x = left + w * 0.5;
-        self.mouse("mousePressed", x, top + h * 0.15);
-        for i in 1..=20 {
-            self.mouse("mouseMoved", x, top + h * (0.15 + 0.7 * i as f64 / 20.0));
+        let at = |t: f64| (left + w * (from.0 + (to.0 - from.0) * t), top + h * (from.1 + (to.1 - from.1) * t));
+        self.mouse("mousePressed", at(0.0).0, at(0.0).1);
+        for i in 1..=12 {
+            let (x, y) = at(i as f64 / 12.0);
+            self.mouse("mouseMoved", x, y);
         }
-        self.mouse("mouseReleased", x, top + h * 0.85);
+        self.mouse("mouseReleased", at(1.0).0, at(1.0).1);
     }
 
     /// Chooses `paths` in the file input `selector`, as a user does (the page sees its change event).
@@ -318,10 +324,15 @@ fn the_training_page_trains_predicts_and_downloads_weights_that_evaluate_as_show
 
 /// The page's download of the run's weights, as the browser saves it into a fresh folder.
 fn download_weights(b: &mut Browser) -> (tempfile::TempDir, std::path::PathBuf) {
+    download(b, "download", "lenet5-browser.safetensors")
+}
+
+/// What the button `id` downloads, as the browser saves it (as `name`) into a fresh folder.
+fn download(b: &mut Browser, id: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let downloads = tempfile::tempdir().unwrap();
     b.call("Page.setDownloadBehavior", json!({"behavior": "allow", "downloadPath": downloads.path()}));
-    b.eval("document.getElementById('download').click()");
-    let file = downloads.path().join("lenet5-browser.safetensors");
+    b.eval(&format!("document.getElementById('{id}').click()"));
+    let file = downloads.path().join(name);
     let t0 = Instant::now();
     while !file.exists() {
         assert!(t0.elapsed() < Duration::from_secs(20), "no download in {}", downloads.path().display());
@@ -453,6 +464,80 @@ fn your_own_images_train_in_the_page_to_the_bits_of_the_command_line() {
     b.wait_for("document.getElementById('status').dataset.classes", "the folder");
     let status = b.eval("document.getElementById('status').textContent");
     assert!(status.as_str().unwrap().contains("digits, 3 classes (one, two, zero), 96 training and 24"), "{status}");
+}
+
+/// Classes drawn in the page: named, drawn with the mouse, trained on (framed as MNIST and augmented by
+/// default) to the bits `lenet5 train` gives on the page's zip download of them, and read back by the pad.
+#[test]
+fn drawn_classes_train_in_the_page_and_download_as_a_folder_the_command_line_trains_alike() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1200, "height": 2000, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    b.open(&format!("http://{}/train", server.addr));
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    // A refused name says why.
+    b.eval("document.getElementById('class-name').value = 'a/b'; document.getElementById('add-class').click()");
+    assert!(b.eval("document.getElementById('error').textContent").as_str().unwrap().contains("may not hold /"));
+    for (class, vertical) in [("bar", true), ("dash", false)] {
+        b.eval(&format!(
+            "document.getElementById('class-name').value = '{class}'; document.getElementById('add-class').click()"
+        ));
+        for i in 0..6 {
+            let at = 0.3 + 0.08 * i as f64;
+            let (from, to) = if vertical { ((at, 0.2), (at, 0.8)) } else { ((0.2, at), (0.8, at)) };
+            b.stroke("collect", from, to);
+            b.eval("document.getElementById('add-example').click()");
+            b.wait_for(
+                &format!("document.querySelector('#drawn-classes label:last-child')?.dataset.examples === '{}'", i + 1),
+                "the drawing added",
+            );
+        }
+    }
+    b.eval("document.getElementById('use-drawn').click()");
+    b.wait_for("document.getElementById('status').dataset.classes === '2'", "the drawn classes");
+    assert_eq!(
+        b.eval("[document.getElementById('preprocess').value, document.getElementById('augment').checked]"),
+        json!(["mnist", true])
+    );
+    b.eval(
+        "{ const set = (id, v) => { document.getElementById(id).value = v; }; set('epochs', '4'); \
+            set('head', 'logits'); set('lr', '0.05'); set('batch', '2'); set('workers', '1'); }",
+    );
+    b.eval("document.getElementById('start').click()");
+    b.wait_for_up_to("document.body.dataset.state === 'done'", "the run", Duration::from_secs(60));
+    let (_weights, file) = download_weights(&mut b);
+    let page = lenet5_core::checkpoint::Checkpoint::load(&file).unwrap();
+    assert_eq!(page.class_names, ["bar", "dash"]);
+    let (_zip, zipped) = download(&mut b, "download-drawn", "drawn.zip");
+
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lenet5"))
+        .args(["train", "--epochs", "4", "--head", "logits", "--lr", "0.05", "--batch-size", "2", "--augment"])
+        .args(["--preprocess", "mnist", "--progress", "plain", "--dataset"])
+        .arg(&zipped)
+        .arg("--out")
+        .arg(out.path().join("run"))
+        .env(lenet5_core::SIMD_CAP_VAR, "baseline")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("10 train / 2 test"), "{}", stdout(&o));
+    let native = lenet5_core::checkpoint::Checkpoint::load(&out.path().join("run/best.safetensors")).unwrap();
+    assert_eq!(
+        page.metadata["tensors_sha256"], native.metadata["tensors_sha256"],
+        "the page and the command line differ"
+    );
+
+    // The pad reads a drawing as one of the drawn classes.
+    b.draw_a_one("pad");
+    let seen = b.wait_for("document.getElementById('prediction').dataset.class", "a prediction");
+    assert!(["bar", "dash"].contains(&seen.as_str().unwrap()), "{seen}");
+    assert_eq!(b.eval("document.querySelectorAll('#probs .prob').length"), 2);
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
 /// `lenet5 site` of the repository's data, in a fresh folder.

@@ -1,6 +1,6 @@
-//! `exp` and `ln` of `f32`, computed the same way on every platform.
+//! `exp`, `ln` and `sin_cos` of `f32`, computed the same way on every platform.
 //!
-//! `f32::exp` and `f32::ln` call the platform's math library (glibc natively, a port of musl's on wasm32, the
+//! `f32::exp`, `f32::ln` and `f32::sin_cos` call the platform's math library (glibc natively, a port of musl's on wasm32, the
 //! system's elsewhere), and two libraries may differ in the last bit for some inputs: then a training run would
 //! give other bits in a browser than natively. These are our own: the value is computed in `f64` with a relative
 //! error below 1e-14, then rounded once to `f32`, with nothing but IEEE additions, multiplications, divisions and
@@ -68,6 +68,38 @@ pub(crate) fn ln(x: f32) -> f32 {
     (2.0 * s * p + e as f64 * LN_2) as f32
 }
 
+/// sin x and cos x (NaN for an infinite or NaN x), within one ulp for |x| below 1e5 (tested), far wider than the
+/// angles of augmentation.
+pub(crate) fn sin_cos(x: f32) -> (f32, f32) {
+    if !x.is_finite() {
+        return (f32::NAN, f32::NAN);
+    }
+    // x = k pi/2 + r with |r| <= pi/4; k pi/2 is exact enough in f64 for |k| below 1e5 (its rounding error is
+    // far below what rounding to f32 can see).
+    let x = x as f64;
+    let k = (x / std::f64::consts::FRAC_PI_2).round();
+    let r = x - k * std::f64::consts::FRAC_PI_2;
+    // Taylor series to r^17 / 17! and r^18 / 18!: the next terms are below 1e-19 for |r| <= pi/4.
+    let r2 = r * r;
+    let mut sin = 1.0 / 355_687_428_096_000.0;
+    for factorial in [-1_307_674_368_000.0, 6_227_020_800.0, -39_916_800.0, 362_880.0, -5_040.0, 120.0, -6.0, 1.0] {
+        sin = sin * r2 + 1.0 / factorial;
+    }
+    let sin = sin * r;
+    let mut cos = -1.0 / 6_402_373_705_728_000.0;
+    for factorial in
+        [20_922_789_888_000.0, -87_178_291_200.0, 479_001_600.0, -3_628_800.0, 40_320.0, -720.0, 24.0, -2.0, 1.0]
+    {
+        cos = cos * r2 + 1.0 / factorial;
+    }
+    match (k as i64).rem_euclid(4) {
+        0 => (sin as f32, cos as f32),
+        1 => (cos as f32, -sin as f32),
+        2 => (-sin as f32, -cos as f32),
+        _ => (-cos as f32, sin as f32),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +140,21 @@ mod tests {
         assert_eq!(worst.min(1), worst);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!((exp(f32::INFINITY), exp(f32::NEG_INFINITY), exp(0.0)), (f32::INFINITY, 0.0, 1.0));
+    }
+
+    #[test]
+    fn sin_cos_is_within_one_ulp_of_the_exact_value_and_mostly_exact() {
+        let mut off = 0;
+        for x in inputs(-7.0, 7.0).into_iter().filter(|x| x.abs() < 1e5) {
+            let (sin, cos) = sin_cos(x);
+            let want = ((x as f64).sin() as f32, (x as f64).cos() as f32);
+            let (ds, dc) = (ulps(sin, want.0), ulps(cos, want.1));
+            assert!(ds <= 1 && dc <= 1, "sin_cos({x:e}) = ({sin:e}, {cos:e}), want {want:?}");
+            off += (ds > 0) as usize + (dc > 0) as usize;
+        }
+        assert!(off < 100, "{off} results are one ulp off the correctly rounded value");
+        assert_eq!(sin_cos(0.0), (0.0, 1.0));
+        assert!(sin_cos(f32::INFINITY).0.is_nan() && sin_cos(f32::NAN).1.is_nan());
     }
 
     #[test]

@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("nn", &["aligned", "base", "math", "rng", "simd"]),
     ("optim", &["simd"]),
     ("parallel", &[]),
-    ("data", &["base", "error", "rng", "simd"]),
+    ("data", &["base", "error", "math", "rng", "simd"]),
     ("digit", &["base"]),
     ("folder", &["base", "data", "digit", "error", "spec"]),
     // Checkpoints, training, inference, and what is built on them.

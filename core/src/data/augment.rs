@@ -85,7 +85,8 @@ impl Affine {
         let c = (IMAGE_SIZE as f32 - 1.0) / 2.0;
         // The inverse, from an output pixel q to the source: p = c + R(q - c - shift) / scale, where R turns by
         // `angle` the way that, with y growing downwards, makes the picture turn counter-clockwise on screen.
-        let (sin, cos) = self.angle.sin_cos();
+        // Our own sine and cosine: the platform's may differ in the last bit, and a browser's run then in all.
+        let (sin, cos) = crate::math::sin_cos(self.angle);
         let (a, b) = (cos / self.scale, sin / self.scale);
         let (qx, qy) = (-c - self.shift.0, -c - self.shift.1);
         // The source of output pixel (0, 0); each step right adds (a, b), each step down (-b, a).
