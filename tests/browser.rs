@@ -540,6 +540,92 @@ fn drawn_classes_train_in_the_page_and_download_as_a_folder_the_command_line_tra
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
+/// A PNG file's header claiming `side x side` grey pixels, and no pixels.
+fn png_claiming(side: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+    };
+    let ihdr = [&side.to_be_bytes()[..], &side.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &ihdr), &chunk(b"IDAT", &[0x78, 0x9c, 3, 0]), &chunk(b"IEND", &[])]
+        .concat()
+}
+
+/// What a user may drop on the page that it must refuse or read with care: each gets its message or its line
+/// in the list of files left out, the page keeps the data set it had, and it trains on what it read.
+#[test]
+fn bad_images_get_a_message_or_are_left_out_and_the_page_carries_on() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut png = Vec::new();
+    let bar =
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([if (10..18).contains(&x) && y > 4 { 255 } else { 0 }]));
+    bar.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let file = |name: &str, bytes: &[u8]| (name.to_string(), bytes.to_vec());
+    let write = |name: &str, files: &[(String, Vec<u8>)]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, zip_of(files, "set")).unwrap();
+        path
+    };
+    // Larger than the page reads (a sparse file: its size is all that is looked at).
+    let big = tmp.path().join("big.zip");
+    std::fs::File::create(&big).unwrap().set_len(300 << 20).unwrap();
+    // A zip bomb: a directory that says its file inflates to 4 GB.
+    let mut bomb = zip_of(&[file("a/1.png", &png), file("b/1.png", &png)], "set");
+    let at = bomb.windows(4).position(|w| w == [0x50, 0x4b, 0x01, 0x02]).unwrap();
+    bomb[at + 24..at + 28].copy_from_slice(&0xf000_0000u32.to_le_bytes());
+    std::fs::write(tmp.path().join("bomb.zip"), bomb).unwrap();
+    let empty_class =
+        write("empty.zip", &[file("a/1.png", &png), file("b/1.png", &png), file("c/notes.txt", b"no image")]);
+    let mut giant: Vec<(String, Vec<u8>)> =
+        (0..6).map(|i| file(&format!("{}/{i}.png", ["a", "b"][i % 2]), &png)).collect();
+    giant.push(file("a/giant.png", &png_claiming(60_000)));
+    giant.push(file("b/notes.txt", b"not an image, and not named as one"));
+    let giant = write("giant.zip", &giant);
+    let many: Vec<(String, Vec<u8>)> = (0..100_000).map(|i| file(&format!("{}/{i:06}.png", i % 2), &png)).collect();
+    let many = write("many.zip", &many);
+
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://{}/train", server.addr));
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    let refused = |b: &mut Browser, zip: &std::path::Path, phrase: &str| {
+        b.eval("document.getElementById('error').textContent = ''");
+        b.choose_files("#zip-input", &[zip]);
+        let error = b.wait_for("document.getElementById('error').textContent", "an error");
+        assert!(error.as_str().unwrap().contains(phrase), "{}: {error}", zip.display());
+        b.wait_for("document.body.dataset.state === 'ready'", "the page to carry on");
+        assert_eq!(b.eval("document.getElementById('dataset').value"), "mnist");
+    };
+    refused(&mut b, &big, "big.zip: 300 MiB of files, more than the 256 MiB the page reads");
+    refused(&mut b, &tmp.path().join("bomb.zip"), "bomb.zip: its files inflate to 40265");
+    refused(&mut b, &empty_class, "empty.zip/c: class `c` holds no image");
+
+    b.choose_files("#zip-input", &[&giant]);
+    b.wait_for("document.getElementById('status').dataset.classes === '2'", "giant.zip");
+    let bad = b.eval("[...document.querySelectorAll('#bad-files li')].map(l => l.textContent).join('; ')");
+    assert!(bad.as_str().unwrap().starts_with("giant.zip/a/giant.png (cannot decode image"), "{bad}");
+    assert_eq!(b.eval("document.getElementById('bad-files').dataset.skipped"), "1");
+
+    let t0 = Instant::now();
+    b.choose_files("#zip-input", &[&many]);
+    b.wait_for_up_to(
+        "document.getElementById('status').dataset.classes === '2' && document.body.dataset.state === 'ready' \
+        && document.getElementById('status').textContent.includes('many.zip')",
+        "100,000 files",
+        Duration::from_secs(120),
+    );
+    let status = b.eval("document.getElementById('status').textContent");
+    assert!(status.as_str().unwrap().contains("80,000 training and 20,000 validation images"), "{status}");
+    println!("100,000 files read in {:.1} s", t0.elapsed().as_secs_f64());
+    b.eval("{ const set = (id, v) => { document.getElementById(id).value = v; }; set('epochs', '1'); set('limit', '500'); }");
+    b.eval("document.getElementById('start').click()");
+    b.wait_for_up_to("document.body.dataset.state === 'done'", "the run", Duration::from_secs(120));
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+}
+
 /// `lenet5 site` of the repository's data, in a fresh folder.
 fn written_site() -> tempfile::TempDir {
     let site = tempfile::tempdir().unwrap();
@@ -619,6 +705,16 @@ fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
     );
     assert!(error.as_str().unwrap().contains("invalid setting: lr must be a positive number, got -1"), "{error}");
     assert_eq!(b.eval("document.body.dataset.state"), "ready");
+    b.eval(
+        "document.getElementById('lr').value = '0.001'; document.getElementById('workers').value = '17'; \
+            document.getElementById('start').click()",
+    );
+    let error = b.wait_for(
+        "document.getElementById('error').textContent.includes('workers') && document.getElementById('error').textContent",
+        "the workers' error",
+    );
+    assert!(error.as_str().unwrap().contains("workers must be a whole number from 1 to 16, got 17"), "{error}");
+    b.eval("document.getElementById('workers').value = '1'");
 
     // The tab closed mid-training: the server keeps serving.
     b.eval("document.getElementById('lr').value = '0.001'; document.getElementById('start').click()");

@@ -24,6 +24,7 @@ let pool = null;          // the multithreaded engine's helper threads (threads.
 let state = "idle";       // idle, loading, ready, training, paused, stopped, done
 let epochStarted = 0;     // when the epoch in progress started (performance.now), for the seconds it took
 let rateWindow = null;    // {time, images}: images/s over the last stretch
+let loadedOnce = false;   // whether the engine holds a data set
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -60,7 +61,10 @@ async function instantiate() {
 // evaluation each keep workers - 1), before the engine waits for them.
 async function prepareWorkers(settings) {
   if (!pool) return { ...settings, threads: 1 };
-  const workers = Math.max(1, Math.min(engine.max_workers(), Math.floor(Number(settings.threads) || 1)));
+  const workers = Number(settings.threads), most = engine.max_workers();
+  if (!Number.isInteger(workers) || workers < 1 || workers > most) {
+    throw new Error(`workers must be a whole number from 1 to ${most}, got ${settings.threads}`);
+  }
   await pool.grow(2 * (workers - 1));
   return { ...settings, threads: workers };
 }
@@ -138,6 +142,7 @@ async function load(dataset, files) {
     release(placed);
   }
   const info = JSON.parse(resultText());
+  loadedOnce = true;
   setState("ready");
   postMessage({ type: "loaded", ...info });
 }
@@ -178,6 +183,7 @@ async function loadImages(m) {
     release(placed);
   }
   const info = JSON.parse(resultText());
+  loadedOnce = true;
   setState("ready");
   postMessage({ type: "loaded", own: true, ...info });
 }
@@ -267,7 +273,8 @@ self.onmessage = async (event) => {
         break;
     }
   } catch (e) {
-    if (state === "loading") setState("idle");
     postMessage({ type: "error", message: e.message });
+    // A data set that cannot be loaded leaves the one loaded before, if any, in place.
+    if (state === "loading") setState(loadedOnce ? "ready" : "idle");
   }
 };
