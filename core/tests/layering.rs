@@ -20,12 +20,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("parallel", &[]),
     ("data", &["base", "error", "math", "rng", "simd"]),
     ("digit", &["base"]),
-    ("folder", &["base", "data", "digit", "error", "spec"]),
     // Checkpoints, training, inference, and what is built on them.
     ("checkpoint", &["base", "error", "fs", "nn"]),
     ("train", &["aligned", "base", "data", "error", "nn", "optim", "parallel", "rng", "simd"]),
     ("run", &["checkpoint", "data", "error", "fs", "train"]),
     ("spec", &["data", "digit", "error", "nn", "optim", "train"]),
+    ("folder", &["base", "data", "digit", "error", "spec"]),
     ("infer", &["base", "checkpoint", "nn"]),
     ("quant", &["base", "checkpoint", "data", "error", "fs", "infer", "math", "nn", "rng", "simd", "train"]),
     ("summary", &["base", "nn"]),
