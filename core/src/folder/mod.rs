@@ -85,7 +85,7 @@ enum Source {
 
 enum Files {
     Memory(BTreeMap<PathBuf, Vec<u8>>),
-    /// Each path's index in the archive.
+    /// The archive, and each path's entry in it.
     Zip {
         bytes: Vec<u8>,
         index: BTreeMap<PathBuf, archive::Entry>,
