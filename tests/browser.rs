@@ -169,6 +169,19 @@ impl Browser {
         self.call("DOM.setFileInputFiles", json!({"nodeId": node, "files": files}));
     }
 
+    /// Drags `paths` from outside the browser and drops them on the element `id`.
+    fn drop_files(&mut self, id: &str, paths: &[&std::path::Path]) {
+        let rect = self.eval(&format!("JSON.stringify(document.getElementById('{id}').getBoundingClientRect())"));
+        let rect: Value = serde_json::from_str(rect.as_str().unwrap()).unwrap();
+        let x = rect["left"].as_f64().unwrap() + rect["width"].as_f64().unwrap() / 2.0;
+        let y = rect["top"].as_f64().unwrap() + rect["height"].as_f64().unwrap() / 2.0;
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let data = json!({"items": [], "files": files, "dragOperationsMask": 1});
+        for kind in ["dragEnter", "dragOver", "drop"] {
+            self.call("Input.dispatchDragEvent", json!({"type": kind, "x": x, "y": y, "data": data}));
+        }
+    }
+
     fn mouse(&mut self, kind: &str, x: f64, y: f64) {
         let buttons = if kind == "mouseReleased" { 0 } else { 1 };
         self.call(
@@ -458,12 +471,19 @@ fn your_own_images_train_in_the_page_to_the_bits_of_the_command_line() {
     assert_eq!(eval["accuracy"].as_f64(), shown.as_f64(), "{eval}");
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 
-    // The folder itself, chosen as a folder: the same images.
-    b.eval("document.getElementById('status').dataset.classes = ''");
-    b.choose_files("#folder-input", &[&folder]);
-    b.wait_for("document.getElementById('status').dataset.classes", "the folder");
-    let status = b.eval("document.getElementById('status').textContent");
-    assert!(status.as_str().unwrap().contains("digits, 3 classes (one, two, zero), 96 training and 24"), "{status}");
+    // The folder itself, chosen as a folder or dropped on the page, and the zip dropped: the same images.
+    for (way, name) in [("choose", "digits"), ("drop", "digits"), ("drop", "digits.zip")] {
+        b.eval("document.getElementById('status').dataset.classes = ''");
+        let path = tmp.path().join(name);
+        match way {
+            "choose" => b.choose_files("#folder-input", &[&path]),
+            _ => b.drop_files("own", &[&path]),
+        }
+        b.wait_for("document.getElementById('status').dataset.classes", name);
+        let status = b.eval("document.getElementById('status').textContent");
+        let want = format!("ready: {name}, 3 classes (one, two, zero), 96 training and 24");
+        assert!(status.as_str().unwrap().contains(&want), "{way} {name}: {status}");
+    }
 }
 
 /// Classes drawn in the page: named, drawn with the mouse, trained on (framed as MNIST and augmented by

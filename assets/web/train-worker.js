@@ -154,7 +154,7 @@ async function loadImages(m) {
   setState("loading");
   await ready;
   const limit = engine.max_folder_bytes();
-  const total = m.zip ? m.zip.size : m.files.reduce((n, f) => n + f.file.size, 0);
+  const total = m.zip ? m.zip.size : m.files.reduce((n, f) => n + (f.file ? f.file.size : 0), 0);
   if (total > limit) {
     throw new Error(`${m.name}: ${(total / 2 ** 20).toFixed(0)} MiB of files, more than the ${limit / 2 ** 20} MiB ` +
       "the page reads as one data set; train on it with lenet5 train --dataset");
