@@ -646,6 +646,28 @@ fn bad_images_get_a_message_or_are_left_out_and_the_page_carries_on() {
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
+/// When a helper reports that its engine thread failed, the page ends the engine, which would wait for that
+/// thread for ever, and says so (the report itself is tested under Node, in tests/wasm.rs).
+#[test]
+fn a_failed_engine_thread_stops_the_page_with_a_message() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let server = TestServer::start();
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://{}/train", server.addr));
+    b.wait_for_up_to("document.body.dataset.state === 'ready'", "the data set", Duration::from_secs(60));
+    b.eval(&format!("{{ {SHORT_RUN} set('workers', '2'); set('limit', '60000'); }}"));
+    b.eval("document.getElementById('start').click()");
+    b.wait_for("document.body.dataset.state === 'training'", "training to start");
+    b.eval("new BroadcastChannel(document.body.dataset.failures).postMessage({ failed: 'unreachable' })");
+    let error = b.wait_for("document.getElementById('error').textContent", "the page's message");
+    assert!(
+        error.as_str().unwrap().contains("the engine stopped in one of its threads (unreachable): reload"),
+        "{error}"
+    );
+    assert_eq!(b.eval("document.body.dataset.state"), "idle");
+    assert_eq!(b.eval("document.getElementById('start').disabled"), true);
+}
+
 /// `lenet5 site` of the repository's data, in a fresh folder.
 fn written_site() -> tempfile::TempDir {
     let site = tempfile::tempdir().unwrap();

@@ -155,3 +155,21 @@ fn the_multithreaded_module_gives_the_bits_of_native_threads() {
         }
     }
 }
+
+/// An engine thread that traps (a bug: here, started on a pointer past the memory's end) is reported by its
+/// helper on the pool's BroadcastChannel, where the page listens to end the engine that now waits for it.
+#[test]
+fn a_failed_engine_thread_is_reported_on_its_channel() {
+    if !node_available() {
+        println!("skipped: no Node.js to run the WebAssembly engine with");
+        return;
+    }
+    let o = Command::new("node")
+        .arg(repo().join("web/tests/train.mjs"))
+        .arg("--failing-thread")
+        .arg(repo().join("assets/web/lenet5-threads.wasm"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("reported: {\"failed\":\""), "{}", stdout(&o));
+}

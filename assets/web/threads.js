@@ -64,12 +64,16 @@ function engineImports(memory, spawn) {
 }
 
 // The threads the engine may start: `startHelper()` starts one helper (a Web Worker, or Node's) and returns it;
-// `grow(n)` makes sure n exist and are ready. Helpers are never stopped: a new run reuses them.
+// `grow(n)` makes sure n exist and are ready. Helpers are never stopped: a new run reuses them. A helper whose
+// engine thread fails says so on the BroadcastChannel named `channel`: the engine's first thread then waits for
+// it for ever, inside a call that nothing on its own thread can interrupt, so whoever started the engine must
+// listen there and end it.
 class HelperPool {
-  constructor(module, memory, startHelper) {
+  constructor(module, memory, startHelper, channel) {
     this.module = module;
     this.memory = memory;
     this.startHelper = startHelper;
+    this.channel = channel;
     this.controls = [];
     this.nextTid = 1;
   }
@@ -81,7 +85,7 @@ class HelperPool {
       await new Promise((resolve, reject) => {
         helper.onmessage = (e) => (e.data && e.data.ready ? resolve() : reject(new Error(e.data.error)));
         helper.onerror = (e) => reject(new Error("a helper thread failed to start: " + (e.message || e)));
-        helper.postMessage({ module: this.module, memory: this.memory, control });
+        helper.postMessage({ module: this.module, memory: this.memory, control, channel: this.channel });
       });
       this.controls.push(control);
     }
@@ -139,8 +143,10 @@ function helperMain(message, reply) {
     try {
       exports.wasi_thread_start(control[1], control[2]);
     } catch (e) {
-      // The engine aborts on a bug (its panics trap); its message went to the console.
+      // The engine aborts on a bug (its panics trap). Its first thread waits for this one, and never will
+      // stop waiting: the page is told, to end the engine.
       console.error("an engine thread stopped: " + e.message);
+      if (message.channel) new BroadcastChannel(message.channel).postMessage({ failed: e.message });
     }
     Atomics.store(control, 0, HELPER_FREE);
   }

@@ -10,7 +10,8 @@
 //                   {type: "load-images", name, zip: File | null, files: [{path, file: File}], settings}
 //                   {type: "start", settings}   {type: "pause"}   {type: "resume"}   {type: "stop"}
 //                   {type: "predict", pixels, width, height}      {type: "download"}
-//   worker -> page: {type: "defaults", settings, threads: {available, max, reason}}: once the engine is ready
+//   worker -> page: {type: "defaults", settings, threads: {available, max, reason, failures}}: once the engine is
+//                   ready; `failures` names the BroadcastChannel on which a failed engine thread is reported
 //                   {type: "download-progress", loaded, total}    {type: "loaded", train, test, classes}
 //                   {type: "read-progress", done, total}  {type: "loaded", own: true, ..., skipped, bad, options}
 //                   {type: "progress", status, kernels}           {type: "epoch", status}
@@ -34,6 +35,10 @@ let oneThreadReason = !self.crossOriginIsolated
   ? "one thread: this page is not cross-origin isolated (its server sends no COOP/COEP headers), so the browser allows no shared memory"
   : typeof SharedArrayBuffer !== "function" ? "one thread: this browser has no SharedArrayBuffer" : null;
 
+// Where a helper thread says that its engine thread failed (see threads.js): the page listens and ends this
+// worker, which is then stuck waiting for that thread.
+const failures = "lenet5-engine-" + Date.now() + "-" + Math.random().toString(36).slice(2);
+
 async function fetchModule(url) {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`${url}: ${res.status} ${res.statusText}`);
@@ -45,7 +50,7 @@ async function instantiate() {
     try {
       const module = await fetchModule("lenet5-threads.wasm");
       const memory = new WebAssembly.Memory(ENGINE_MEMORY);
-      pool = new HelperPool(module, memory, () => new Worker("train-helper.js"));
+      pool = new HelperPool(module, memory, () => new Worker("train-helper.js"), failures);
       return startEngine(module, memory, pool);
     } catch (e) {
       pool = null;
@@ -125,7 +130,7 @@ async function download(url, progress) {
 const ready = instantiate().then(exports => {
   engine = exports;
   check(engine.defaults());
-  const threads = { available: !oneThreadReason, max: engine.max_workers(), reason: oneThreadReason };
+  const threads = { available: !oneThreadReason, max: engine.max_workers(), reason: oneThreadReason, failures };
   postMessage({ type: "defaults", settings: JSON.parse(resultText()), threads });
 });
 

@@ -3,10 +3,13 @@
 // last.safetensors), every epoch's metrics, and the training speed.
 //
 //   node web/tests/train.mjs WASM DATA_DIR [SETTINGS_JSON]
+//   node web/tests/train.mjs --failing-thread lenet5-threads.wasm
 //
 // DATA_DIR holds the four IDX files (gzipped); SETTINGS_JSON are the page's settings (the recipe's by default).
 // WASM is either module: lenet5.wasm, or lenet5-threads.wasm, which runs the `threads` of the settings on Node's
-// worker threads through the page's own host code (assets/web/threads.js).
+// worker threads through the page's own host code (assets/web/threads.js). With --failing-thread, an engine
+// thread is started on a bad argument, traps, and its helper reports it on the pool's BroadcastChannel, which is
+// printed.
 import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { Worker, isMainThread, parentPort } from "node:worker_threads";
@@ -20,9 +23,21 @@ const host = new Function(
 if (!isMainThread) {
   // A helper thread, as assets/web/train-helper.js is in the page.
   parentPort.once("message", (m) => host.helperMain(m, (r) => parentPort.postMessage(r)));
+} else if (process.argv[2] === "--failing-thread") {
+  await failingThread(process.argv[3]);
+  process.exit(0);
 } else {
   await main();
   process.exit(0);
+}
+
+async function failingThread(wasmPath) {
+  const channel = "lenet5-test-" + process.pid;
+  const heard = new Promise((resolve) => { new BroadcastChannel(channel).onmessage = (e) => resolve(e.data); });
+  const { pool } = await start(new WebAssembly.Module(readFileSync(wasmPath)), 2, channel);
+  // The argument of a thread's start is a pointer to its closure: this one is past the memory's end.
+  if (pool.spawn(0xfffffff0) < 0) throw new Error("no helper took the thread");
+  console.log("reported: " + JSON.stringify(await heard));
 }
 
 async function instantiate(wasmPath, threads) {
@@ -30,6 +45,11 @@ async function instantiate(wasmPath, threads) {
   if (!WebAssembly.Module.imports(module).some((i) => i.module === "wasi")) {
     return new WebAssembly.Instance(module, { env: { now_seconds: () => performance.now() / 1000 } }).exports;
   }
+  return (await start(module, threads)).engine;
+}
+
+// The multithreaded engine on a shared memory, with the helpers `threads` workers need.
+async function start(module, threads, channel) {
   const memory = new WebAssembly.Memory(host.ENGINE_MEMORY);
   const startHelper = () => {
     const w = new Worker(fileURLToPath(import.meta.url));
@@ -39,11 +59,11 @@ async function instantiate(wasmPath, threads) {
     w.on("error", (e) => helper.onerror(e));
     return helper;
   };
-  const pool = new host.HelperPool(module, memory, startHelper);
+  const pool = new host.HelperPool(module, memory, startHelper, channel);
   const engine = host.startEngine(module, memory, pool);
   // A training run and its evaluation each keep threads - 1 engine threads.
   await pool.grow(2 * (threads - 1));
-  return engine;
+  return { engine, pool };
 }
 
 async function main() {
