@@ -259,7 +259,7 @@ pub const SETTINGS: &[SettingInfo] = &[
         "dataset",
         Kind::Text,
         "NAME|DIR",
-        "`mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder: one subfolder of images per class (DIR/<class>/...), or DIR/train/<class>/... and DIR/test/<class>/...",
+        "`mnist`, `fashion-mnist`, a directory holding the four IDX files, or an image folder: one subfolder of images per class (DIR/<class>/...), or DIR/train/<class>/... and DIR/test/<class>/..., or such a folder zipped (a .zip)",
         "mnist, or a resumed run's",
     ),
     setting(
