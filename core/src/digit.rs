@@ -4,7 +4,7 @@
 //! picture becomes the network's input: `lenet5 predict`, the server, image folders, Python's
 //! `Model.predict(preprocess=...)` and the browser page all go through it.
 //!
-//! Scaling is [`resize`]: separable filtering (a triangle to shrink, Catmull-Rom to enlarge), in `f32`, the
+//! Scaling is `resize`: separable filtering (a triangle to shrink, Catmull-Rom to enlarge), in `f32`, the
 //! vertical pass first, as the `image` crate's `imageops::resize` does it, to the bit.
 
 use crate::base::{IMAGE_LEN, IMAGE_SIZE, Image};
