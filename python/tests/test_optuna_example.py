@@ -97,6 +97,10 @@ def test_a_worker_killed_mid_trial_leaves_it_to_be_resumed_and_its_epochs_are_no
     first.send_signal(getattr(signal, how))
     _, err = first.communicate(timeout=60)
     assert first.returncode == {"SIGKILL": -9, "SIGTERM": 143}[how], err
+    # The next workers come once the trial is stale (silent for three beats): had they come sooner, they could
+    # run all their trials before it went stale and leave it running, as Optuna looks for stale trials only as
+    # each trial begins.
+    time.sleep(3.5)
     workers = [subprocess.Popen([*common, "--trials", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
