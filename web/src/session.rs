@@ -9,8 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use lenet5_core::checkpoint::Checkpoint;
-use lenet5_core::data::DatasetId;
-use lenet5_core::data::Split;
+use lenet5_core::data::{Dataset, DatasetId, Split};
 use lenet5_core::digit::{GreyImage, ImageError, Preprocess};
 use lenet5_core::folder::{FolderOptions, ImageFiles};
 use lenet5_core::infer::Predictor;
@@ -54,16 +53,6 @@ pub enum SessionError {
 
 /// A session's result.
 pub type Result<T, E = SessionError> = std::result::Result<T, E>;
-
-/// A data set, loaded.
-struct Data {
-    name: String,
-    class_names: Vec<String>,
-    train: Split,
-    test: Split,
-    /// How an image folder was read (`preprocess`, `val_split`, `split_seed`), as the engine records it.
-    options: BTreeMap<String, String>,
-}
 
 /// An image folder, read: its size, its classes, and the files left out.
 #[derive(Clone, Debug, Serialize)]
@@ -114,7 +103,7 @@ pub struct Status {
 /// What the page has loaded and trained.
 #[derive(Default)]
 pub struct Session {
-    data: Option<Data>,
+    data: Option<Dataset>,
     run: Option<Run>,
     /// The files of a folder being handed over, and their bytes in all.
     staged: Vec<(String, Vec<u8>)>,
@@ -140,7 +129,8 @@ impl Session {
         let test = split(test_images, test_labels, 2, "test")?;
         self.run = None;
         let sizes = (train.len(), test.len());
-        self.data = Some(Data { name: name.to_string(), class_names, train, test, options: BTreeMap::new() });
+        let (name, dir) = (name.to_string(), name.into());
+        self.data = Some(Dataset { name, dir, class_names, train, test, options: BTreeMap::new() });
         Ok(sizes)
     }
 
@@ -201,8 +191,7 @@ impl Session {
             bad,
             options: data.options.clone(),
         };
-        let (class_names, train, test, options) = (data.class_names, data.train, data.test, data.options);
-        self.data = Some(Data { name: name.to_string(), class_names, train, test, options });
+        self.data = Some(data);
         Ok(loaded)
     }
 
@@ -239,7 +228,7 @@ impl Session {
         Ok(())
     }
 
-    fn run(&self) -> Result<(&Run, &Data)> {
+    fn run(&self) -> Result<(&Run, &Dataset)> {
         match (&self.run, &self.data) {
             (Some(run), Some(data)) => Ok((run, data)),
             _ => Err(SessionError::NoRun),
