@@ -164,11 +164,8 @@ async function loadImages(m) {
     throw new Error(`${m.name}: ${(total / 2 ** 20).toFixed(0)} MiB of files, more than the ${limit / 2 ** 20} MiB ` +
       "the page reads as one data set; train on it with lenet5 train --dataset");
   }
-  const handOver = bytes => {
-    const ptr = engine.alloc(bytes.length);
-    new Uint8Array(engine.memory.buffer, ptr, bytes.length).set(bytes);
-    return [ptr, bytes.length];
-  };
+  // `place`d blocks the engine takes over, and which are then never released here.
+  const handOver = place;
   let zip = [0, 0];
   if (m.zip) {
     zip = handOver(new Uint8Array(await m.zip.arrayBuffer()));

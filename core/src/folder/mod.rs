@@ -8,6 +8,7 @@
 //! the command line, in Python and in the page. Every image is decoded once and turned into 28x28 grey bytes by
 //! a [`Preprocess`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -168,8 +169,9 @@ impl ImageFiles {
         }
     }
 
-    /// The bytes of the file at `path`, refusing an empty one and one over [`Self::MAX_FILE_BYTES`].
-    fn read(&self, path: &Path) -> std::result::Result<Vec<u8>, ImageError> {
+    /// The bytes of the file at `path` (those held in memory lent, not copied), refusing an empty one and one
+    /// over [`Self::MAX_FILE_BYTES`].
+    fn read(&self, path: &Path) -> std::result::Result<Cow<'_, [u8]>, ImageError> {
         let unreadable = |e: &dyn std::fmt::Display| ImageError::Unreadable(e.to_string());
         let checked = |len: u64| match len {
             0 => Err(ImageError::EmptyFile),
@@ -182,19 +184,19 @@ impl ImageFiles {
             #[cfg(not(target_arch = "wasm32"))]
             Source::Disk => {
                 checked(std::fs::metadata(path).map_err(|e| unreadable(&e))?.len())?;
-                std::fs::read(path).map_err(|e| unreadable(&e))
+                Ok(Cow::Owned(std::fs::read(path).map_err(|e| unreadable(&e))?))
             }
             Source::Listed { files: Files::Memory(files), .. } => {
                 let bytes = files.get(path).ok_or_else(|| unreadable(&"no such file"))?;
                 checked(bytes.len() as u64)?;
-                Ok(bytes.clone())
+                Ok(Cow::Borrowed(bytes))
             }
             Source::Listed { files: Files::Zip { bytes, index }, .. } => {
                 let entry = index.get(path).ok_or_else(|| unreadable(&"no such file"))?;
+                // The size the directory gives; the reader holds the file to it.
                 checked(entry.size)?;
                 let bytes = archive::read(bytes, entry, ImageFiles::MAX_FILE_BYTES).map_err(|e| unreadable(&e))?;
-                checked(bytes.len() as u64)?;
-                Ok(bytes)
+                Ok(Cow::Owned(bytes))
             }
         }
     }
