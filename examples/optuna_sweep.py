@@ -79,7 +79,31 @@ def storage_of(url: str, heartbeat: int = 0):
     if heartbeat:
         retry = RETRY(max_retry=3, inherit_intermediate_values=True)
         beats = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat, RETRY_ARGUMENT: retry}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
+    if url.startswith("sqlite"):
+        lock_sqlite_transactions(storage.engine)
+    return storage
+
+
+def lock_sqlite_transactions(engine):
+    """Makes each of Optuna's transactions on SQLite take the database's write lock as it begins.
+
+    Optuna reads a trial's state and then changes it (a stale trial to failed, a waiting one to running),
+    relying on `SELECT ... FOR UPDATE`, which SQLite ignores; and Python's sqlite3 begins a transaction only at
+    the first write, so two workers could both read "running" and both fail the same stale trial, each
+    queueing a retry, and two workers then resumed one run directory. `BEGIN IMMEDIATE` serialises them:
+    the second reads what the first wrote."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def no_implicit_transactions(dbapi_connection, _):
+        dbapi_connection.isolation_level = None  # sqlite3 leaves BEGIN to us
+
+    @event.listens_for(engine, "begin")
+    def begin_with_the_write_lock(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections opened before this: closed, so that every one is made as above
 
 
 def run_dir(args, number: int) -> Path:

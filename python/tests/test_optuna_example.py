@@ -24,6 +24,16 @@ except ImportError:
 EXAMPLE = REPO / "examples" / "optuna_sweep.py"
 
 
+def example_module():
+    """The example, imported as a module (its main is not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("optuna_sweep", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
 def test_two_workers_share_one_study_prune_trials_and_the_best_checkpoint_evaluates(tmp_path, data_root, cli):
     common = [
         "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "ci", "--out", str(tmp_path / "trials"),
@@ -139,11 +149,7 @@ def test_the_journal_file_storage_runs_a_study(tmp_path, data_root):
 def test_a_sigterm_whose_exception_is_lost_still_stops_the_worker():
     # A signal that lands in a garbage collector's callback (as in the database driver) has its exception printed
     # and dropped; the flag the handler leaves stops the worker at the next epoch's end or between trials.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("optuna_sweep", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = example_module()
     example.stop_if_preempted()  # nothing pending: goes on
 
     class Collected:
@@ -153,3 +159,42 @@ def test_a_sigterm_whose_exception_is_lost_still_stops_the_worker():
     Collected()  # the handler raises inside __del__, where Python drops the exception
     with pytest.raises(example.Preempted):
         example.stop_if_preempted()
+
+
+def test_workers_changing_one_trial_at_the_same_moment_on_sqlite_change_it_once(tmp_path):
+    # Two workers that find the same stale trial must not both fail it (each would queue a retry, and two would
+    # resume one run directory), nor both take the same waiting trial. Four storages, as four workers would hold,
+    # try at the same moment, round after round; exactly one may win each time.
+    import threading
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    example = example_module()
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=example.storage_of(url), study_name="race")
+    workers = [example.storage_of(url) for _ in range(4)]
+
+    def winners(trial_id, state):
+        won, start = [], threading.Barrier(len(workers))
+
+        def attempt(storage):
+            start.wait()
+            try:
+                if storage.set_trial_state_values(trial_id, state=state):
+                    won.append(storage)
+            except UpdateFinishedTrialError:
+                pass
+
+        threads = [threading.Thread(target=attempt, args=(w,)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(won)
+
+    for _ in range(20):
+        study.enqueue_trial({})
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+        assert winners(waiting._trial_id, TrialState.RUNNING) == 1
+        assert winners(waiting._trial_id, TrialState.FAIL) == 1
