@@ -1,5 +1,7 @@
 //! The int8 network with AVX2 intrinsics, and the same code with the fused 16-bit dot product of AVX-VNNI or
-//! AVX-512 VNNI (`vpdpwssd`), each tested against [`QLayers::predict_portable`], whose integers they give.
+//! AVX-512 VNNI (`vpdpwssd`), each tested against [`QLayers::predict_portable`], whose integers they give. With
+//! AVX-512 VNNI a network runs the byte kernels of [`super::vnni`] instead (`vpdpbusd` on 512-bit registers),
+//! unless a multiplier of 1 or more makes them decline it.
 //!
 //! Every product is a `u8` activation times an `i8` weight, both held as 16-bit values in pairs: `vpmaddwd`
 //! multiplies 16 pairs and adds each pair into an `i32` lane exactly (2 x 255 x 127 < 2^31), and integer sums do
@@ -30,7 +32,8 @@ pub(crate) enum Kernel {
     Avx2,
     /// AVX-VNNI's `vpdpwssd` (VEX: Alder Lake, Zen 5 and later).
     AvxVnni,
-    /// AVX-512 VNNI's `vpdpwssd` on 256-bit registers (Cascade Lake, Ice Lake, Zen 4 and later).
+    /// AVX-512 VNNI (Cascade Lake, Ice Lake, Zen 4 and later): [`super::vnni`]'s `vpdpbusd` kernels, or this
+    /// module's with `vpdpwssd` on 256-bit registers for a network they decline.
     Avx512Vnni,
 }
 
@@ -43,7 +46,7 @@ impl Kernel {
         match self {
             Kernel::Avx2 => "avx2 (vpmaddwd)",
             Kernel::AvxVnni => "avx-vnni (vpdpwssd)",
-            Kernel::Avx512Vnni => "avx-512 vnni (vpdpwssd)",
+            Kernel::Avx512Vnni => "avx-512 vnni (vpdpbusd)",
         }
     }
 
@@ -83,6 +86,9 @@ pub(crate) struct Packed {
     linear1: Dense,
     linear2: Dense,
     output: Dense,
+    /// The network for AVX-512 VNNI's `vpdpbusd` kernels (`None` when a multiplier is 1 or more), its biases
+    /// and requantization included.
+    quads: Option<super::vnni::Packed>,
 }
 
 /// A linear layer's weights widened to 16 bits, each row padded with zeros to a multiple of 16 inputs and the
@@ -151,7 +157,15 @@ impl Packed {
             linear1: Dense::of(&layers.linear1),
             linear2: Dense::of(&layers.linear2),
             output: Dense::of(&layers.output),
+            quads: super::vnni::Packed::of(layers),
         })
+    }
+}
+
+impl Packed {
+    /// The network for the AVX-512 VNNI kernels, where it has one.
+    pub(super) fn quads(&self) -> Option<&super::vnni::Packed> {
+        self.quads.as_ref()
     }
 }
 
@@ -241,6 +255,11 @@ pub(crate) unsafe fn predict(
         return None;
     }
     assert!(pixels.len() == S1 * S1 && scores.len() == layers.output.outputs());
+    if let (Kernel::Avx512Vnni, Some(quads)) = (kernel, &packed.quads) {
+        // SAFETY: the caller checked the CPU; `quads` is of these layers, of `scores.len()` classes.
+        unsafe { super::vnni::predict(quads, pixels, scores) };
+        return Some(argmax(scores));
+    }
     // SAFETY: the caller checked the CPU; the shapes are LeNet-5's (`Packed::of`) and were just checked.
     unsafe {
         match kernel {
@@ -253,7 +272,7 @@ pub(crate) unsafe fn predict(
 }
 
 /// The first of the highest scores.
-fn argmax(scores: &[i32]) -> usize {
+pub(super) fn argmax(scores: &[i32]) -> usize {
     let mut best = 0;
     for (k, &s) in scores.iter().enumerate() {
         if s > scores[best] {
@@ -575,13 +594,33 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_images_gives_the_integers_of_one_image_at_a_time() {
+        // Batches of every size up to the kernel's and past it, so that the last is partly filled.
+        let mut rng = Rng::new(8);
+        for (seed, classes) in [(9, 10), (10, 1000), (11, 3)] {
+            let net = network(seed, classes);
+            let images: Vec<u8> = (0..3).flat_map(|_| images(&mut rng)).flatten().collect();
+            for n in [0, 1, 2, 7, 8, 9, 17, images.len() / 784] {
+                let mut want = vec![0i32; n * classes];
+                let want_classes: Vec<usize> = (0..n)
+                    .map(|i| net.predict_portable(&images[i * 784..][..784], &mut want[i * classes..][..classes]))
+                    .collect();
+                let (mut got, mut got_classes) = (vec![0i32; n * classes], vec![0usize; n]);
+                net.predict_batch(&images[..n * 784], &mut got, &mut got_classes);
+                assert_eq!((got_classes, got), (want_classes, want), "{n} images, {classes} classes");
+            }
+        }
+    }
+
+    #[test]
     fn a_convolution_multiplier_of_1_or_more_runs_the_plain_engine() {
-        let mut net = network(5, 10);
-        net.conv2.requant[3] = Requant::of(1.5).unwrap();
+        let [conv1, mut conv2, linear1, linear2, output] = network(5, 10).all().map(|l| l.clone());
+        conv2.requant[3] = Requant::of(1.5).unwrap();
+        let net = QLayers::new([conv1, conv2, linear1, linear2, output]);
         let image = images(&mut Rng::new(1)).pop().unwrap();
         let (mut fast, mut plain) = ([0i32; 10], [0i32; 10]);
         if Kernel::Avx2.cpu_has() {
-            // SAFETY: the CPU has AVX2; `packed` is of the weights, unchanged.
+            // SAFETY: the CPU has AVX2; `packed` is of `net`.
             let packed = net.packed.as_ref().unwrap();
             assert_eq!(unsafe { predict(Kernel::Avx2, &net, packed, &image, &mut fast) }, None);
         }

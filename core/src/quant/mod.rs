@@ -15,6 +15,8 @@ mod c;
 mod engine;
 mod file;
 mod fixed;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 use crate::base::{IMAGE_LEN, Label};
 use crate::checkpoint::Checkpoint;
@@ -102,7 +104,7 @@ impl QuantModel {
     }
 
     /// The instructions the integer engine runs on this CPU: `avx2 (vpmaddwd)`, `avx-vnni (vpdpwssd)`,
-    /// `avx-512 vnni (vpdpwssd)`, or the plain engine compiled for the float kernels' instruction set.
+    /// `avx-512 vnni (vpdpbusd)`, or the plain engine compiled for the float kernels' instruction set.
     pub fn instruction_set() -> &'static str {
         engine::instruction_set()
     }
@@ -180,17 +182,27 @@ impl QuantModel {
 
     /// The losses and predictions of the images of `split` from `first` on, one per slot.
     fn score_images(&self, split: &Split, first: usize, losses: &mut [f32], predictions: &mut [Label]) {
+        // Images a call of the engine: what its batched kernels take at once.
+        const CHUNK: usize = 64;
         let k = self.classes();
-        let (mut scores, mut reals) = (vec![0i32; k], vec![0f32; k]);
-        for (i, (loss, prediction)) in losses.iter_mut().zip(predictions.iter_mut()).enumerate() {
-            let predicted = self.predict(split.image(first + i), &mut scores);
-            let logits: Vec<f32> = scores.iter().map(|&s| s as f32 * self.scores_scale).collect();
-            match self.head {
-                Head::Sigmoid => sigmoid_forward(&logits, &mut reals),
-                Head::Logits => reals.copy_from_slice(&logits),
+        let (mut scores, mut classes) = (vec![0i32; CHUNK * k], [0usize; CHUNK]);
+        let (mut logits, mut reals) = (vec![0f32; k], vec![0f32; k]);
+        let slots = losses.chunks_mut(CHUNK).zip(predictions.chunks_mut(CHUNK));
+        for (chunk, (losses, predictions)) in slots.enumerate() {
+            let (start, n) = (first + chunk * CHUNK, losses.len());
+            let pixels = &split.images[start * IMAGE_LEN..(start + n) * IMAGE_LEN];
+            self.layers.predict_batch(pixels, &mut scores[..n * k], &mut classes[..n]);
+            for (i, (loss, prediction)) in losses.iter_mut().zip(predictions.iter_mut()).enumerate() {
+                for (logit, &s) in logits.iter_mut().zip(&scores[i * k..(i + 1) * k]) {
+                    *logit = s as f32 * self.scores_scale;
+                }
+                match self.head {
+                    Head::Sigmoid => sigmoid_forward(&logits, &mut reals),
+                    Head::Logits => reals.copy_from_slice(&logits),
+                }
+                *loss = cross_entropy(&reals, split.labels[start + i] as usize, None).0;
+                *prediction = classes[i] as Label;
             }
-            *loss = cross_entropy(&reals, split.labels[first + i] as usize, None).0;
-            *prediction = predicted as Label;
         }
     }
 }
