@@ -57,6 +57,21 @@ struct Outputs {
     bias: Vec<i32>,
     multiplier: Vec<i32>,
     right: Vec<i32>,
+    /// [`rounding`] of each output, for each 16 outputs the 8 even ones then the 8 odd ones (as [`relu_requant`]
+    /// takes them).
+    add: Vec<i64>,
+    shift: Vec<i64>,
+}
+
+/// The requantization and ReLU of an `x >= 0` as one rounding: `min((x m + add) >> shift, 255)`.
+///
+/// TFLite rounds twice, `r = (h + half) >> right` with `h = (x m + 2^30) >> 31` and `half = 2^right / 2` (0
+/// for `right = 0`), and for `a >= 0` and whole `half`, `((a >> 31) + half) >> right` is
+/// `(a + half 2^31) >> (31 + right)` (a floor of a floor of a quotient is the floor of the whole quotient). So
+/// `add = 2^30 + half 2^31` and `shift = 31 + right`; `x m + add < 2^62 + 2^61` never wraps.
+fn rounding(right: i32) -> (i64, i64) {
+    let half = if right > 0 { 1i64 << (right - 1) } else { 0 };
+    ((1 << 30) + (half << 31), 31 + right as i64)
 }
 
 impl Outputs {
@@ -65,11 +80,18 @@ impl Outputs {
         if layer.requant.iter().any(|r| r.shift > 0 || r.multiplier < 0) {
             return None;
         }
+        let lanes = lanes.next_multiple_of(16);
         let padded = |v: Vec<i32>| v.into_iter().chain(std::iter::repeat(0)).take(lanes).collect::<Vec<_>>();
+        let right = padded(layer.requant.iter().map(|r| -r.shift).collect());
+        // Each 16 outputs' even lanes, then their odd ones.
+        let by_parity = (0..lanes).map(|i| i / 16 * 16 + i % 16 % 8 * 2 + i % 16 / 8);
+        let (add, shift) = by_parity.map(|i| rounding(right[i])).unzip();
         Some(Outputs {
             bias: padded(layer.bias.clone()),
             multiplier: padded(layer.requant.iter().map(|r| r.multiplier).collect()),
-            right: padded(layer.requant.iter().map(|r| -r.shift).collect()),
+            right,
+            add,
+            shift,
         })
     }
 }
@@ -109,6 +131,8 @@ pub(crate) struct Packed {
     /// conv1's weights `(6, 5 kernel rows, 2)`: taps 0-3, then `(w4, 0, 0, 0)`.
     conv1: Vec<i32>,
     conv1_outputs: Outputs,
+    /// conv1's pooled output, by channel, where no lit pixel is under it: its bias requantized.
+    conv1_blank: [u8; 6],
     /// conv2's weights `(6 channels, 7 quads, 16 outputs)`.
     conv2: Vec<i32>,
     conv2_outputs: Outputs,
@@ -148,6 +172,9 @@ impl Packed {
         Some(Packed {
             conv1,
             conv1_outputs: Outputs::of(&layers.conv1, 6)?,
+            conv1_blank: std::array::from_fn(|c| {
+                layers.conv1.requant[c].apply(layers.conv1.bias[c]).clamp(0, 255) as u8
+            }),
             conv2,
             conv2_outputs: Outputs::of(&layers.conv2, OUT2)?,
             linear1,
@@ -195,8 +222,9 @@ unsafe fn network<const B: usize>(packed: &Packed, pixels: &[u8], scores: &mut [
     let mut hidden2 = [[0u8; 96]; B];
     // SAFETY: the caller's conditions; the buffers are the sizes the layers read and write.
     unsafe {
+        // conv1 writes every row of it for each image; the tail past them stays zero.
+        let mut pool1 = [0u8; POOL1_LEN];
         for (image, pool2) in pixels.chunks_exact(S1 * S1).zip(pool2.iter_mut()) {
-            let mut pool1 = [0u8; POOL1_LEN];
             conv1(packed, image, &mut pool1);
             conv2(packed, &pool1, pool2);
         }
@@ -222,6 +250,14 @@ unsafe fn load(v: &[i32]) -> __m512i {
     unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
 }
 
+/// The first 16 values of `v` as two vectors of 8.
+#[inline(always)]
+unsafe fn load_pair(v: &[i64]) -> [__m512i; 2] {
+    assert!(v.len() >= 16);
+    // SAFETY: 16 values inside `v`.
+    unsafe { [_mm512_loadu_si512(v.as_ptr().cast()), _mm512_loadu_si512(v.as_ptr().add(8).cast())] }
+}
+
 /// Bytes `x..x + 16` of `row`, one a lane.
 #[inline(always)]
 unsafe fn bytes_at(row: &[u8; PW1], x: usize) -> __m512i {
@@ -245,24 +281,6 @@ unsafe fn broadcast(p: *const u8) -> __m512i {
     unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
 }
 
-/// [`requant`] and ReLU with int8 saturation (a clamp to `0..=255`). A negative `x` gives 0 either way, so
-/// only `x >= 0` is requantized, where both roundings are a plain "add half, shift" in unsigned lanes (the
-/// high product is below 2^31 and half of `2^right` at most 2^30: no sum wraps).
-#[inline(always)]
-unsafe fn relu_requant(x: __m512i, multiplier: __m512i, right: __m512i) -> __m512i {
-    // SAFETY: register operations, in functions compiled with AVX-512 F.
-    unsafe {
-        let x = _mm512_max_epi32(x, _mm512_setzero_si512());
-        let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epu32(x, multiplier), nudge);
-        let odd_x = _mm512_srli_epi64::<32>(x);
-        let odd = _mm512_add_epi64(_mm512_mul_epu32(odd_x, _mm512_srli_epi64::<32>(multiplier)), nudge);
-        let high = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<31>(even), _mm512_slli_epi64::<1>(odd));
-        let half = _mm512_srli_epi32::<1>(_mm512_sllv_epi32(_mm512_set1_epi32(1), right));
-        _mm512_min_epu32(_mm512_srlv_epi32(_mm512_add_epi32(high, half), right), _mm512_set1_epi32(255))
-    }
-}
-
 /// `x * multiplier` rounded, then divided by `2^right` rounded, in each of 16 lanes: [`Requant::apply`](super::fixed::Requant::apply) for a
 /// shift of `-right <= 0` and a `multiplier >= 0`, as the AVX2 kernels' eight-lane one computes it.
 #[inline(always)]
@@ -283,6 +301,37 @@ unsafe fn requant(x: __m512i, multiplier: __m512i, right: __m512i) -> __m512i {
         let threshold = _mm512_mask_add_epi32(half_mask, negative, half_mask, one);
         let shifted = _mm512_srav_epi32(high, right);
         _mm512_mask_add_epi32(shifted, _mm512_cmpgt_epi32_mask(remainder, threshold), shifted, one)
+    }
+}
+
+/// [`requant`] and ReLU with int8 saturation (a clamp to `0..=255`) of 16 lanes: [`rounding`] in each, the even
+/// lanes' products in one vector of 64-bit lanes and the odd ones' in another. `add` and `shift` are
+/// [`Outputs`]' (even lanes, then odd), `multiplier` each lane's multiplier. A negative `x` gives 0 either way,
+/// so only `max(x, 0)` is requantized.
+#[inline(always)]
+unsafe fn relu_requant(x: __m512i, multiplier: __m512i, add: [__m512i; 2], shift: [__m512i; 2]) -> __m512i {
+    // SAFETY: register operations, in functions compiled with AVX-512 F.
+    unsafe {
+        let x = _mm512_max_epi32(x, _mm512_setzero_si512());
+        let even = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(x, multiplier), add[0]), shift[0]);
+        let odd_product = _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(multiplier));
+        let odd = _mm512_srlv_epi64(_mm512_add_epi64(odd_product, add[1]), shift[1]);
+        _mm512_min_epu32(_mm512_or_si512(even, _mm512_slli_epi64::<32>(odd)), _mm512_set1_epi32(255))
+    }
+}
+
+/// [`relu_requant`] of one multiplier, with each 64-bit lane's result left in it: `(even, odd)`, the lanes'
+/// values in `0..=255`.
+#[inline(always)]
+unsafe fn relu_requant_qwords(x: __m512i, multiplier: __m512i, add: __m512i, shift: __m512i) -> [__m512i; 2] {
+    // SAFETY: register operations, in functions compiled with AVX-512 F.
+    unsafe {
+        let x = _mm512_max_epi32(x, _mm512_setzero_si512());
+        let max = _mm512_set1_epi64(255);
+        let even = _mm512_srlv_epi64(_mm512_add_epi64(_mm512_mul_epu32(x, multiplier), add), shift);
+        let odd_product = _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), multiplier);
+        let odd = _mm512_srlv_epi64(_mm512_add_epi64(odd_product, add), shift);
+        [_mm512_min_epu64(even, max), _mm512_min_epu64(odd, max)]
     }
 }
 
@@ -323,17 +372,29 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
     // SAFETY: the output rows' loads and stores are as `conv1_row` and below say.
     unsafe {
         for y in (0..S1).step_by(2) {
+            if live.is_empty() || y + K + 1 <= live.start || y >= live.end {
+                // No lit pixel under either row: every output is the bias's, and so is their pool.
+                for (c, &blank) in packed.conv1_blank.iter().enumerate() {
+                    _mm_storeu_si128(out.as_mut_ptr().add((c * S2 + y / 2) * ROW1).cast(), _mm_set1_epi8(blank as i8));
+                }
+                continue;
+            }
             let [top, bottom] =
                 [conv1_row(packed, rows, y, live.clone()), conv1_row(packed, rows, y + 1, live.clone())];
             for (c, (top, bottom)) in top.iter().zip(&bottom).enumerate() {
-                let (m, right) = (_mm512_set1_epi32(o.multiplier[c]), _mm512_set1_epi32(o.right[c]));
+                let (add, shift) = rounding(o.right[c]);
+                let m = _mm512_set1_epi64(o.multiplier[c] as i64);
+                let (add, shift) = (_mm512_set1_epi64(add), _mm512_set1_epi64(shift));
                 let mut halves = [_mm_setzero_si128(); 2];
                 for (h, half) in halves.iter_mut().enumerate() {
-                    let sum = _mm512_add_epi32(relu_requant(top[h], m, right), relu_requant(bottom[h], m, right));
-                    // Neighbouring columns summed in each 64-bit lane: pooled columns 8h..8h + 8.
-                    let low = _mm512_and_si512(sum, _mm512_set1_epi64(0xffff_ffff));
-                    let pairs = _mm512_add_epi64(low, _mm512_srli_epi64::<32>(sum));
-                    *half = _mm512_cvtepi64_epi8(_mm512_srli_epi64::<2>(_mm512_add_epi64(pairs, _mm512_set1_epi64(2))));
+                    // Each 64-bit lane holds columns 2x and 2x + 1 (x = 8h..8h + 8): the pool's four in two rows.
+                    let [top_even, top_odd] = relu_requant_qwords(top[h], m, add, shift);
+                    let [bottom_even, bottom_odd] = relu_requant_qwords(bottom[h], m, add, shift);
+                    let sum = _mm512_add_epi64(
+                        _mm512_add_epi64(top_even, top_odd),
+                        _mm512_add_epi64(bottom_even, bottom_odd),
+                    );
+                    *half = _mm512_cvtepi64_epi8(_mm512_srli_epi64::<2>(_mm512_add_epi64(sum, _mm512_set1_epi64(2))));
                 }
                 // Pooled row y / 2: 14 columns and two unused.
                 let to = out.as_mut_ptr().add((c * S2 + y / 2) * ROW1);
@@ -440,9 +501,10 @@ unsafe fn conv2_row(
             acc = row_taps::<4>(acc, column, weights.add(5 * OUT2));
             acc = row_taps::<1>(acc, plane.add((y + 4) * ROW1 + 4), weights.add(6 * OUT2));
         }
-        let (m, right) = (load(&o.multiplier), load(&o.right));
+        let m = load(&o.multiplier);
+        let (add, shift) = (load_pair(&o.add), load_pair(&o.shift));
         for a in acc.iter_mut() {
-            *a = relu_requant(*a, m, right);
+            *a = relu_requant(*a, m, add, shift);
         }
         acc
     }
@@ -522,7 +584,8 @@ unsafe fn dense_groups<const B: usize, const G: usize>(
                 let sum = _mm512_add_epi32(acc_b[g], bias);
                 match sink {
                     Sink::Relu(out, stride) => {
-                        let v = _mm512_cvtepi32_epi8(relu_requant(sum, m, right));
+                        let (add, shift) = (load_pair(&o.add[lanes..]), load_pair(&o.shift[lanes..]));
+                        let v = _mm512_cvtepi32_epi8(relu_requant(sum, m, add, shift));
                         _mm_storeu_si128(out.as_mut_ptr().add(b * *stride + lanes).cast(), v)
                     }
                     Sink::Scores(out, classes) if (b + 1) * *classes <= out.len() => {
@@ -576,12 +639,25 @@ mod tests {
     unsafe fn lanes(x: &[i32; 16], requants: &[Requant; 16]) -> ([i32; 16], [i32; 16]) {
         let m: [i32; 16] = std::array::from_fn(|i| requants[i].multiplier);
         let right: [i32; 16] = std::array::from_fn(|i| -requants[i].shift);
-        let (mut plain, mut relu) = ([0i32; 16], [0i32; 16]);
-        // SAFETY: 16-lane loads and stores of 16-value arrays.
+        let layer = QLayer { weight: vec![0; 16], bias: vec![0; 16], requant: requants.to_vec() };
+        let outputs = Outputs::of(&layer, 16).unwrap();
+        let (mut plain, mut relu, mut even, mut odd) = ([0i32; 16], [0i32; 16], [0i64; 8], [0i64; 8]);
+        // SAFETY: 16-lane loads and stores of 16-value arrays, 8-lane ones of 8-value arrays.
         unsafe {
             let (x, m, right) = (load(x), load(&m), load(&right));
             _mm512_storeu_si512(plain.as_mut_ptr().cast(), requant(x, m, right));
-            _mm512_storeu_si512(relu.as_mut_ptr().cast(), relu_requant(x, m, right));
+            let (add, shift) = (load_pair(&outputs.add), load_pair(&outputs.shift));
+            _mm512_storeu_si512(relu.as_mut_ptr().cast(), relu_requant(x, m, add, shift));
+            // The same lanes one multiplier at a time, as conv1 takes them: each must give relu_requant's lane.
+            for (lane, r) in requants.iter().enumerate() {
+                let (add, shift) = rounding(-r.shift);
+                let (add, shift) = (_mm512_set1_epi64(add), _mm512_set1_epi64(shift));
+                let [e, o] = relu_requant_qwords(x, _mm512_set1_epi64(r.multiplier as i64), add, shift);
+                _mm512_storeu_si512(even.as_mut_ptr().cast(), e);
+                _mm512_storeu_si512(odd.as_mut_ptr().cast(), o);
+                let got = if lane % 2 == 0 { even[lane / 2] } else { odd[lane / 2] };
+                assert_eq!(got, relu[lane] as i64, "lane {lane}: {r:?}");
+            }
         }
         (plain, relu)
     }
