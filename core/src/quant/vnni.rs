@@ -372,7 +372,7 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
     // SAFETY: the output rows' loads and stores are as `conv1_row` and below say.
     unsafe {
         for y in (0..S1).step_by(2) {
-            if live.is_empty() || y + K + 1 <= live.start || y >= live.end {
+            if live.is_empty() || y + K < live.start || y >= live.end {
                 // No lit pixel under either row: every output is the bias's, and so is their pool.
                 for (c, &blank) in packed.conv1_blank.iter().enumerate() {
                     _mm_storeu_si128(out.as_mut_ptr().add((c * S2 + y / 2) * ROW1).cast(), _mm_set1_epi8(blank as i8));
