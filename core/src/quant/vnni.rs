@@ -25,12 +25,10 @@ use std::ops::Range;
 
 use super::engine::{QLayer, QLayers};
 
-/// The image side, the kernel side, and conv1's padded image: rows, and the bytes held of each (the quads are
-/// made 16 at a time, from bytes 0..51).
+/// The image side, the kernel side, and the rows of conv1's padded image.
 const S1: usize = 28;
 const K: usize = 5;
 const PH1: usize = S1 + 4;
-const PW1: usize = 64;
 /// Quads held of each padded row: one per output column 0..32, and past it those tap 4 reads (up to 36).
 const QW1: usize = 48;
 /// conv2's input side, its output side, and its input and output channels.
@@ -258,12 +256,16 @@ unsafe fn load_pair(v: &[i64]) -> [__m512i; 2] {
     unsafe { [_mm512_loadu_si512(v.as_ptr().cast()), _mm512_loadu_si512(v.as_ptr().add(8).cast())] }
 }
 
-/// Bytes `x..x + 16` of `row`, one a lane.
+/// The quads `bytes[x..x + 4]` of 16 columns, from their bytes (one a lane) and the 16 after them.
 #[inline(always)]
-unsafe fn bytes_at(row: &[u8; PW1], x: usize) -> __m512i {
-    assert!(x + 16 <= PW1);
-    // SAFETY: 16 bytes inside `row`.
-    unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(row.as_ptr().add(x).cast())) }
+unsafe fn quads_of(bytes: __m512i, next: __m512i) -> __m512i {
+    // SAFETY: register operations, in functions compiled with AVX-512 F.
+    unsafe {
+        let second = _mm512_slli_epi32::<8>(_mm512_alignr_epi32::<1>(next, bytes));
+        let third = _mm512_slli_epi32::<16>(_mm512_alignr_epi32::<2>(next, bytes));
+        let fourth = _mm512_slli_epi32::<24>(_mm512_alignr_epi32::<3>(next, bytes));
+        _mm512_or_si512(_mm512_or_si512(bytes, second), _mm512_or_si512(third, fourth))
+    }
 }
 
 /// Bytes `at..at + 16` of conv2's input.
@@ -354,18 +356,20 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
     let mut quads = std::mem::MaybeUninit::<[[i32; QW1]; PH1]>::uninit();
     let rows = quads.as_mut_ptr().cast::<i32>();
     for r in live.clone() {
-        let mut row = [0u8; PW1];
-        row[2..2 + S1].copy_from_slice(&pixels[(r - 2) * S1..][..S1]);
-        // SAFETY: the loads read 16 bytes from at most byte 32 + 3 of the 64; the stores write inside quad row r.
+        // SAFETY: the loads read bytes 0..16 and 12..28 of the image row; the stores write quad row r's 48.
         unsafe {
-            for x in (0..QW1).step_by(16) {
-                let low = _mm512_or_si512(bytes_at(&row, x), _mm512_slli_epi32::<8>(bytes_at(&row, x + 1)));
-                let high = _mm512_or_si512(
-                    _mm512_slli_epi32::<16>(bytes_at(&row, x + 2)),
-                    _mm512_slli_epi32::<24>(bytes_at(&row, x + 3)),
-                );
-                _mm512_storeu_si512(rows.add(r * QW1 + x).cast(), _mm512_or_si512(low, high));
-            }
+            let pixels = pixels[(r - 2) * S1..][..S1].as_ptr();
+            let zero = _mm512_setzero_si512();
+            // The padded row, a byte a lane: columns 0..16 (two zeros, then pixels 0..14) and 16..32 (pixels
+            // 14..28, then two zeros), made in registers (a row copied into memory and read back at other
+            // offsets would wait for each store).
+            let first = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.cast()));
+            let last = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.add(S1 - 16).cast()));
+            let low = _mm512_alignr_epi32::<14>(first, zero);
+            let high = _mm512_alignr_epi32::<2>(zero, last);
+            _mm512_storeu_si512(rows.add(r * QW1).cast(), quads_of(low, high));
+            _mm512_storeu_si512(rows.add(r * QW1 + 16).cast(), quads_of(high, zero));
+            _mm512_storeu_si512(rows.add(r * QW1 + 32).cast(), zero);
         }
     }
     let o = &packed.conv1_outputs;
