@@ -569,10 +569,12 @@ unsafe fn dense_groups<const B: usize, const G: usize>(
     // inside their `groups x 16` arrays, and the stores inside `sink` (asserted by `dense`).
     unsafe {
         let mut acc = [[_mm512_setzero_si512(); G]; B];
+        assert!(g0 + G <= dense.groups);
+        let weights = dense.weight.as_ptr().add(g0 * 16);
         for q in 0..dense.quads {
             let mut w = [_mm512_setzero_si512(); G];
             for (g, w) in w.iter_mut().enumerate() {
-                *w = load(&dense.weight[(q * dense.groups + g0 + g) * 16..]);
+                *w = _mm512_loadu_si512(weights.add((q * dense.groups + g) * 16).cast());
             }
             for (acc_b, input) in acc.iter_mut().zip(inputs) {
                 let v = broadcast(input.add(4 * q));
