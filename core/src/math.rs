@@ -12,30 +12,51 @@
 const LN_2: f64 = std::f64::consts::LN_2;
 
 /// e^x.
+///
+/// Without a branch, so that [`exp_in_place`] runs it on vector lanes: the value is computed for `x` clamped
+/// to the range where it is finite and not zero, and the ends and NaN are picked after.
+#[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
     // Beyond these e^x rounds to infinity or to zero in f32 (e^89 > f32::MAX, e^-104 < half the smallest
     // subnormal), and inside them 2^k below is a normal f64.
-    if x > 89.0 {
-        return f32::INFINITY;
-    }
-    if x < -104.0 {
-        return 0.0;
-    }
+    let inside = x.clamp(-104.0, 89.0) as f64;
     // x = k ln 2 + r with |r| <= ln 2 / 2: e^x = 2^k e^r. k ln 2 is exact enough in f64: |k| <= 150, so its
     // rounding error is below 1e-14 of ln 2's, far under what rounding to f32 can see.
-    let x = x as f64;
-    let k = (x / LN_2).round();
-    let r = x - k * LN_2;
+    let k = (inside / LN_2).round();
+    let r = inside - k * LN_2;
     // e^r by its Taylor series to r^12 / 12!: the next term is below 2e-16 for |r| <= 0.35.
     let mut p = 1.0 / 479_001_600.0;
     for factorial in [39_916_800.0, 3_628_800.0, 362_880.0, 40_320.0, 5_040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
         p = p * r + 1.0 / factorial;
     }
-    let two_k = f64::from_bits(((k as i64 + 1023) as u64) << 52);
-    (p * two_k) as f32
+    let two_k = f64::from_bits(((k as i32 + 1023) as u64) << 52);
+    let e = (p * two_k) as f32;
+    if x.is_nan() {
+        x
+    } else if x > 89.0 {
+        f32::INFINITY
+    } else if x < -104.0 {
+        0.0
+    } else {
+        e
+    }
+}
+
+/// [`exp`] of each value, in place: the same bits, several values at once on the vector lanes this CPU has
+/// (a tenth of an int8 evaluation's time went to the exponentials of its losses one at a time).
+pub(crate) fn exp_in_place(values: &mut [f32]) {
+    exp_dispatched(values)
+}
+
+crate::simd::dispatch! {
+    fn exp_dispatched(values: &mut [f32]) => exp_body
+}
+
+#[inline(always)]
+fn exp_body<const FMA: bool>(values: &mut [f32]) {
+    for v in values {
+        *v = exp(*v);
+    }
 }
 
 /// The natural logarithm: NaN below zero, minus infinity at zero.
@@ -124,6 +145,18 @@ mod tests {
         v.extend((0..1_000_000).map(|_| f32::from_bits(rng.next_u64() as u32)).filter(|x| x.is_finite()));
         v.extend([0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, 1e-45, f32::MAX, -f32::MAX, 88.72, -87.33, -103.9]);
         v
+    }
+
+    #[test]
+    fn exp_in_place_gives_exps_bits() {
+        let mut values = inputs(-110.0, 90.0);
+        values.extend([f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 89.0, 89.000_01, -104.0, -104.000_01]);
+        values.extend([0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 1e-45, -1e-45]);
+        let mut got = values.clone();
+        exp_in_place(&mut got);
+        for (x, got) in values.iter().zip(got) {
+            assert_eq!(got.to_bits(), exp(*x).to_bits(), "exp({x:e})");
+        }
     }
 
     #[test]

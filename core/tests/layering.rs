@@ -10,8 +10,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("base", &[]),
     ("error", &[]),
     ("rng", &[]),
-    ("math", &[]),
     ("simd", &[]),
+    ("math", &["simd"]),
     ("aligned", &[]),
     ("fs", &["error"]),
     // The layers and the model; the optimiser; the worker team; data sets.

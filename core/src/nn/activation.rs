@@ -19,8 +19,13 @@ pub fn relu_backward(out: &[f32], grad: &mut [f32]) {
 
 /// `out = 1 / (1 + exp(-x))`, with the crate's own `exp` (see [`crate::math`]).
 pub fn sigmoid_forward(x: &[f32], out: &mut [f32]) {
+    let out = &mut out[..x.len()];
     for (o, v) in out.iter_mut().zip(x) {
-        *o = 1.0 / (1.0 + math::exp(-v));
+        *o = -v;
+    }
+    math::exp_in_place(out);
+    for o in out {
+        *o = 1.0 / (1.0 + *o);
     }
 }
 

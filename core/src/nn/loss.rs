@@ -8,7 +8,7 @@
 //!
 //! `exp` and `ln` are the crate's own (see [`crate::math`]), so the loss has the same bits on every platform.
 
-use crate::math::{exp, ln};
+use crate::math::{exp, exp_in_place, ln};
 
 /// One sample's loss, whether it was classified right (argmax, first index on ties), and, when `grad` is
 /// given, `(softmax - onehot) * scale` written into it.
@@ -62,7 +62,17 @@ fn log_softmax_parts(scores: &[f32]) -> (f32, usize, f32) {
             argmax = i;
         }
     }
-    let sum_exp: f32 = scores.iter().map(|s| exp(s - max)).sum();
+    // The exponentials 16 at a time, summed in order.
+    let mut sum_exp = 0.0;
+    let mut chunk = [0f32; 16];
+    for part in scores.chunks(16) {
+        let chunk = &mut chunk[..part.len()];
+        for (e, s) in chunk.iter_mut().zip(part) {
+            *e = s - max;
+        }
+        exp_in_place(chunk);
+        sum_exp = chunk.iter().fold(sum_exp, |sum, e| sum + e);
+    }
     (max, argmax, ln(sum_exp))
 }
 

@@ -31,6 +31,8 @@ const K: usize = 5;
 const PH1: usize = S1 + 4;
 /// Quads held of each padded row: one per output column 0..32, and past it those tap 4 reads (up to 36).
 const QW1: usize = 48;
+/// conv1's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
+const QUADS1: usize = 7;
 /// conv2's input side, its output side, and its input and output channels.
 const S2: usize = 14;
 const C2: usize = 10;
@@ -126,7 +128,7 @@ impl Dense {
 /// The whole network packed for these kernels, once, when it is built.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Packed {
-    /// conv1's weights `(6, 5 kernel rows, 2)`: taps 0-3, then `(w4, 0, 0, 0)`.
+    /// conv1's weights `(6, QUADS1)`: taps 0-3 of each kernel row, column 4's rows 0-3, and `(w44, 0, 0, 0)`.
     conv1: Vec<i32>,
     conv1_outputs: Outputs,
     /// conv1's pooled output, by channel, where no lit pixel is under it: its bias requantized.
@@ -142,13 +144,14 @@ pub(crate) struct Packed {
 impl Packed {
     /// The network for these kernels, or `None` when a multiplier is 1 or more. The shapes must be LeNet-5's.
     pub(crate) fn of(layers: &QLayers) -> Option<Packed> {
-        let w1 = |o: usize, ky: usize, kx: usize| if kx < K { layers.conv1.weight[o * K * K + ky * K + kx] } else { 0 };
-        let mut conv1 = Vec::with_capacity(6 * K * 2);
+        let w1 = |o: usize, ky: usize, kx: usize| layers.conv1.weight[o * K * K + ky * K + kx];
+        let mut conv1 = Vec::with_capacity(6 * QUADS1);
         for o in 0..6 {
             for ky in 0..K {
                 conv1.push(quad([w1(o, ky, 0), w1(o, ky, 1), w1(o, ky, 2), w1(o, ky, 3)]));
-                conv1.push(quad([w1(o, ky, 4), 0, 0, 0]));
             }
+            conv1.push(quad([w1(o, 0, 4), w1(o, 1, 4), w1(o, 2, 4), w1(o, 3, 4)]));
+            conv1.push(quad([w1(o, 4, 4), 0, 0, 0]));
         }
         let w2 =
             |o: usize, c: usize, ky: usize, kx: usize| layers.conv2.weight[o * IN2 * K * K + (c * K + ky) * K + kx];
@@ -256,6 +259,17 @@ unsafe fn load_pair(v: &[i64]) -> [__m512i; 2] {
     unsafe { [_mm512_loadu_si512(v.as_ptr().cast()), _mm512_loadu_si512(v.as_ptr().add(8).cast())] }
 }
 
+/// The quads `(a, b, c, d)` of four vectors of bytes (one a lane).
+#[inline(always)]
+unsafe fn stack(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m512i {
+    // SAFETY: register operations, in functions compiled with AVX-512 F.
+    unsafe {
+        let ab = _mm512_or_si512(a, _mm512_slli_epi32::<8>(b));
+        let cd = _mm512_or_si512(_mm512_slli_epi32::<16>(c), _mm512_slli_epi32::<24>(d));
+        _mm512_or_si512(ab, cd)
+    }
+}
+
 /// The quads `bytes[x..x + 4]` of 16 columns, from their bytes (one a lane) and the 16 after them.
 #[inline(always)]
 unsafe fn quads_of(bytes: __m512i, next: __m512i) -> __m512i {
@@ -351,25 +365,42 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
         (Some(first), Some(last)) => first + 2..last + 3,
         _ => 0..0,
     };
-    // Only the live rows are made, and only they are read: the others are never written (zeroing all 6 KB took
-    // a tenth of the network's time).
+    // Only the rows that are read are made: the others are never written (zeroing all 12 KB took a tenth of
+    // the network's time).
     let mut quads = std::mem::MaybeUninit::<[[i32; QW1]; PH1]>::uninit();
-    let rows = quads.as_mut_ptr().cast::<i32>();
-    for r in live.clone() {
-        // SAFETY: the loads read bytes 0..16 and 12..28 of the image row; the stores write quad row r's 48.
-        unsafe {
-            let pixels = pixels[(r - 2) * S1..][..S1].as_ptr();
-            let zero = _mm512_setzero_si512();
-            // The padded row, a byte a lane: columns 0..16 (two zeros, then pixels 0..14) and 16..32 (pixels
-            // 14..28, then two zeros), made in registers (a row copied into memory and read back at other
-            // offsets would wait for each store).
-            let first = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.cast()));
-            let last = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.add(S1 - 16).cast()));
-            let low = _mm512_alignr_epi32::<14>(first, zero);
-            let high = _mm512_alignr_epi32::<2>(zero, last);
-            _mm512_storeu_si512(rows.add(r * QW1).cast(), quads_of(low, high));
-            _mm512_storeu_si512(rows.add(r * QW1 + 16).cast(), quads_of(high, zero));
-            _mm512_storeu_si512(rows.add(r * QW1 + 32).cast(), zero);
+    let mut columns = std::mem::MaybeUninit::<[[i32; QW1]; PH1]>::uninit();
+    let (rows, columns) = (quads.as_mut_ptr().cast::<i32>(), columns.as_mut_ptr().cast::<i32>());
+    // SAFETY: the loads read bytes 0..16 and 12..28 of an image row; the stores write quad or column row r's 48,
+    // r < 32.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        // The padded rows r - 3..=r, a byte a lane: columns 0..16 and 16..32 (zero past the live rows).
+        let mut window = [[zero; 2]; 4];
+        let first_column = live.start.saturating_sub(3);
+        for r in first_column..live.end + 3 {
+            let bytes = if live.contains(&r) {
+                // Two zeros, then pixels 0..14; pixels 14..28, then two zeros: made in registers (a row copied
+                // into memory and read back at other offsets would wait for each store).
+                let pixels = pixels[(r - 2) * S1..][..S1].as_ptr();
+                let first = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.cast()));
+                let last = _mm512_cvtepu8_epi32(_mm_loadu_si128(pixels.add(S1 - 16).cast()));
+                let (low, high) = (_mm512_alignr_epi32::<14>(first, zero), _mm512_alignr_epi32::<2>(zero, last));
+                _mm512_storeu_si512(rows.add(r * QW1).cast(), quads_of(low, high));
+                _mm512_storeu_si512(rows.add(r * QW1 + 16).cast(), quads_of(high, zero));
+                _mm512_storeu_si512(rows.add(r * QW1 + 32).cast(), zero);
+                [low, high]
+            } else {
+                [zero; 2]
+            };
+            window = [window[1], window[2], window[3], bytes];
+            if r >= first_column + 3 {
+                // Column quads `(p[r - 3][x], .., p[r][x])` of the output row r - 3.
+                let to = columns.add((r - 3) * QW1);
+                let [first, second, third, fourth] = window;
+                _mm512_storeu_si512(to.cast(), stack(first[0], second[0], third[0], fourth[0]));
+                _mm512_storeu_si512(to.add(16).cast(), stack(first[1], second[1], third[1], fourth[1]));
+                _mm512_storeu_si512(to.add(32).cast(), zero);
+            }
         }
     }
     let o = &packed.conv1_outputs;
@@ -383,8 +414,10 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
                 }
                 continue;
             }
-            let [top, bottom] =
-                [conv1_row(packed, rows, y, live.clone()), conv1_row(packed, rows, y + 1, live.clone())];
+            let [top, bottom] = [
+                conv1_row(packed, rows, columns, y, live.clone()),
+                conv1_row(packed, rows, columns, y + 1, live.clone()),
+            ];
             for (c, (top, bottom)) in top.iter().zip(&bottom).enumerate() {
                 let (add, shift) = rounding(o.right[c]);
                 let m = _mm512_set1_epi64(o.multiplier[c] as i64);
@@ -409,31 +442,57 @@ unsafe fn conv1(packed: &Packed, pixels: &[u8], out: &mut [u8; POOL1_LEN]) {
 }
 
 /// conv1's accumulators of output row `y` (bias included): `(6 channels, 2 vectors of 16 columns)`, from the
-/// padded rows in `live` (the others are zero), whose quads are `QW1` apart from `quads`.
+/// padded rows in `live` (the others are zero): their row quads `QW1` apart from `quads`, and the column quads
+/// of rows `y..y + 4` at row `y` of `columns` (made where any of those rows is live).
 #[inline(always)]
-unsafe fn conv1_row(packed: &Packed, quads: *const i32, y: usize, live: Range<usize>) -> [[__m512i; 2]; 6] {
+unsafe fn conv1_row(
+    packed: &Packed,
+    quads: *const i32,
+    columns: *const i32,
+    y: usize,
+    live: Range<usize>,
+) -> [[__m512i; 2]; 6] {
     let o = &packed.conv1_outputs;
-    // SAFETY: the loads read 16 quads from column 0, 4, 16 or 20 of a live row (written by the caller); the
-    // weights are 6 x 5 x 2.
+    assert!(packed.conv1.len() == 6 * QUADS1);
+    // SAFETY: the loads read 16 quads from column 0, 4, 16 or 20 of a row the caller made; the weights are
+    // inside `conv1`.
     unsafe {
         let mut acc = [[_mm512_setzero_si512(); 2]; 6];
         for (c, acc_c) in acc.iter_mut().enumerate() {
             *acc_c = [_mm512_set1_epi32(o.bias[c]); 2];
         }
         for ky in live.start.saturating_sub(y).min(K)..live.end.saturating_sub(y).min(K) {
-            let row = quads.add((y + ky) * QW1);
-            let v = [_mm512_loadu_si512(row.cast()), _mm512_loadu_si512(row.add(16).cast())];
-            let v4 = [_mm512_loadu_si512(row.add(4).cast()), _mm512_loadu_si512(row.add(20).cast())];
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                let (w, w4) = (packed.conv1[(c * K + ky) * 2], packed.conv1[(c * K + ky) * 2 + 1]);
-                for h in 0..2 {
-                    acc_c[h] = _mm512_dpbusd_epi32(acc_c[h], v[h], _mm512_set1_epi32(w));
-                    acc_c[h] = _mm512_dpbusd_epi32(acc_c[h], v4[h], _mm512_set1_epi32(w4));
-                }
-            }
+            acc = conv1_taps(packed, acc, halves(quads.add((y + ky) * QW1), 0), ky);
+        }
+        if y + 3 >= live.start && y < live.end {
+            acc = conv1_taps(packed, acc, halves(columns.add(y * QW1), 4), K);
+        }
+        if live.contains(&(y + 4)) {
+            acc = conv1_taps(packed, acc, halves(quads.add((y + 4) * QW1), 4), K + 1);
         }
         acc
     }
+}
+
+/// The 32 quads of a row of conv1's quads from `column`, as two vectors.
+#[inline(always)]
+unsafe fn halves(row: *const i32, column: usize) -> [__m512i; 2] {
+    // SAFETY: the caller's: 32 quads readable there.
+    unsafe { [_mm512_loadu_si512(row.add(column).cast()), _mm512_loadu_si512(row.add(column + 16).cast())] }
+}
+
+/// `acc + v . w` for each channel's weight quad `j`, both halves of the row.
+#[inline(always)]
+unsafe fn conv1_taps(packed: &Packed, mut acc: [[__m512i; 2]; 6], v: [__m512i; 2], j: usize) -> [[__m512i; 2]; 6] {
+    // SAFETY: the weight is inside `conv1` (6 x QUADS1, asserted by the caller); register operations.
+    unsafe {
+        for (c, acc_c) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_epi32(*packed.conv1.as_ptr().add(c * QUADS1 + j));
+            acc_c[0] = _mm512_dpbusd_epi32(acc_c[0], v[0], w);
+            acc_c[1] = _mm512_dpbusd_epi32(acc_c[1], v[1], w);
+        }
+    }
+    acc
 }
 
 /// conv2 + ReLU + 2x2 average pool: `input (6, 14, 14)` -> `out (25, 16)`, position-major.
