@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 
 use super::engine::{QLayer, QLayers};
 use super::fixed::Requant;
+use super::shape::{C2, IN2, K, OUT2, PH1, S1, S2};
 
 /// The integer multiply-add the kernels are compiled with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,17 +101,8 @@ struct Dense {
     weight: Vec<i16>,
 }
 
-/// The pixels of a side of the image, of the padded image, and of conv1's output.
-const S1: usize = 28;
-const K: usize = 5;
-/// Rows of the padded image, and the pairs held of each (the last read is at 8 x 3 + 4 + 7 = 35).
-const PH1: usize = S1 + 4;
+/// The pairs held of each row of the padded image (the last read is at 8 x 3 + 4 + 7 = 35).
 const PW1: usize = 36;
-/// conv2's input side, output side, channels and outputs.
-const S2: usize = 14;
-const C2: usize = 10;
-const IN2: usize = 6;
-const OUT2: usize = 16;
 /// conv2's pairs per input channel: ten horizontal (kernel row `r`, taps `2h, 2h + 1`), then three vertical
 /// (column 4, kernel rows `2v, 2v + 1`).
 const CONV2_PAIRS: usize = 13;

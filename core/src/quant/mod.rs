@@ -18,6 +18,20 @@ mod fixed;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
+/// LeNet-5's sides and channels, as the int8 kernels name them.
+#[cfg(target_arch = "x86_64")]
+mod shape {
+    /// The side of the image, the kernel's, and the rows of conv1's image padded by 2.
+    pub(super) const S1: usize = 28;
+    pub(super) const K: usize = 5;
+    pub(super) const PH1: usize = S1 + 4;
+    /// conv2's input side, its output side, and its input and output channels.
+    pub(super) const S2: usize = 14;
+    pub(super) const C2: usize = 10;
+    pub(super) const IN2: usize = 6;
+    pub(super) const OUT2: usize = 16;
+}
+
 use crate::base::{IMAGE_LEN, Label};
 use crate::checkpoint::Checkpoint;
 use crate::data::Split;

@@ -24,20 +24,12 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::engine::{QLayer, QLayers};
+use super::shape::{C2, IN2, K, OUT2, PH1, S1, S2};
 
-/// The image side, the kernel side, and the rows of conv1's padded image.
-const S1: usize = 28;
-const K: usize = 5;
-const PH1: usize = S1 + 4;
 /// Quads held of each padded row: one per output column 0..32, and past it those tap 4 reads (up to 36).
 const QW1: usize = 48;
 /// conv1's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
 const QUADS1: usize = 7;
-/// conv2's input side, its output side, and its input and output channels.
-const S2: usize = 14;
-const C2: usize = 10;
-const IN2: usize = 6;
-const OUT2: usize = 16;
 /// conv2's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
 const QUADS2: usize = 7;
 /// The bytes from one row of conv1's pooled output to the next: 14 and two unused, so that a row is one 16-byte
