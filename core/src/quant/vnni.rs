@@ -6,19 +6,21 @@
 //! `vpmaddubsw` nothing saturates on the way). Integer sums do not depend on their order, so any grouping of the
 //! taps into fours gives the reference's sums. Each layer's taps are grouped as the input's layout makes cheap:
 //!
+//! Both convolutions group a channel's 25 taps as 7 quads where 6.25 would be exact: taps 0-3 of each kernel row,
+//! column 4's rows 0-3, and tap (4, 4) alone.
+//!
 //! - conv1: the 16 lanes are 16 output columns (two vectors a row of 28). Each padded image row is held as
-//!   quads of neighbours `p[x..x + 4]` (one `u32` a column), so a kernel row is two products: taps 0-3, and tap 4
-//!   as the quad at `x + 4` with the weights `(w4, 0, 0, 0)`. Two output rows at a time, pooled in registers.
-//! - conv2: the 16 lanes are the 16 output channels, and each output position broadcasts its input quads: taps
-//!   0-3 of each kernel row (four neighbouring bytes of the input plane, read in place), the fifth column's rows
-//!   0-3 (from a plane of vertical quads), and tap (4, 4) alone: 7 quads a channel where 6.25 would be exact.
-//!   Ten positions of two rows at a time share each weight vector; the pooled outputs are stored position-major
-//!   (`(25, 16)`), and linear1's weights are packed in that order.
+//!   quads of neighbours `p[x..x + 4]` and as column quads `p[r..r + 4][x]` (one `u32` a column, made in
+//!   registers). Two output rows at a time, pooled in registers; a pair with no lit pixel under it is the bias's.
+//! - conv2: the 16 lanes are the 16 output channels, and each output position broadcasts its input quads (the row
+//!   quads read in place from the input plane, the column quads from a plane of them). The ten positions of a row
+//!   share each weight vector; the pooled outputs are stored position-major (`(25, 16)`), and linear1's weights
+//!   are packed in that order.
 //! - The linear layers: the lanes are 16 outputs; each quad of inputs is broadcast against a vector of 16 rows'
-//!   four weights.
-//! - Requantization: TFLite's fixed point on 16 lanes ([`requant`]), for networks whose multipliers are all below
-//!   1 (shift <= 0, as calibration gives them); [`Packed::of`] declines any other, which then runs the AVX2
-//!   kernels or the plain engine.
+//!   four weights, for a batch of images at once ([`predict_batch`]).
+//! - Requantization: TFLite's fixed point on 16 lanes ([`requant`]), and with ReLU as one exact rounding in 64-bit
+//!   lanes ([`rounding`]), for networks whose multipliers are all below 1 (shift <= 0, as calibration gives
+//!   them); [`Packed::of`] declines any other, which then runs the AVX2 kernels or the plain engine.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -28,10 +30,8 @@ use super::shape::{C2, IN2, K, OUT2, PH1, S1, S2};
 
 /// Quads held of each padded row: one per output column 0..32, and past it those tap 4 reads (up to 36).
 const QW1: usize = 48;
-/// conv1's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
-const QUADS1: usize = 7;
-/// conv2's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
-const QUADS2: usize = 7;
+/// Either convolution's quads a channel: kernel rows 0-4 (taps 0-3), column 4's rows 0-3, and tap (4, 4).
+const QUADS: usize = 7;
 /// The bytes from one row of conv1's pooled output to the next: 14 and two unused, so that a row is one 16-byte
 /// store and one load.
 const ROW1: usize = 16;
@@ -120,7 +120,7 @@ impl Dense {
 /// The whole network packed for these kernels, once, when it is built.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Packed {
-    /// conv1's weights `(6, QUADS1)`: taps 0-3 of each kernel row, column 4's rows 0-3, and `(w44, 0, 0, 0)`.
+    /// conv1's weights `(6, QUADS)`: taps 0-3 of each kernel row, column 4's rows 0-3, and `(w44, 0, 0, 0)`.
     conv1: Vec<i32>,
     conv1_outputs: Outputs,
     /// conv1's pooled output, by channel, where no lit pixel is under it: its bias requantized.
@@ -137,7 +137,7 @@ impl Packed {
     /// The network for these kernels, or `None` when a multiplier is 1 or more. The shapes must be LeNet-5's.
     pub(crate) fn of(layers: &QLayers) -> Option<Packed> {
         let w1 = |o: usize, ky: usize, kx: usize| layers.conv1.weight[o * K * K + ky * K + kx];
-        let mut conv1 = Vec::with_capacity(6 * QUADS1);
+        let mut conv1 = Vec::with_capacity(6 * QUADS);
         for o in 0..6 {
             for ky in 0..K {
                 conv1.push(quad([w1(o, ky, 0), w1(o, ky, 1), w1(o, ky, 2), w1(o, ky, 3)]));
@@ -147,9 +147,9 @@ impl Packed {
         }
         let w2 =
             |o: usize, c: usize, ky: usize, kx: usize| layers.conv2.weight[o * IN2 * K * K + (c * K + ky) * K + kx];
-        let mut conv2 = Vec::with_capacity(IN2 * QUADS2 * OUT2);
+        let mut conv2 = Vec::with_capacity(IN2 * QUADS * OUT2);
         for c in 0..IN2 {
-            for j in 0..QUADS2 {
+            for j in 0..QUADS {
                 for o in 0..OUT2 {
                     conv2.push(match j {
                         0..5 => quad([w2(o, c, j, 0), w2(o, c, j, 1), w2(o, c, j, 2), w2(o, c, j, 3)]),
@@ -445,7 +445,7 @@ unsafe fn conv1_row(
     live: Range<usize>,
 ) -> [[__m512i; 2]; 6] {
     let o = &packed.conv1_outputs;
-    assert!(packed.conv1.len() == 6 * QUADS1);
+    assert!(packed.conv1.len() == 6 * QUADS);
     // SAFETY: the loads read 16 quads from column 0, 4, 16 or 20 of a row the caller made; the weights are
     // inside `conv1`.
     unsafe {
@@ -476,10 +476,10 @@ unsafe fn halves(row: *const i32, column: usize) -> [__m512i; 2] {
 /// `acc + v . w` for each channel's weight quad `j`, both halves of the row.
 #[inline(always)]
 unsafe fn conv1_taps(packed: &Packed, mut acc: [[__m512i; 2]; 6], v: [__m512i; 2], j: usize) -> [[__m512i; 2]; 6] {
-    // SAFETY: the weight is inside `conv1` (6 x QUADS1, asserted by the caller); register operations.
+    // SAFETY: the weight is inside `conv1` (6 x QUADS, asserted by the caller); register operations.
     unsafe {
         for (c, acc_c) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_epi32(*packed.conv1.as_ptr().add(c * QUADS1 + j));
+            let w = _mm512_set1_epi32(*packed.conv1.as_ptr().add(c * QUADS + j));
             acc_c[0] = _mm512_dpbusd_epi32(acc_c[0], v[0], w);
             acc_c[1] = _mm512_dpbusd_epi32(acc_c[1], v[1], w);
         }
@@ -544,11 +544,11 @@ unsafe fn conv2_row(
     // SAFETY: the input quads start at most at byte (5 x 14 + 13) x 16 + 13 of 1344 + 16 (the bytes past a row's
     // 14 meet zero weights); the column quads at (5 x 10 + 9) x 14 + 13; the weights are 6 x 7 x 16.
     unsafe {
-        assert!(packed.conv2.len() == IN2 * QUADS2 * OUT2);
+        assert!(packed.conv2.len() == IN2 * QUADS * OUT2);
         let mut acc = [load(&o.bias); C2];
         for c in 0..IN2 {
             let plane = input.as_ptr().add(c * S2 * ROW1);
-            let weights = packed.conv2.as_ptr().add(c * QUADS2 * OUT2);
+            let weights = packed.conv2.as_ptr().add(c * QUADS * OUT2);
             for ky in 0..K {
                 acc = row_taps::<1>(acc, plane.add((y + ky) * ROW1), weights.add(ky * OUT2));
             }
