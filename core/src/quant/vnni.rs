@@ -267,10 +267,9 @@ unsafe fn stack(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m512i {
 unsafe fn quads_of(bytes: __m512i, next: __m512i) -> __m512i {
     // SAFETY: register operations, in functions compiled with AVX-512 F.
     unsafe {
-        let second = _mm512_slli_epi32::<8>(_mm512_alignr_epi32::<1>(next, bytes));
-        let third = _mm512_slli_epi32::<16>(_mm512_alignr_epi32::<2>(next, bytes));
-        let fourth = _mm512_slli_epi32::<24>(_mm512_alignr_epi32::<3>(next, bytes));
-        _mm512_or_si512(_mm512_or_si512(bytes, second), _mm512_or_si512(third, fourth))
+        let second = _mm512_alignr_epi32::<1>(next, bytes);
+        let third = _mm512_alignr_epi32::<2>(next, bytes);
+        stack(bytes, second, third, _mm512_alignr_epi32::<3>(next, bytes))
     }
 }
 
