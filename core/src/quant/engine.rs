@@ -12,6 +12,7 @@
 //! linear2+ReLU 84 → output K scores (`i32`, one scale for all classes).
 
 use super::fixed::Requant;
+use crate::base::IMAGE_LEN;
 
 /// One layer: int8 weights `(outputs, inputs)` (a convolution's filter in PyTorch's `(C, kh, kw)` order), int32
 /// biases at the scale of input times weight, and the requantization of each output.
@@ -92,22 +93,21 @@ impl QLayers {
         predict_dispatched(self, pixels, scores, &mut class);
         class
     }
-}
 
-impl QLayers {
     /// [`QLayers::predict`] of `classes.len()` images (`pixels`: 784 each) at once: `scores` receives each
     /// image's scores in turn, `classes` each image's class. The same integers as one image at a time; faster
     /// with AVX-512 VNNI, whose kernels take the linear layers' weights through a batch of images at once.
     pub(crate) fn predict_batch(&self, pixels: &[u8], scores: &mut [i32], classes: &mut [usize]) {
         let images = classes.len();
-        assert!(pixels.len() == images * 784 && scores.len() == images * self.output.outputs());
+        assert!(pixels.len() == images * IMAGE_LEN && scores.len() == images * self.output.outputs());
         let k = self.output.outputs();
         #[cfg(target_arch = "x86_64")]
         if let (Some(super::avx2::Kernel::Avx512Vnni), Some(quads)) =
             (super::avx2::Kernel::chosen(), self.packed.as_ref().and_then(|p| p.quads()))
         {
             let batch = super::vnni::BATCH;
-            let parts = pixels.chunks(batch * 784).zip(scores.chunks_mut(batch * k)).zip(classes.chunks_mut(batch));
+            let parts =
+                pixels.chunks(batch * IMAGE_LEN).zip(scores.chunks_mut(batch * k)).zip(classes.chunks_mut(batch));
             for ((pixels, scores), classes) in parts {
                 // SAFETY: `chosen` found AVX-512 VNNI on this CPU; `quads` is of these layers, of `k` classes.
                 unsafe { super::vnni::predict_batch(quads, pixels, scores) };
@@ -117,7 +117,7 @@ impl QLayers {
             }
             return;
         }
-        let parts = pixels.chunks_exact(784).zip(scores.chunks_exact_mut(k));
+        let parts = pixels.chunks_exact(IMAGE_LEN).zip(scores.chunks_exact_mut(k));
         for ((pixels, scores), class) in parts.zip(classes.iter_mut()) {
             *class = self.predict(pixels, scores);
         }
