@@ -108,9 +108,10 @@ impl QLayers {
             let batch = super::vnni::BATCH;
             let parts =
                 pixels.chunks(batch * IMAGE_LEN).zip(scores.chunks_mut(batch * k)).zip(classes.chunks_mut(batch));
-            for ((pixels, scores), classes) in parts {
+            for (chunk, ((images, scores), classes)) in parts.enumerate() {
+                let next = pixels.get((chunk + 1) * batch * IMAGE_LEN..).and_then(|rest| rest.get(..IMAGE_LEN));
                 // SAFETY: `chosen` found AVX-512 VNNI on this CPU; `quads` is of these layers, of `k` classes.
-                unsafe { super::vnni::predict_batch(quads, pixels, scores) };
+                unsafe { super::vnni::predict_batch(quads, images, scores, next) };
                 for (class, scores) in classes.iter_mut().zip(scores.chunks_exact(k)) {
                     *class = super::avx2::argmax(scores);
                 }

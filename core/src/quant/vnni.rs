@@ -189,23 +189,33 @@ pub(crate) const BATCH: usize = 8;
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub(crate) unsafe fn predict(packed: &Packed, pixels: &[u8], scores: &mut [i32]) {
     // SAFETY: the caller's conditions.
-    unsafe { network::<1>(packed, pixels, scores) }
+    unsafe { network::<1>(packed, pixels, scores, None) }
 }
 
-/// The scores of 1 to [`BATCH`] images (`pixels`: 784 each) into `scores` (the classes of each in turn).
+/// The scores of 1 to [`BATCH`] images (`pixels`: 784 each) into `scores` (the classes of each in turn);
+/// `next` is the image the caller takes after them, if any, fetched into the cache meanwhile.
 ///
 /// # Safety
 /// As [`predict`]'s, with `scores` holding the classes of every image.
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub(crate) unsafe fn predict_batch(packed: &Packed, pixels: &[u8], scores: &mut [i32]) {
+pub(crate) unsafe fn predict_batch(packed: &Packed, pixels: &[u8], scores: &mut [i32], next: Option<&[u8]>) {
     // SAFETY: the caller's conditions.
-    unsafe { network::<BATCH>(packed, pixels, scores) }
+    unsafe { network::<BATCH>(packed, pixels, scores, next) }
+}
+
+/// `image`'s cache lines fetched ahead of its reads.
+#[inline(always)]
+fn prefetch(image: &[u8]) {
+    for line in image.chunks(64) {
+        // SAFETY: a prefetch reads nothing the program sees, and the address is inside `image`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
 }
 
 /// The five layers for up to `B` images; the linear layers take `B` at once (zero images past the given ones,
-/// whose scores are not stored).
+/// whose scores are not stored). `next`: as [`predict_batch`]'s.
 #[inline(always)]
-unsafe fn network<const B: usize>(packed: &Packed, pixels: &[u8], scores: &mut [i32]) {
+unsafe fn network<const B: usize>(packed: &Packed, pixels: &[u8], scores: &mut [i32], next: Option<&[u8]>) {
     let images = pixels.len() / (S1 * S1);
     assert!((1..=B).contains(&images) && pixels.len() == images * S1 * S1 && scores.len().is_multiple_of(images));
     let classes = scores.len() / images;
@@ -217,7 +227,11 @@ unsafe fn network<const B: usize>(packed: &Packed, pixels: &[u8], scores: &mut [
     unsafe {
         // conv1 writes every row of it for each image; the tail past them stays zero.
         let mut pool1 = [0u8; POOL1_LEN];
-        for (image, pool2) in pixels.chunks_exact(S1 * S1).zip(pool2.iter_mut()) {
+        for (b, (image, pool2)) in pixels.chunks_exact(S1 * S1).zip(pool2.iter_mut()).enumerate() {
+            // The next image into the cache while this one is computed (its first reads waited for memory).
+            if let Some(next) = pixels.get((b + 1) * S1 * S1..(b + 2) * S1 * S1).or(next) {
+                prefetch(next);
+            }
             conv1(packed, image, &mut pool1);
             conv2(packed, &pool1, pool2);
         }
