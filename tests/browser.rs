@@ -335,6 +335,26 @@ fn the_training_page_trains_predicts_and_downloads_weights_that_evaluate_as_show
     }
 }
 
+/// While it trains, the page is told the progress a few times a second, not after each piece of training (about
+/// 40 ms): each message redraws the page, and on a machine whose cores all train that takes one from a worker.
+#[test]
+fn the_page_is_told_the_progress_a_few_times_a_second() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let (_server, mut b) = training_page(&chromium);
+    b.eval(
+        "window.shown = 0; { const show = showProgress; showProgress = (...a) => { window.shown++; show(...a); }; }",
+    );
+    b.eval(&format!("{{ {SHORT_RUN} set('limit', '20000'); }}"));
+    let t0 = Instant::now();
+    b.eval("document.getElementById('start').click()");
+    b.wait_for_up_to("document.body.dataset.state === 'done'", "the run", Duration::from_secs(120));
+    let seconds = t0.elapsed().as_secs_f64();
+    let shown = b.eval("window.shown").as_f64().unwrap();
+    // Four a second at most, besides the start, the epoch's last batches and the epoch's end.
+    assert!((3.0..=4.0 * seconds + 3.0).contains(&shown), "progress shown {shown} times in {seconds:.2} s");
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+}
+
 /// `lenet5 serve` and Chromium on its training page, its data set loaded.
 fn training_page(chromium: &str) -> (TestServer, Browser) {
     let server = TestServer::start();

@@ -23,7 +23,6 @@ importScripts("threads.js");
 let engine = null;        // the module's exports
 let pool = null;          // the multithreaded engine's helper threads (threads.js), or null
 let state = "idle";       // idle, loading, ready, training, paused, stopped, done
-let epochStarted = 0;     // when the epoch in progress started (performance.now), for the seconds it took
 let rateWindow = null;    // {time, images}: images/s over the last stretch
 let loadedOnce = false;   // whether the engine holds a data set
 
@@ -200,37 +199,55 @@ function kernels() {
   return new Float32Array(engine.memory.buffer, engine.params_ptr(), 150).slice();
 }
 
-// Trains in pieces of about 40 ms, letting messages (pause, predict, stop) in between.
+// Trains in pieces of about 40 ms, letting messages (pause, predict, stop) in between. The page is told the
+// progress at most every quarter second: each message redraws it, and on a machine whose cores all train, that
+// drawing is taken from a worker that the others then wait for at the step's next barrier (told every 40 ms, two
+// workers trained 15,900 - 18,900 images/s in headless Chromium on two cores; every 250 ms, 19,500 - 23,100).
 let batchesPerPiece = 8;
+const PROGRESS_EVERY_MS = 250;
+let progressPosted = 0;   // when the page was last told the progress (performance.now)
 function trainPiece() {
   if (state !== "training") return;
   try {
     const t0 = performance.now();
     const s0 = status();
     if (s0.finished) { setState("done"); return; }
-    if (s0.batch === 0) epochStarted = t0;
     check(engine.train(batchesPerPiece));
     const elapsed = performance.now() - t0;
     batchesPerPiece = Math.max(1, Math.min(500, Math.round(batchesPerPiece * 40 / Math.max(elapsed, 1))));
     let s = status();
     const now = performance.now();
-    const images = s.images_seen;
     if (!rateWindow || now - rateWindow.time > 2000) rateWindow = { time: t0, images: s0.images_seen };
-    s.images_per_second = (images - rateWindow.images) / Math.max((now - rateWindow.time) / 1000, 1e-3);
-    postMessage({ type: "progress", status: s, kernels: kernels() });
+    s.images_per_second = (s.images_seen - rateWindow.images) / Math.max((now - rateWindow.time) / 1000, 1e-3);
     if (s.batch === s.batches) {
+      // The epoch's last batches, then its evaluation.
+      postMessage({ type: "progress", status: s, kernels: kernels() });
       check(engine.finish_epoch());
       s = status();
       rateWindow = null;
+      progressPosted = performance.now();
       postMessage({ type: "epoch", status: s, kernels: kernels() });
       if (s.finished) { setState("done"); return; }
+    } else if (now - progressPosted >= PROGRESS_EVERY_MS) {
+      progressPosted = now;
+      postMessage({ type: "progress", status: s, kernels: kernels() });
     }
   } catch (e) {
     setState("stopped");
     postMessage({ type: "error", message: e.message });
     return;
   }
-  setTimeout(trainPiece, 0);
+  nextPiece();
+}
+
+// Runs the next piece as soon as the messages waiting have been handled: a message to itself, since a chain of
+// zero-delay timeouts is held to 4 ms a link (a tenth of each piece, spent idle). One is queued at a time, so a
+// pause and a resume between two pieces do not start a second chain.
+const pieces = new MessageChannel();
+let pieceQueued = false;
+pieces.port1.onmessage = () => { pieceQueued = false; trainPiece(); };
+function nextPiece() {
+  if (!pieceQueued) { pieceQueued = true; pieces.port2.postMessage(null); }
 }
 
 self.onmessage = async (event) => {
@@ -249,15 +266,16 @@ self.onmessage = async (event) => {
         try { check(engine.configure(...placed.flat())); } finally { release(placed); }
         rateWindow = null;
         setState("training");
+        progressPosted = performance.now();
         postMessage({ type: "progress", status: status(), kernels: kernels() });
-        setTimeout(trainPiece, 0);
+        nextPiece();
         break;
       }
       case "pause":
         if (state === "training") setState("paused");
         break;
       case "resume":
-        if (state === "paused") { setState("training"); rateWindow = null; setTimeout(trainPiece, 0); }
+        if (state === "paused") { setState("training"); rateWindow = null; nextPiece(); }
         break;
       case "stop":
         if (state === "training" || state === "paused") setState("stopped");
