@@ -25,12 +25,14 @@ pub fn is_zip(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) && path.is_file()
 }
 
-/// Whether `dir` holds an image folder: a zip archive, or a folder that holds folders and no IDX data set.
+/// Whether `dir` holds an image folder: a zip archive, or a folder that holds folders (or images, which are
+/// then said to need class folders) and no IDX data set.
 pub fn is_image_folder(dir: &Path) -> bool {
     let idx = lenet5_core::data::DatasetId::FILES
         .iter()
         .any(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
-    is_zip(dir) || (!idx && ImageFiles::disk().holds_folders(dir))
+    let files = ImageFiles::disk();
+    is_zip(dir) || (!idx && (files.holds_folders(dir) || files.images_in(dir) > 0))
 }
 
 /// Loads the image folder (or zip archive) `dir`; `progress` is told each time another image is decoded (from any

@@ -261,6 +261,30 @@ fn bad_folders_and_images_get_one_line_errors_or_are_skipped_when_asked() {
     draw_classes(&one, &names(&["only"]), 5, 0);
     assert_clean_error(&run(&one, &[]), &["one", "1 class folder(s)", "expected 2 to 1000"]);
 
+    // Images with no class folders: in a folder, and zipped in one folder (which the reader steps into).
+    let loose = tmp.path().join("loose");
+    draw_classes(&loose, &names(&["x"]), 4, 0);
+    let mut pictures = Vec::new();
+    for entry in std::fs::read_dir(loose.join("x")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        pictures.push((name.clone(), std::fs::read(&path).unwrap()));
+        std::fs::rename(&path, loose.join(name)).unwrap();
+    }
+    std::fs::remove_dir(loose.join("x")).unwrap();
+    let expected = ["loose", "4 image(s) but no class folder", "/<class>/<image>"];
+    assert_clean_error(&run(&loose, &[]), &expected);
+    let zipped = tmp.path().join("loose.zip");
+    std::fs::write(&zipped, zip_of(&pictures, "loose")).unwrap();
+    assert_clean_error(&run(&zipped, &[]), &expected);
+    // The page's session, given the folder dropped whole, says the same.
+    let mut dropped = lenet5_web::session::Session::default();
+    for (name, bytes) in pictures {
+        dropped.stage_file(format!("loose/{name}"), bytes).unwrap();
+    }
+    let error = dropped.load_folder("loose", "{}").unwrap_err().to_string();
+    assert!(error.contains("loose: 4 image(s) but no class folder"), "{error}");
+
     let empty = tmp.path().join("empty");
     draw_classes(&empty, &abc, 5, 0);
     std::fs::create_dir_all(empty.join("d")).unwrap();

@@ -206,6 +206,12 @@ impl ImageFiles {
         self.entries(dir).is_ok_and(|entries| entries.iter().any(|(_, is_dir)| *is_dir))
     }
 
+    /// How many files named as images `dir` holds itself (not in its folders).
+    pub fn images_in(&self, dir: &Path) -> usize {
+        let entries = self.entries(dir).unwrap_or_default();
+        entries.iter().filter(|(path, is_dir)| !is_dir && is_image_name(path)).count()
+    }
+
     /// Reads the image folder `dir` with `options`; `progress` is told each time another image is decoded (from
     /// any thread), with the number done and the total. Returns the data set and the files left out, with why.
     pub fn load(
@@ -292,6 +298,15 @@ impl ImageFiles {
             }
         }
         names.sort();
+        let loose = self.images_in(dir);
+        if names.is_empty() && loose > 0 {
+            let reason = format!(
+                "{loose} image(s) but no class folder: put each class's images in a folder named after the class \
+                 ({}/<class>/<image>), 2 to {MAX_CLASSES} of them",
+                dir.display()
+            );
+            return Err(Error::format(dir, reason));
+        }
         if names.len() < MIN_CLASSES || names.len() > MAX_CLASSES {
             let reason = format!(
                 "{} class folder(s) {names:?}; expected {MIN_CLASSES} to {MAX_CLASSES}, one per class, each holding its \
