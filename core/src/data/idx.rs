@@ -109,7 +109,7 @@ pub(crate) fn parse_images(bytes: &[u8]) -> std::result::Result<IdxImages, IdxEr
     parse_images_owned(bytes.to_vec())
 }
 
-/// [`parse_images`] reusing the buffer for the pixels (no second copy of a 47 MB file).
+/// Parses an images file, reusing its buffer for the pixels (no second copy of a 47 MB file).
 pub(crate) fn parse_images_owned(mut bytes: Vec<u8>) -> std::result::Result<IdxImages, IdxError> {
     let (dims, header_len) = parse_header(&bytes, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);

@@ -151,7 +151,7 @@ impl StageClock for () {}
 /// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (as the convolution kernels take them), conv2 is
 /// pixel-major `(n, H, W, C)` (one pixel's 16 channels are one AVX-512 vector); [`Workspace::feature_maps`] reads one image's
 /// planes whatever the layout.
-/// [`backward`] overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
+/// `backward` overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
 /// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
 pub(crate) struct Workspace {
     capacity: usize,
@@ -249,7 +249,7 @@ impl Workspace {
         std::mem::swap(&mut self.d_conv2_winograd, &mut other.d_conv2_winograd);
     }
 
-    /// After [`backward`] on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
+    /// After `backward` on `n` images: the input `(n, I)` and the output gradient `(n, O)` of linear layer
     /// `layer`, from which its weight gradient is made.
     pub(crate) fn linear_io(&self, layer: LinearLayer, n: usize) -> (&[f32], &[f32]) {
         let (input, grad, d) = match layer {
@@ -266,7 +266,7 @@ impl Workspace {
     }
 
     /// The flattened features' gradient `(n, 400)`, which [`backward_convolutions`] reads: for a caller that
-    /// makes it from parts (see [`linear1_input_grad_rows`]) instead of [`backward`].
+    /// makes it from parts (see [`linear1_input_grad_rows`]) instead of `backward`.
     pub(crate) fn features_grad_mut(&mut self, n: usize) -> &mut [f32] {
         &mut self.d_flat[..n * POOL2.out_len()]
     }
@@ -409,7 +409,7 @@ pub(crate) fn backward(
 /// The convolutions' parameters, which come first in the flat block: conv1's and conv2's weights and biases.
 pub(crate) const CONV_PARAMS: usize = Param::Conv2Bias.fixed_range().end;
 
-/// The first part of [`backward`]: the head and the linear layers, down to linear1's output gradient
+/// The first part of `backward`: the head and the linear layers, down to linear1's output gradient
 /// (`d_linear1`, see [`Workspace::linear1_grad`]). Adds the linear layers' gradients into `grads`, their weights'
 /// only if `linear_weights`: otherwise the caller makes those from [`Workspace::linear_io`], for all the slices
 /// of a batch at once (as a training step does, fused with the update).
@@ -470,7 +470,7 @@ pub(crate) fn linear1_input_grad_rows(
     sgemm(1.0, g, MatRef::new(weight_rows, rows.len(), i_len), 0.0, &mut out[..n * i_len]);
 }
 
-/// The last part of [`backward`], after linear1's input gradient: pooling and the convolutions. Reads no parameter
+/// The last part of `backward`, after linear1's input gradient: pooling and the convolutions. Reads no parameter
 /// (conv2's weight as [`forward`] packed it into the workspace); adds into `conv_grads`, the first
 /// [`CONV_PARAMS`] values of a flat gradient.
 pub(crate) fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut dyn StageClock) {

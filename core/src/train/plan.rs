@@ -166,7 +166,7 @@ impl GradParts for LayerParts<'_> {
 /// One slice's activations, gradients and results.
 pub(super) struct SliceState {
     pub ws: Workspace,
-    /// Gradients of the parameters in [`SLICE_GRADIENTS`] (the rest of the buffer is unused).
+    /// Gradients of the parameters of [`slice_gradients`] (the rest of the buffer is unused).
     pub grads: AlignedBuf,
     pub targets: Vec<Label>,
     /// Images in this slice at the last step.

@@ -10,7 +10,7 @@
 //!   (2x4 with AVX2, 8x2 with AVX-512, whose sixteen horizontal sums are one transposing reduction).
 //!
 //! Any other layout (only the tests' reference convolution uses one) is computed one dot product at a time.
-//! [`sgemm_reference`] is the plain triple loop all are tested against.
+//! `sgemm_reference` (built for the tests) is the plain triple loop all are tested against.
 
 use crate::simd::{BASELINE_FMA, mul_add, select};
 
