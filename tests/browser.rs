@@ -399,11 +399,12 @@ fn native_train(flags: &[&str], paths: &[(&str, &std::path::Path)]) -> (String, 
     (stdout(&o), ck.metadata["tensors_sha256"].clone())
 }
 
-/// The SHA-256 of the best weights of `lenet5 train --threads N` with the short run's settings.
-fn native_short_run(threads: usize) -> String {
-    let threads = threads.to_string();
+/// The SHA-256 of the best weights of `lenet5 train --threads N --batch-size B` with the short run's settings.
+fn native_short_run(threads: usize, batch: usize) -> String {
+    let (threads, batch) = (threads.to_string(), batch.to_string());
     let flags = ["--epochs", "1", "--head", "logits", "--lr", "0.05", "--train-limit", "2000", "--threads", &threads];
-    native_train(&[&flags[..], &["--no-download"]].concat(), &[("--data", &repo().join("data"))]).1
+    let flags = [&flags[..], &["--batch-size", &batch, "--no-download"]].concat();
+    native_train(&flags, &[("--data", &repo().join("data"))]).1
 }
 
 #[test]
@@ -415,9 +416,11 @@ fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_thre
     assert_eq!(b.eval("document.getElementById('workers').disabled"), false);
     let cores = b.eval("navigator.hardwareConcurrency").as_u64().unwrap();
     assert_eq!(b.eval("Number(document.getElementById('workers').value)").as_u64().unwrap(), cores.min(16));
-    for workers in [1, 2, 3] {
+    // Batches of 24 images keep three workers busy (a slice of 8 images each); batches of 16, two, and a third
+    // worker asked for is not started.
+    for (asked, batch, ran) in [(1, 24, 1), (2, 24, 2), (3, 24, 3), (3, 16, 2)] {
         // A block of its own: SHORT_RUN declares `set` anew each time.
-        b.eval(&format!("{{ {SHORT_RUN} set('workers', '{workers}'); }}"));
+        b.eval(&format!("{{ {SHORT_RUN} set('workers', '{asked}'); set('batch', '{batch}'); }}"));
         b.eval("document.getElementById('epochs-table').innerHTML = ''; document.getElementById('start').click()");
         b.wait_for_up_to(
             "document.querySelector('#epochs-table tr')?.dataset.valAcc",
@@ -425,13 +428,16 @@ fn the_training_page_shares_each_step_among_workers_with_the_bits_of_native_thre
             Duration::from_secs(120),
         );
         b.wait_for("document.body.dataset.state === 'done'", "the run to finish");
-        let ran = b.eval("Number(document.getElementById('epoch-text').dataset.workers)");
-        assert_eq!(ran.as_u64(), Some(workers as u64), "the engine's workers");
+        let workers = b.eval("Number(document.getElementById('epoch-text').dataset.workers)");
+        assert_eq!(workers.as_u64(), Some(ran as u64), "the engine's workers, {asked} asked at batch {batch}");
+        let text = b.eval("document.getElementById('epoch-text').textContent");
+        let fewer = format!("(a batch of {batch} keeps {ran} busy)");
+        assert_eq!(text.as_str().unwrap().ends_with(&fewer), ran < asked, "{text}");
         let (_dir, file) = download_weights(&mut b);
         let ck = lenet5_core::checkpoint::Checkpoint::load(&file).unwrap();
-        let native = native_short_run(workers);
-        assert_eq!(ck.metadata["tensors_sha256"], native, "{workers} workers: the weights differ from native");
-        println!("{workers} workers: the bits of `lenet5 train --threads {workers}`");
+        let native = native_short_run(asked, batch);
+        assert_eq!(ck.metadata["tensors_sha256"], native, "{asked} workers: the weights differ from native");
+        println!("{ran} workers at batch {batch}: the bits of `lenet5 train --threads {asked}`");
     }
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }

@@ -16,7 +16,7 @@ use lenet5_core::infer::Predictor;
 use lenet5_core::nn::params::init_params_for;
 use lenet5_core::run::{Start, Training};
 use lenet5_core::spec::RunSpec;
-use lenet5_core::train::EpochMetrics;
+use lenet5_core::train::{EpochMetrics, Trainer};
 
 /// Most workers a run in the page takes: past the cores of common machines, and each costs its stack and slice
 /// buffers in the page's memory.
@@ -204,7 +204,9 @@ impl Session {
     /// object's settings in place of its own), from PyTorch's initialisation for its seed. The page holds its
     /// data in memory: the settings of data on disk have no effect here. `threads` (one by default, at most
     /// [`MAX_WORKERS`]) are the Web Workers that share each step, in the module built with the `threads` feature;
-    /// the other module runs one thread whatever it is told. The number never changes a result.
+    /// the other module runs one thread whatever it is told. A run takes no more than its batch size keeps busy
+    /// ([`Trainer::useful_workers`]: 2 at the recipe's 16): in WebAssembly a waiting worker cannot hand its
+    /// core back, and a browser counts both threads of a core as cores. The number never changes a result.
     pub fn configure(&mut self, settings: &str) -> Result<()> {
         let data = self.data.as_ref().ok_or(SessionError::NoData)?;
         let spec = RunSpec::from_json_text(settings)?.validate()?;
@@ -222,7 +224,7 @@ impl Session {
         let start = Start::Fresh { params: init_params_for(config.seed, data.class_names.len()) };
         // The last run's threads end first: the page has helper threads for one run's.
         self.run = None;
-        let workers = spec.spec().threads.unwrap_or(1).min(MAX_WORKERS);
+        let workers = spec.spec().threads.unwrap_or(1).min(MAX_WORKERS).min(Trainer::useful_workers(config.batch_size));
         let training = Training::new(config, &data.name, &data.class_names, start, workers)?;
         self.run = Some(Run { training, train, test, epoch_seconds: 0.0, images_seen: 0 });
         Ok(())

@@ -340,6 +340,13 @@ impl Trainer {
         self
     }
 
+    /// The most workers a step on batches of `batch_size` keeps busy: one per slice of its images (8 images a
+    /// slice up to batch 64, 16 above), at most a round's. More only wait for them at each of the step's meeting
+    /// points, holding a core (or the other half of one, on a core that runs two threads) while they wait.
+    pub fn useful_workers(batch_size: usize) -> usize {
+        batch_size.div_ceil(slice_len(batch_size)).clamp(1, ROUND_SLICES)
+    }
+
     /// The workers that share each step (the threads asked for, or one without the `threads` feature).
     pub fn workers(&self) -> usize {
         self.team.workers()
@@ -588,5 +595,12 @@ mod tests {
         for buf in [trainer.params(), trainer.velocity()] {
             assert_eq!(buf[LINEAR1_WEIGHT_AT..].as_ptr() as usize % 64, 0);
         }
+    }
+
+    #[test]
+    fn a_batch_keeps_busy_one_worker_a_slice_up_to_a_round() {
+        let busy = [1, 7, 8, 9, 16, 24, 64, 65, 1024, 1025, 60_000].map(Trainer::useful_workers);
+        // Slices of 8 images up to batch 64, of 16 above; at most a round's 64.
+        assert_eq!(busy, [1, 1, 1, 2, 2, 3, 8, 5, 64, 64, 64]);
     }
 }
