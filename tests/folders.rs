@@ -303,6 +303,14 @@ fn bad_folders_and_images_get_one_line_errors_or_are_skipped_when_asked() {
     let skipped = run(&broken, &["--skip-bad-images", "--progress", "plain"]);
     assert!(skipped.status.success(), "{}", stderr(&skipped));
     assert!(stderr(&skipped).contains("left out 2 image(s)"), "{}", stderr(&skipped));
+    // Its weights read the folder as it was read, the same files left out: the same validation images.
+    let best = out.join("best.safetensors");
+    let eval = lenet5(&["eval", "--weights", best.to_str().unwrap(), "--dataset", broken.to_str().unwrap(), "--json"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    assert!(stderr(&eval).contains("left out 2 image(s)"), "{}", stderr(&eval));
+    let metrics = lenet5_core::run::read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let figures: serde_json::Value = serde_json::from_str(&stdout(&eval)).unwrap();
+    assert_eq!(figures["accuracy"].as_f64(), Some(metrics[0].val_acc), "{figures}");
 
     let sized = run(&broken, &["--preprocess", "none"]);
     assert_clean_error(&sized, &["19 of 19 images cannot be used", "40x40, expected 28x28"]);

@@ -294,7 +294,7 @@ pub const SETTINGS: &[SettingInfo] = &[
         "skip_bad_images",
         Kind::Switch,
         "",
-        "Leave out the files of an image folder that cannot be decoded (counted and reported), instead of stopping with the list of them.",
+        "Leave out the files of an image folder that cannot be decoded (counted and reported), instead of stopping with the list of them. Weights trained so read their folder so again.",
     ),
     optional("train_limit", Kind::Count, "N", "Train on only the first N training images.", "all"),
     optional("test_limit", Kind::Count, "N", "Evaluate on only the first N test (or validation) images.", "all"),

@@ -65,7 +65,9 @@ impl FolderOptions {
                 .or_else(|| recorded.get("val_split")?.parse().ok())
                 .unwrap_or(RunSpec::FOLDER_HOLDOUT),
             split_seed: spec.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
-            skip_bad_images: spec.skip_bad_images,
+            // Weights trained on a folder read with bad files left out read it so again, to find its split.
+            // Weights trained on a folder read with bad files left out read it so again, to find its split.
+            skip_bad_images: spec.skip_bad_images || recorded.get("skip_bad_images").is_some_and(|v| v == "true"),
             threads: crate::spec::thread_count(spec.threads).unwrap_or(1),
         }
     }
@@ -260,6 +262,9 @@ impl ImageFiles {
         if split {
             data_options.insert("val_split".into(), options.val_split.to_string());
             data_options.insert("split_seed".into(), options.split_seed.to_string());
+        }
+        if options.skip_bad_images {
+            data_options.insert("skip_bad_images".into(), "true".into());
         }
         let name = dir.display().to_string();
         Ok((Dataset { name, dir: dir.to_path_buf(), class_names, train, test, options: data_options }, bad))
