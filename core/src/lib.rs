@@ -9,7 +9,8 @@
 //!
 //! Cargo features: `threads` (on by default) runs each training step and evaluation on a team of worker
 //! threads; without it everything runs on the caller's thread, with the same numbers. `images` reads image
-//! folders (PNG, JPEG, BMP, GIF, PGM; on disk, in a zip archive or in memory) as data sets (`folder`, with the `images` feature).
+//! folders (PNG, JPEG, BMP, GIF, PGM; on disk, in a zip archive or in memory) as data sets (the `folder`
+//! module).
 //!
 //! Training a few steps on a made-up data set, then predicting:
 //!

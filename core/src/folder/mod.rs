@@ -66,7 +66,6 @@ impl FolderOptions {
                 .unwrap_or(RunSpec::FOLDER_HOLDOUT),
             split_seed: spec.split_seed.or_else(|| recorded.get("split_seed")?.parse().ok()).unwrap_or(0),
             // Weights trained on a folder read with bad files left out read it so again, to find its split.
-            // Weights trained on a folder read with bad files left out read it so again, to find its split.
             skip_bad_images: spec.skip_bad_images || recorded.get("skip_bad_images").is_some_and(|v| v == "true"),
             threads: crate::spec::thread_count(spec.threads).unwrap_or(1),
         }

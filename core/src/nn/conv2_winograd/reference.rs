@@ -1,5 +1,6 @@
 //! The transforms as matrix products, one value at a time: the reference the AVX-512 kernels are tested against,
-//! and the path of a CPU without them (then only in tests: [`crate::nn::conv2_winograd::enabled`] sends it to the direct kernels).
+//! and the path of a CPU without them (then only in tests: [`crate::nn::conv2_winograd::enabled`] sends it to the
+//! direct kernels).
 
 use super::*;
 
