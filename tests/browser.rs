@@ -355,6 +355,24 @@ fn the_page_is_told_the_progress_a_few_times_a_second() {
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
 }
 
+/// Eight workers asked for at the recipe's batch of 16, which keeps two busy: the page starts helper threads for
+/// two (one for the run, one for its evaluation), beside its training worker.
+#[test]
+fn the_page_starts_no_helpers_for_workers_the_batch_cannot_keep_busy() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let (_server, mut b) = training_page(&chromium);
+    b.eval(&format!("{{ {SHORT_RUN} set('workers', '8'); set('limit', '20000'); }}"));
+    b.eval("document.getElementById('start').click()");
+    b.wait_for("document.body.dataset.state === 'training'", "training to start");
+    let targets = b.call("Target.getTargets", json!({}));
+    let workers = targets["targetInfos"].as_array().unwrap().iter().filter(|t| t["type"] == "worker").count();
+    assert_eq!(workers, 3, "{targets}");
+    b.wait_for(
+        "document.getElementById('epoch-text').textContent.includes('2 workers (a batch of 16 keeps 2 busy)')",
+        "the line",
+    );
+}
+
 /// `lenet5 serve` and Chromium on its training page, its data set loaded.
 fn training_page(chromium: &str) -> (TestServer, Browser) {
     let server = TestServer::start();

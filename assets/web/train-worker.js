@@ -69,7 +69,9 @@ async function prepareWorkers(settings) {
   if (!Number.isInteger(workers) || workers < 1 || workers > most) {
     throw new Error(`workers must be a whole number from 1 to ${most}, got ${settings.threads}`);
   }
-  await pool.grow(2 * (workers - 1));
+  // The engine takes no more than the batch size keeps busy (and says so): no helpers are started for the rest.
+  const busy = Math.min(workers, engine.useful_workers(Math.max(0, Math.min(Number(settings.batch_size) || 0, 2 ** 31))));
+  await pool.grow(2 * (busy - 1));
   return { ...settings, threads: workers };
 }
 

@@ -237,6 +237,13 @@ pub extern "C" fn max_workers() -> u32 {
     session::MAX_WORKERS as u32
 }
 
+/// Most workers a run on batches of `batch_size` keeps busy, and so takes
+/// ([`lenet5_core::train::Trainer::useful_workers`]): the page starts no helper threads for more.
+#[unsafe(no_mangle)]
+pub extern "C" fn useful_workers(batch_size: u32) -> u32 {
+    lenet5_core::train::Trainer::useful_workers(batch_size as usize) as u32
+}
+
 /// Starts a new run with the settings given as the JSON of a run specification (`{"epochs", "batch_size", "lr",
 /// "momentum", "seed", "head", "train_limit", ...}`, each optional, the recipe's by default).
 ///
