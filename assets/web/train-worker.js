@@ -70,7 +70,8 @@ async function prepareWorkers(settings) {
     throw new Error(`workers must be a whole number from 1 to ${most}, got ${settings.threads}`);
   }
   // The engine takes no more than the batch size keeps busy (and says so): no helpers are started for the rest.
-  const busy = Math.min(workers, engine.useful_workers(Math.max(0, Math.min(Number(settings.batch_size) || 0, 2 ** 31))));
+  // (As an unsigned 32-bit number, the import's type: the engine checks the batch size itself.)
+  const busy = Math.min(workers, engine.useful_workers(settings.batch_size >>> 0));
   await pool.grow(2 * (busy - 1));
   return { ...settings, threads: workers };
 }

@@ -302,8 +302,9 @@ impl ImageFiles {
             }
         }
         names.sort();
-        let loose = self.images_in(dir);
-        if names.is_empty() && loose > 0 {
+        // Listed again only when it has no class folder, to say why.
+        let loose = if names.is_empty() { self.images_in(dir) } else { 0 };
+        if loose > 0 {
             let reason = format!(
                 "{loose} image(s) but no class folder: put each class's images in a folder named after the class \
                  ({}/<class>/<image>), 2 to {MAX_CLASSES} of them",
