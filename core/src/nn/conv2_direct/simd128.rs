@@ -1,8 +1,11 @@
 //! The three kernels with WebAssembly's SIMD128, with the portable kernels' bits: every output is the portable
-//! code's sum, term by term in the same order (a multiply, then an add). Blocks are sized so that the
-//! accumulators stay in the 16 vector registers of the machines that run the module, and values broadcast to
-//! every lane are loaded that way (`v128.load32_splat`) rather than loaded, then spread. The buffers passed the
-//! checks of the kernels' entry points, so the loops index with pointers.
+//! code's sum, term by term in the same order (a multiply, then an add). Blocks are sized for the registers
+//! the browser's compiler gives the code, not the 16 of x86: it keeps one for itself, and it loads all of a
+//! block's broadcast values before their first use, so each of those takes a register too. Accumulators that do
+//! not fit are kept in memory, a store and a load on every step of their sum (in headless Chromium the page
+//! trained 15 - 20% faster once conv2's backward blocks fitted). Values broadcast to every lane are loaded that way
+//! (`v128.load32_splat`) rather than loaded, then spread. The buffers passed the checks of the kernels' entry
+//! points, so the loops index with pointers.
 
 use core::arch::wasm32::*;
 
@@ -80,10 +83,11 @@ pub fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut 
 }
 
 /// As [`super::weight_grad`]: the bias gradient summed pixel by pixel, then, per input channel and kernel row,
-/// the five taps' sums over every output pixel, eight output channels at a time.
+/// the five taps' sums over every output pixel, four output channels (one vector) at a time (few enough
+/// accumulators to stay in registers, as in [`forward`]).
 pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     let (input, grad) = (input.as_ptr(), grad.as_ptr());
-    let mut sums = [[0.0f32; OC / 2]; K];
+    let mut sums = [[0.0f32; 4]; K];
     // SAFETY (whole body): `check` proved `input` holds 6 planes of n images and `grad` n images of
     // 10 x 10 x 16; every offset below is inside those.
     unsafe {
@@ -102,27 +106,24 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
         }
         for c in 0..C {
             for i in 0..K {
-                for half in 0..2 {
-                    let channels = half * OC / 2;
-                    let mut acc = [[f32x4_splat(0.0); 2]; K];
+                for quarter in 0..4 {
+                    let channels = 4 * quarter;
+                    let mut acc = [f32x4_splat(0.0); K];
                     for b in 0..n {
                         let plane = input.add((c * n + b) * PLANE);
                         for y in 0..OS {
                             let row = plane.add((y + i) * H);
                             let g = grad.add((b * OS + y) * OS * OC + channels);
                             for x in 0..OS {
-                                let (g0, g1) = (load(g, x * OC), load(g, x * OC + 4));
+                                let gx = load(g, x * OC);
                                 for (j, acc_j) in acc.iter_mut().enumerate() {
-                                    let v = splat(row, x + j);
-                                    acc_j[0] = mul_add(v, g0, acc_j[0]);
-                                    acc_j[1] = mul_add(v, g1, acc_j[1]);
+                                    *acc_j = mul_add(splat(row, x + j), gx, *acc_j);
                                 }
                             }
                         }
                     }
                     for (sums_j, acc_j) in sums.iter_mut().zip(&acc) {
-                        v128_store(sums_j.as_mut_ptr() as *mut v128, acc_j[0]);
-                        v128_store(sums_j.as_mut_ptr().add(4) as *mut v128, acc_j[1]);
+                        v128_store(sums_j.as_mut_ptr() as *mut v128, *acc_j);
                     }
                     for (j, sums_j) in sums.iter().enumerate() {
                         for (o, v) in sums_j.iter().enumerate() {
@@ -136,12 +137,13 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
 }
 
 /// As [`super::input_grad`] on the portable path: from the gradient as padded rows `(n, 16, 10, 20)` (see
-/// [`super::pad_grad_rows`]), each input row of every channel as lanes over its columns, eight at a time.
+/// [`super::pad_grad_rows`]), each input row of three channels at a time as lanes over its columns, eight at a
+/// time (six channels' accumulators would not stay in registers: see [`forward`]).
 pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) {
     const ROW: usize = super::ROW;
     input_grad[..C * n * PLANE].fill(0.0);
     let (rows, packed) = (rows.as_ptr(), packed.as_ptr());
-    let mut sums = [[0.0f32; 8]; C];
+    let mut sums = [[0.0f32; 8]; C / 2];
     // SAFETY (whole body): `check` proved `rows` holds n images of 16 x 10 padded rows of 20, `packed` 150 x 16
     // weights; a read of eight values at ROW_PAD - j + 8 stays inside a row of 20.
     unsafe {
@@ -149,14 +151,14 @@ pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]
             for y in 0..OS {
                 for i in 0..K {
                     // Columns 0..8, then 8..16 (of which 14 exist).
-                    for half in 0..2 {
-                        let mut acc = [[f32x4_splat(0.0); 2]; C];
+                    for (half, first) in (0..2).flat_map(|half| [(half, 0), (half, C / 2)]) {
+                        let mut acc = [[f32x4_splat(0.0); 2]; C / 2];
                         for o in 0..OC {
                             let row = rows.add(((b * OC + o) * OS + y) * ROW + 8 * half);
                             // A vector that reads only the row's zero padding (columns 0..4 with j = 4; columns 12..16
                             // with j < 3) would add w * 0 to every lane, which changes no finite sum (a sum that
                             // starts at +0 never becomes -0), so it is left out.
-                            let w = packed.add(i * K * OC + o);
+                            let w = packed.add((first * K + i) * K * OC + o);
                             if half == 0 {
                                 for j in 0..K - 1 {
                                     taps::<true, true>(&mut acc, row, j, w);
@@ -175,7 +177,7 @@ pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]
                             v128_store(sums_c.as_mut_ptr() as *mut v128, acc_c[0]);
                             v128_store(sums_c.as_mut_ptr().add(4) as *mut v128, acc_c[1]);
                         }
-                        for (c, sums_c) in sums.iter().enumerate() {
+                        for (c, sums_c) in sums.iter().enumerate().map(|(c, s)| (first + c, s)) {
                             let dst = &mut input_grad[((c * n + b) * H + y + i) * H..][..H];
                             for (x, v) in dst.iter_mut().enumerate().skip(8 * half).take(8) {
                                 *v += sums_c[x - 8 * half];
@@ -227,7 +229,7 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
     }
 }
 
-/// One tap `j` of one output channel for every input channel in [`input_grad`]: the gradient row shifted by `j`
+/// One tap `j` of one output channel for three input channels (`w` at the first's weight) in [`input_grad`]: the gradient row shifted by `j`
 /// (its first and second vector, where `FIRST` and `SECOND`) times each channel's weight, into `acc`.
 ///
 /// # Safety
@@ -235,7 +237,7 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
 /// packed weight at the kernel row and output channel.
 #[inline(always)]
 unsafe fn taps<const FIRST: bool, const SECOND: bool>(
-    acc: &mut [[v128; 2]; C],
+    acc: &mut [[v128; 2]; C / 2],
     row: *const f32,
     j: usize,
     w: *const f32,
