@@ -3,7 +3,7 @@
 //! the browser's compiler gives the code, not the 16 of x86: it keeps one for itself, and it loads all of a
 //! block's broadcast values before their first use, so each of those takes a register too. Accumulators that do
 //! not fit are kept in memory, a store and a load on every step of their sum (in headless Chromium the page
-//! trained 15 - 20% faster once conv2's backward blocks fitted). Values broadcast to every lane are loaded that way
+//! trained 12 - 20% faster once conv2's backward blocks fitted). Values broadcast to every lane are loaded that way
 //! (`v128.load32_splat`) rather than loaded, then spread. The buffers passed the checks of the kernels' entry
 //! points, so the loops index with pointers.
 
