@@ -83,8 +83,8 @@ pub fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut 
 }
 
 /// As [`super::weight_grad`]: the bias gradient summed pixel by pixel, then, per input channel and kernel row,
-/// the five taps' sums over every output pixel, four output channels (one vector) at a time (few enough
-/// accumulators to stay in registers, as in [`forward`]).
+/// the five taps' sums over every output pixel, four output channels (one vector) at a time (eight need more
+/// registers than the browser gives: see the module's note).
 pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     let (input, grad) = (input.as_ptr(), grad.as_ptr());
     let mut sums = [[0.0f32; 4]; K];
@@ -138,7 +138,7 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
 
 /// As [`super::input_grad`] on the portable path: from the gradient as padded rows `(n, 16, 10, 20)` (see
 /// [`super::pad_grad_rows`]), each input row of three channels at a time as lanes over its columns, eight at a
-/// time (six channels' accumulators would not stay in registers: see [`forward`]).
+/// time (six channels' accumulators would not stay in registers: see the module's note).
 pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]) {
     const ROW: usize = super::ROW;
     input_grad[..C * n * PLANE].fill(0.0);
@@ -229,8 +229,9 @@ pub fn pad_grad_rows(n: usize, grad: &[f32], rows: &mut [f32]) {
     }
 }
 
-/// One tap `j` of one output channel for three input channels (`w` at the first's weight) in [`input_grad`]: the gradient row shifted by `j`
-/// (its first and second vector, where `FIRST` and `SECOND`) times each channel's weight, into `acc`.
+/// One tap `j` of one output channel for three input channels (`w` at the first one's weight) in
+/// [`input_grad`]: the gradient row shifted by `j` (its first and second vector, where `FIRST` and `SECOND`)
+/// times each channel's weight, into `acc`.
 ///
 /// # Safety
 /// `row` must be a padded gradient row (from its eighth value on, for the second half of the columns), `w` the
