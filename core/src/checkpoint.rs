@@ -265,6 +265,7 @@ mod tests {
     use crate::nn::params::init_params;
 
     #[test]
+    #[cfg_attr(target_family = "wasm", ignore = "WASI has no temporary directory")]
     fn round_trip_keeps_every_bit_and_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
@@ -302,6 +303,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_family = "wasm", ignore = "WASI has no temporary directory")]
     fn files_are_read_no_further_than_their_header_says() {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(unix)]

@@ -332,6 +332,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(target_family = "wasm", ignore = "WebAssembly cannot count the cores")]
     fn waiters_hand_their_core_over_at_once_when_workers_outnumber_cores() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(spin_limit(1), SPINS);

@@ -301,6 +301,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_family = "wasm", ignore = "WASI has no temporary directory")]
     fn an_int8_file_reads_back_as_written_and_any_thread_count_gives_the_same_figures() {
         for head in [Head::Sigmoid, Head::Logits] {
             let (_, q) = model(head);
@@ -366,6 +367,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_family = "wasm", ignore = "WASI has no temporary directory")]
     fn a_file_with_a_shift_out_of_range_or_a_float_checkpoint_is_refused_naming_it() {
         let (ck, mut q) = model(Head::Sigmoid);
         let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,7 @@ proptest! {
 /// magic number, a header that promises more than a data set can hold is refused before anything is allocated,
 /// and what follows the data is noticed after a look at its first megabyte.
 #[test]
+#[cfg_attr(target_family = "wasm", ignore = "WASI has no temporary directory")]
 fn idx_files_are_read_no_further_than_their_header_says() {
     use crate::data::idx::{read_images, read_labels};
     let dir = tempfile::tempdir().unwrap();
