@@ -134,6 +134,9 @@ const ready = instantiate().then(exports => {
   check(engine.defaults());
   const threads = { available: !oneThreadReason, max: engine.max_workers(), reason: oneThreadReason, failures };
   postMessage({ type: "defaults", settings: JSON.parse(resultText()), threads });
+  // A few made-up steps, so that the browser compiles the engine's fast code while the data loads rather than
+  // during the first epoch, when every core trains (see `warm_up` in web/src/session.rs).
+  check(engine.warm_up());
 });
 
 async function load(dataset, files) {

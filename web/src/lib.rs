@@ -256,6 +256,13 @@ pub unsafe extern "C" fn configure(ptr: *const u8, len: usize) -> i32 {
     SESSION.with(|s| finish(s.borrow_mut().configure(&settings), |_| Vec::new(), |_| 0))
 }
 
+/// Trains a few made-up images in a session of their own, so that the browser compiles the engine's fast code
+/// before the first epoch (see [`Session::warm_up`]); returns how many. Leaves the page's session as it was.
+#[unsafe(no_mangle)]
+pub extern "C" fn warm_up() -> i32 {
+    finish(Session::warm_up(), |_| Vec::new(), |&n| n as i32)
+}
+
 /// Trains at most `max_batches` batches; returns how many it trained.
 #[unsafe(no_mangle)]
 pub extern "C" fn train(max_batches: u32) -> i32 {

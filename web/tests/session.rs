@@ -1,5 +1,6 @@
 //! The training session the page drives, run natively: trained a few batches per call it gives the bits of one
-//! call per epoch, its weights download as a checkpoint the engine reads, and every misuse is a typed error.
+//! call per epoch (with the page's warm-up between the calls, too), its weights download as a checkpoint the
+//! engine reads, and every misuse is a typed error.
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +15,15 @@ fn mnist() -> [Vec<u8>; 4] {
 
 const SETTINGS: &str = r#"{"epochs": 2, "head": "logits", "lr": 0.05, "train_limit": 2000, "test_limit": 500}"#;
 
-/// A session that has trained all of [`SETTINGS`], `batches_per_call` batches at a time.
-fn trained(batches_per_call: usize) -> Session {
+/// A session that has trained all of [`SETTINGS`], `batches_per_call` batches at a time, with the page's
+/// warm-up ([`Session::warm_up`]) before each call where `warm_up` says so.
+fn trained(batches_per_call: usize, warm_up: bool) -> Session {
     let mut s = Session::default();
     assert_eq!(s.load("mnist", mnist()).unwrap(), (60_000, 10_000));
     s.configure(SETTINGS).unwrap();
     let clock = || 0.0;
     while !s.status().unwrap().finished {
-        while s.train(batches_per_call, &clock).unwrap() > 0 {}
+        while (!warm_up || Session::warm_up().unwrap() == 32) && s.train(batches_per_call, &clock).unwrap() > 0 {}
         s.finish_epoch(&clock).unwrap();
     }
     s
@@ -29,7 +31,7 @@ fn trained(batches_per_call: usize) -> Session {
 
 #[test]
 fn a_few_batches_per_call_give_the_bits_of_a_whole_epoch_per_call() {
-    let (few, whole) = (trained(3), trained(1000));
+    let (few, whole) = (trained(3, true), trained(1000, false));
     assert_eq!(few.params().unwrap(), whole.params().unwrap());
     assert_eq!(few.velocity().unwrap(), whole.velocity().unwrap());
     let status = few.status().unwrap();

@@ -82,6 +82,9 @@ async function main() {
     return [ptr, bytes.length];
   }
 
+  // As the page does first (and the bits must not change for it).
+  if (check(engine.warm_up()) !== 32) throw new Error("the warm-up trained on other than its 32 images");
+
   const names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
   const files = names.map(n => readFileSync(`${dataDir}/${n}.gz`));
   const placed = [...files, new TextEncoder().encode("mnist")].map(place);
