@@ -14,7 +14,7 @@ fi
 target=wasm32-wasip1-threads
 rustup target add "$target" >/dev/null 2>&1 || true
 export CARGO_TARGET_WASM32_WASIP1_THREADS_RUNNER="node --no-warnings $PWD/web/tests/wasi-run.mjs"
-# With SIMD128, as scripts/build-web.sh builds the page's modules; without the threads feature, so each test runs on one
-# thread (tests/wasm.rs compares the threaded module's training with the native one's, bit for bit).
+# With SIMD128, as scripts/build-web.sh builds the page's modules; without the threads feature, so each test runs
+# on one thread (tests/wasm.rs compares the threaded module's training with the native one's, bit for bit).
 RUSTFLAGS="-C target-feature=+simd128" cargo test --release --locked -p lenet5-core --no-default-features --lib \
   --target "$target" --target-dir target/wasm-test -- --test-threads=1 "$@"

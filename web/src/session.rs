@@ -337,9 +337,9 @@ impl Session {
     /// returns how many images it trained on. The page calls it once, as soon as the module is ready: a browser
     /// first runs each function with a quick baseline compiler and compiles its fast code in the background only
     /// once the function has run a while, and with every core training (two workers on two cores) that
-    /// compilation waited for a core while the workers ran the slow code (the first epoch of 20,000 images took
-    /// 8 - 25% longer than the second). Called while the page still loads its data, the compilation has a core
-    /// to itself. Nothing of it is kept.
+    /// compilation waited for a core while the workers ran the slow code (the second epoch of 20,000 images
+    /// trained 8 - 25% more images a second than the first). Called while the page still loads its data, the
+    /// compilation has a core to itself. Nothing of it is kept.
     pub fn warm_up() -> Result<usize> {
         const IMAGES: usize = 32;
         let idx = |magic: u8, dims: &[u32], values: Vec<u8>| {

@@ -16,7 +16,11 @@ function importedMemoryLimits(bytes) {
     do { byte = bytes[at++]; value += (byte & 0x7f) * 2 ** shift; shift += 7; } while (byte & 0x80);
     return value;
   };
-  const limits = () => { const flags = bytes[at++]; const min = leb(); return { min, max: flags & 1 ? leb() : undefined }; };
+  const limits = () => {
+    const flags = bytes[at++];
+    const min = leb();
+    return { min, max: flags & 1 ? leb() : undefined };
+  };
   while (at < bytes.length) {
     const id = bytes[at++];
     const size = leb();
@@ -38,7 +42,9 @@ function importedMemoryLimits(bytes) {
 
 const { min, max } = importedMemoryLimits(bytes);
 const memory = new WebAssembly.Memory({ initial: min, maximum: max ?? 16384, shared: true });
-const wasi = new WASI({ version: "preview1", args: [file, ...args], env: {}, preopens: { "/": "/" }, returnOnExit: true });
+const wasi = new WASI({
+  version: "preview1", args: [file, ...args], env: {}, preopens: { "/": "/" }, returnOnExit: true,
+});
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
   wasi_snapshot_preview1: wasi.wasiImport,
   env: { memory },
