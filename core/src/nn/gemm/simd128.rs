@@ -4,7 +4,7 @@
 
 use core::arch::wasm32::*;
 
-use super::{DN, LANES, MatRef, RM, RN, dots_body, rows_body};
+use super::{DN, LANES, MatRef, RM, dots_body};
 
 /// `p[at..at + 4]`.
 ///
@@ -21,38 +21,77 @@ fn mul_add(a: v128, b: v128, acc: v128) -> v128 {
     f32x4_add(f32x4_mul(a, b), acc)
 }
 
-/// As [`super::rows_body`]: whole blocks of 4 rows by 16 columns in vectors, eight columns at a time.
+/// As [`super::rows_body`]: blocks of up to 4 rows by 8 columns in vectors (4 where fewer are left), and the last
+/// columns of a width that is no whole number of vectors one value at a time, as there. Each block's shape is a
+/// constant of its own copy of the loop, which the browser's compiler needs to keep it free of tests.
 pub fn rows(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32]) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m % RM != 0 || n % RN != 0 {
-        return rows_body::<false>(alpha, a, b, c);
-    }
-    let alpha_v = f32x4_splat(alpha);
-    let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
-    // SAFETY (whole body): `sgemm` checked that every index of `a` and `b` and the m x n values of `c` exist,
-    // and the blocks are whole.
-    unsafe {
-        for j0 in (0..n).step_by(RN) {
-            for i0 in (0..m).step_by(RM) {
-                for half in 0..2 {
-                    let j = j0 + 8 * half;
-                    let mut acc = [[f32x4_splat(0.0); 2]; RM];
-                    for p in 0..k {
-                        let row = bp.add(p * b.row_stride + j);
-                        let (r0, r1) = (load(row, 0), load(row, 4));
-                        for (r, acc_r) in acc.iter_mut().enumerate() {
-                            let av =
-                                v128_load32_splat(ap.add((i0 + r) * a.row_stride + p * a.col_stride) as *const u32);
-                            acc_r[0] = mul_add(av, r0, acc_r[0]);
-                            acc_r[1] = mul_add(av, r1, acc_r[1]);
-                        }
-                    }
-                    for (r, acc_r) in acc.iter().enumerate() {
-                        let out = cp.add((i0 + r) * n + j);
-                        v128_store(out as *mut v128, mul_add(alpha_v, acc_r[0], load(out, 0)));
-                        v128_store(out.add(4) as *mut v128, mul_add(alpha_v, acc_r[1], load(out, 4)));
-                    }
+    let (m, n) = (a.rows, b.cols);
+    let vector_cols = n - n % 4;
+    for j in (0..vector_cols).step_by(8) {
+        let two = vector_cols - j >= 8;
+        for i0 in (0..m).step_by(RM) {
+            // SAFETY: `sgemm` checked that every index of `a` and `b` and the m x n values of `c` exist; the
+            // block's rows and columns are inside them.
+            unsafe {
+                match (RM.min(m - i0), two) {
+                    (4, true) => rows_block::<4, 2>(alpha, a, b, c, i0, j),
+                    (4, false) => rows_block::<4, 1>(alpha, a, b, c, i0, j),
+                    (3, true) => rows_block::<3, 2>(alpha, a, b, c, i0, j),
+                    (3, false) => rows_block::<3, 1>(alpha, a, b, c, i0, j),
+                    (2, true) => rows_block::<2, 2>(alpha, a, b, c, i0, j),
+                    (2, false) => rows_block::<2, 1>(alpha, a, b, c, i0, j),
+                    (_, true) => rows_block::<1, 2>(alpha, a, b, c, i0, j),
+                    (_, false) => rows_block::<1, 1>(alpha, a, b, c, i0, j),
                 }
+            }
+        }
+    }
+    for i in 0..m {
+        for x in vector_cols..n {
+            let mut s = 0.0f32;
+            for p in 0..a.cols {
+                s += a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + x];
+            }
+            let o = &mut c[i * n + x];
+            *o += alpha * s;
+        }
+    }
+}
+
+/// Rows `i0..i0 + R` and columns `j..j + 4 V` of `c += alpha * a @ b`, each value summed over `p` from zero, a
+/// multiply then an add, as the portable code sums it.
+///
+/// # Safety
+/// The block lies inside `c (a.rows, b.cols)`, and `a` and `b` hold every value it reads (`sgemm`'s checks).
+#[inline(always)]
+unsafe fn rows_block<const R: usize, const V: usize>(
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    i0: usize,
+    j: usize,
+) {
+    let n = b.cols;
+    let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[f32x4_splat(0.0); V]; R];
+    // SAFETY (whole body): the caller's promise.
+    unsafe {
+        for p in 0..a.cols {
+            let row = bp.add(p * b.row_stride + j);
+            let bs: [v128; V] = std::array::from_fn(|v| load(row, 4 * v));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = v128_load32_splat(ap.add((i0 + r) * a.row_stride + p * a.col_stride) as *const u32);
+                for (acc_v, &b_v) in acc_r.iter_mut().zip(&bs) {
+                    *acc_v = mul_add(av, b_v, *acc_v);
+                }
+            }
+        }
+        let alpha = f32x4_splat(alpha);
+        for (r, acc_r) in acc.iter().enumerate() {
+            let out = cp.add((i0 + r) * n + j);
+            for (v, &acc_v) in acc_r.iter().enumerate() {
+                v128_store(out.add(4 * v) as *mut v128, mul_add(alpha, acc_v, load(out, 4 * v)));
             }
         }
     }

@@ -33,6 +33,16 @@ fn fast_gemm_matches_reference_for_every_transpose() {
             for (x, y) in portable.iter().zip(&want) {
                 assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "portable {x} vs {y} ({m},{k},{n})");
             }
+            // The SIMD128 kernels give the portable ones' bits, whatever the shape (`scripts/wasm-test.sh`).
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            if bm.col_stride == 1 || (bm.row_stride == 1 && am.col_stride == 1) {
+                let mut lanes = c0.clone();
+                match bm.col_stride == 1 {
+                    true => simd128::rows(0.5, am, bm, &mut lanes),
+                    false => simd128::dots(0.5, am, bm, &mut lanes),
+                }
+                assert_eq!(lanes, portable, "SIMD128 against portable ({m},{k},{n}, {ta}, {tb})");
+            }
             for (x, y) in fast.iter().zip(&slow) {
                 assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y} ({m},{k},{n})");
             }
