@@ -1,6 +1,6 @@
 //! Both GEMM kernels with WebAssembly's SIMD128, with the portable kernels' bits: every element is the portable
-//! code's sum, term by term in the same order (a multiply, then an add), and blocks the portable code does one
-//! value at a time are done by it.
+//! code's sum, term by term in the same order (a multiply, then an add). The dot products of a width that is no
+//! whole number of blocks are left to the portable code; the row-panel kernel takes every width itself.
 
 use core::arch::wasm32::*;
 
