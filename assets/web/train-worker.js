@@ -129,14 +129,17 @@ async function download(url, progress) {
 }
 
 // The engine, instantiated once; the page's form takes its defaults from the run specification's.
-const ready = instantiate().then(exports => {
+const ready = instantiate().then(async exports => {
   engine = exports;
   check(engine.defaults());
   const threads = { available: !oneThreadReason, max: engine.max_workers(), reason: oneThreadReason, failures };
   postMessage({ type: "defaults", settings: JSON.parse(resultText()), threads });
   // A few made-up steps, so that the browser compiles the engine's fast code while the data loads rather than
-  // during the first epoch, when every core trains (see `warm_up` in web/src/session.rs).
-  check(engine.warm_up());
+  // during the first epoch, when every core trains (see `warm_up` in web/src/session.rs): on one worker, and on
+  // two where a run will have them (their helper threads are then started now rather than at the first run).
+  const workers = pool ? Math.min(2, navigator.hardwareConcurrency || 1) : 1;
+  if (workers > 1) await pool.grow(2 * (workers - 1));
+  check(engine.warm_up(workers));
 });
 
 async function load(dataset, files) {

@@ -256,11 +256,12 @@ pub unsafe extern "C" fn configure(ptr: *const u8, len: usize) -> i32 {
     SESSION.with(|s| finish(s.borrow_mut().configure(&settings), |_| Vec::new(), |_| 0))
 }
 
-/// Trains a few made-up images in a session of their own, so that the browser compiles the engine's fast code
-/// before the first epoch (see [`Session::warm_up`]); returns how many. Leaves the page's session as it was.
+/// Trains a few made-up images in a session of their own, on one worker and, where `workers` is more, on two
+/// (the helper threads for them started), so that the browser compiles the engine's fast code before the first
+/// epoch (see [`Session::warm_up`]); returns how many. Leaves the page's session as it was.
 #[unsafe(no_mangle)]
-pub extern "C" fn warm_up() -> i32 {
-    finish(Session::warm_up(), |_| Vec::new(), |&n| n as i32)
+pub extern "C" fn warm_up(workers: u32) -> i32 {
+    finish(Session::warm_up(workers as usize), |_| Vec::new(), |&n| n as i32)
 }
 
 /// Trains at most `max_batches` batches; returns how many it trained.

@@ -23,7 +23,7 @@ fn trained(batches_per_call: usize, warm_up: bool) -> Session {
     s.configure(SETTINGS).unwrap();
     let clock = || 0.0;
     while !s.status().unwrap().finished {
-        while (!warm_up || Session::warm_up().unwrap() == 32) && s.train(batches_per_call, &clock).unwrap() > 0 {}
+        while (!warm_up || Session::warm_up(2).unwrap() == 32) && s.train(batches_per_call, &clock).unwrap() > 0 {}
         s.finish_epoch(&clock).unwrap();
     }
     s

@@ -83,7 +83,9 @@ async function main() {
   }
 
   // As the page does first (and the bits must not change for it).
-  if (check(engine.warm_up()) !== 32) throw new Error("the warm-up trained on other than its 32 images");
+  if (check(engine.warm_up(JSON.parse(settings).threads || 1)) !== 32) {
+    throw new Error("the warm-up trained on other than its 32 images");
+  }
 
   const names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
   const files = names.map(n => readFileSync(`${dataDir}/${n}.gz`));
