@@ -808,15 +808,18 @@ fn the_training_page_says_what_is_wrong_and_the_server_keeps_serving() {
 }
 
 /// Training speed in headless Chromium, on one Web Worker and on two, against the native build's portable and
-/// AVX2 kernels on one thread and on two, in the same minutes: an epoch of 20,000 images with each, three times
+/// AVX2 kernels on one thread and on two, in the same minutes: an epoch of 20,000 images with each, five times
 /// (`cargo test --release --test browser -- --ignored --nocapture`; figures in BENCHMARKS.md). The page trains
 /// two epochs, reported apart: the browser compiles the engine's fast code in the background as it first runs,
-/// and with every core training that compilation can still be under way in the first epoch.
+/// and with every core training that compilation can still be under way in the first epoch. Two threads vary
+/// far more from run to run than one on a shared host (a run now and then is a fifth slower throughout), so
+/// the ratio is given best against best, which is what the hardware can do, and median against median.
 #[test]
 #[ignore = "a benchmark: run it with --ignored --nocapture"]
 fn training_speed_in_chromium_against_native() {
     let Some(chromium) = chromium_or_skip() else { return };
     const IMAGES: usize = 20_000;
+    const ROUNDS: usize = 5;
     let server = TestServer::start();
     let mut b = Browser::launch(&chromium);
     // The first and second epochs' images/s.
@@ -853,7 +856,7 @@ fn training_speed_in_chromium_against_native() {
     };
     // Taken in turn, so that a noisy minute on a shared host falls on all of them alike.
     let mut rates = vec![Vec::new(); 8];
-    for _ in 0..3 {
+    for _ in 0..ROUNDS {
         for (i, workers) in [1, 2].into_iter().enumerate() {
             let (first, second) = browser(workers);
             rates[i].push(first);
@@ -864,7 +867,12 @@ fn training_speed_in_chromium_against_native() {
     }
     let show = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    println!("training images/s, an epoch of {IMAGES} images (three runs each):");
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("training images/s, an epoch of {IMAGES} images ({ROUNDS} runs each, in turn):");
     let runs = [
         "WebAssembly in headless Chromium, first epoch",
         "WebAssembly in headless Chromium, second epoch",
@@ -875,7 +883,11 @@ fn training_speed_in_chromium_against_native() {
         let (one, two) = (&rates[2 * i], &rates[2 * i + 1]);
         println!("  {what}:");
         println!("    one thread:  {}", show(one));
-        println!("    two threads: {}  ({:.2}x, best against best)", show(two), best(two) / best(one));
+        let (by_best, by_median) = (best(two) / best(one), median(two) / median(one));
+        println!(
+            "    two threads: {}  ({by_best:.2}x best against best, {by_median:.2}x median against median)",
+            show(two)
+        );
     }
 }
 
