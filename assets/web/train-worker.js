@@ -137,8 +137,9 @@ const ready = instantiate().then(async exports => {
   // A few made-up steps, so that the browser compiles the engine's fast code while the data loads rather than
   // during the first epoch, when every core trains (see `warm_up` in web/src/session.rs): on one worker, and on
   // two where a run will have them (their helper threads are then started now rather than at the first run).
-  const workers = pool ? Math.min(2, navigator.hardwareConcurrency || 1) : 1;
-  if (workers > 1) await pool.grow(2 * (workers - 1));
+  let workers = pool ? Math.min(2, navigator.hardwareConcurrency || 1) : 1;
+  // Where the helpers do not start, the warm-up takes one worker, and a run that asks for more says why.
+  if (workers > 1) await pool.grow(2 * (workers - 1)).catch(() => { workers = 1; });
   check(engine.warm_up(workers));
 });
 
