@@ -252,6 +252,18 @@ pub fn conv2d_backward(
     }
 }
 
+/// `x (C, n, P)`, images laid out as here, -> `(n, C, P)`, as the model's kernels lay them out.
+#[cfg(test)]
+pub fn image_major(x: &[f32], channels: usize, n: usize, plane: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; channels * n * plane];
+    for c in 0..channels {
+        for b in 0..n {
+            out[(b * channels + c) * plane..][..plane].copy_from_slice(&x[(c * n + b) * plane..][..plane]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,9 +148,9 @@ pub trait StageClock {
 impl StageClock for () {}
 
 /// Activations and their gradients for up to `capacity` images, allocated once and reused every step.
-/// The input is NCHW; conv1 and pool1 are channel-major `(C, n, H, W)` (as the convolution kernels take them), conv2 is
-/// pixel-major `(n, H, W, C)` (one pixel's 16 channels are one AVX-512 vector); [`Workspace::feature_maps`] reads one image's
-/// planes whatever the layout.
+/// The input, conv1 and pool1 are NCHW `(n, C, H, W)`: each image's values side by side, so that the images of a slice
+/// can be shared out among workers. conv2 is pixel-major `(n, H, W, C)` (one pixel's 16 channels are one AVX-512
+/// vector); [`Workspace::feature_maps`] reads one image's planes whatever the layout.
 /// `backward` overwrites conv1, pool1 and conv2 with their gradients (the activations are not needed by then,
 /// and the step's working set stays smaller), so read them after [`forward`], not after a training step.
 pub(crate) struct Workspace {
@@ -161,15 +161,15 @@ pub(crate) struct Workspace {
     /// The input zero-padded for conv1 `(n, 32, 36)`, with the rows of each image that are not blank.
     padded: conv1_direct::PaddedImages,
     conv1_scratch: AlignedBuf,
-    /// After conv1 and ReLU `(6, n, 28, 28)`.
+    /// After conv1 and ReLU `(n, 6, 28, 28)`.
     pub(crate) conv1: AlignedBuf,
-    /// After the first pooling `(6, n, 14, 14)`.
+    /// After the first pooling `(n, 6, 14, 14)`.
     pub(crate) pool1: AlignedBuf,
     /// conv2's weight with each tap's 16 output channels side by side `(150, 16)`.
     conv2_packed: AlignedBuf,
     /// conv2's weight transformed for [`conv2_winograd`] `(6, 6, 6, 16)`, when that runs.
     conv2_winograd_weight: AlignedBuf,
-    /// conv2's input transformed for [`conv2_winograd`] `(6 n, 5, 6, 32)`, kept for the weight gradient.
+    /// conv2's input transformed for [`conv2_winograd`] `(n 6, 5, 6, 32)`, kept for the weight gradient.
     conv2_winograd_input: AlignedBuf,
     /// After conv2 and ReLU, pixel-major `(n, 10, 10, 16)`.
     pub(crate) conv2: AlignedBuf,
@@ -276,7 +276,8 @@ impl Workspace {
     pub fn feature_maps(&self, stage: Stage, n: usize, image: usize) -> Option<Vec<f32>> {
         assert!(image < n && n <= self.capacity);
         let planes = |act: &[f32], channels: usize, size: usize| {
-            (0..channels).flat_map(|c| feature_map(act, n, size, image, c).iter().copied()).collect()
+            let len = channels * size * size;
+            act[image * len..(image + 1) * len].to_vec()
         };
         Some(match stage {
             Stage::Conv1 => planes(&self.conv1, CONV1.out_channels, CONV1.out_size()),
@@ -290,13 +291,6 @@ impl Workspace {
             _ => return None,
         })
     }
-}
-
-/// One `size x size` plane (channel `channel` of image `image`) of a channel-major activation `(C, n, S, S)`
-/// holding `n` images, e.g. `feature_map(&ws.conv1, n, 28, 0, 3)`.
-pub(crate) fn feature_map(activation: &[f32], n: usize, size: usize, image: usize, channel: usize) -> &[f32] {
-    let hw = size * size;
-    &activation[(channel * n + image) * hw..(channel * n + image + 1) * hw]
 }
 
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.

@@ -44,7 +44,7 @@ pub unsafe fn forward(n: usize, padded: &[f32], live: &[LiveRows], weight: &[f32
                         }
                     }
                     for (c, acc_c) in acc.iter().enumerate() {
-                        let dst = op.add(((o0 + c) * n + b) * S * S + y * S);
+                        let dst = op.add((b * OC + o0 + c) * S * S + y * S);
                         for (q, v) in acc_c[..Q - 1].iter().enumerate() {
                             _mm256_storeu_ps(dst.add(8 * q), _mm256_max_ps(*v, zero));
                         }
@@ -89,7 +89,7 @@ pub unsafe fn backward(
                         for q in 0..Q {
                             let mut g = [_mm256_setzero_ps(); G];
                             for (c, g_c) in g.iter_mut().enumerate() {
-                                let src = gp.add(((o0 + c) * n + b) * S * S + y * S + 8 * q);
+                                let src = gp.add((b * OC + o0 + c) * S * S + y * S + 8 * q);
                                 *g_c = if q < Q - 1 { _mm256_loadu_ps(src) } else { _mm256_maskload_ps(src, tail) };
                             }
                             if i == 0 {

@@ -37,7 +37,7 @@ pub unsafe fn forward(n: usize, padded: &[f32], live: &[LiveRows], weight: &[f32
                     }
                 }
                 for (o, acc_o) in acc.iter().enumerate() {
-                    let dst = op.add((o * n + b) * S * S + y * S);
+                    let dst = op.add((b * OC + o) * S * S + y * S);
                     _mm512_storeu_ps(dst, _mm512_max_ps(acc_o[0], zero));
                     _mm512_mask_storeu_ps(dst.add(16), TAIL, _mm512_max_ps(acc_o[1], zero));
                 }
@@ -95,7 +95,7 @@ pub unsafe fn backward<const SHIFT: bool>(
                         for half in 0..2 {
                             let mut g = [_mm512_setzero_ps(); G];
                             for (c, g_c) in g.iter_mut().enumerate() {
-                                let src = gp.add(((o0 + c) * n + b) * S * S + y * S + 16 * half);
+                                let src = gp.add((b * OC + o0 + c) * S * S + y * S + 16 * half);
                                 *g_c = if half == 0 { _mm512_loadu_ps(src) } else { _mm512_maskz_loadu_ps(TAIL, src) };
                             }
                             if i == 0 {

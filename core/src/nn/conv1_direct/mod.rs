@@ -9,7 +9,7 @@
 //!
 //! # Shapes
 //! input `(n, 1, 28, 28)`, padded input `(n, 32, 36)` (kept for backward), weight `(6, 1, 5, 5)`,
-//! output `(6, n, 28, 28)` (channel-major, like every conv activation), scratch `(n, 28, 32)`.
+//! output `(n, 6, 28, 28)` (image by image, like every conv activation), scratch `(n, 28, 32)`.
 
 use std::ops::Range;
 
@@ -139,8 +139,8 @@ fn forward_relu_body<const FMA: bool>(
                         }
                     }
                 }
-                let row0 = (o * n + b) * S * S + y * S;
-                let row1 = ((o + 1) * n + b) * S * S + y * S;
+                let row0 = (b * OC + o) * S * S + y * S;
+                let row1 = (b * OC + o + 1) * S * S + y * S;
                 for x in 0..S {
                     out[row0 + x] = acc0[x].max(0.0);
                     out[row1 + x] = acc1[x].max(0.0);
@@ -156,7 +156,7 @@ fn check(fits: bool) {
     assert!(fits, "conv1: buffer too small");
 }
 
-/// Convolution then ReLU: `padded (n, 32, 36)` -> `out (6, n, 28, 28)`.
+/// Convolution then ReLU: `padded (n, 32, 36)` -> `out (n, 6, 28, 28)`.
 pub fn conv_relu_forward(n: usize, padded: &PaddedImages, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     check(
         padded.holds(n)
@@ -187,13 +187,15 @@ fn backward_body<const FMA: bool>(
     let out_channels = bias_grad.len();
     for o in 0..out_channels {
         // This channel's gradient rows, widened to 32 with zeros so each row is whole vectors.
-        let g = &out_grad[o * n * S * S..(o + 1) * n * S * S];
         let rows = &mut scratch[..n * S * W];
         let mut bias_sum = 0.0f32;
-        for (dst, src) in rows.chunks_exact_mut(W).zip(g.chunks_exact(S)) {
-            dst[..S].copy_from_slice(src);
-            dst[S..].fill(0.0);
-            bias_sum += src.iter().sum::<f32>();
+        for (b, image_rows) in rows.chunks_exact_mut(S * W).enumerate() {
+            let g = &out_grad[(b * OC + o) * S * S..][..S * S];
+            for (dst, src) in image_rows.chunks_exact_mut(W).zip(g.chunks_exact(S)) {
+                dst[..S].copy_from_slice(src);
+                dst[S..].fill(0.0);
+                bias_sum += src.iter().sum::<f32>();
+            }
         }
         bias_grad[o] += bias_sum;
         // For each kernel row, all five kernel columns at once, over half a padded row (16 lanes) at a time:
@@ -228,7 +230,7 @@ fn backward_body<const FMA: bool>(
     }
 }
 
-/// Adds the weight and bias gradients of `n` images: `out_grad (6, n, 28, 28)` (after the ReLU mask),
+/// Adds the weight and bias gradients of `n` images: `out_grad (n, 6, 28, 28)` (after the ReLU mask),
 /// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (used only by the portable code).
 pub fn conv_backward(
     n: usize,

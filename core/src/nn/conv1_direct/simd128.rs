@@ -42,7 +42,7 @@ pub fn forward(n: usize, padded: &[f32], live: &[LiveRows], weight: &[f32], bias
                         }
                     }
                     for (q, acc_q) in acc.iter().enumerate() {
-                        let dst = &mut out[((o + q) * n + b) * S * S + y * S + x0..][..4 * vectors];
+                        let dst = &mut out[(b * OC + o + q) * S * S + y * S + x0..][..4 * vectors];
                         for (v, &value) in acc_q.iter().take(vectors).enumerate() {
                             // Rust's `max(v, 0)`: zero for NaN and for either zero.
                             // SAFETY: four of the row's values are there.
@@ -68,9 +68,12 @@ pub fn backward(
 ) {
     const HALF: usize = W / 2;
     for o in 0..OC {
-        let g = &out_grad[o * n * S * S..(o + 1) * n * S * S];
         let rows = &mut scratch[..n * S * W];
-        bias_grad[o] += widen_and_sum_rows(g, rows);
+        let mut bias_sum = 0.0f32;
+        for (b, image_rows) in rows.chunks_exact_mut(S * W).enumerate() {
+            bias_sum = widen_and_sum_rows(&out_grad[(b * OC + o) * S * S..][..S * S], image_rows, bias_sum);
+        }
+        bias_grad[o] += bias_sum;
         let rows = &*rows;
         for i in 0..K {
             let mut taps = [0.0f32; K];
@@ -114,12 +117,11 @@ pub fn backward(
     }
 }
 
-/// Copies the rows of 28 values of `g` into `rows` widened to 32 with zeros, and returns the sum of the rows'
+/// Copies the rows of 28 values of `g` into `rows` widened to 32 with zeros, and returns `total` plus the rows'
 /// sums, in order, each row's taken value by value from the left as `iter().sum()` takes it (four rows at a
 /// time, one per lane), as the portable code adds them.
-fn widen_and_sum_rows(g: &[f32], rows: &mut [f32]) -> f32 {
+fn widen_and_sum_rows(g: &[f32], rows: &mut [f32], mut total: f32) -> f32 {
     let count = g.len() / S;
-    let mut total = 0.0f32;
     let mut sums = [0.0f32; 4];
     let zero = f32x4_splat(0.0);
     for (r, (dst, src)) in rows.chunks_exact_mut(W).zip(g.chunks_exact(S)).enumerate() {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::nn::conv::{conv2d_backward, conv2d_forward};
+use crate::nn::conv::{conv2d_backward, conv2d_forward, image_major};
 use crate::nn::model::CONV1;
 use crate::rng::Rng;
 
@@ -67,6 +67,7 @@ fn matches_im2col_gemm_forward_and_backward() {
     let mut want = vec![0.0; n * d.out_len()];
     conv2d_forward(&d, n, &input, &weight, &bias, &mut col, &mut want);
     crate::nn::activation::relu_forward(&mut want);
+    let want = image_major(&want, OC, n, S * S);
     let mut padded = PaddedImages::new(n);
     // Filled twice, so that the first images' values could show through if filling left any.
     padded.fill(n, &random(&mut rng, n * S * S));
@@ -77,11 +78,12 @@ fn matches_im2col_gemm_forward_and_backward() {
 
     // Image 3 is blank: its outputs are the ReLU of the bias alone.
     for o in 0..6 {
-        assert!(got[(o * n + 3) * S * S..][..S * S].iter().all(|&v| v == bias[o].max(0.0)));
+        assert!(got[(3 * OC + o) * S * S..][..S * S].iter().all(|&v| v == bias[o].max(0.0)));
     }
 
     let (mut gw_want, mut gb_want) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
     conv2d_backward(&d, n, &col, &weight, &out_grad, &mut gw_want, &mut gb_want, None);
+    let out_grad = image_major(&out_grad, OC, n, S * S);
     let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
     let mut scratch = vec![f32::NAN; n * SCRATCH_LEN];
     conv_backward(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);

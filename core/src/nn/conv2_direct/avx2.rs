@@ -23,7 +23,7 @@ pub unsafe fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out
                 for x0 in (0..OS).step_by(XB) {
                     let mut acc = [bias; XB];
                     for c in 0..C {
-                        let plane = ip.add((c * n + b) * PLANE);
+                        let plane = ip.add((b * C + c) * PLANE);
                         for i in 0..K {
                             let row = plane.add((y + i) * H + x0);
                             for j in 0..K {
@@ -72,7 +72,7 @@ pub unsafe fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &m
             for i in 0..K {
                 let mut acc = [[_mm256_setzero_ps(); 2]; K];
                 for b in 0..n {
-                    let plane = ip.add((c * n + b) * PLANE);
+                    let plane = ip.add((b * C + c) * PLANE);
                     let g_img = gp.add(b * OUT_LEN);
                     for y in 0..OS {
                         let row = plane.add((y + i) * H);
@@ -118,7 +118,7 @@ pub unsafe fn input_grad(n: usize, grad: &[f32], packed: &[f32], input_grad: &mu
             let g_img = gp.add(b * OUT_LEN);
             for c in 0..C {
                 for y_in in 0..H {
-                    let dst = dp.add(((c * n + b) * H + y_in) * H);
+                    let dst = dp.add(((b * C + c) * H + y_in) * H);
                     _mm256_maskstore_ps(dst, seven, input_row_part::<0>(g_img, wp, c, y_in));
                     _mm256_maskstore_ps(dst.add(PART), seven, input_row_part::<PART>(g_img, wp, c, y_in));
                 }

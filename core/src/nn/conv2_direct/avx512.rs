@@ -18,7 +18,7 @@ pub unsafe fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out
             for y in 0..OS {
                 let mut acc = [bias; OS];
                 for c in 0..C {
-                    let plane = ip.add((c * n + b) * PLANE);
+                    let plane = ip.add((b * C + c) * PLANE);
                     for i in 0..K {
                         let row = plane.add((y + i) * H);
                         for j in 0..K {
@@ -58,7 +58,7 @@ pub unsafe fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &m
             // All 25 taps of this input channel: each gradient vector loaded once serves 25 FMAs.
             let mut acc = [_mm512_setzero_ps(); K * K];
             for b in 0..n {
-                let plane = ip.add((c * n + b) * PLANE);
+                let plane = ip.add((b * C + c) * PLANE);
                 let g_img = gp.add(b * OUT_LEN);
                 for y in 0..OS {
                     // Two neighbouring pixels at a time: their taps read 6 input values per kernel row
@@ -126,7 +126,7 @@ pub unsafe fn input_grad(n: usize, grad: &[f32], packed: &[f32], input_grad: &mu
                             }
                         }
                     }
-                    let dst = dp.add(((c * n + b) * H + y_in) * H);
+                    let dst = dp.add(((b * C + c) * H + y_in) * H);
                     _mm512_mask_storeu_ps(dst, mask, reduce_4x4(&acc));
                 }
             }

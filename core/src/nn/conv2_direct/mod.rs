@@ -18,9 +18,9 @@
 //! column matrix per image, which cost as much as the products themselves.
 //!
 //! # Shapes
-//! input `(6, n, 14, 14)` (channel-major, as pooling writes it), weight `(16, 6, 5, 5)` (PyTorch's), packed
+//! input `(n, 6, 14, 14)` (image by image, as pooling writes it), weight `(16, 6, 5, 5)` (PyTorch's), packed
 //! weight `(150, 16)`, output `(n, 10, 10, 16)` (pixel-major), output gradient pixel-major `(n, 10, 10, 16)`
-//! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(6, n, 14, 14)`.
+//! (and, on the portable path, as padded rows `(n, 16, 10, 20)`), input gradient `(n, 6, 14, 14)`.
 
 use crate::simd::{BASELINE_FMA, dispatch, mul_add, relu_mask, select};
 
@@ -122,7 +122,7 @@ fn forward_body<const FMA: bool>(n: usize, input: &[f32], packed: &[f32], bias: 
             for x0 in (0..OS).step_by(XB) {
                 let mut acc = [*bias; XB];
                 for c in 0..C {
-                    let plane = &input[(c * n + b) * PLANE..(c * n + b + 1) * PLANE];
+                    let plane = &input[(b * C + c) * PLANE..(b * C + c + 1) * PLANE];
                     for i in 0..K {
                         let row: &[f32; H] = plane[(y + i) * H..(y + i + 1) * H].try_into().unwrap();
                         for j in 0..K {
@@ -148,7 +148,7 @@ fn forward_body<const FMA: bool>(n: usize, input: &[f32], packed: &[f32], bias: 
     }
 }
 
-/// Convolution then ReLU: `input (6, n, 14, 14)`, `packed` from [`pack_weight`] -> `out (n, 10, 10, 16)`.
+/// Convolution then ReLU: `input (n, 6, 14, 14)`, `packed` from [`pack_weight`] -> `out (n, 10, 10, 16)`.
 pub fn conv_relu_forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut [f32]) {
     check(
         input.len() >= C * n * PLANE
@@ -187,7 +187,7 @@ fn weight_grad_body<const FMA: bool>(
         for i in 0..K {
             let mut acc = [[0.0f32; OC]; K];
             for b in 0..n {
-                let plane = &input[(c * n + b) * PLANE..(c * n + b + 1) * PLANE];
+                let plane = &input[(b * C + c) * PLANE..(b * C + c + 1) * PLANE];
                 for y in 0..OS {
                     let row: &[f32; H] = plane[(y + i) * H..(y + i + 1) * H].try_into().unwrap();
                     for x in 0..OS {
@@ -210,7 +210,7 @@ fn weight_grad_body<const FMA: bool>(
     }
 }
 
-/// Adds the weight and bias gradients of `n` images: `input (6, n, 14, 14)` as in forward, `grad (n, 10, 10, 16)`
+/// Adds the weight and bias gradients of `n` images: `input (n, 6, 14, 14)` as in forward, `grad (n, 10, 10, 16)`
 /// the output gradient after the ReLU mask, `weight_grad (16, 6, 5, 5)`.
 pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     check(
@@ -250,7 +250,7 @@ fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], packed: &[f32], inpu
                     }
                 }
                 for (c, acc_c) in acc.iter().enumerate() {
-                    let dst = &mut input_grad[((c * n + b) * H + y + i) * H..][..H];
+                    let dst = &mut input_grad[((b * C + c) * H + y + i) * H..][..H];
                     for x in 0..H {
                         dst[x] += acc_c[x];
                     }
@@ -260,7 +260,7 @@ fn input_grad_body<const FMA: bool>(n: usize, rows: &[f32], packed: &[f32], inpu
     }
 }
 
-/// Overwrites `input_grad (6, n, 14, 14)` with the gradient of the input, from the pixel-major output gradient
+/// Overwrites `input_grad (n, 6, 14, 14)` with the gradient of the input, from the pixel-major output gradient
 /// `grad (n, 10, 10, 16)` and the packed weight `(150, 16)` (see [`pack_weight`]). `rows (n, 16, 10, 20)` is
 /// scratch for the portable path, which reads the gradient as padded rows: its padding must be zero, as for
 /// [`pad_grad_rows`].

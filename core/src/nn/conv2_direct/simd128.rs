@@ -55,7 +55,7 @@ pub fn forward(n: usize, input: &[f32], packed: &[f32], bias: &[f32], out: &mut 
                     for x0 in (0..OS).step_by(XB) {
                         let mut acc = [bias; XB];
                         for c in 0..C {
-                            let plane = input.add((c * n + b) * PLANE);
+                            let plane = input.add((b * C + c) * PLANE);
                             for i in 0..K {
                                 let row = plane.add((y + i) * H + x0);
                                 for j in 0..K {
@@ -110,7 +110,7 @@ pub fn weight_grad(n: usize, input: &[f32], grad: &[f32], weight_grad: &mut [f32
                     let channels = 4 * quarter;
                     let mut acc = [f32x4_splat(0.0); K];
                     for b in 0..n {
-                        let plane = input.add((c * n + b) * PLANE);
+                        let plane = input.add((b * C + c) * PLANE);
                         for y in 0..OS {
                             let row = plane.add((y + i) * H);
                             let g = grad.add((b * OS + y) * OS * OC + channels);
@@ -178,7 +178,7 @@ pub fn input_grad(n: usize, rows: &[f32], packed: &[f32], input_grad: &mut [f32]
                             v128_store(sums_c.as_mut_ptr().add(4) as *mut v128, acc_c[1]);
                         }
                         for (c, sums_c) in sums.iter().enumerate().map(|(c, s)| (first + c, s)) {
-                            let dst = &mut input_grad[((c * n + b) * H + y + i) * H..][..H];
+                            let dst = &mut input_grad[((b * C + c) * H + y + i) * H..][..H];
                             for (x, v) in dst.iter_mut().enumerate().skip(8 * half).take(8) {
                                 *v += sums_c[x - 8 * half];
                             }

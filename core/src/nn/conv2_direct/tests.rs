@@ -1,5 +1,5 @@
 use super::*;
-use crate::nn::conv::{conv2d_backward, conv2d_forward};
+use crate::nn::conv::{conv2d_backward, conv2d_forward, image_major};
 use crate::nn::model::CONV2;
 use crate::rng::Rng;
 
@@ -95,6 +95,8 @@ fn matches_im2col_gemm_forward_and_backward() {
             Some((&mut gi_want, &mut col_grad)),
         );
 
+        // The kernels' layout of the input and its gradient.
+        let (input, gi_want) = (image_major(&input, C, n, PLANE), image_major(&gi_want, C, n, PLANE));
         let mut packed = vec![0.0; PACKED_WEIGHT_LEN];
         pack_weight(&weight, &mut packed);
         let grad_px = to_pixel_major(&out_grad, OC, n, OS * OS);

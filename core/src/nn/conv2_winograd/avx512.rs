@@ -166,7 +166,7 @@ pub unsafe fn forward(n: usize, v: &[f32], u: &[f32], bias: &[f32], out: &mut [f
     unsafe {
         let bias = _mm512_loadu_ps(bias.as_ptr());
         for b in 0..n {
-            let planes: [*const f32; C] = std::array::from_fn(|c| vp.add((c * n + b) * PLANE_LEN));
+            let planes: [*const f32; C] = std::array::from_fn(|c| vp.add((b * C + c) * PLANE_LEN));
             let dst = op.add(b * OS * OS * OC);
             for ty in 0..T {
                 forward_tiles::<3>(&planes, up, bias, ty, 0, dst);
@@ -220,7 +220,7 @@ pub unsafe fn weight_grad_sums(
                     }
                 }
             }
-            let planes: [*const f32; C] = std::array::from_fn(|c| vp.add((c * n + b) * PLANE_LEN));
+            let planes: [*const f32; C] = std::array::from_fn(|c| vp.add((b * C + c) * PLANE_LEN));
             for xi in 0..A {
                 const NU: usize = 3;
                 for nu0 in (0..A).step_by(NU) {

@@ -16,7 +16,7 @@
 //! fast ones against. Without AVX-512, the direct kernels run instead ([`enabled`]).
 //!
 //! # Shapes
-//! input `(6, n, 14, 14)` (channel-major, as pooling writes it); transformed input `(6 n, 5, 6, 32)`: per plane,
+//! input `(n, 6, 14, 14)` (image by image, as pooling writes it); transformed input `(n 6, 5, 6, 32)`: per plane,
 //! tile row `ty` and patch row `xi`, 32 values of which lane `nu * 5 + tx` is `(B^T P B)[xi][nu]` of the patch of
 //! tile `(ty, tx)` (lanes 30 and 31 zero); packed weight `(150, 16)` as [`super::conv2_direct::pack_weight`] makes
 //! it; transformed weight `(6, 6, 6, 16)`: `[xi][nu][c][o]`; output and output gradient pixel-major `(n, 10, 10, 16)`.
@@ -142,7 +142,7 @@ dispatch! {
     pub fn transform_weight(packed: &[f32], u: &mut [f32]) => transform_weight_body
 }
 
-/// `input (6, n, 14, 14)` -> `v (6 n, 5, 6, 32)`: every patch's `B^T P B`.
+/// `input (n, 6, 14, 14)` -> `v (n 6, 5, 6, 32)`: every patch's `B^T P B`.
 pub fn transform_input(n: usize, input: &[f32], v: &mut [f32]) {
     check(input.len() >= C * n * H * H && v.len() >= n * INPUT_LEN);
     // The SIMD kernel indexes with pointers: `check` proved both buffers large enough.

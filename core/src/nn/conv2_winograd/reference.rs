@@ -41,7 +41,7 @@ pub fn forward(n: usize, v: &[f32], u: &[f32], bias: &[f32], out: &mut [f32]) {
                     for (xi, m_xi) in m.iter_mut().enumerate() {
                         for (nu, m_xn) in m_xi.iter_mut().enumerate() {
                             for c in 0..C {
-                                *m_xn += u[((xi * A + nu) * C + c) * OC + o] * at(v, c * n + b, ty, tx, xi, nu);
+                                *m_xn += u[((xi * A + nu) * C + c) * OC + o] * at(v, b * C + c, ty, tx, xi, nu);
                             }
                         }
                     }
@@ -78,7 +78,7 @@ pub fn weight_grad_sums(n: usize, v: &[f32], grad: &[f32], sums: &mut [f32]) {
                                 }
                             }
                             for c in 0..C {
-                                sums[((xi * A + nu) * C + c) * OC + o] += d * at(v, c * n + b, ty, tx, xi, nu);
+                                sums[((xi * A + nu) * C + c) * OC + o] += d * at(v, b * C + c, ty, tx, xi, nu);
                             }
                         }
                     }

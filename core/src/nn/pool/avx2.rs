@@ -1,4 +1,4 @@
-//! Kernels with AVX2 intrinsics: the channel-major forward and backward (as on AVX-512, with 8 lanes), and the
+//! Kernels with AVX2 intrinsics: the plane-by-plane forward and backward (as on AVX-512, with 8 lanes), and the
 //! pixel-major flattening forward, which every CPU with AVX2 uses (AVX-512 has nothing faster for it).
 
 use std::arch::x86_64::*;

@@ -1,4 +1,4 @@
-//! Channel-major kernels with AVX-512 intrinsics, the lanes paired or spread with permutes (the compiled portable
+//! Plane-by-plane kernels with AVX-512 intrinsics, the lanes paired or spread with permutes (the compiled portable
 //! code handles the pairs one by one): forward for rows of up to 32 values, a pooled row in one vector;
 //! backward for the first pooling's 28 x 28 planes.
 

@@ -148,13 +148,13 @@ pub fn avgpool2_relu_backward_in_place(d: &Pool2Dims, n: usize, out_grad: &[f32]
     }
 }
 
-/// Channel-major kernels with AVX-512 intrinsics, the lanes paired or spread with permutes (the compiled portable
+/// Plane-by-plane kernels with AVX-512 intrinsics, the lanes paired or spread with permutes (the compiled portable
 /// code handles the pairs one by one): forward for rows of up to 32 values, a pooled row in one vector;
 /// backward for the first pooling's 28 x 28 planes.
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// Kernels with AVX2 intrinsics: the channel-major forward and backward (as on AVX-512, with 8 lanes), and the
+/// Kernels with AVX2 intrinsics: the plane-by-plane forward and backward (as on AVX-512, with 8 lanes), and the
 /// pixel-major flattening forward, which every CPU with AVX2 uses (AVX-512 has nothing faster for it).
 #[cfg(target_arch = "x86_64")]
 mod avx2;
