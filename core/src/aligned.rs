@@ -15,7 +15,8 @@ struct Line([f32; 16]);
 /// lies on a 64-byte boundary.
 #[derive(Clone)]
 pub struct AlignedBuf {
-    lines: Box<[Line]>,
+    /// A `Vec` for its raw pointers, which stay valid however the buffer is borrowed (see [`AlignedBuf::as_mut_ptr`]).
+    lines: Vec<Line>,
     /// Where the values start in `lines`, in values.
     start: usize,
     len: usize,
@@ -34,7 +35,7 @@ impl AlignedBuf {
     /// are read the most as vectors.
     pub fn zeroed_at(len: usize, at: usize) -> Self {
         let start = (LINE - at % LINE) % LINE;
-        AlignedBuf { lines: vec![Line([0.0; LINE]); (start + len).div_ceil(LINE)].into_boxed_slice(), start, len }
+        AlignedBuf { lines: vec![Line([0.0; LINE]); (start + len).div_ceil(LINE)], start, len }
     }
 
     /// A copy of `values`, value `at` starting a line.
@@ -48,6 +49,16 @@ impl AlignedBuf {
     #[cfg(test)]
     pub fn from_slice(values: &[f32]) -> Self {
         AlignedBuf::from_slice_at(values, 0)
+    }
+}
+
+impl AlignedBuf {
+    /// The first value, for threads that each take their own part of the buffer at the same time: the pointer
+    /// stays valid while the buffer is neither dropped nor moved out of, whatever references to it come and go,
+    /// as `Vec::as_mut_ptr`'s does.
+    pub fn as_mut_ptr(&mut self) -> *mut f32 {
+        // SAFETY: `start` is within the allocation (`start + len` values are there).
+        unsafe { self.lines.as_mut_ptr().cast::<f32>().add(self.start) }
     }
 }
 

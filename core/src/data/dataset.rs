@@ -316,10 +316,21 @@ impl Split {
     /// Writes the images at `indices` scaled to [0, 1] (like torchvision's `ToTensor`) into `x (n, 1, 28, 28)`,
     /// and their labels into `y (n)`.
     pub fn gather(&self, indices: &[u32], x: &mut [f32], y: &mut [Label]) {
-        for (k, &i) in indices.iter().enumerate() {
-            let i = i as usize;
-            to_unit_range(self.image(i), &mut x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN]);
-            y[k] = self.labels[i];
+        self.gather_images(indices, x);
+        self.gather_labels(indices, y);
+    }
+
+    /// The images of [`Split::gather`] alone.
+    pub fn gather_images(&self, indices: &[u32], x: &mut [f32]) {
+        for (&i, x) in indices.iter().zip(x.chunks_exact_mut(IMAGE_LEN)) {
+            to_unit_range(self.image(i as usize), x);
+        }
+    }
+
+    /// The labels of [`Split::gather`] alone.
+    pub fn gather_labels(&self, indices: &[u32], y: &mut [Label]) {
+        for (&i, y) in indices.iter().zip(y) {
+            *y = self.labels[i as usize];
         }
     }
 

@@ -293,6 +293,168 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// The workspace taken apart for its first `n` images.
+    fn parts(&mut self, n: usize) -> WorkspaceParts<'_> {
+        WorkspaceParts {
+            weights: Conv2Weights { packed: &self.conv2_packed, winograd: &self.conv2_winograd_weight },
+            images: ImageBuffers {
+                input: &mut self.input[..n * IMAGE_LEN],
+                padded: self.padded.as_mut(),
+                conv1: &mut self.conv1[..n * CONV1.out_len()],
+                pool1: &mut self.pool1[..n * POOL1.out_len()],
+                winograd_input: &mut self.conv2_winograd_input[..n * conv2_winograd::INPUT_LEN],
+                conv2: &mut self.conv2[..n * conv2_direct::OUT_LEN],
+                flat: &mut self.flat[..n * POOL2.out_len()],
+                d_flat: &mut self.d_flat[..n * POOL2.out_len()],
+                d_conv2_rows: &mut self.d_conv2_rows[..n * conv2_direct::GRAD_ROWS_LEN],
+            },
+            scratch: GradScratch { conv1: &mut self.conv1_scratch, winograd: &mut self.d_conv2_winograd },
+        }
+    }
+
+    /// The scratch of the convolutions' weight gradients.
+    pub(crate) fn grad_scratch(&mut self) -> GradScratch<'_> {
+        GradScratch { conv1: &mut self.conv1_scratch, winograd: &mut self.d_conv2_winograd }
+    }
+
+    /// conv2's weight as the last [`prepare_conv2`] left it.
+    pub(crate) fn conv2_weights(&self) -> Conv2Weights<'_> {
+        Conv2Weights { packed: &self.conv2_packed, winograd: &self.conv2_winograd_weight }
+    }
+
+    /// Where the per-image buffers start, for workers that take images of this workspace at the same time
+    /// (see [`ImagePtrs`]). The addresses hold until the workspace is dropped or trades its buffers
+    /// ([`Workspace::swap_convolution_buffers`]).
+    pub(crate) fn image_ptrs(&mut self) -> ImagePtrs {
+        let (padded, live) = self.padded.as_mut_ptrs();
+        ImagePtrs {
+            capacity: self.capacity,
+            input: self.input.as_mut_ptr(),
+            padded,
+            live,
+            conv1: self.conv1.as_mut_ptr(),
+            pool1: self.pool1.as_mut_ptr(),
+            winograd_input: self.conv2_winograd_input.as_mut_ptr(),
+            conv2: self.conv2.as_mut_ptr(),
+            flat: self.flat.as_mut_ptr(),
+            d_flat: self.d_flat.as_mut_ptr(),
+            d_conv2_rows: self.d_conv2_rows.as_mut_ptr(),
+        }
+    }
+}
+
+/// A workspace taken apart: conv2's prepared weight, its images' buffers, and the weight gradients' scratch.
+struct WorkspaceParts<'a> {
+    weights: Conv2Weights<'a>,
+    images: ImageBuffers<'a>,
+    scratch: GradScratch<'a>,
+}
+
+/// conv2's weight as [`prepare_conv2`] leaves it: packed `(150, 16)`, and transformed for Winograd's.
+#[derive(Clone, Copy)]
+pub(crate) struct Conv2Weights<'a> {
+    packed: &'a [f32],
+    winograd: &'a [f32],
+}
+
+/// The scratch of the convolutions' weight gradients (see [`conv1_weight_grad`] and [`conv2_weight_grad`]).
+pub(crate) struct GradScratch<'a> {
+    conv1: &'a mut [f32],
+    winograd: &'a mut [f32],
+}
+
+/// Some images of a workspace: their values in each buffer that holds one set per image, from the input to the
+/// flattened features and back. The convolutions and pooling take every image apart from the others (only the
+/// weight gradients sum over images), so the images of a slice can go through them in parts, on different
+/// workers, with the bits of all at once.
+pub(crate) struct ImageBuffers<'a> {
+    /// The images `(k, 784)`, scaled to [0, 1].
+    pub input: &'a mut [f32],
+    padded: conv1_direct::PaddedMut<'a>,
+    conv1: &'a mut [f32],
+    pool1: &'a mut [f32],
+    winograd_input: &'a mut [f32],
+    conv2: &'a mut [f32],
+    flat: &'a mut [f32],
+    /// The features' gradient `(k, 400)`, from which [`conv2_output_grad`] starts.
+    pub d_flat: &'a mut [f32],
+    d_conv2_rows: &'a mut [f32],
+}
+
+/// Where the per-image buffers of a workspace start ([`Workspace::image_ptrs`]): from these, each of the
+/// workers sharing a slice's images takes the images it was given ([`ImagePtrs::images`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ImagePtrs {
+    capacity: usize,
+    input: *mut f32,
+    padded: *mut f32,
+    live: *mut conv1_direct::LiveRows,
+    conv1: *mut f32,
+    pool1: *mut f32,
+    winograd_input: *mut f32,
+    conv2: *mut f32,
+    flat: *mut f32,
+    d_flat: *mut f32,
+    d_conv2_rows: *mut f32,
+}
+
+// SAFETY: addresses only; `images`' callers promise that no two threads use the same image at once.
+unsafe impl Send for ImagePtrs {}
+unsafe impl Sync for ImagePtrs {}
+
+impl Default for ImagePtrs {
+    /// No images.
+    fn default() -> Self {
+        let none = std::ptr::null_mut();
+        ImagePtrs {
+            capacity: 0,
+            input: none,
+            padded: none,
+            live: std::ptr::null_mut(),
+            conv1: none,
+            pool1: none,
+            winograd_input: none,
+            conv2: none,
+            flat: none,
+            d_flat: none,
+            d_conv2_rows: none,
+        }
+    }
+}
+
+impl ImagePtrs {
+    /// Images `images` of the workspace.
+    ///
+    /// # Safety
+    /// The workspace must outlive the result and keep its buffers (no trade) meanwhile, and nothing else may
+    /// use these images' values while the result lives (other images may be used, by any thread).
+    pub(crate) unsafe fn images<'a>(&self, images: Range<usize>) -> ImageBuffers<'a> {
+        assert!(images.start <= images.end && images.end <= self.capacity, "images {images:?} of {}", self.capacity);
+        let (at, k) = (images.start, images.len());
+        // SAFETY: each buffer holds `capacity` images of `per_image` values side by side; these are in bounds
+        // (checked), and nothing else uses them (the caller's promise).
+        let part = |base: *mut f32, per_image: usize| unsafe {
+            std::slice::from_raw_parts_mut(base.add(at * per_image), k * per_image)
+        };
+        let padded_len = conv1_direct::PaddedMut::IMAGE_LEN;
+        ImageBuffers {
+            input: part(self.input, IMAGE_LEN),
+            // SAFETY: as above, for the padded images and their live rows.
+            padded: unsafe {
+                conv1_direct::PaddedMut::from_raw(self.padded.add(at * padded_len), self.live.add(at), k)
+            },
+            conv1: part(self.conv1, CONV1.out_len()),
+            pool1: part(self.pool1, POOL1.out_len()),
+            winograd_input: part(self.winograd_input, conv2_winograd::INPUT_LEN),
+            conv2: part(self.conv2, conv2_direct::OUT_LEN),
+            flat: part(self.flat, POOL2.out_len()),
+            d_flat: part(self.d_flat, POOL2.out_len()),
+            d_conv2_rows: part(self.d_conv2_rows, conv2_direct::GRAD_ROWS_LEN),
+        }
+    }
+}
+
 /// Runs the network on the first `n` images of `ws.input`; the head's output lands in `ws.scores`.
 pub(crate) fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
     forward_features(params, ws, n, clock);
@@ -306,28 +468,45 @@ pub(crate) fn forward(params: &[f32], head: Head, ws: &mut Workspace, n: usize, 
 /// The first part of [`forward`]: the convolutions and pooling, leaving the flattened features in `ws.flat`.
 pub(crate) fn forward_features(params: &[f32], ws: &mut Workspace, n: usize, clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
+    prepare_conv2(params, ws);
+    let WorkspaceParts { weights, images, .. } = ws.parts(n);
+    forward_images(params, weights, images, n, clock);
+}
+
+/// conv2's weight as its kernels take it: packed, and transformed where Winograd's runs. Once a step, before
+/// [`forward_images`].
+pub(crate) fn prepare_conv2(params: &[f32], ws: &mut Workspace) {
     let p = Tensors::of(params);
-    ws.padded.fill(n, &ws.input);
-    conv1_direct::conv_relu_forward(n, &ws.padded, p.conv1_weight, p.conv1_bias, &mut ws.conv1);
-    clock.lap(Stage::Conv1, false);
-    avgpool2_forward(&POOL1, n, &ws.conv1, &mut ws.pool1);
-    clock.lap(Stage::Pool1, false);
     conv2_direct::pack_weight(p.conv2_weight, &mut ws.conv2_packed);
     if conv2_winograd::enabled() {
         conv2_winograd::transform_weight(&ws.conv2_packed, &mut ws.conv2_winograd_weight);
-        conv2_winograd::transform_input(n, &ws.pool1, &mut ws.conv2_winograd_input);
-        conv2_winograd::conv_relu_forward(
-            n,
-            &ws.conv2_winograd_input,
-            &ws.conv2_winograd_weight,
-            p.conv2_bias,
-            &mut ws.conv2,
-        );
+    }
+}
+
+/// `k` images (`images.input`) through the convolutions and pooling, up to their flattened features
+/// (`images.flat`), with conv2's weight as [`prepare_conv2`] left it.
+pub(crate) fn forward_images(
+    params: &[f32],
+    weights: Conv2Weights,
+    images: ImageBuffers,
+    k: usize,
+    clock: &mut dyn StageClock,
+) {
+    let p = Tensors::of(params);
+    let ImageBuffers { input, mut padded, conv1, pool1, winograd_input, conv2, flat, .. } = images;
+    padded.fill(k, input);
+    conv1_direct::conv_relu_forward(k, padded.as_ref(), p.conv1_weight, p.conv1_bias, conv1);
+    clock.lap(Stage::Conv1, false);
+    avgpool2_forward(&POOL1, k, conv1, pool1);
+    clock.lap(Stage::Pool1, false);
+    if conv2_winograd::enabled() {
+        conv2_winograd::transform_input(k, pool1, winograd_input);
+        conv2_winograd::conv_relu_forward(k, winograd_input, weights.winograd, p.conv2_bias, conv2);
     } else {
-        conv2_direct::conv_relu_forward(n, &ws.pool1, &ws.conv2_packed, p.conv2_bias, &mut ws.conv2);
+        conv2_direct::conv_relu_forward(k, pool1, weights.packed, p.conv2_bias, conv2);
     }
     clock.lap(Stage::Conv2, false);
-    avgpool2_pixel_major_flatten(&POOL2, n, &ws.conv2, &mut ws.flat);
+    avgpool2_pixel_major_flatten(&POOL2, k, conv2, flat);
     clock.lap(Stage::Pool2, false);
 }
 
@@ -469,24 +648,55 @@ pub(crate) fn linear1_input_grad_rows(
 /// [`CONV_PARAMS`] values of a flat gradient.
 pub(crate) fn backward_convolutions(ws: &mut Workspace, n: usize, conv_grads: &mut [f32], clock: &mut dyn StageClock) {
     assert!(n <= ws.capacity);
+    let WorkspaceParts { weights, mut images, mut scratch } = ws.parts(n);
+    // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
+    // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
+    conv2_output_grad(&mut images, n);
+    clock.lap(Stage::Pool2, true);
+    conv2_weight_grad(&images, n, &mut scratch, conv_grads);
+    input_grads(weights, &mut images, n, clock);
+    conv1_weight_grad(&images, n, &mut scratch, conv_grads);
+    clock.lap(Stage::Conv1, true);
+}
+
+/// conv2's output gradient (over its output, which it overwrites) from the features' gradient
+/// (`images.d_flat`) of `k` images, through the second pooling and conv2's ReLU.
+pub(crate) fn conv2_output_grad(images: &mut ImageBuffers, k: usize) {
+    conv2_direct::output_grad_from_pooled(k, images.d_flat, images.conv2);
+}
+
+/// Adds conv2's weight and bias gradients over `n` images into `conv_grads` (the first [`CONV_PARAMS`] values of
+/// a flat gradient). After [`conv2_output_grad`], and before [`input_grads`] overwrites conv2's input.
+pub(crate) fn conv2_weight_grad(images: &ImageBuffers, n: usize, scratch: &mut GradScratch, conv_grads: &mut [f32]) {
+    let [_, _, c2, c2b] = conv_grad_parts(conv_grads);
+    if conv2_winograd::enabled() {
+        conv2_winograd::weight_grad(n, images.winograd_input, images.conv2, scratch.winograd, c2, c2b);
+    } else {
+        conv2_direct::weight_grad(n, images.pool1, images.conv2, c2, c2b);
+    }
+}
+
+/// The input gradients of `k` images, each over the activation it belongs to: pool1's (conv2's input gradient),
+/// then conv1's output's, through the first pooling and conv1's ReLU. After [`conv2_weight_grad`].
+pub(crate) fn input_grads(weights: Conv2Weights, images: &mut ImageBuffers, k: usize, clock: &mut dyn StageClock) {
+    conv2_direct::input_grad(k, images.conv2, images.d_conv2_rows, weights.packed, images.pool1);
+    clock.lap(Stage::Conv2, true);
+    avgpool2_relu_backward_in_place(&POOL1, k, images.pool1, images.conv1);
+    clock.lap(Stage::Pool1, true);
+}
+
+/// Adds conv1's weight and bias gradients over `n` images into `conv_grads`. After [`input_grads`].
+pub(crate) fn conv1_weight_grad(images: &ImageBuffers, n: usize, scratch: &mut GradScratch, conv_grads: &mut [f32]) {
+    let [c1, c1b, ..] = conv_grad_parts(conv_grads);
+    conv1_direct::conv_backward(n, images.padded.as_ref(), images.conv1, c1, c1b, scratch.conv1);
+}
+
+/// The gradients of conv1's weight and bias and conv2's, from the first [`CONV_PARAMS`] values of a flat gradient.
+fn conv_grad_parts(conv_grads: &mut [f32]) -> [&mut [f32]; 4] {
     let (c1, rest) = conv_grads[..CONV_PARAMS].split_at_mut(Param::Conv1Weight.fixed_range().len());
     let (c1b, rest) = rest.split_at_mut(Param::Conv1Bias.fixed_range().len());
     let (c2, c2b) = rest.split_at_mut(Param::Conv2Weight.fixed_range().len());
-    // From here on each activation's buffer receives its own gradient once nothing reads the activation again:
-    // conv2's, then pool1's (after conv2's weight gradient has read it), then conv1's.
-    conv2_direct::output_grad_from_pooled(n, &ws.d_flat, &mut ws.conv2);
-    clock.lap(Stage::Pool2, true);
-    if conv2_winograd::enabled() {
-        conv2_winograd::weight_grad(n, &ws.conv2_winograd_input, &ws.conv2, &mut ws.d_conv2_winograd, c2, c2b);
-    } else {
-        conv2_direct::weight_grad(n, &ws.pool1, &ws.conv2, c2, c2b);
-    }
-    conv2_direct::input_grad(n, &ws.conv2, &mut ws.d_conv2_rows, &ws.conv2_packed, &mut ws.pool1);
-    clock.lap(Stage::Conv2, true);
-    avgpool2_relu_backward_in_place(&POOL1, n, &ws.pool1, &mut ws.conv1);
-    clock.lap(Stage::Pool1, true);
-    conv1_direct::conv_backward(n, &ws.padded, &ws.conv1, c1, c1b, &mut ws.conv1_scratch);
-    clock.lap(Stage::Conv1, true);
+    [c1, c1b, c2, c2b]
 }
 
 /// Whether conv2 runs with Winograd's minimal filtering on this CPU (AVX-512), which does fewer multiply-adds
@@ -512,6 +722,57 @@ pub(crate) const fn train_flops_per_image() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
+
+    /// What a training step's workers rely on when they share a slice's images out: each image taken through
+    /// the convolutions alone, forward and back, by a workspace of its own weights, gives the bits of all the
+    /// slice's images at once, and the weight gradients made from them too.
+    #[test]
+    fn images_one_at_a_time_give_the_bits_of_all_at_once() {
+        let n = 8;
+        let params = crate::nn::params::init_params(3);
+        let mut rng = Rng::new(4);
+        // Digits' blank rows, in some images only: the kernels skip them.
+        let input: Vec<f32> = (0..n * IMAGE_LEN)
+            .map(|i| if (i % IMAGE_LEN) / IMAGE_SIZE < (i / IMAGE_LEN) % 5 { 0.0 } else { rng.uniform(0.0, 1.0) })
+            .collect();
+        let features_grad: Vec<f32> = (0..n * POOL2.out_len()).map(|_| rng.uniform(-0.1, 0.1)).collect();
+
+        let mut whole = Workspace::new(n, MNIST_CLASS_COUNT);
+        whole.input[..n * IMAGE_LEN].copy_from_slice(&input);
+        forward_features(&params, &mut whole, n, &mut ());
+        whole.features_grad_mut(n).copy_from_slice(&features_grad);
+        let mut want = vec![0.0; CONV_PARAMS];
+        backward_convolutions(&mut whole, n, &mut want, &mut ());
+
+        // The slice's images, each through another workspace's prepared weight, as another worker's.
+        let (mut slice, mut other) = (Workspace::new(n, MNIST_CLASS_COUNT), Workspace::new(1, MNIST_CLASS_COUNT));
+        prepare_conv2(&params, &mut other);
+        let ptrs = slice.image_ptrs();
+        for i in 0..n {
+            // SAFETY: `slice` outlives the images and is not otherwise used meanwhile.
+            let images = unsafe { ptrs.images(i..i + 1) };
+            images.input.copy_from_slice(&input[i * IMAGE_LEN..(i + 1) * IMAGE_LEN]);
+            forward_images(&params, other.conv2_weights(), images, 1, &mut ());
+        }
+        let features = |ws: &Workspace| ws.flat[..n * POOL2.out_len()].iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(features(&slice), features(&whole));
+        let mut got = vec![0.0; CONV_PARAMS];
+        // SAFETY: as above.
+        let mut images = unsafe { ptrs.images(0..n) };
+        images.d_flat.copy_from_slice(&features_grad);
+        conv2_output_grad(&mut images, n);
+        conv2_weight_grad(&images, n, &mut slice.grad_scratch(), &mut got);
+        for i in 0..n {
+            // SAFETY: as above.
+            input_grads(other.conv2_weights(), &mut unsafe { ptrs.images(i..i + 1) }, 1, &mut ());
+        }
+        // SAFETY: as above.
+        conv1_weight_grad(&unsafe { ptrs.images(0..n) }, n, &mut slice.grad_scratch(), &mut got);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        assert_eq!(bits(&slice.conv1[..n * CONV1.out_len()]), bits(&whole.conv1[..n * CONV1.out_len()]));
+    }
 
     #[test]
     fn flop_counts_match_the_known_figures() {

@@ -323,6 +323,8 @@ impl Trainer {
             // Made for the images of the steps as they come (see `Buffers::reserve`): a batch size larger than the
             // data set costs only the memory its images need.
             slices: Vec::new(),
+            image_ptrs: Vec::new(),
+            image_counts: Vec::new(),
             groups,
             linear1_exchange: AlignedBuf::zeroed(0),
             linear1_partials: AlignedBuf::zeroed(0),

@@ -17,8 +17,10 @@
 //!
 //! Worker t runs slices t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones.
 //! Two schedules call these parts: [`Step::phased`] when every worker has one slice at most (batch 16 with two
-//! threads), and [`Step::whole_slices`] otherwise. The slices and groups depend on the batch size alone, so
-//! which worker does what never changes a number.
+//! threads), and [`Step::whole_slices`] otherwise. The phased one also splits (1) and (6) into the work on each
+//! image, which any worker may take, and the work on the whole slice (conv2's prepared weight; the weight
+//! gradients), which the slice's worker does. The slices and groups depend on the batch size alone, and an
+//! image's numbers do not depend on who takes it, so which worker does what never changes a number.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -30,8 +32,9 @@ use super::plan::{
 use crate::base::IMAGE_LEN;
 use crate::data::{Augment, Split};
 use crate::nn::model::{
-    CONV_PARAMS, Head, LINEAR1, LinearLayer, Stage, StageClock, backward_convolutions, backward_to_linear1,
-    forward_features, forward_tail, linear1_forward_rows, linear1_input_grad_rows, loss_and_grad,
+    CONV_PARAMS, Head, ImagePtrs, LINEAR1, LinearLayer, Stage, StageClock, backward_convolutions, backward_to_linear1,
+    conv1_weight_grad, conv2_output_grad, conv2_weight_grad, forward_features, forward_images, forward_tail,
+    input_grads, linear1_forward_rows, linear1_input_grad_rows, loss_and_grad, prepare_conv2,
 };
 use crate::nn::params::Param;
 use crate::optim::{Sgd, add_assign};
@@ -47,6 +50,10 @@ pub(super) struct Buffers {
     /// Whether each worker keeps its own copy of the tail (see [`TailCopy`]).
     pub copy_tail: bool,
     pub slices: Vec<SliceState>,
+    /// Where each slice's per-image buffers are, taken afresh every step (see [`ImagePtrs`]).
+    pub image_ptrs: Vec<ImagePtrs>,
+    /// How far each slice's images are, as the phased schedule shares them out.
+    pub image_counts: Vec<ImageCounts>,
     /// Row groups of linear1 (see [`super::plan::linear1_groups`]).
     pub groups: usize,
     /// linear1's output, written by the groups and read by the slices.
@@ -73,6 +80,8 @@ impl Buffers {
         let classes = crate::nn::params::classes_of(self.params.len());
         while self.slices.len() < slices {
             self.slices.push(SliceState::new(len, classes));
+            self.image_ptrs.push(ImagePtrs::default());
+            self.image_counts.push(ImageCounts::default());
         }
         let capacity = slices * len;
         if self.linear1_exchange.len() < capacity * LINEAR1.out_features {
@@ -87,7 +96,7 @@ impl Buffers {
 /// Counts of finished parts, which the phased schedule waits on.
 #[derive(Default)]
 struct Done {
-    /// Slices through (1).
+    /// Images through (1).
     features: Counter,
     /// Groups through (2), for every slice.
     linear1: Counter,
@@ -97,6 +106,20 @@ struct Done {
     input_grads: Counter,
     /// Slices through (6), in the whole-slices schedule.
     slices: Counter,
+}
+
+/// How far one slice's images are in a step of the phased schedule, whose workers take the images of (1) and
+/// (6b) one at a time, first come, first served, each its own slice's first.
+#[derive(Default)]
+pub(super) struct ImageCounts {
+    /// The next image to take forward, (1).
+    forward: Counter,
+    /// 1 once (6a) is done: conv2's weight gradient has read the slice's activations, which (6b) overwrites.
+    open: Counter,
+    /// The next image to take backward, (6b).
+    backward: Counter,
+    /// Images through (6b).
+    finished: Counter,
 }
 
 /// One step's view of the trainer's buffers, shared by the workers. Within each phase every part of a buffer is
@@ -121,6 +144,8 @@ pub(super) struct Step<'a> {
     tail_copies: PhaseShared<'a, TailCopy>,
     copy_tail: bool,
     slices: PhaseShared<'a, SliceState>,
+    image_ptrs: &'a [ImagePtrs],
+    image_counts: &'a [ImageCounts],
     exchange: PhaseShared<'a, f32>,
     partials: PhaseShared<'a, f32>,
     tail_parts: &'a [TailPart],
@@ -179,6 +204,13 @@ impl<'a> Step<'a> {
     ) -> Self {
         let slice_len = slice_len(batch_size);
         let used = indices.len().div_ceil(slice_len);
+        for (s, st) in buffers.slices[..used].iter_mut().enumerate() {
+            let idx = &indices[s * slice_len..((s + 1) * slice_len).min(indices.len())];
+            st.n = idx.len();
+            split.gather_labels(idx, &mut st.targets);
+            buffers.image_ptrs[s] = st.ws.image_ptrs();
+            buffers.image_counts[s] = ImageCounts::default();
+        }
         Step {
             split,
             indices,
@@ -195,6 +227,8 @@ impl<'a> Step<'a> {
             tail_copies: PhaseShared::new(&mut buffers.tail_copies),
             copy_tail: buffers.copy_tail,
             slices: PhaseShared::new(&mut buffers.slices[..used]),
+            image_ptrs: &buffers.image_ptrs[..used],
+            image_counts: &buffers.image_counts[..used],
             exchange: PhaseShared::new(&mut buffers.linear1_exchange),
             partials: PhaseShared::new(&mut buffers.linear1_partials),
             tail_parts: &buffers.tail_parts,
@@ -294,12 +328,24 @@ impl<'a> Step<'a> {
     /// weight, which only its group's worker ever reads or writes. (Shared between the cores, the 192 KB of
     /// that weight had to cross from one core's cache to the other's every step, and writing it meant taking
     /// every line back from the other core first: at batch 16, measured, that cost more than the arithmetic.)
+    ///
+    /// The convolutions' work on each image, forward and backward, is taken image by image instead, first come,
+    /// first served, each worker starting with its own slice's: a worker held up (by another thread on its core)
+    /// leaves its images to the others rather than making them wait. Which worker takes an image never changes a
+    /// number; the weight gradients, which sum over a slice's images, stay with the slice's worker.
     fn phased(&self, t: usize, clocks: &mut Clocks, scratch: &mut [f32]) {
-        for s in self.own_slices(t) {
-            self.forward_features(s, clocks.of(s));
-            self.done.features.add_one();
+        // A worker with no slice of its own has no copy of conv2's prepared weight, and takes no images.
+        let with_images = t < self.used;
+        if with_images {
+            self.prepare_conv2(t);
+            for s in self.slices_from(t) {
+                self.take_images(&self.image_counts[s].forward, s, |i| {
+                    self.forward_image(t, s, i);
+                    self.done.features.add_one();
+                });
+            }
         }
-        self.done.features.wait_for(self.used, &self.barrier);
+        self.done.features.wait_for(self.indices.len(), &self.barrier);
         // Group 0 is worker 0's first, and the one timed (at batch 16, half the rows for all sixteen images:
         // as much work as one slice).
         clocks.of(0).restart();
@@ -330,12 +376,49 @@ impl<'a> Step<'a> {
         }
         self.update_tail(t, scratch);
         self.done.input_grads.wait_for(self.groups, &self.barrier);
-        for s in self.own_slices(t) {
-            clocks.of(s).restart();
-            self.backward_convolutions(s, clocks.of(s));
+        if with_images {
+            clocks.of(t).restart();
+            self.backward_conv2(t, clocks.of(t));
+            // Own images, then conv1's weight gradient once they are all through (some perhaps by another
+            // worker), then the other slices' images as they open.
+            for s in self.slices_from(t) {
+                let counts = &self.image_counts[s];
+                counts.open.wait_for(1, &self.barrier);
+                self.take_images(&counts.backward, s, |i| {
+                    self.backward_image(t, s, i);
+                    counts.finished.add_one();
+                });
+                if s == t {
+                    counts.finished.wait_for(self.slice_images(t).len(), &self.barrier);
+                    self.backward_conv1(t, clocks.of(t));
+                }
+            }
         }
         self.barrier.wait();
         self.update_rest(t, scratch);
+    }
+
+    /// Every slice, starting from slice `t`.
+    fn slices_from(&self, t: usize) -> impl Iterator<Item = usize> {
+        (t..self.used).chain(0..t)
+    }
+
+    /// Where slice s's images are in `indices`.
+    fn slice_images(&self, s: usize) -> Range<usize> {
+        s * self.slice_len..((s + 1) * self.slice_len).min(self.indices.len())
+    }
+
+    /// Takes slice s's images one at a time from `next` (shared with the other workers) until none is left,
+    /// running `part` on each.
+    fn take_images(&self, next: &Counter, s: usize, mut part: impl FnMut(usize)) {
+        let n = self.slice_images(s).len();
+        loop {
+            let i = next.take();
+            if i >= n {
+                return;
+            }
+            part(i);
+        }
     }
 
     fn own_slices(&self, t: usize) -> impl Iterator<Item = usize> {
@@ -394,18 +477,44 @@ impl<'a> Step<'a> {
     fn forward_features(&self, s: usize, clock: &mut dyn StageClock) {
         // SAFETY: nobody writes a parameter while any slice is in this part; one worker runs slice s.
         let (params, st) = unsafe { (self.params.get(0..self.num_params), self.slice_mut(s)) };
-        let images = s * self.slice_len..((s + 1) * self.slice_len).min(self.indices.len());
+        let images = self.slice_images(s);
         let idx = &self.indices[images.clone()];
-        let n = idx.len();
-        self.split.gather(idx, &mut st.ws.input, &mut st.targets[..n]);
+        self.gather(idx, &mut st.ws.input);
+        self.split.prefetch(self.next.get(images.start..images.end.min(self.next.len())).unwrap_or_default());
+        forward_features(params, &mut st.ws, idx.len(), clock);
+    }
+
+    /// The images at `idx` into `input`, augmented when the step is.
+    fn gather(&self, idx: &[u32], input: &mut [f32]) {
+        self.split.gather_images(idx, input);
         if let Some(EpochAugment { augment, seed, epoch }) = self.augmentation {
-            for (&i, x) in idx.iter().zip(st.ws.input.chunks_exact_mut(IMAGE_LEN)) {
+            for (&i, x) in idx.iter().zip(input.chunks_exact_mut(IMAGE_LEN)) {
                 augment.transform(seed, epoch, i).apply(self.split.image(i as usize), x);
             }
         }
-        self.split.prefetch(self.next.get(images.start..images.end.min(self.next.len())).unwrap_or_default());
-        forward_features(params, &mut st.ws, n, clock);
-        st.n = n;
+    }
+
+    /// (1), in the phased schedule, before any image: worker t's copy of conv2's weight, prepared (in its own
+    /// slice's workspace) for the images it takes.
+    fn prepare_conv2(&self, t: usize) {
+        // SAFETY: nobody writes a parameter in (1); nobody but worker t uses its slice's prepared weight, and
+        // the other workers reach the slice's images through `image_ptrs` alone.
+        let (params, st) = unsafe { (self.params.get(0..self.num_params), self.slice_mut(t)) };
+        prepare_conv2(params, &mut st.ws);
+    }
+
+    /// (1), in the phased schedule: image i of slice s, by worker t, through the convolutions.
+    fn forward_image(&self, t: usize, s: usize, i: usize) {
+        let at = self.slice_images(s).start + i;
+        // SAFETY: nobody writes a parameter or a prepared weight in (1); worker t took image i of slice s, and
+        // nobody else uses it.
+        let (params, weights, images) = unsafe {
+            let weights = self.slices.get(t..t + 1)[0].ws.conv2_weights();
+            (self.params.get(0..self.num_params), weights, self.image_ptrs[s].images(i..i + 1))
+        };
+        self.gather(&self.indices[at..at + 1], images.input);
+        self.split.prefetch(self.next.get(at..at + 1).unwrap_or_default());
+        forward_images(params, weights, images, 1, &mut ());
     }
 
     /// (2) Group g's rows of linear1 for slice s.
@@ -529,15 +638,62 @@ impl<'a> Step<'a> {
     fn backward_convolutions(&self, s: usize, clock: &mut dyn StageClock) {
         // SAFETY: one worker runs slice s; the partial input gradients are no longer written; the convolutions
         // read no parameter (conv2's weight as the slice's forward pass packed it).
-        let (st, partials) = unsafe { (self.slice_mut(s), self.partials.get(0..self.partials_len())) };
-        let (n, i_len) = (st.n, LINEAR1.in_features);
-        let d_flat = st.ws.features_grad_mut(n);
-        d_flat.copy_from_slice(&partials[self.partial_at(0, s)..][..n * i_len]);
-        for g in 1..self.groups {
-            add_assign(d_flat, &partials[self.partial_at(g, s)..][..n * i_len]);
-        }
+        let st = unsafe { self.slice_mut(s) };
+        let n = st.n;
+        self.sum_partials(s, st.ws.features_grad_mut(n));
         clock.lap(Stage::Linear1, true);
         backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], clock);
+    }
+
+    /// (6a), in the phased schedule: slice s, by its worker, before its images' (6b): linear1's input gradient
+    /// parts summed in group order, conv2's output gradient and its weight gradient. Then opens the images.
+    fn backward_conv2(&self, s: usize, clock: &mut dyn StageClock) {
+        // SAFETY: one worker runs slice s, whose images nobody else takes before they open.
+        let (st, mut images) = unsafe {
+            let st = self.slice_mut(s);
+            let images = self.image_ptrs[s].images(0..st.n);
+            (st, images)
+        };
+        self.sum_partials(s, images.d_flat);
+        clock.lap(Stage::Linear1, true);
+        conv2_output_grad(&mut images, st.n);
+        clock.lap(Stage::Pool2, true);
+        conv2_weight_grad(&images, st.n, &mut st.ws.grad_scratch(), &mut st.grads[..CONV_PARAMS]);
+        clock.lap(Stage::Conv2, true);
+        self.image_counts[s].open.add_one();
+    }
+
+    /// (6b), in the phased schedule: image i of slice s, by worker t: the input gradients. After the slice's (6a).
+    fn backward_image(&self, t: usize, s: usize, i: usize) {
+        // SAFETY: nobody writes worker t's prepared weight in (6); worker t took image i of slice s, and nobody
+        // else uses it.
+        let (weights, mut images) =
+            unsafe { (self.slices.get(t..t + 1)[0].ws.conv2_weights(), self.image_ptrs[s].images(i..i + 1)) };
+        input_grads(weights, &mut images, 1, &mut ());
+    }
+
+    /// (6c), in the phased schedule: slice s, by its worker, after every image's (6b): conv1's weight gradient.
+    fn backward_conv1(&self, s: usize, clock: &mut dyn StageClock) {
+        // SAFETY: one worker runs slice s, whose images are all through (6b).
+        let (st, images) = unsafe {
+            let st = self.slice_mut(s);
+            let images = self.image_ptrs[s].images(0..st.n);
+            (st, images)
+        };
+        clock.restart();
+        conv1_weight_grad(&images, st.n, &mut st.ws.grad_scratch(), &mut st.grads[..CONV_PARAMS]);
+        clock.lap(Stage::Conv1, true);
+    }
+
+    /// Slice s's features' gradient into `d_flat`: linear1's input gradient parts, summed in group order.
+    fn sum_partials(&self, s: usize, d_flat: &mut [f32]) {
+        // SAFETY: the partial input gradients are no longer written once (6) starts.
+        let partials = unsafe { self.partials.get(0..self.partials_len()) };
+        let len = d_flat.len();
+        d_flat.copy_from_slice(&partials[self.partial_at(0, s)..][..len]);
+        for g in 1..self.groups {
+            add_assign(d_flat, &partials[self.partial_at(g, s)..][..len]);
+        }
     }
 
     fn partials_len(&self) -> usize {

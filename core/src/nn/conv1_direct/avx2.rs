@@ -69,37 +69,39 @@ pub unsafe fn backward(
     bias_grad: &mut [f32],
 ) {
     // Two channels and one kernel row at a time: ten accumulators (2 channels x 5 taps); each image vector
-    // loaded serves two channels and each gradient vector five taps. Lanes are summed at the end.
+    // loaded serves two channels and each gradient vector five taps. Lanes are summed at the end. The bias
+    // gradient takes a pass of its own: kept beside the ten, its sums left too few registers, and the
+    // accumulators went to the stack and back every row.
     const G: usize = 2;
     let gp = out_grad.as_ptr();
     // SAFETY (whole body): as in `forward`; the last vector of a gradient row is a masked load of its 4 values
     // (the other lanes zero, so the image values they meet add nothing).
     unsafe {
         let tail = _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0);
+        let load =
+            |src: *const f32, q: usize| if q < Q - 1 { _mm256_loadu_ps(src) } else { _mm256_maskload_ps(src, tail) };
         for o0 in (0..OC).step_by(G) {
-            let mut bias_acc = [_mm256_setzero_ps(); G];
+            for c in 0..G {
+                let mut sum = _mm256_setzero_ps();
+                for b in 0..n {
+                    for y in 0..S {
+                        let row = gp.add((b * OC + o0 + c) * S * S + y * S);
+                        for q in 0..Q {
+                            sum = _mm256_add_ps(sum, load(row.add(8 * q), q));
+                        }
+                    }
+                }
+                bias_grad[o0 + c] += sum_lanes(sum);
+            }
             for i in 0..K {
                 let mut acc = [[_mm256_setzero_ps(); K]; G];
                 for (b, &live) in live[..n].iter().enumerate() {
                     let img = padded.as_ptr().add(b * PADDED_LEN);
-                    // As in the AVX-512 kernel, the first kernel row's pass takes every output row.
-                    for y in if i == 0 { 0..S } else { live.outputs(i) } {
-                        let meets = live.contains(y + i);
+                    for y in live.outputs(i) {
                         let row = img.add((y + i) * PW);
                         for q in 0..Q {
-                            let mut g = [_mm256_setzero_ps(); G];
-                            for (c, g_c) in g.iter_mut().enumerate() {
-                                let src = gp.add((b * OC + o0 + c) * S * S + y * S + 8 * q);
-                                *g_c = if q < Q - 1 { _mm256_loadu_ps(src) } else { _mm256_maskload_ps(src, tail) };
-                            }
-                            if i == 0 {
-                                for (sum, g_c) in bias_acc.iter_mut().zip(g) {
-                                    *sum = _mm256_add_ps(*sum, g_c);
-                                }
-                            }
-                            if !meets {
-                                continue;
-                            }
+                            let g: [__m256; G] =
+                                std::array::from_fn(|c| load(gp.add((b * OC + o0 + c) * S * S + y * S + 8 * q), q));
                             for j in 0..K {
                                 let v = _mm256_loadu_ps(row.add(8 * q + j));
                                 for (acc_c, g_c) in acc.iter_mut().zip(g) {
@@ -114,9 +116,6 @@ pub unsafe fn backward(
                         weight_grad[(o0 + c) * K * K + i * K + j] += sum_lanes(*v);
                     }
                 }
-            }
-            for (c, v) in bias_acc.iter().enumerate() {
-                bias_grad[o0 + c] += sum_lanes(*v);
             }
         }
     }

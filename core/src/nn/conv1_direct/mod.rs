@@ -91,9 +91,69 @@ impl PaddedImages {
     }
 
     /// Copies `n` images `(n, 28, 28)` in.
+    #[cfg(test)]
+    pub fn fill(&mut self, n: usize, input: &[f32]) {
+        self.as_mut().fill(n, input);
+    }
+
+    #[cfg(test)]
+    pub fn as_ref(&self) -> Padded<'_> {
+        Padded { values: &self.values, live: &self.live }
+    }
+
+    pub fn as_mut(&mut self) -> PaddedMut<'_> {
+        PaddedMut { values: &mut self.values, live: &mut self.live }
+    }
+
+    /// Where the images' values and their live rows start, for workers that each pad images of their own at
+    /// the same time (the pointers stay valid as [`AlignedBuf::as_mut_ptr`]'s do).
+    pub fn as_mut_ptrs(&mut self) -> (*mut f32, *mut LiveRows) {
+        (self.values.as_mut_ptr(), self.live.as_mut_ptr())
+    }
+}
+
+/// Padded images, as the kernels read them: all of a [`PaddedImages`], or some of its images.
+#[derive(Clone, Copy)]
+pub struct Padded<'a> {
+    values: &'a [f32],
+    live: &'a [LiveRows],
+}
+
+impl Padded<'_> {
+    /// Whether `n` images fit.
+    fn holds(&self, n: usize) -> bool {
+        self.values.len() >= n * PADDED_LEN && self.live.len() >= n
+    }
+}
+
+/// Some images of a [`PaddedImages`], to fill.
+pub struct PaddedMut<'a> {
+    values: &'a mut [f32],
+    live: &'a mut [LiveRows],
+}
+
+impl<'a> PaddedMut<'a> {
+    /// `n` images' padded values and live rows at `values` and `live`.
+    ///
+    /// # Safety
+    /// As `std::slice::from_raw_parts_mut` for `n * PADDED_LEN` values and `n` live rows.
+    pub unsafe fn from_raw(values: *mut f32, live: *mut LiveRows, n: usize) -> Self {
+        // SAFETY: the caller's promise.
+        unsafe {
+            PaddedMut {
+                values: std::slice::from_raw_parts_mut(values, n * PADDED_LEN),
+                live: std::slice::from_raw_parts_mut(live, n),
+            }
+        }
+    }
+
+    /// Values per image, for a caller that places the images of [`PaddedMut::from_raw`].
+    pub const IMAGE_LEN: usize = PADDED_LEN;
+
+    /// Copies `n` images `(n, 28, 28)` in.
     pub fn fill(&mut self, n: usize, input: &[f32]) {
         let images = input[..n * S * S].chunks_exact(S * S);
-        for ((img, pad), live) in images.zip(self.values.chunks_exact_mut(PADDED_LEN)).zip(&mut self.live) {
+        for ((img, pad), live) in images.zip(self.values.chunks_exact_mut(PADDED_LEN)).zip(&mut *self.live) {
             for (y, row) in img.chunks_exact(S).enumerate() {
                 pad[(y + P) * PW + P..(y + P) * PW + P + S].copy_from_slice(row);
             }
@@ -101,9 +161,8 @@ impl PaddedImages {
         }
     }
 
-    /// Whether `n` images fit.
-    fn holds(&self, n: usize) -> bool {
-        self.values.len() >= n * PADDED_LEN && self.live.len() >= n
+    pub fn as_ref(&self) -> Padded<'_> {
+        Padded { values: self.values, live: self.live }
     }
 }
 
@@ -157,14 +216,14 @@ fn check(fits: bool) {
 }
 
 /// Convolution then ReLU: `padded (n, 32, 36)` -> `out (n, 6, 28, 28)`.
-pub fn conv_relu_forward(n: usize, padded: &PaddedImages, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+pub fn conv_relu_forward(n: usize, padded: Padded, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     check(
         padded.holds(n)
             && weight.len() >= bias.len() * K * K
             && out.len() >= bias.len() * n * S * S
             && bias.len() == OC,
     );
-    let (values, live) = (&padded.values[..], &padded.live[..]);
+    let (values, live) = (padded.values, padded.live);
     // The SIMD kernels index with pointers: `check` proved every buffer large enough.
     select! {
         avx512 => avx512::forward(n, values, live, weight, bias, out),
@@ -234,7 +293,7 @@ fn backward_body<const FMA: bool>(
 /// `padded (n, 32, 36)` from forward, `scratch (n, 28, 32)` (used only by the portable code).
 pub fn conv_backward(
     n: usize,
-    padded: &PaddedImages,
+    padded: Padded,
     out_grad: &[f32],
     weight_grad: &mut [f32],
     bias_grad: &mut [f32],
@@ -243,7 +302,7 @@ pub fn conv_backward(
     check(
         padded.holds(n) && out_grad.len() >= OC * n * S * S && weight_grad.len() >= OC * K * K && bias_grad.len() == OC,
     );
-    let (values, live) = (&padded.values[..], &padded.live[..]);
+    let (values, live) = (padded.values, padded.live);
     // The SIMD kernels index with pointers: `check` proved every buffer large enough. On AMD's AVX-512 the
     // kernel reads its shifted rows directly (see `avx512::backward`).
     select! {

@@ -73,7 +73,7 @@ fn matches_im2col_gemm_forward_and_backward() {
     padded.fill(n, &random(&mut rng, n * S * S));
     padded.fill(n, &input);
     let mut got = vec![f32::NAN; n * d.out_len()];
-    conv_relu_forward(n, &padded, &weight, &bias, &mut got);
+    conv_relu_forward(n, padded.as_ref(), &weight, &bias, &mut got);
     assert_close(&got, &want);
 
     // Image 3 is blank: its outputs are the ReLU of the bias alone.
@@ -86,7 +86,7 @@ fn matches_im2col_gemm_forward_and_backward() {
     let out_grad = image_major(&out_grad, OC, n, S * S);
     let (mut gw, mut gb) = (vec![0.5; d.weight_len()], vec![0.5; 6]);
     let mut scratch = vec![f32::NAN; n * SCRATCH_LEN];
-    conv_backward(n, &padded, &out_grad, &mut gw, &mut gb, &mut scratch);
+    conv_backward(n, padded.as_ref(), &out_grad, &mut gw, &mut gb, &mut scratch);
     assert_close(&gw, &gw_want);
     assert_close(&gb, &gb_want);
 
