@@ -323,7 +323,7 @@ impl Trainer {
             // Made for the images of the steps as they come (see `Buffers::reserve`): a batch size larger than the
             // data set costs only the memory its images need.
             slices: Vec::new(),
-            image_ptrs: Vec::new(),
+            slice_ptrs: Vec::new(),
             image_counts: Vec::new(),
             groups,
             linear1_exchange: AlignedBuf::zeroed(0),
@@ -331,6 +331,8 @@ impl Trainer {
             tail_parts: TailPart::all(classes),
             round_slices: ROUND_SLICES,
             carry: AlignedBuf::zeroed(0),
+            #[cfg(test)]
+            hold_back: None,
         };
         Ok(Trainer { lr: config.sgd.lr, epoch: 0, config, buffers, team })
     }
@@ -585,7 +587,42 @@ impl TrainObserver for () {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::{IMAGE_LEN, Label};
     use crate::nn::params::{Param, init_params};
+
+    /// The phased schedule's workers take each other's images and slices' weight gradients when one is held up:
+    /// with either of two workers held back every step, the other takes its work, and the numbers stay those
+    /// of one worker.
+    #[test]
+    fn work_taken_from_a_held_up_worker_keeps_the_numbers() {
+        let mut rng = crate::rng::Rng::new(5);
+        let images = (0..64 * IMAGE_LEN).map(|_| (rng.uniform(0.0, 1.0) * 255.0) as u8).collect();
+        let split = Split { images, labels: (0..64).map(|i| (i % 10) as Label).collect() };
+        let config = crate::spec::ValidSpec::default().config().clone();
+        let run = |threads: usize, held: Option<usize>| {
+            let mut trainer = Trainer::new(config.clone(), init_params(3), None, threads).unwrap();
+            trainer.buffers.hold_back = held.map(|worker| step::HoldBack {
+                worker,
+                pause: std::time::Duration::from_millis(20),
+                taken_from_others: Default::default(),
+            });
+            for s in 0..3u32 {
+                let idx: Vec<u32> = (0..16).map(|i| (i * 5 + s * 16) % 64).collect();
+                trainer.step(&split, &idx);
+            }
+            let taken = trainer.buffers.hold_back.take().map(|h| h.taken_from_others.into_inner());
+            (trainer.params().to_vec(), taken)
+        };
+        let (one, _) = run(1, None);
+        for worker in [0, 1] {
+            let (two, taken) = run(2, Some(worker));
+            assert_eq!(one, two, "worker {worker} held back");
+            // Every step: the held-back slice's 8 images forward, its (6a), its 8 images backward, its (6c). (A build
+            // without threads has one worker, which takes nothing from others.)
+            let pieces = if cfg!(feature = "threads") { 3 * 18 } else { 0 };
+            assert_eq!(taken, Some(pieces), "worker {worker} held back");
+        }
+    }
 
     #[test]
     fn linear1_weight_starts_a_cache_line_in_the_trainer() {

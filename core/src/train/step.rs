@@ -50,8 +50,8 @@ pub(super) struct Buffers {
     /// Whether each worker keeps its own copy of the tail (see [`TailCopy`]).
     pub copy_tail: bool,
     pub slices: Vec<SliceState>,
-    /// Where each slice's per-image buffers are, taken afresh every step (see [`ImagePtrs`]).
-    pub image_ptrs: Vec<ImagePtrs>,
+    /// Where each slice's buffers that other workers share are, taken afresh every step (see [`SlicePtrs`]).
+    pub slice_ptrs: Vec<SlicePtrs>,
     /// How far each slice's images are, as the phased schedule shares them out.
     pub image_counts: Vec<ImageCounts>,
     /// Row groups of linear1 (see [`super::plan::linear1_groups`]).
@@ -65,6 +65,18 @@ pub(super) struct Buffers {
     pub round_slices: usize,
     /// The gradient summed over a step's rounds so far, laid out as `params` (empty until a batch needs rounds).
     pub carry: crate::aligned::AlignedBuf,
+    /// In tests, a worker that every step holds back (see [`HoldBack`]).
+    #[cfg(test)]
+    pub hold_back: Option<HoldBack>,
+}
+
+/// In tests: a worker that the phased schedule holds back for `pause` before (1) and before (6), so that the
+/// others take its slice's work, and a count of the pieces of work that workers took from slices not their own.
+#[cfg(test)]
+pub(super) struct HoldBack {
+    pub worker: usize,
+    pub pause: std::time::Duration,
+    pub taken_from_others: std::sync::atomic::AtomicUsize,
 }
 
 impl Buffers {
@@ -80,7 +92,7 @@ impl Buffers {
         let classes = crate::nn::params::classes_of(self.params.len());
         while self.slices.len() < slices {
             self.slices.push(SliceState::new(len, classes));
-            self.image_ptrs.push(ImagePtrs::default());
+            self.slice_ptrs.push(SlicePtrs::default());
             self.image_counts.push(ImageCounts::default());
         }
         let capacity = slices * len;
@@ -108,18 +120,56 @@ struct Done {
     slices: Counter,
 }
 
-/// How far one slice's images are in a step of the phased schedule, whose workers take the images of (1) and
-/// (6b) one at a time, first come, first served, each its own slice's first.
+/// How far one slice's work in (1) and (6) is in a step of the phased schedule, whose workers take it in
+/// pieces, first come, first served, each its own slice's first: the images of (1) and (6b) one at a time, and
+/// (6a) and (6c) whole.
 #[derive(Default)]
 pub(super) struct ImageCounts {
     /// The next image to take forward, (1).
     forward: Counter,
+    /// 0 until a worker has taken (6a).
+    conv2: Counter,
     /// 1 once (6a) is done: conv2's weight gradient has read the slice's activations, which (6b) overwrites.
     open: Counter,
     /// The next image to take backward, (6b).
     backward: Counter,
     /// Images through (6b).
     finished: Counter,
+    /// 0 until a worker has taken (6c).
+    conv1: Counter,
+}
+
+/// Where the buffers of a slice that any worker may use in (1) and (6) are: its images' (see [`ImagePtrs`]),
+/// and its gradient, of which (6) writes the convolutions' part. Taken afresh every step: the whole-slices
+/// schedule trades slices' buffers.
+#[derive(Clone, Copy)]
+pub(super) struct SlicePtrs {
+    images: ImagePtrs,
+    conv_grads: *mut f32,
+}
+
+// SAFETY: addresses only, used under the phase discipline of [`PhaseShared`].
+unsafe impl Send for SlicePtrs {}
+unsafe impl Sync for SlicePtrs {}
+
+impl Default for SlicePtrs {
+    /// No slice.
+    fn default() -> Self {
+        SlicePtrs { images: ImagePtrs::default(), conv_grads: std::ptr::null_mut() }
+    }
+}
+
+impl SlicePtrs {
+    /// The gradient of the slice's convolutions, the first [`CONV_PARAMS`] values of its gradient.
+    ///
+    /// # Safety
+    /// Nobody else may use them while the result lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn conv_grads(&self) -> &mut [f32] {
+        assert!(!self.conv_grads.is_null());
+        // SAFETY: a slice's gradient holds the whole parameter block; the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.conv_grads, CONV_PARAMS) }
+    }
 }
 
 /// One step's view of the trainer's buffers, shared by the workers. Within each phase every part of a buffer is
@@ -144,7 +194,7 @@ pub(super) struct Step<'a> {
     tail_copies: PhaseShared<'a, TailCopy>,
     copy_tail: bool,
     slices: PhaseShared<'a, SliceState>,
-    image_ptrs: &'a [ImagePtrs],
+    slice_ptrs: &'a [SlicePtrs],
     image_counts: &'a [ImageCounts],
     exchange: PhaseShared<'a, f32>,
     partials: PhaseShared<'a, f32>,
@@ -160,6 +210,8 @@ pub(super) struct Step<'a> {
     barrier: SpinBarrier,
     /// Reported to by worker 0 for slice 0.
     clock: Mutex<&'a mut (dyn StageClock + Send)>,
+    #[cfg(test)]
+    hold_back: Option<&'a HoldBack>,
     augmentation: Option<EpochAugment>,
     /// The label smoothing of the loss (0 in the recipe).
     label_smoothing: f32,
@@ -208,7 +260,7 @@ impl<'a> Step<'a> {
             let idx = &indices[s * slice_len..((s + 1) * slice_len).min(indices.len())];
             st.n = idx.len();
             split.gather_labels(idx, &mut st.targets);
-            buffers.image_ptrs[s] = st.ws.image_ptrs();
+            buffers.slice_ptrs[s] = SlicePtrs { images: st.ws.image_ptrs(), conv_grads: st.grads.as_mut_ptr() };
             buffers.image_counts[s] = ImageCounts::default();
         }
         Step {
@@ -227,7 +279,7 @@ impl<'a> Step<'a> {
             tail_copies: PhaseShared::new(&mut buffers.tail_copies),
             copy_tail: buffers.copy_tail,
             slices: PhaseShared::new(&mut buffers.slices[..used]),
-            image_ptrs: &buffers.image_ptrs[..used],
+            slice_ptrs: &buffers.slice_ptrs[..used],
             image_counts: &buffers.image_counts[..used],
             exchange: PhaseShared::new(&mut buffers.linear1_exchange),
             partials: PhaseShared::new(&mut buffers.linear1_partials),
@@ -239,6 +291,8 @@ impl<'a> Step<'a> {
             done: Done::default(),
             barrier: SpinBarrier::new(workers),
             clock: Mutex::new(clock),
+            #[cfg(test)]
+            hold_back: buffers.hold_back.as_ref(),
             augmentation: None,
             label_smoothing: 0.0,
         }
@@ -337,9 +391,11 @@ impl<'a> Step<'a> {
         // A worker with no slice of its own has no copy of conv2's prepared weight, and takes no images.
         let with_images = t < self.used;
         if with_images {
+            self.hold_back(t);
             self.prepare_conv2(t);
             for s in self.slices_from(t) {
                 self.take_images(&self.image_counts[s].forward, s, |i| {
+                    self.count_taken(t, s);
                     self.forward_image(t, s, i);
                     self.done.features.add_one();
                 });
@@ -377,25 +433,48 @@ impl<'a> Step<'a> {
         self.update_tail(t, scratch);
         self.done.input_grads.wait_for(self.groups, &self.barrier);
         if with_images {
-            clocks.of(t).restart();
-            self.backward_conv2(t, clocks.of(t));
-            // Own images, then conv1's weight gradient once they are all through (some perhaps by another
-            // worker), then the other slices' images as they open.
+            self.hold_back(t);
+            // Each slice's work in turn, own first; of another slice's, what its worker has not yet taken.
             for s in self.slices_from(t) {
                 let counts = &self.image_counts[s];
+                if counts.conv2.take() == 0 {
+                    self.count_taken(t, s);
+                    clocks.of(s).restart();
+                    self.backward_conv2(t, s, clocks.of(s));
+                    counts.open.add_one();
+                }
                 counts.open.wait_for(1, &self.barrier);
                 self.take_images(&counts.backward, s, |i| {
+                    self.count_taken(t, s);
                     self.backward_image(t, s, i);
                     counts.finished.add_one();
                 });
-                if s == t {
-                    counts.finished.wait_for(self.slice_images(t).len(), &self.barrier);
-                    self.backward_conv1(t, clocks.of(t));
+                if counts.conv1.take() == 0 {
+                    self.count_taken(t, s);
+                    // Some images may still be with another worker.
+                    counts.finished.wait_for(self.slice_images(s).len(), &self.barrier);
+                    self.backward_conv1(t, s, clocks.of(s));
                 }
             }
         }
         self.barrier.wait();
         self.update_rest(t, scratch);
+    }
+
+    /// In tests, holds worker t back if it is the one [`HoldBack`] names.
+    fn hold_back(&self, _t: usize) {
+        #[cfg(test)]
+        if let Some(hold) = self.hold_back.filter(|hold| hold.worker == _t) {
+            std::thread::sleep(hold.pause);
+        }
+    }
+
+    /// In tests, counts a piece of slice s's work that worker t took, if the slice is not its own.
+    fn count_taken(&self, _t: usize, _s: usize) {
+        #[cfg(test)]
+        if let Some(hold) = self.hold_back.filter(|_| _s != _t) {
+            hold.taken_from_others.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Every slice, starting from slice `t`.
@@ -498,7 +577,7 @@ impl<'a> Step<'a> {
     /// slice's workspace) for the images it takes.
     fn prepare_conv2(&self, t: usize) {
         // SAFETY: nobody writes a parameter in (1); nobody but worker t uses its slice's prepared weight, and
-        // the other workers reach the slice's images through `image_ptrs` alone.
+        // the other workers reach the slice's images through `slice_ptrs` alone.
         let (params, st) = unsafe { (self.params.get(0..self.num_params), self.slice_mut(t)) };
         prepare_conv2(params, &mut st.ws);
     }
@@ -510,7 +589,7 @@ impl<'a> Step<'a> {
         // nobody else uses it.
         let (params, weights, images) = unsafe {
             let weights = self.slices.get(t..t + 1)[0].ws.conv2_weights();
-            (self.params.get(0..self.num_params), weights, self.image_ptrs[s].images(i..i + 1))
+            (self.params.get(0..self.num_params), weights, self.slice_ptrs[s].images.images(i..i + 1))
         };
         self.gather(&self.indices[at..at + 1], images.input);
         self.split.prefetch(self.next.get(at..at + 1).unwrap_or_default());
@@ -645,22 +724,23 @@ impl<'a> Step<'a> {
         backward_convolutions(&mut st.ws, n, &mut st.grads[..CONV_PARAMS], clock);
     }
 
-    /// (6a), in the phased schedule: slice s, by its worker, before its images' (6b): linear1's input gradient
-    /// parts summed in group order, conv2's output gradient and its weight gradient. Then opens the images.
-    fn backward_conv2(&self, s: usize, clock: &mut dyn StageClock) {
-        // SAFETY: one worker runs slice s, whose images nobody else takes before they open.
-        let (st, mut images) = unsafe {
-            let st = self.slice_mut(s);
-            let images = self.image_ptrs[s].images(0..st.n);
-            (st, images)
+    /// (6a), in the phased schedule: slice s, by worker t, before its images' (6b): linear1's input gradient
+    /// parts summed in group order, conv2's output gradient and its weight gradient (with worker t's scratch).
+    fn backward_conv2(&self, t: usize, s: usize, clock: &mut dyn StageClock) {
+        let n = self.slice_images(s).len();
+        // SAFETY: worker t took (6a) of slice s, and nobody uses the slice's images before it opens them; nobody
+        // but worker t uses its slice's scratch, nor does any other worker reach its slice but through
+        // `slice_ptrs`.
+        let (scratch_owner, mut images, grads) = unsafe {
+            let ptrs = &self.slice_ptrs[s];
+            (self.slice_mut(t), ptrs.images.images(0..n), ptrs.conv_grads())
         };
         self.sum_partials(s, images.d_flat);
         clock.lap(Stage::Linear1, true);
-        conv2_output_grad(&mut images, st.n);
+        conv2_output_grad(&mut images, n);
         clock.lap(Stage::Pool2, true);
-        conv2_weight_grad(&images, st.n, &mut st.ws.grad_scratch(), &mut st.grads[..CONV_PARAMS]);
+        conv2_weight_grad(&images, n, &mut scratch_owner.ws.grad_scratch(), grads);
         clock.lap(Stage::Conv2, true);
-        self.image_counts[s].open.add_one();
     }
 
     /// (6b), in the phased schedule: image i of slice s, by worker t: the input gradients. After the slice's (6a).
@@ -668,20 +748,21 @@ impl<'a> Step<'a> {
         // SAFETY: nobody writes worker t's prepared weight in (6); worker t took image i of slice s, and nobody
         // else uses it.
         let (weights, mut images) =
-            unsafe { (self.slices.get(t..t + 1)[0].ws.conv2_weights(), self.image_ptrs[s].images(i..i + 1)) };
+            unsafe { (self.slices.get(t..t + 1)[0].ws.conv2_weights(), self.slice_ptrs[s].images.images(i..i + 1)) };
         input_grads(weights, &mut images, 1, &mut ());
     }
 
-    /// (6c), in the phased schedule: slice s, by its worker, after every image's (6b): conv1's weight gradient.
-    fn backward_conv1(&self, s: usize, clock: &mut dyn StageClock) {
-        // SAFETY: one worker runs slice s, whose images are all through (6b).
-        let (st, images) = unsafe {
-            let st = self.slice_mut(s);
-            let images = self.image_ptrs[s].images(0..st.n);
-            (st, images)
+    /// (6c), in the phased schedule: slice s, by worker t, after every image's (6b): conv1's weight gradient
+    /// (with worker t's scratch).
+    fn backward_conv1(&self, t: usize, s: usize, clock: &mut dyn StageClock) {
+        let n = self.slice_images(s).len();
+        // SAFETY: worker t took (6c) of slice s, whose images are all through (6b); as in (6a) for the scratch.
+        let (scratch_owner, images, grads) = unsafe {
+            let ptrs = &self.slice_ptrs[s];
+            (self.slice_mut(t), ptrs.images.images(0..n), ptrs.conv_grads())
         };
         clock.restart();
-        conv1_weight_grad(&images, st.n, &mut st.ws.grad_scratch(), &mut st.grads[..CONV_PARAMS]);
+        conv1_weight_grad(&images, n, &mut scratch_owner.ws.grad_scratch(), grads);
         clock.lap(Stage::Conv1, true);
     }
 
