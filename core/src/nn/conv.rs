@@ -3,8 +3,8 @@
 //! `out[o, n, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * in[c, n, y + i - pad, x + j - pad]`
 //!
 //! Images are stored channel-major, `(C, N, H, W)`, so that the `N` images of a slice form one wide matrix and
-//! each layer is a single large GEMM instead of `N` small ones. The model converts to and from NCHW at its
-//! edges.
+//! each layer is a single large GEMM instead of `N` small ones. This is the general form the model's direct
+//! kernels are tested against; they keep NCHW, each image's values side by side (`image_major` converts).
 //!
 //! # Shapes
 //! - input `(C, N, H, W)`, weight `(OC, C, K, K)` (PyTorch's layout), bias `(OC)`, output `(OC, N, OH, OW)`
