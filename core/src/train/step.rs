@@ -11,16 +11,17 @@
 //!       a group's rows of linear1's weight, the gradient summed over the slices in order, updated;
 //!   (5) [`Step::update_tail`]: the tail's gradients summed over the slices in order, and updated;
 //!   (6) [`Step::backward_convolutions`]: linear1's input gradient parts summed in group order for a slice, then
-//!       backward through the convolutions;
+//!       backward through the convolutions (in the phased schedule, in pieces: (6a) [`Step::backward_conv2`],
+//!       (6b) [`Step::backward_image`] for each image, (6c) [`Step::backward_conv1`]);
 //!   (7) [`Step::update_rest`]: a worker's fixed share of the other parameters, the slices' gradients summed in
 //!       slice order, updated.
 //!
 //! Worker t runs slices t, t + workers, ... and linear1's row groups t, t + workers, ..., always the same ones.
 //! Two schedules call these parts: [`Step::phased`] when every worker has one slice at most (batch 16 with two
-//! threads), and [`Step::whole_slices`] otherwise. The phased one also splits (1) and (6) into the work on each
-//! image, which any worker may take, and the work on the whole slice (conv2's prepared weight; the weight
-//! gradients), which the slice's worker does. The slices and groups depend on the batch size alone, and an
-//! image's numbers do not depend on who takes it, so which worker does what never changes a number.
+//! threads), and [`Step::whole_slices`] otherwise. The phased one also cuts (1) and (6) into pieces that any worker
+//! may take: each image's work, and in (6) each slice's conv2 weight gradient before its images and conv1's
+//! after them. The slices and groups depend on the batch size alone, and a piece's numbers do not depend on who
+//! takes it, so which worker does what never changes a number.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -383,10 +384,12 @@ impl<'a> Step<'a> {
     /// that weight had to cross from one core's cache to the other's every step, and writing it meant taking
     /// every line back from the other core first: at batch 16, measured, that cost more than the arithmetic.)
     ///
-    /// The convolutions' work on each image, forward and backward, is taken image by image instead, first come,
-    /// first served, each worker starting with its own slice's: a worker held up (by another thread on its core)
-    /// leaves its images to the others rather than making them wait. Which worker takes an image never changes a
-    /// number; the weight gradients, which sum over a slice's images, stay with the slice's worker.
+    /// The convolutions' work is not tied to a worker, though: each image forward and backward, and each slice's
+    /// two weight gradients, go to whichever worker comes first, each starting with its own slice's. A worker
+    /// held up (by another thread on its core) leaves its work to the others rather than making them wait, and
+    /// in the usual step, where nobody is, each worker still does its own slice's. Which worker takes a piece
+    /// never changes a number: an image's values do not depend on the others', and a weight gradient sums its
+    /// slice's images in the same order whoever sums it.
     fn phased(&self, t: usize, clocks: &mut Clocks, scratch: &mut [f32]) {
         // A worker with no slice of its own has no copy of conv2's prepared weight, and takes no images.
         let with_images = t < self.used;
@@ -461,7 +464,7 @@ impl<'a> Step<'a> {
         self.update_rest(t, scratch);
     }
 
-    /// In tests, holds worker t back if it is the one [`HoldBack`] names.
+    /// In tests, holds worker t back if it is the one `HoldBack` names.
     fn hold_back(&self, _t: usize) {
         #[cfg(test)]
         if let Some(hold) = self.hold_back.filter(|hold| hold.worker == _t) {
