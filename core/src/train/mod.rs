@@ -591,8 +591,8 @@ mod tests {
     use crate::nn::params::{Param, init_params};
 
     /// The phased schedule's workers take each other's images and slices' weight gradients when one is held up:
-    /// with either of two workers held back every step, the other takes its work, and the numbers stay those
-    /// of one worker.
+    /// with either of two workers held back every step until the other has taken its work, the numbers stay
+    /// those of one worker.
     #[test]
     fn work_taken_from_a_held_up_worker_keeps_the_numbers() {
         let mut rng = crate::rng::Rng::new(5);
@@ -601,11 +601,8 @@ mod tests {
         let config = crate::spec::ValidSpec::default().config().clone();
         let run = |threads: usize, held: Option<usize>| {
             let mut trainer = Trainer::new(config.clone(), init_params(3), None, threads).unwrap();
-            trainer.buffers.hold_back = held.map(|worker| step::HoldBack {
-                worker,
-                pause: std::time::Duration::from_millis(20),
-                taken_from_others: Default::default(),
-            });
+            trainer.buffers.hold_back =
+                held.map(|worker| step::HoldBack { worker, taken_from_others: Default::default() });
             for s in 0..3u32 {
                 let idx: Vec<u32> = (0..16).map(|i| (i * 5 + s * 16) % 64).collect();
                 trainer.step(&split, &idx);

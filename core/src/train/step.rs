@@ -71,12 +71,11 @@ pub(super) struct Buffers {
     pub hold_back: Option<HoldBack>,
 }
 
-/// In tests: a worker that the phased schedule holds back for `pause` before (1) and before (6), so that the
-/// others take its slice's work, and a count of the pieces of work that workers took from slices not their own.
+/// In tests: a worker that the phased schedule holds back at (1) and at (6) until the others have taken all of
+/// its slice's work there, and a count of the pieces of work that workers took from slices not their own.
 #[cfg(test)]
 pub(super) struct HoldBack {
     pub worker: usize,
-    pub pause: std::time::Duration,
     pub taken_from_others: std::sync::atomic::AtomicUsize,
 }
 
@@ -394,7 +393,7 @@ impl<'a> Step<'a> {
         // A worker with no slice of its own has no copy of conv2's prepared weight, and takes no images.
         let with_images = t < self.used;
         if with_images {
-            self.hold_back(t);
+            self.hold_back(t, |counts| counts.forward.wait_for(self.slice_images(t).len(), &self.barrier));
             self.prepare_conv2(t);
             for s in self.slices_from(t) {
                 self.take_images(&self.image_counts[s].forward, s, |i| {
@@ -436,7 +435,7 @@ impl<'a> Step<'a> {
         self.update_tail(t, scratch);
         self.done.input_grads.wait_for(self.groups, &self.barrier);
         if with_images {
-            self.hold_back(t);
+            self.hold_back(t, |counts| counts.conv1.wait_for(1, &self.barrier));
             // Each slice's work in turn, own first; of another slice's, what its worker has not yet taken.
             for s in self.slices_from(t) {
                 let counts = &self.image_counts[s];
@@ -464,11 +463,12 @@ impl<'a> Step<'a> {
         self.update_rest(t, scratch);
     }
 
-    /// In tests, holds worker t back if it is the one `HoldBack` names.
-    fn hold_back(&self, _t: usize) {
+    /// In tests, if worker t is the one `HoldBack` names, waits for the others to take its slice's work: until
+    /// `taken` returns, given the slice's counts.
+    fn hold_back(&self, _t: usize, _taken: impl FnOnce(&ImageCounts)) {
         #[cfg(test)]
-        if let Some(hold) = self.hold_back.filter(|hold| hold.worker == _t) {
-            std::thread::sleep(hold.pause);
+        if self.hold_back.is_some_and(|hold| hold.worker == _t) {
+            _taken(&self.image_counts[_t]);
         }
     }
 
