@@ -324,7 +324,7 @@ impl Trainer {
             // data set costs only the memory its images need.
             slices: Vec::new(),
             slice_ptrs: Vec::new(),
-            image_counts: Vec::new(),
+            slice_counts: Vec::new(),
             groups,
             linear1_exchange: AlignedBuf::zeroed(0),
             linear1_partials: AlignedBuf::zeroed(0),

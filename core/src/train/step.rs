@@ -53,8 +53,8 @@ pub(super) struct Buffers {
     pub slices: Vec<SliceState>,
     /// Where each slice's buffers that other workers share are, taken afresh every step (see [`SlicePtrs`]).
     pub slice_ptrs: Vec<SlicePtrs>,
-    /// How far each slice's images are, as the phased schedule shares them out.
-    pub image_counts: Vec<ImageCounts>,
+    /// How far each slice's work is, as the phased schedule shares it out.
+    pub slice_counts: Vec<SliceCounts>,
     /// Row groups of linear1 (see [`super::plan::linear1_groups`]).
     pub groups: usize,
     /// linear1's output, written by the groups and read by the slices.
@@ -93,7 +93,7 @@ impl Buffers {
         while self.slices.len() < slices {
             self.slices.push(SliceState::new(len, classes));
             self.slice_ptrs.push(SlicePtrs::default());
-            self.image_counts.push(ImageCounts::default());
+            self.slice_counts.push(SliceCounts::default());
         }
         let capacity = slices * len;
         if self.linear1_exchange.len() < capacity * LINEAR1.out_features {
@@ -120,11 +120,16 @@ struct Done {
     slices: Counter,
 }
 
+/// Where slice s's images are among a step's `images`, in slices of `len`.
+fn slice_range(s: usize, len: usize, images: usize) -> Range<usize> {
+    (s * len).min(images)..((s + 1) * len).min(images)
+}
+
 /// How far one slice's work in (1) and (6) is in a step of the phased schedule, whose workers take it in
 /// pieces, first come, first served, each its own slice's first: the images of (1) and (6b) one at a time, and
 /// (6a) and (6c) whole.
 #[derive(Default)]
-pub(super) struct ImageCounts {
+pub(super) struct SliceCounts {
     /// The next image to take forward, (1).
     forward: Counter,
     /// 0 until a worker has taken (6a).
@@ -195,7 +200,7 @@ pub(super) struct Step<'a> {
     copy_tail: bool,
     slices: PhaseShared<'a, SliceState>,
     slice_ptrs: &'a [SlicePtrs],
-    image_counts: &'a [ImageCounts],
+    slice_counts: &'a [SliceCounts],
     exchange: PhaseShared<'a, f32>,
     partials: PhaseShared<'a, f32>,
     tail_parts: &'a [TailPart],
@@ -257,11 +262,11 @@ impl<'a> Step<'a> {
         let slice_len = slice_len(batch_size);
         let used = indices.len().div_ceil(slice_len);
         for (s, st) in buffers.slices[..used].iter_mut().enumerate() {
-            let idx = &indices[s * slice_len..((s + 1) * slice_len).min(indices.len())];
+            let idx = &indices[slice_range(s, slice_len, indices.len())];
             st.n = idx.len();
             split.gather_labels(idx, &mut st.targets);
             buffers.slice_ptrs[s] = SlicePtrs { images: st.ws.image_ptrs(), conv_grads: st.grads.as_mut_ptr() };
-            buffers.image_counts[s] = ImageCounts::default();
+            buffers.slice_counts[s] = SliceCounts::default();
         }
         Step {
             split,
@@ -280,7 +285,7 @@ impl<'a> Step<'a> {
             copy_tail: buffers.copy_tail,
             slices: PhaseShared::new(&mut buffers.slices[..used]),
             slice_ptrs: &buffers.slice_ptrs[..used],
-            image_counts: &buffers.image_counts[..used],
+            slice_counts: &buffers.slice_counts[..used],
             exchange: PhaseShared::new(&mut buffers.linear1_exchange),
             partials: PhaseShared::new(&mut buffers.linear1_partials),
             tail_parts: &buffers.tail_parts,
@@ -396,7 +401,7 @@ impl<'a> Step<'a> {
             self.hold_back(t, |counts| counts.forward.wait_for(self.slice_images(t).len(), &self.barrier));
             self.prepare_conv2(t);
             for s in self.slices_from(t) {
-                self.take_images(&self.image_counts[s].forward, s, |i| {
+                self.take_images(&self.slice_counts[s].forward, s, |i| {
                     self.count_taken(t, s);
                     self.forward_image(t, s, i);
                     self.done.features.add_one();
@@ -438,7 +443,7 @@ impl<'a> Step<'a> {
             self.hold_back(t, |counts| counts.conv1.wait_for(1, &self.barrier));
             // Each slice's work in turn, own first; of another slice's, what its worker has not yet taken.
             for s in self.slices_from(t) {
-                let counts = &self.image_counts[s];
+                let counts = &self.slice_counts[s];
                 if counts.conv2.take() == 0 {
                     self.count_taken(t, s);
                     clocks.of(s).restart();
@@ -465,10 +470,10 @@ impl<'a> Step<'a> {
 
     /// In tests, if worker t is the one `HoldBack` names, waits for the others to take its slice's work: until
     /// `taken` returns, given the slice's counts.
-    fn hold_back(&self, _t: usize, _taken: impl FnOnce(&ImageCounts)) {
+    fn hold_back(&self, _t: usize, _taken: impl FnOnce(&SliceCounts)) {
         #[cfg(test)]
         if self.hold_back.is_some_and(|hold| hold.worker == _t) {
-            _taken(&self.image_counts[_t]);
+            _taken(&self.slice_counts[_t]);
         }
     }
 
@@ -487,7 +492,7 @@ impl<'a> Step<'a> {
 
     /// Where slice s's images are in `indices`.
     fn slice_images(&self, s: usize) -> Range<usize> {
-        s * self.slice_len..((s + 1) * self.slice_len).min(self.indices.len())
+        slice_range(s, self.slice_len, self.indices.len())
     }
 
     /// Takes slice s's images one at a time from `next` (shared with the other workers) until none is left,
